@@ -1,0 +1,368 @@
+//! Index expressions: the integer arithmetic that `Reindex` and `ReindexReduce` use to map an
+//! iteration index to an element of another tensor.
+//!
+//! An expression is evaluated at one point of the op's *iteration space* (the output of a
+//! `Reindex`, the input of a `ReindexReduce`) and yields one coordinate of the *target* (the
+//! input of a `Reindex`, the output of a `ReindexReduce`). Sizes are named symbolically
+//! ([`IndexExpr::IterDim`], [`IndexExpr::TargetDim`]) rather than baked in, so a kernel built from
+//! the expression stays valid when a batch size changes. Structural parameters (stride, padding,
+//! kernel size) are constants.
+//!
+//! Arithmetic is on i64 and wraps; `/` and `%` are floor division and floor modulo (the
+//! remainder takes the divisor's sign), so `(a / b) * b + a % b == a`; division or modulo by
+//! zero yields 0. Comparisons and logic yield 0 or 1.
+
+use std::fmt;
+
+/// A binary operator of index arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdxBin {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// floor(`a / b`); 0 when `b == 0`.
+    Div,
+    /// `a - floor(a / b) * b`; 0 when `b == 0`.
+    Mod,
+    /// `min(a, b)`
+    Min,
+    /// `max(a, b)`
+    Max,
+    /// `a < b` as 0/1
+    Lt,
+    /// `a <= b` as 0/1
+    Le,
+    /// `a == b` as 0/1
+    Eq,
+    /// `a != b` as 0/1
+    Ne,
+    /// logical and of nonzero-ness, as 0/1
+    And,
+    /// logical or of nonzero-ness, as 0/1
+    Or,
+}
+
+impl IdxBin {
+    /// Every operator.
+    pub const ALL: [IdxBin; 13] = [
+        IdxBin::Add,
+        IdxBin::Sub,
+        IdxBin::Mul,
+        IdxBin::Div,
+        IdxBin::Mod,
+        IdxBin::Min,
+        IdxBin::Max,
+        IdxBin::Lt,
+        IdxBin::Le,
+        IdxBin::Eq,
+        IdxBin::Ne,
+        IdxBin::And,
+        IdxBin::Or,
+    ];
+
+    /// The operator's symbol (infix) or name (min/max) in the text form.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            IdxBin::Add => "+",
+            IdxBin::Sub => "-",
+            IdxBin::Mul => "*",
+            IdxBin::Div => "/",
+            IdxBin::Mod => "%",
+            IdxBin::Min => "min",
+            IdxBin::Max => "max",
+            IdxBin::Lt => "<",
+            IdxBin::Le => "<=",
+            IdxBin::Eq => "==",
+            IdxBin::Ne => "!=",
+            IdxBin::And => "&&",
+            IdxBin::Or => "||",
+        }
+    }
+
+    /// Applies the operator.
+    pub fn apply(self, a: i64, b: i64) -> i64 {
+        match self {
+            IdxBin::Add => a.wrapping_add(b),
+            IdxBin::Sub => a.wrapping_sub(b),
+            IdxBin::Mul => a.wrapping_mul(b),
+            IdxBin::Div => floor_div(a, b),
+            IdxBin::Mod => floor_mod(a, b),
+            IdxBin::Min => a.min(b),
+            IdxBin::Max => a.max(b),
+            IdxBin::Lt => (a < b) as i64,
+            IdxBin::Le => (a <= b) as i64,
+            IdxBin::Eq => (a == b) as i64,
+            IdxBin::Ne => (a != b) as i64,
+            IdxBin::And => (a != 0 && b != 0) as i64,
+            IdxBin::Or => (a != 0 || b != 0) as i64,
+        }
+    }
+}
+
+/// Floor division on i64 with wrapping at `MIN / -1` and 0 for division by zero.
+pub fn floor_div(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        return 0;
+    }
+    let q = a.wrapping_div(b);
+    if (a.wrapping_rem(b) != 0) && ((a < 0) != (b < 0)) {
+        q.wrapping_sub(1)
+    } else {
+        q
+    }
+}
+
+/// Floor modulo on i64 (sign of the divisor) with 0 for modulo by zero.
+pub fn floor_mod(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        return 0;
+    }
+    let r = a.wrapping_rem(b);
+    if r != 0 && ((r < 0) != (b < 0)) {
+        r.wrapping_add(b)
+    } else {
+        r
+    }
+}
+
+/// An index expression tree.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum IndexExpr {
+    /// An integer constant.
+    Const(i64),
+    /// The iteration index along axis `k` (`i<k>` in text).
+    Idx(usize),
+    /// The iteration space's extent along axis `k` (`n<k>` in text).
+    IterDim(usize),
+    /// The target tensor's extent along axis `k` (`m<k>` in text).
+    TargetDim(usize),
+    /// Extra tensor `e` (an integer tensor, the op's input `1 + e`) read at the given indices
+    /// (`e<e>[..]` in text); an out-of-range read gives 0.
+    Extra(usize, Vec<IndexExpr>),
+    /// A binary operation.
+    Bin(IdxBin, Box<IndexExpr>, Box<IndexExpr>),
+    /// `if c != 0 { a } else { b }`
+    Select(Box<IndexExpr>, Box<IndexExpr>, Box<IndexExpr>),
+}
+
+/// What an index expression may read while it is evaluated.
+pub struct IdxEnv<'a> {
+    /// The iteration index.
+    pub idx: &'a [usize],
+    /// The iteration space's extents.
+    pub iter_dims: &'a [usize],
+    /// The target's extents.
+    pub target_dims: &'a [usize],
+    /// Reads extra tensor `e` at a multi-index (already bounds-checked by the caller's closure).
+    pub extra: &'a dyn Fn(usize, &[i64]) -> i64,
+}
+
+impl IndexExpr {
+    /// `Idx(k)`.
+    pub fn idx(k: usize) -> IndexExpr {
+        IndexExpr::Idx(k)
+    }
+
+    /// `Const(c)`.
+    pub fn c(c: i64) -> IndexExpr {
+        IndexExpr::Const(c)
+    }
+
+    /// A binary node.
+    pub fn bin(op: IdxBin, a: IndexExpr, b: IndexExpr) -> IndexExpr {
+        IndexExpr::Bin(op, Box::new(a), Box::new(b))
+    }
+
+    /// `Select(c, a, b)`.
+    pub fn select(c: IndexExpr, a: IndexExpr, b: IndexExpr) -> IndexExpr {
+        IndexExpr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+
+    /// `min(self, o)`.
+    pub fn min(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Min, self, o)
+    }
+
+    /// `max(self, o)`.
+    pub fn max(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Max, self, o)
+    }
+
+    /// `self < o`.
+    pub fn lt(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Lt, self, o)
+    }
+
+    /// `self <= o`.
+    pub fn le(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Le, self, o)
+    }
+
+    /// `self == o`.
+    pub fn eq_(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Eq, self, o)
+    }
+
+    /// `self != o`.
+    pub fn ne_(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Ne, self, o)
+    }
+
+    /// `self && o`.
+    pub fn and(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::And, self, o)
+    }
+
+    /// `self || o`.
+    pub fn or(self, o: IndexExpr) -> IndexExpr {
+        IndexExpr::bin(IdxBin::Or, self, o)
+    }
+
+    /// Evaluates the expression at one point.
+    pub fn eval(&self, env: &IdxEnv<'_>) -> i64 {
+        match self {
+            IndexExpr::Const(c) => *c,
+            IndexExpr::Idx(k) => env.idx[*k] as i64,
+            IndexExpr::IterDim(k) => env.iter_dims[*k] as i64,
+            IndexExpr::TargetDim(k) => env.target_dims[*k] as i64,
+            IndexExpr::Extra(e, ix) => {
+                let v: Vec<i64> = ix.iter().map(|x| x.eval(env)).collect();
+                (env.extra)(*e, &v)
+            }
+            IndexExpr::Bin(op, a, b) => op.apply(a.eval(env), b.eval(env)),
+            IndexExpr::Select(c, a, b) => {
+                if c.eval(env) != 0 {
+                    a.eval(env)
+                } else {
+                    b.eval(env)
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on this node and every sub-expression (pre-order).
+    pub fn visit(&self, f: &mut dyn FnMut(&IndexExpr)) {
+        f(self);
+        match self {
+            IndexExpr::Extra(_, ix) => ix.iter().for_each(|x| x.visit(f)),
+            IndexExpr::Bin(_, a, b) => {
+                a.visit(f);
+                b.visit(f);
+            }
+            IndexExpr::Select(c, a, b) => {
+                c.visit(f);
+                a.visit(f);
+                b.visit(f);
+            }
+            _ => {}
+        }
+    }
+}
+
+macro_rules! idx_op {
+    ($tr:ident, $m:ident, $op:ident) => {
+        impl std::ops::$tr for IndexExpr {
+            type Output = IndexExpr;
+            fn $m(self, o: IndexExpr) -> IndexExpr {
+                IndexExpr::bin(IdxBin::$op, self, o)
+            }
+        }
+        impl std::ops::$tr<i64> for IndexExpr {
+            type Output = IndexExpr;
+            fn $m(self, o: i64) -> IndexExpr {
+                IndexExpr::bin(IdxBin::$op, self, IndexExpr::Const(o))
+            }
+        }
+    };
+}
+idx_op!(Add, add, Add);
+idx_op!(Sub, sub, Sub);
+idx_op!(Mul, mul, Mul);
+idx_op!(Div, div, Div);
+idx_op!(Rem, rem, Mod);
+
+impl fmt::Display for IndexExpr {
+    /// Fully parenthesised infix for nested binaries, so the text parses back unambiguously:
+    /// `(i0*2)+1`, `min(i1, m1-1)`, `select(i0<3, i0, 0)`, `e0[i0, i1]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IndexExpr::Const(c) => write!(f, "{c}"),
+            IndexExpr::Idx(k) => write!(f, "i{k}"),
+            IndexExpr::IterDim(k) => write!(f, "n{k}"),
+            IndexExpr::TargetDim(k) => write!(f, "m{k}"),
+            IndexExpr::Extra(e, ix) => {
+                write!(f, "e{e}[")?;
+                for (k, x) in ix.iter().enumerate() {
+                    if k > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{x}")?;
+                }
+                f.write_str("]")
+            }
+            IndexExpr::Bin(op @ (IdxBin::Min | IdxBin::Max), a, b) => {
+                write!(f, "{}({a}, {b})", op.symbol())
+            }
+            IndexExpr::Bin(op, a, b) => {
+                write_operand(f, a)?;
+                f.write_str(op.symbol())?;
+                write_operand(f, b)
+            }
+            IndexExpr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
+        }
+    }
+}
+
+fn write_operand(f: &mut fmt::Formatter<'_>, x: &IndexExpr) -> fmt::Result {
+    match x {
+        IndexExpr::Bin(op, ..) if !matches!(op, IdxBin::Min | IdxBin::Max) => write!(f, "({x})"),
+        IndexExpr::Const(c) if *c < 0 => write!(f, "({c})"),
+        _ => write!(f, "{x}"),
+    }
+}
+
+impl fmt::Debug for IndexExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_division_and_modulo() {
+        assert_eq!(floor_div(7, 2), 3);
+        assert_eq!(floor_div(-7, 2), -4);
+        assert_eq!(floor_div(7, -2), -4);
+        assert_eq!(floor_div(-7, -2), 3);
+        assert_eq!(floor_mod(-7, 2), 1);
+        assert_eq!(floor_mod(7, -2), -1);
+        assert_eq!(floor_mod(-7, -2), -1);
+        assert_eq!(floor_div(5, 0), 0);
+        assert_eq!(floor_mod(5, 0), 0);
+        assert_eq!(floor_div(i64::MIN, -1), i64::MIN);
+        for a in -20..20 {
+            for b in [-7, -3, -1, 1, 2, 5] {
+                assert_eq!(floor_div(a, b) * b + floor_mod(a, b), a);
+            }
+        }
+    }
+
+    #[test]
+    fn eval_and_print() {
+        let e = (IndexExpr::idx(1) * 2 + 1).min(IndexExpr::TargetDim(1) - 1);
+        assert_eq!(e.to_string(), "min((i1*2)+1, m1-1)");
+        let env = IdxEnv {
+            idx: &[0, 3],
+            iter_dims: &[1, 4],
+            target_dims: &[1, 5],
+            extra: &|_, _| 0,
+        };
+        assert_eq!(e.eval(&env), 4);
+    }
+}

@@ -1,0 +1,1 @@
+//! Parser of the text form (placeholder while it is written).
