@@ -9,7 +9,7 @@
 //!
 //! Node invariants, by op (the node's dtype/shape is "out"):
 //! - `Const(v)`: `v`'s dtype is out's dtype. `Index{axis}`: `axis < rank(out)`, out dtype not
-//!   bool. `Random`: out dtype is a float.
+//!   bool. `Random`: out dtype is f32 or f64.
 //! - `Unary(op)`: input dtype accepted by `op` (see `UnaryOp::accepts`), out = input dtype and
 //!   shape.
 //! - `Binary(op)`: both inputs of one dtype (accepted by `op`) and one shape; out shape equal,
@@ -155,8 +155,8 @@ fn check_op(node: &Node, ins: &[&Node]) -> Result<(), String> {
         }
         Op::Random { .. } => {
             arity(node, 0)?;
-            if !dt.is_float() {
-                return Err(format!("dtype {dt} is not a float"));
+            if !matches!(dt, DType::F32 | DType::F64) {
+                return Err(format!("dtype {dt} is not f32 or f64"));
             }
             Ok(())
         }
