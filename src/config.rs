@@ -1,0 +1,178 @@
+//! Run-time settings: the `METAJIT_*` environment variables and the same settings from the API.
+//!
+//! Each variable is read once, at first use; an API setter overrides it for the rest of the
+//! process. A bad value is an [`Error::Config`] naming the variable and the allowed values —
+//! never silently ignored.
+//!
+//! | variable | values | default |
+//! |---|---|---|
+//! | `METAJIT_MODE` | `compiled`, `eager` | `compiled` |
+//! | `METAJIT_DEVICE` | `auto`, `cpu`, `cuda`, `cuda:N`, `reference` | `auto` |
+//! | `METAJIT_DEBUG` | `0`–`5` | `0` |
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::error::{Error, Result};
+
+/// How operations execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Lazy: record ops, and on realize simplify, fuse and run the pending graph (default).
+    Compiled,
+    /// Every op runs at once, on its own, with materialised results (PyTorch-eager-like).
+    Eager,
+}
+
+/// Where tensors are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The best available backend.
+    Auto,
+    /// The native CPU backend.
+    Cpu,
+    /// CUDA device `N`.
+    Cuda(usize),
+    /// The reference interpreter (slow; the oracle, for debugging).
+    Reference,
+}
+
+const UNSET: u8 = u8::MAX;
+static MODE: AtomicU8 = AtomicU8::new(UNSET);
+static DEBUG: AtomicU8 = AtomicU8::new(UNSET);
+static DEVICE: OnceLock<std::sync::Mutex<Option<Device>>> = OnceLock::new();
+
+/// Parses `METAJIT_MODE`'s value.
+pub fn parse_mode(v: &str) -> Result<Mode> {
+    match v.trim() {
+        "compiled" => Ok(Mode::Compiled),
+        "eager" => Ok(Mode::Eager),
+        _ => Err(Error::config("METAJIT_MODE", v, "compiled, eager")),
+    }
+}
+
+/// Parses `METAJIT_DEBUG`'s value.
+pub fn parse_debug(v: &str) -> Result<u8> {
+    match v.trim().parse::<u8>() {
+        Ok(n) if n <= 5 => Ok(n),
+        _ => Err(Error::config("METAJIT_DEBUG", v, "an integer 0 to 5")),
+    }
+}
+
+/// Parses `METAJIT_DEVICE`'s value.
+pub fn parse_device(v: &str) -> Result<Device> {
+    let v2 = v.trim();
+    match v2 {
+        "auto" => Ok(Device::Auto),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        "reference" => Ok(Device::Reference),
+        _ => v2
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| {
+                Error::config("METAJIT_DEVICE", v, "auto, cpu, cuda, cuda:N, reference")
+            }),
+    }
+}
+
+fn env_or<T>(var: &str, parse: fn(&str) -> Result<T>, default: T) -> Result<T> {
+    match std::env::var(var) {
+        Ok(v) => parse(&v),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::config(
+            var,
+            &v.to_string_lossy(),
+            "valid UTF-8 text",
+        )),
+    }
+}
+
+/// The execution mode: `set_mode`'s value, else `METAJIT_MODE`, else compiled.
+pub fn try_mode() -> Result<Mode> {
+    match MODE.load(Ordering::Relaxed) {
+        0 => Ok(Mode::Compiled),
+        1 => Ok(Mode::Eager),
+        _ => {
+            let m = env_or("METAJIT_MODE", parse_mode, Mode::Compiled)?;
+            set_mode(m);
+            Ok(m)
+        }
+    }
+}
+
+/// The execution mode; panics with the configuration error when `METAJIT_MODE` is invalid.
+pub fn mode() -> Mode {
+    try_mode().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sets the execution mode for the whole process (overrides `METAJIT_MODE`).
+pub fn set_mode(m: Mode) {
+    MODE.store(
+        match m {
+            Mode::Compiled => 0,
+            Mode::Eager => 1,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The debug level: `set_debug`'s value, else `METAJIT_DEBUG`, else 0.
+pub fn try_debug() -> Result<u8> {
+    match DEBUG.load(Ordering::Relaxed) {
+        UNSET => {
+            let d = env_or("METAJIT_DEBUG", parse_debug, 0)?;
+            DEBUG.store(d, Ordering::Relaxed);
+            Ok(d)
+        }
+        d => Ok(d),
+    }
+}
+
+/// The debug level; panics with the configuration error when `METAJIT_DEBUG` is invalid.
+pub fn debug() -> u8 {
+    try_debug().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sets the debug level (0–5) for the whole process (overrides `METAJIT_DEBUG`).
+pub fn set_debug(level: u8) {
+    DEBUG.store(level.min(5), Ordering::Relaxed);
+}
+
+fn device_slot() -> &'static std::sync::Mutex<Option<Device>> {
+    DEVICE.get_or_init(|| std::sync::Mutex::new(None))
+}
+
+/// The device: `set_device`'s value, else `METAJIT_DEVICE`, else auto.
+pub fn try_device() -> Result<Device> {
+    let mut slot = device_slot().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(d) = *slot {
+        return Ok(d);
+    }
+    let d = env_or("METAJIT_DEVICE", parse_device, Device::Auto)?;
+    *slot = Some(d);
+    Ok(d)
+}
+
+/// Sets the device for the whole process (overrides `METAJIT_DEVICE`).
+pub fn set_device(d: Device) {
+    *device_slot().lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_choices() {
+        let e = parse_mode("fast").unwrap_err().to_string();
+        assert!(e.contains("METAJIT_MODE") && e.contains("compiled, eager"), "{e}");
+        let e = parse_debug("9").unwrap_err().to_string();
+        assert!(e.contains("METAJIT_DEBUG") && e.contains("0 to 5"), "{e}");
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("METAJIT_DEVICE") && e.contains("cuda:N"), "{e}");
+        assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+        assert_eq!(parse_mode(" eager ").unwrap(), Mode::Eager);
+    }
+}

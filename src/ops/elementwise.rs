@@ -1,0 +1,614 @@
+//! Element-wise ops: arithmetic with NumPy/PyTorch broadcasting and type promotion,
+//! comparisons, logic, math functions and activations, `where`, casts. Operators (`+ - * / %`
+//! and unary `-`) work on `Tensor`, `&Tensor` and Rust numbers on either side.
+
+use std::ops;
+
+use metajit_metaops::{BinaryOp, DType, Op, Scalar, UnaryOp, broadcast_shapes};
+
+use super::Operand;
+use crate::tensor::Tensor;
+
+/// The dtype an operand pair computes in: two tensors promote; a number next to a tensor is
+/// weak (see [`Operand`]).
+fn pair_dtype(a: &Operand<'_>, b: &Operand<'_>) -> DType {
+    match (a, b) {
+        (Operand::Tensor(t), other) | (other, Operand::Tensor(t)) => other.result_dtype(t.dtype()),
+        _ => unreachable!("binary ops always have a tensor operand"),
+    }
+}
+
+/// Lowers `op(a, b)`: promote, broadcast, one `Binary` node.
+#[track_caller]
+fn binary(name: &str, op: BinaryOp, a: Operand<'_>, b: Operand<'_>, dtype: DType) -> Tensor {
+    let shape_of = |o: &Operand<'_>| match o {
+        Operand::Tensor(t) => t.shape().clone(),
+        _ => metajit_metaops::Shape::scalar(),
+    };
+    let (sa, sb) = (shape_of(&a), shape_of(&b));
+    let shape = broadcast_shapes(&sa, &sb).unwrap_or_else(|| {
+        panic!(
+            "shape mismatch in {name}: lhs {sa}, rhs {sb} (broadcasting needs, for each axis aligned at the right, equal extents or an extent of 1)"
+        )
+    });
+    assert!(
+        op.accepts(dtype),
+        "dtype mismatch in {name}: operands of dtype {dtype} are not supported{}",
+        match op {
+            BinaryOp::Sub => " (for bools use logical_xor)",
+            BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => " (bitwise ops need integers or bools)",
+            _ => "",
+        }
+    );
+    let ta = a.to_tensor(dtype).broadcast_as(name, &shape);
+    let tb = b.to_tensor(dtype).broadcast_as(name, &shape);
+    Tensor::from_op(Op::Binary(op), &[&ta, &tb], op.output_dtype(dtype), shape)
+}
+
+impl Tensor {
+    /// Converts to `dtype` (no node when it already is): float→int truncates toward zero and
+    /// saturates (NaN → 0), int→narrower int wraps, anything→bool is `!= 0`.
+    pub fn cast(&self, dtype: DType) -> Tensor {
+        if dtype == self.dtype() {
+            return self.clone();
+        }
+        Tensor::from_op(Op::Cast(dtype), &[self], dtype, self.shape().clone())
+    }
+
+    /// Same as [`Tensor::cast`] (PyTorch's `.to(dtype)`).
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        self.cast(dtype)
+    }
+
+    #[track_caller]
+    fn unary(&self, name: &str, op: UnaryOp) -> Tensor {
+        assert!(
+            op.accepts(self.dtype()),
+            "dtype mismatch in {name}: dtype {} is not supported (shape {})",
+            self.dtype(),
+            self.shape()
+        );
+        Tensor::from_op(Op::Unary(op), &[self], self.dtype(), self.shape().clone())
+    }
+
+    /// Integer and bool tensors become f32, as PyTorch does for `exp`, `sqrt`, ...
+    fn to_float(&self) -> Tensor {
+        if self.dtype().is_float() {
+            self.clone()
+        } else {
+            self.cast(DType::F32)
+        }
+    }
+
+    /// A number as a rank-0 tensor of this tensor's dtype.
+    pub(crate) fn scalar_like(&self, v: f64) -> Tensor {
+        Tensor::constant(Scalar::F64(v).cast(self.dtype()), metajit_metaops::Shape::scalar())
+    }
+
+    /// `a + b` with broadcasting (bool + bool is logical or, as in PyTorch).
+    #[track_caller]
+    pub fn add<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("add", BinaryOp::Add, a, b, d)
+    }
+
+    /// `a - b` with broadcasting.
+    #[track_caller]
+    pub fn sub<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("sub", BinaryOp::Sub, a, b, d)
+    }
+
+    /// `a * b` with broadcasting.
+    #[track_caller]
+    pub fn mul<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("mul", BinaryOp::Mul, a, b, d)
+    }
+
+    /// True division `a / b`; integer operands give f32, as in PyTorch.
+    #[track_caller]
+    pub fn div<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let mut d = pair_dtype(&a, &b);
+        if !d.is_float() {
+            d = DType::F32;
+        }
+        binary("div", BinaryOp::Div, a, b, d)
+    }
+
+    /// Floor division (`//`): rounds toward -inf; integer division by zero gives 0.
+    #[track_caller]
+    pub fn floor_divide<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        if d.is_float() {
+            binary("floor_divide", BinaryOp::Div, a, b, d).floor()
+        } else {
+            binary("floor_divide", BinaryOp::Div, a, b, d)
+        }
+    }
+
+    /// `torch.remainder`: the result has the divisor's sign (Python's `%`).
+    #[track_caller]
+    pub fn remainder<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("remainder", BinaryOp::Mod, a, b, d)
+    }
+
+    /// `a ^ b` element-wise.
+    #[track_caller]
+    pub fn pow<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("pow", BinaryOp::Pow, a, b, d)
+    }
+
+    /// Element-wise maximum; NaN if either is NaN.
+    #[track_caller]
+    pub fn maximum<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("maximum", BinaryOp::Max, a, b, d)
+    }
+
+    /// Element-wise minimum; NaN if either is NaN.
+    #[track_caller]
+    pub fn minimum<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("minimum", BinaryOp::Min, a, b, d)
+    }
+
+    /// `a == b` → bool.
+    #[track_caller]
+    pub fn eq<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("eq", BinaryOp::Eq, a, b, d)
+    }
+
+    /// `a != b` → bool.
+    #[track_caller]
+    pub fn ne<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("ne", BinaryOp::Ne, a, b, d)
+    }
+
+    /// `a < b` → bool.
+    #[track_caller]
+    pub fn lt<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("lt", BinaryOp::Lt, a, b, d)
+    }
+
+    /// `a <= b` → bool.
+    #[track_caller]
+    pub fn le<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("le", BinaryOp::Le, a, b, d)
+    }
+
+    /// `a > b` → bool.
+    #[track_caller]
+    pub fn gt<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("gt", BinaryOp::Lt, b, a, d)
+    }
+
+    /// `a >= b` → bool.
+    #[track_caller]
+    pub fn ge<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("ge", BinaryOp::Le, b, a, d)
+    }
+
+    /// Logical and of nonzero-ness → bool.
+    #[track_caller]
+    pub fn logical_and(&self, rhs: &Tensor) -> Tensor {
+        let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
+        binary("logical_and", BinaryOp::And, (&a).into(), (&b).into(), DType::Bool)
+    }
+
+    /// Logical or of nonzero-ness → bool.
+    #[track_caller]
+    pub fn logical_or(&self, rhs: &Tensor) -> Tensor {
+        let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
+        binary("logical_or", BinaryOp::Or, (&a).into(), (&b).into(), DType::Bool)
+    }
+
+    /// Logical xor of nonzero-ness → bool.
+    #[track_caller]
+    pub fn logical_xor(&self, rhs: &Tensor) -> Tensor {
+        let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
+        binary("logical_xor", BinaryOp::Xor, (&a).into(), (&b).into(), DType::Bool)
+    }
+
+    /// Logical not of nonzero-ness → bool.
+    pub fn logical_not(&self) -> Tensor {
+        self.cast(DType::Bool).unary("logical_not", UnaryOp::Not)
+    }
+
+    /// Bitwise and (integers and bools).
+    #[track_caller]
+    pub fn bitwise_and<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("bitwise_and", BinaryOp::And, a, b, d)
+    }
+
+    /// Bitwise or (integers and bools).
+    #[track_caller]
+    pub fn bitwise_or<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("bitwise_or", BinaryOp::Or, a, b, d)
+    }
+
+    /// Bitwise xor (integers and bools).
+    #[track_caller]
+    pub fn bitwise_xor<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
+        let (a, b) = (Operand::Tensor(self), rhs.into());
+        let d = pair_dtype(&a, &b);
+        binary("bitwise_xor", BinaryOp::Xor, a, b, d)
+    }
+
+    /// Bitwise not (integers; logical not for bools).
+    #[track_caller]
+    pub fn bitwise_not(&self) -> Tensor {
+        self.unary("bitwise_not", UnaryOp::Not)
+    }
+
+    /// `where(cond, a, b)`: `a` where `cond` is true, else `b`, with broadcasting of all three.
+    ///
+    /// # Panics
+    /// When `cond` is not bool, or the shapes do not broadcast.
+    #[track_caller]
+    pub fn where_<'a, 'b>(
+        cond: &Tensor,
+        a: impl Into<Operand<'a>>,
+        b: impl Into<Operand<'b>>,
+    ) -> Tensor {
+        let (a, b) = (a.into(), b.into());
+        assert!(
+            cond.dtype() == DType::Bool,
+            "dtype mismatch in where: the condition must be bool, got {} (shape {}); compare first, e.g. x.gt(0.0)",
+            cond.dtype(),
+            cond.shape()
+        );
+        let dtype = match (&a, &b) {
+            (Operand::Tensor(_), _) | (_, Operand::Tensor(_)) => pair_dtype(&a, &b),
+            (Operand::Float(_), _) | (_, Operand::Float(_)) => DType::F32,
+            (Operand::Int(_), _) | (_, Operand::Int(_)) => DType::I64,
+            _ => DType::Bool,
+        };
+        let shape_of = |o: &Operand<'_>| match o {
+            Operand::Tensor(t) => t.shape().clone(),
+            _ => metajit_metaops::Shape::scalar(),
+        };
+        let (sa, sb) = (shape_of(&a), shape_of(&b));
+        let shape = broadcast_shapes(cond.shape(), &sa)
+            .and_then(|s| broadcast_shapes(&s, &sb))
+            .unwrap_or_else(|| {
+                panic!(
+                    "shape mismatch in where: cond {}, a {sa}, b {sb} (the three must broadcast together)",
+                    cond.shape()
+                )
+            });
+        let c = cond.broadcast_as("where", &shape);
+        let ta = a.to_tensor(dtype).broadcast_as("where", &shape);
+        let tb = b.to_tensor(dtype).broadcast_as("where", &shape);
+        Tensor::from_op(Op::Where, &[&c, &ta, &tb], dtype, shape)
+    }
+
+    /// `value` where `mask` is true, else `self`.
+    #[track_caller]
+    pub fn masked_fill<'a>(&self, mask: &Tensor, value: impl Into<Operand<'a>>) -> Tensor {
+        Tensor::where_(mask, value, self)
+    }
+
+    /// `-x`.
+    #[track_caller]
+    pub fn neg(&self) -> Tensor {
+        self.unary("neg", UnaryOp::Neg)
+    }
+
+    /// `|x|`.
+    #[track_caller]
+    pub fn abs(&self) -> Tensor {
+        if self.dtype().is_bool() {
+            return self.clone();
+        }
+        self.unary("abs", UnaryOp::Abs)
+    }
+
+    /// `1 / x`.
+    pub fn recip(&self) -> Tensor {
+        self.to_float().unary("recip", UnaryOp::Recip)
+    }
+
+    /// `sqrt(x)` (NaN for negatives).
+    pub fn sqrt(&self) -> Tensor {
+        self.to_float().unary("sqrt", UnaryOp::Sqrt)
+    }
+
+    /// `1 / sqrt(x)`.
+    pub fn rsqrt(&self) -> Tensor {
+        self.sqrt().recip()
+    }
+
+    /// `e^x`.
+    pub fn exp(&self) -> Tensor {
+        self.to_float().unary("exp", UnaryOp::Exp)
+    }
+
+    /// Natural logarithm (NaN for negatives, -inf at 0).
+    pub fn log(&self) -> Tensor {
+        self.to_float().unary("log", UnaryOp::Log)
+    }
+
+    /// Sine.
+    pub fn sin(&self) -> Tensor {
+        self.to_float().unary("sin", UnaryOp::Sin)
+    }
+
+    /// Cosine.
+    pub fn cos(&self) -> Tensor {
+        self.to_float().unary("cos", UnaryOp::Cos)
+    }
+
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Tensor {
+        self.to_float().unary("tanh", UnaryOp::Tanh)
+    }
+
+    /// The logistic function `1 / (1 + e^-x)`.
+    pub fn sigmoid(&self) -> Tensor {
+        self.to_float().unary("sigmoid", UnaryOp::Sigmoid)
+    }
+
+    /// The error function.
+    pub fn erf(&self) -> Tensor {
+        self.to_float().unary("erf", UnaryOp::Erf)
+    }
+
+    /// Round toward -inf (identity on integers).
+    #[track_caller]
+    pub fn floor(&self) -> Tensor {
+        self.unary("floor", UnaryOp::Floor)
+    }
+
+    /// Round toward +inf (identity on integers).
+    #[track_caller]
+    pub fn ceil(&self) -> Tensor {
+        self.unary("ceil", UnaryOp::Ceil)
+    }
+
+    /// Round half to even (identity on integers).
+    #[track_caller]
+    pub fn round(&self) -> Tensor {
+        self.unary("round", UnaryOp::Round)
+    }
+
+    /// `x * x`.
+    #[track_caller]
+    pub fn square(&self) -> Tensor {
+        self.mul(self)
+    }
+
+    /// -1, 0 or 1 by the sign of `x` (NaN stays NaN).
+    #[track_caller]
+    pub fn sign(&self) -> Tensor {
+        let pos = self.gt(0).cast(self.dtype());
+        let neg = self.lt(0).cast(self.dtype());
+        let s = pos.sub(&neg);
+        if self.dtype().is_float() {
+            Tensor::where_(&self.isnan(), self, &s)
+        } else {
+            s
+        }
+    }
+
+    /// True where `x` is NaN.
+    pub fn isnan(&self) -> Tensor {
+        // Only NaN differs from itself; for integers this is all false.
+        self.ne(self)
+    }
+
+    /// True where `x` is +inf or -inf.
+    pub fn isinf(&self) -> Tensor {
+        if !self.dtype().is_float() {
+            return self.ne(self);
+        }
+        self.abs().eq(f64::INFINITY)
+    }
+
+    /// True where `x` is neither NaN nor infinite.
+    pub fn isfinite(&self) -> Tensor {
+        if !self.dtype().is_float() {
+            return self.eq(self);
+        }
+        self.abs().lt(f64::INFINITY)
+    }
+
+    /// `max(x, 0)` (NaN stays NaN).
+    #[track_caller]
+    pub fn relu(&self) -> Tensor {
+        self.maximum(&self.scalar_like(0.0))
+    }
+
+    /// `x` where positive, else `slope * x`.
+    #[track_caller]
+    pub fn leaky_relu(&self, slope: f64) -> Tensor {
+        let x = self.to_float();
+        Tensor::where_(&x.gt(0.0), &x, &x.mul(slope))
+    }
+
+    /// GELU, the exact form `x/2 * (1 + erf(x / sqrt(2)))`.
+    pub fn gelu(&self) -> Tensor {
+        let x = self.to_float();
+        x.mul(0.5)
+            .mul(&x.mul(std::f64::consts::FRAC_1_SQRT_2).erf().add(1.0))
+    }
+
+    /// SiLU (swish): `x * sigmoid(x)`.
+    pub fn silu(&self) -> Tensor {
+        let x = self.to_float();
+        x.mul(&x.sigmoid())
+    }
+
+    /// Softplus `log(1 + e^x)`, computed stably as `max(x, 0) + log(1 + e^-|x|)`, and `x` itself
+    /// above 20 (PyTorch's threshold).
+    pub fn softplus(&self) -> Tensor {
+        let x = self.to_float();
+        let stable = x
+            .relu()
+            .add(&x.abs().neg().exp().add(1.0).log());
+        Tensor::where_(&x.gt(20.0), &x, &stable)
+    }
+
+    /// Clamps into `[min, max]` (NaN stays NaN).
+    #[track_caller]
+    pub fn clamp(&self, min: f64, max: f64) -> Tensor {
+        assert!(
+            !(min > max),
+            "bad arguments to clamp: min {min} is greater than max {max}"
+        );
+        self.maximum(min).minimum(max)
+    }
+
+    /// `max(x, min)`.
+    #[track_caller]
+    pub fn clamp_min(&self, min: f64) -> Tensor {
+        self.maximum(min)
+    }
+
+    /// `min(x, max)`.
+    #[track_caller]
+    pub fn clamp_max(&self, max: f64) -> Tensor {
+        self.minimum(max)
+    }
+}
+
+macro_rules! binop_impls {
+    ($tr:ident, $m:ident) => {
+        impl ops::$tr<&Tensor> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: &Tensor) -> Tensor {
+                Tensor::$m(self, rhs)
+            }
+        }
+        impl ops::$tr<Tensor> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: Tensor) -> Tensor {
+                Tensor::$m(self, &rhs)
+            }
+        }
+        impl ops::$tr<&Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: &Tensor) -> Tensor {
+                Tensor::$m(&self, rhs)
+            }
+        }
+        impl ops::$tr<Tensor> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: Tensor) -> Tensor {
+                Tensor::$m(&self, &rhs)
+            }
+        }
+        binop_impls!(@scalar $tr, $m, f32, f64, i32, i64);
+    };
+    (@scalar $tr:ident, $m:ident, $($s:ty),*) => {$(
+        impl ops::$tr<$s> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: $s) -> Tensor {
+                Tensor::$m(self, rhs)
+            }
+        }
+        impl ops::$tr<$s> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: $s) -> Tensor {
+                Tensor::$m(&self, rhs)
+            }
+        }
+        impl ops::$tr<&Tensor> for $s {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: &Tensor) -> Tensor {
+                scalar_first(stringify!($m), self.into(), rhs)
+            }
+        }
+        impl ops::$tr<Tensor> for $s {
+            type Output = Tensor;
+            #[track_caller]
+            fn $m(self, rhs: Tensor) -> Tensor {
+                scalar_first(stringify!($m), self.into(), &rhs)
+            }
+        }
+    )*};
+}
+
+/// `number op tensor` for the operators.
+#[track_caller]
+fn scalar_first(name: &str, a: Operand<'_>, b: &Tensor) -> Tensor {
+    let bo = Operand::Tensor(b);
+    let mut d = pair_dtype(&a, &bo);
+    let op = match name {
+        "add" => BinaryOp::Add,
+        "sub" => BinaryOp::Sub,
+        "mul" => BinaryOp::Mul,
+        "div" => {
+            if !d.is_float() {
+                d = DType::F32;
+            }
+            BinaryOp::Div
+        }
+        _ => BinaryOp::Mod,
+    };
+    binary(name, op, a, bo, d)
+}
+
+binop_impls!(Add, add);
+binop_impls!(Sub, sub);
+binop_impls!(Mul, mul);
+binop_impls!(Div, div);
+
+impl ops::Rem<&Tensor> for &Tensor {
+    type Output = Tensor;
+    /// `torch.remainder` (the divisor's sign).
+    #[track_caller]
+    fn rem(self, rhs: &Tensor) -> Tensor {
+        self.remainder(rhs)
+    }
+}
+
+impl ops::Neg for &Tensor {
+    type Output = Tensor;
+    #[track_caller]
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+impl ops::Neg for Tensor {
+    type Output = Tensor;
+    #[track_caller]
+    fn neg(self) -> Tensor {
+        Tensor::neg(&self)
+    }
+}

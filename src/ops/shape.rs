@@ -1,0 +1,1 @@
+//! Shape ops (being written).
