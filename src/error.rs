@@ -22,9 +22,9 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// The reference interpreter refused a graph (a bug in metajit: the graph is attached).
-    #[error("reference interpreter: {0}")]
-    Interp(#[from] metajit_metaops::interp::InterpError),
+    /// A backend failed to compile or run a graph.
+    #[error("backend: {0}")]
+    Backend(#[from] metajit_codegen::BackendError),
 }
 
 impl Error {

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use metajit_metaops::{Graph, HostData, Node, NodeId, Op, interp};
+use metajit_codegen::Backend;
+use metajit_codegen::reference::Reference;
+use metajit_metaops::{Graph, HostData, Node, NodeId, Op};
 
 use crate::config::{self, Device};
 use crate::error::{Error, Result};
@@ -104,13 +106,13 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
 
     // 5. Store: each output becomes a buffer, dropping its references to its inputs.
     for (&k, data) in outputs.iter().zip(results) {
-        *order[k].0.lock() = State::Realized(Arc::new(data));
+        *order[k].0.lock() = State::Realized(data);
     }
     Ok(())
 }
 
 /// Simplifies and runs a graph on the selected device.
-fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<HostData>> {
+fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>> {
     let debug = config::debug();
     if debug >= 3 {
         eprintln!("metajit: realizing graph of {} node(s):\n{g}", g.nodes.len());
@@ -119,8 +121,8 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<HostData>> {
         // The reference interpreter is the only backend so far; `cpu` and `auto` use it until
         // the native backend lands.
         Device::Reference | Device::Cpu | Device::Auto => {
-            let inputs: Vec<&HostData> = buffers.iter().map(|b| b.as_ref()).collect();
-            Ok(interp::run(g, &inputs)?)
+            let inputs: Vec<&Arc<HostData>> = buffers.iter().collect();
+            Ok(Reference.run(g, &inputs)?)
         }
         Device::Cuda(n) => Err(Error::Device {
             device: format!("cuda:{n}"),

@@ -1,0 +1,46 @@
+//! A short tour of metajit's Tensor API: creation, broadcasting, math, reductions, printing,
+//! and a look at the meta-op graph behind it.
+//!
+//! Run it with `cargo run --release --example tour`; add `METAJIT_DEBUG=3` to see each graph
+//! as it is realized.
+
+use metajit::{DType, Tensor};
+
+fn main() -> metajit::Result<()> {
+    metajit::manual_seed(0);
+
+    // Creation: everything is lazy until a value is needed.
+    let x = Tensor::arange_f32(-2.0, 2.0, 0.5).reshape([2, 4]);
+    let w = Tensor::randn([4, 3]);
+    println!("x =\n{x}\n");
+
+    // Element-wise math with PyTorch broadcasting; the W1 workload of the benchmarks:
+    let y = (&x * 1.5 + 0.5).relu() * x.sigmoid() + x.tanh();
+    println!("relu(x*1.5+0.5) * sigmoid(x) + tanh(x) =\n{y}\n");
+
+    // A matrix product written with meta-ops: broadcast, multiply, reduce.
+    let prod = x.unsqueeze(2).mul(&w.unsqueeze(0)).sum(1, false);
+    println!("x @ w (as reduce(sum, broadcast * broadcast)) =\n{prod}\n");
+
+    // Reductions with axes and keepdim; argmax; a stable logsumexp.
+    println!("row sums      = {}", x.sum(1, false));
+    println!("column means  = {}", x.mean(0, true));
+    println!("argmax(row)   = {}", x.argmax(-1, false));
+    println!("logsumexp     = {}", Tensor::from_slice(&[80.0f32, -80.0, 0.0]).logsumexp(0, false));
+
+    // Shape ops are index rewrites (Reindex meta-ops), not copies.
+    let t = x.transpose(0, 1).flip([0]);
+    println!("flip(transpose(x)) =\n{t}\n");
+    let parts = Tensor::cat(&[&x, &x.neg()], 0);
+    println!("cat([x, -x]) has shape {:?}", parts.shape());
+
+    // Integer tensors, casting and one-hot encoding.
+    let labels = Tensor::from_vec(vec![3i64, 0, 2], [3]);
+    println!("one_hot(labels, 4) =\n{}", labels.one_hot(4));
+    println!("labels as f32 / 2 = {}", labels.cast(DType::F32).div(2.0));
+
+    // Values come back to Rust as Vecs or scalars.
+    let total: f32 = y.sum_all().item()?;
+    println!("\nsum(y) = {total}");
+    Ok(())
+}
