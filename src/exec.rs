@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use metajit_codegen::Backend;
 use metajit_codegen::reference::Reference;
+use metajit_metaops::passes::{self, PassCx, PassTrace};
 use metajit_metaops::{Graph, HostData, Node, NodeId, Op};
 
 use crate::config::{self, Device};
@@ -116,6 +117,25 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>>
     let debug = config::debug();
     if debug >= 3 {
         eprintln!("metajit: realizing graph of {} node(s):\n{g}", g.nodes.len());
+    }
+    let trace = |t: &PassTrace<'_>| {
+        eprintln!(
+            "metajit: pass {} (round {}): {} in {:?}{}",
+            t.pass,
+            t.round,
+            if t.changed { "changed" } else { "no change" },
+            t.elapsed,
+            if t.changed && debug >= 5 { format!("\n{}", t.graph) } else { String::new() }
+        )
+    };
+    let cx = PassCx {
+        verify: cfg!(debug_assertions),
+        trace: if debug >= 4 { Some(&trace) } else { None },
+    };
+    let simplified = passes::simplify(g, &cx);
+    let g = &simplified;
+    if debug >= 3 {
+        eprintln!("metajit: after simplification, {} node(s):\n{g}", g.nodes.len());
     }
     match config::try_device()? {
         // The reference interpreter is the only backend so far; `cpu` and `auto` use it until

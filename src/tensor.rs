@@ -44,6 +44,29 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// Drops the chain of pending inputs iteratively: a lazy graph can be arbitrarily deep
+    /// (`total = total + loss` over 100k steps), and the default recursive drop would overflow
+    /// the stack.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let State::Lazy { inputs, .. } = state else {
+            return;
+        };
+        let mut stack = std::mem::take(inputs);
+        while let Some(t) = stack.pop() {
+            // Only the last owner unlinks a node's inputs; others just release their count.
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let State::Lazy { inputs, .. } =
+                    inner.state.get_mut().unwrap_or_else(|p| p.into_inner())
+                {
+                    stack.append(inputs);
+                }
+            }
+        }
+    }
+}
+
 impl Tensor {
     fn with_state(dtype: DType, shape: Shape, state: State) -> Tensor {
         Tensor(Arc::new(Inner {

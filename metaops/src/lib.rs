@@ -17,11 +17,15 @@
 pub mod buffer;
 pub mod dtype;
 pub mod expr;
+/// Random graphs and inputs for property tests and fuzzing (`gen` is a reserved word since
+/// Rust 2024: write `r#gen`).
+pub mod r#gen;
 pub mod graph;
 pub mod interp;
 pub mod op;
 pub mod parse;
 pub mod passes;
+pub mod philox;
 pub mod print;
 pub mod shape;
 pub mod verify;

@@ -182,10 +182,11 @@ impl BinaryOp {
         )
     }
 
-    /// True when `op(a, b) == op(b, a)` for all inputs.
+    /// True when `op(a, b) == op(b, a)` for all inputs (bitwise, up to NaN payloads). Not `Max`
+    /// and `Min`: on floats an exact tie such as `max(-0.0, +0.0)` returns the second operand.
     pub fn is_commutative(self) -> bool {
         use BinaryOp::*;
-        matches!(self, Add | Mul | Max | Min | Eq | Ne | And | Or | Xor)
+        matches!(self, Add | Mul | Eq | Ne | And | Or | Xor)
     }
 
     /// Whether the op accepts two inputs of `dtype`.

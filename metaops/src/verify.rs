@@ -26,12 +26,13 @@
 //!   input's without the axes (with 1s when keepdims); dtype accepted by `op`, out = input;
 //!   `max`/`min` over an axis of extent 0 is an error (they have no identity).
 //! - `ReindexReduce{op, map}`: as `Reindex`, with the iteration space = the input's shape and
-//!   the target = out; dtype accepted by `op`, out = input.
+//!   the target = out; dtype accepted by `op`, out = input; `map.overflow` (unused) is the
+//!   zero of the dtype, so equal ops compare equal.
 //! - `Reshape`: same element count and dtype. `Contiguous`: same dtype and shape.
 
 use std::fmt;
 
-use crate::dtype::DType;
+use crate::dtype::{DType, Scalar};
 use crate::expr::IndexExpr;
 use crate::graph::{Graph, Node, NodeId};
 use crate::op::{IndexMap, Op, ReduceOp};
@@ -256,6 +257,9 @@ fn check_op(node: &Node, ins: &[&Node]) -> Result<(), String> {
                 return Err(format!("{} over dtype {} not supported", op.name(), x.dtype));
             }
             same("dtype", x.dtype, dt)?;
+            // The overflow value is unused by the scatter form; it is fixed to zero so that
+            // equal ops compare and hash equal and the text form (which omits it) round-trips.
+            same("overflow (unused, must be zero)", map.overflow, Scalar::zero(dt))?;
             check_map(map, &x.shape, sh, &ins[1..])
         }
         Op::Reshape => {
