@@ -81,11 +81,9 @@ fn env_or<T>(var: &str, parse: fn(&str) -> Result<T>, default: T) -> Result<T> {
     match std::env::var(var) {
         Ok(v) => parse(&v),
         Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(std::env::VarError::NotUnicode(v)) => Err(Error::config(
-            var,
-            &v.to_string_lossy(),
-            "valid UTF-8 text",
-        )),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::config(var, &v.to_string_lossy(), "valid UTF-8 text"))
+        }
     }
 }
 
@@ -167,7 +165,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_choices() {
         let e = parse_mode("fast").unwrap_err().to_string();
-        assert!(e.contains("METAJIT_MODE") && e.contains("compiled, eager"), "{e}");
+        assert!(
+            e.contains("METAJIT_MODE") && e.contains("compiled, eager"),
+            "{e}"
+        );
         let e = parse_debug("9").unwrap_err().to_string();
         assert!(e.contains("METAJIT_DEBUG") && e.contains("0 to 5"), "{e}");
         let e = parse_device("tpu").unwrap_err().to_string();

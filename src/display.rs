@@ -36,15 +36,19 @@ fn choose_style(d: &HostData) -> Style {
         .map(|i| d.get(i).to_f64())
         .filter(|v| v.is_finite())
         .collect();
-    if finite.iter().all(|v| v.fract() == 0.0) {
-        // Integers print as `1.` unless they are huge.
-        let max = finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        return if max > 1e8 { Style::Sci } else { Style::FloatInt };
-    }
-    let nz: Vec<f64> = finite.iter().map(|v| v.abs()).filter(|v| *v > 0.0).collect();
+    let nz: Vec<f64> = finite
+        .iter()
+        .map(|v| v.abs())
+        .filter(|v| *v > 0.0)
+        .collect();
     let max = nz.iter().cloned().fold(0.0f64, f64::max);
     let min = nz.iter().cloned().fold(f64::INFINITY, f64::min);
-    if !nz.is_empty() && (max / min > 1000.0 || max > 1e8 || min < 1e-4) {
+    let wide = !nz.is_empty() && (max / min > 1000.0 || max > 1e8);
+    if finite.iter().all(|v| v.fract() == 0.0) {
+        // Integers print as `1.` unless their magnitudes are far apart or huge.
+        return if wide { Style::Sci } else { Style::FloatInt };
+    }
+    if wide || (!nz.is_empty() && min < 1e-4) {
         Style::Sci
     } else {
         Style::Fixed
@@ -91,48 +95,48 @@ fn shown(n: usize, summarise: bool) -> Vec<Option<usize>> {
     }
 }
 
-fn write_rec(
-    out: &mut String,
-    cells: &[String],
-    shape: &Shape,
-    axis: usize,
-    offset: usize,
-    indent: usize,
+/// What every recursive call shares.
+struct Layout<'a> {
+    cells: &'a [String],
+    shape: &'a Shape,
     width: usize,
     summarise: bool,
-) {
-    let dims = shape.dims();
+}
+
+fn write_rec(out: &mut String, l: &Layout<'_>, axis: usize, offset: usize) {
+    let dims = l.shape.dims();
     let stride: usize = dims[axis + 1..].iter().product();
+    let items = shown(dims[axis], l.summarise);
+    let indent = "tensor(".len() + axis;
+    if axis + 1 == dims.len() {
+        // The innermost axis: elements joined by ", ", wrapped at 80 columns as PyTorch does.
+        let per_line = ((80usize.saturating_sub(indent)) / (l.width + 2)).max(1);
+        let elems: Vec<String> = items
+            .iter()
+            .map(|it| match it {
+                None => " ...".to_string(),
+                Some(i) => {
+                    let c = &l.cells[offset + i * stride];
+                    format!("{}{c}", " ".repeat(l.width.saturating_sub(c.len())))
+                }
+            })
+            .collect();
+        let lines: Vec<String> = elems.chunks(per_line).map(|c| c.join(", ")).collect();
+        out.push('[');
+        out.push_str(&lines.join(&format!(",\n{}", " ".repeat(indent + 1))));
+        out.push(']');
+        return;
+    }
     out.push('[');
-    let items = shown(dims[axis], summarise);
-    let last = axis + 1 == dims.len();
     for (k, it) in items.iter().enumerate() {
         if k > 0 {
-            if last {
-                out.push_str(", ");
-            } else {
-                out.push(',');
-                out.push_str(&"\n".repeat(dims.len() - axis - 1));
-                out.push_str(&" ".repeat(indent + axis + 1));
-            }
+            out.push(',');
+            out.push_str(&"\n".repeat(dims.len() - axis - 1));
+            out.push_str(&" ".repeat(indent + 1));
         }
         match it {
             None => out.push_str("..."),
-            Some(i) if last => {
-                let c = &cells[offset + i * stride];
-                out.push_str(&" ".repeat(width.saturating_sub(c.len())));
-                out.push_str(c);
-            }
-            Some(i) => write_rec(
-                out,
-                cells,
-                shape,
-                axis + 1,
-                offset + i * stride,
-                indent,
-                width,
-                summarise,
-            ),
+            Some(i) => write_rec(out, l, axis + 1, offset + i * stride),
         }
     }
     out.push(']');
@@ -147,9 +151,27 @@ pub(crate) fn format_data(data: &HostData, shape: &Shape) -> String {
     if shape.rank() == 0 {
         return cells[0].clone();
     }
-    let width = cells.iter().map(|c| c.len()).max().unwrap_or(0);
+    // Floats: the width of the nonzero finite values (PyTorch); others: every value.
+    let width = if data.dtype().is_float() {
+        (0..data.len())
+            .filter(|&i| {
+                let v = data.get(i).to_f64();
+                v.is_finite() && v != 0.0
+            })
+            .map(|i| cells[i].len())
+            .max()
+            .unwrap_or(1)
+    } else {
+        cells.iter().map(|c| c.len()).max().unwrap_or(0)
+    };
     let mut out = String::new();
-    write_rec(&mut out, &cells, shape, 0, 0, "tensor(".len(), width, summarise);
+    let layout = Layout {
+        cells: &cells,
+        shape,
+        width,
+        summarise,
+    };
+    write_rec(&mut out, &layout, 0, 0);
     out
 }
 
@@ -160,14 +182,22 @@ impl fmt::Display for Tensor {
             Err(e) => return write!(f, "tensor(<failed to compute: {e}>)"),
         };
         let shape = self.shape();
-        let body = if shape.numel() == 0 && shape.rank() > 0 {
+        let empty = shape.numel() == 0 && shape.rank() > 0;
+        let body = if empty && shape.rank() == 1 {
+            "[]".to_string()
+        } else if empty {
             let d: Vec<String> = shape.dims().iter().map(|d| d.to_string()).collect();
             format!("[], size=({})", d.join(", "))
         } else {
             format_data(&data, shape)
         };
         let dtype = self.dtype();
-        if matches!(dtype, DType::F32 | DType::I64 | DType::Bool) {
+        let implied = if empty {
+            dtype == DType::F32
+        } else {
+            matches!(dtype, DType::F32 | DType::I64 | DType::Bool)
+        };
+        if implied {
             write!(f, "tensor({body})")
         } else {
             write!(f, "tensor({body}, dtype={dtype})")
@@ -190,7 +220,10 @@ mod tests {
         assert_eq!(t.to_string(), "tensor([1., 2., 3.])");
         let t = Tensor::from_vec(vec![1i32, -20, 3], [3]);
         assert_eq!(t.to_string(), "tensor([  1, -20,   3], dtype=i32)");
-        assert_eq!(Tensor::scalar(0.5f64).to_string(), "tensor(0.5000, dtype=f64)");
+        assert_eq!(
+            Tensor::scalar(0.5f64).to_string(),
+            "tensor(0.5000, dtype=f64)"
+        );
         let t = Tensor::from_vec(vec![1e-5f32, 1.0], [2]);
         assert_eq!(t.to_string(), "tensor([1.0000e-05, 1.0000e+00])");
         let t = Tensor::from_vec(vec![true, false], [2]);
@@ -199,6 +232,20 @@ mod tests {
         assert_eq!(t.to_string(), "tensor([], size=(0, 3))");
         let t = Tensor::from_vec(vec![f32::NAN, 1.5], [2]);
         assert_eq!(t.to_string(), "tensor([   nan, 1.5000])");
+        let t = Tensor::from_vec(vec![1.0f32, f32::INFINITY], [2]);
+        assert_eq!(t.to_string(), "tensor([1., inf])");
+        let t = Tensor::from_vec(vec![1.0f32, 2000.0], [2]);
+        assert_eq!(t.to_string(), "tensor([1.0000e+00, 2.0000e+03])");
+        assert_eq!(Tensor::zeros([0]).to_string(), "tensor([])");
+        assert_eq!(Tensor::arange(0, 0, 1).to_string(), "tensor([], dtype=i64)");
+        // torch.arange(30): floor((80 - 7) / 4) = 18 values on the first line.
+        let s = Tensor::arange(0, 30, 1).to_string();
+        assert!(
+            s.starts_with(
+                "tensor([ 0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,\n        18,"
+            ),
+            "{s}"
+        );
     }
 
     #[test]
@@ -206,11 +253,14 @@ mod tests {
         let t = Tensor::arange(0, 2000, 1);
         assert_eq!(
             t.to_string(),
-            "tensor([   0,    1,    2, ..., 1997, 1998, 1999])"
+            "tensor([   0,    1,    2,  ..., 1997, 1998, 1999])"
         );
         let t = Tensor::arange(0, 1200, 1).cast(metajit_metaops::DType::I64);
         let s = Tensor::from_vec(t.to_vec::<i64>().unwrap(), [40, 30]).to_string();
-        assert!(s.starts_with("tensor([[   0,    1,    2, ...,   27,   28,   29],\n        [  30,"), "{s}");
+        assert!(
+            s.starts_with("tensor([[   0,    1,    2,  ...,   27,   28,   29],\n        [  30,"),
+            "{s}"
+        );
         assert!(s.contains("        ...,\n"), "{s}");
     }
 }

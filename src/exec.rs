@@ -116,7 +116,10 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
 fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>> {
     let debug = config::debug();
     if debug >= 3 {
-        eprintln!("metajit: realizing graph of {} node(s):\n{g}", g.nodes.len());
+        eprintln!(
+            "metajit: realizing graph of {} node(s):\n{g}",
+            g.nodes.len()
+        );
     }
     let trace = |t: &PassTrace<'_>| {
         eprintln!(
@@ -125,7 +128,11 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>>
             t.round,
             if t.changed { "changed" } else { "no change" },
             t.elapsed,
-            if t.changed && debug >= 5 { format!("\n{}", t.graph) } else { String::new() }
+            if t.changed && debug >= 5 {
+                format!("\n{}", t.graph)
+            } else {
+                String::new()
+            }
         )
     };
     let cx = PassCx {
@@ -135,7 +142,10 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>>
     let simplified = passes::simplify(g, &cx);
     let g = &simplified;
     if debug >= 3 {
-        eprintln!("metajit: after simplification, {} node(s):\n{g}", g.nodes.len());
+        eprintln!(
+            "metajit: after simplification, {} node(s):\n{g}",
+            g.nodes.len()
+        );
     }
     match config::try_device()? {
         // The reference interpreter is the only backend so far; `cpu` and `auto` use it until

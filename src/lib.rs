@@ -32,5 +32,6 @@ pub use exec::realize_all;
 pub use metajit_metaops as metaops;
 pub use metajit_metaops::{DType, Element, Shape};
 pub use ops::creation::manual_seed;
+pub use ops::shape::ShapeArg;
 pub use ops::{All, Dims, Operand};
 pub use tensor::Tensor;

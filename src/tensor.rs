@@ -56,12 +56,11 @@ impl Drop for Inner {
         let mut stack = std::mem::take(inputs);
         while let Some(t) = stack.pop() {
             // Only the last owner unlinks a node's inputs; others just release their count.
-            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
-                if let State::Lazy { inputs, .. } =
+            if let Ok(mut inner) = Arc::try_unwrap(t.0)
+                && let State::Lazy { inputs, .. } =
                     inner.state.get_mut().unwrap_or_else(|p| p.into_inner())
-                {
-                    stack.append(inputs);
-                }
+            {
+                stack.append(inputs);
             }
         }
     }
@@ -118,10 +117,10 @@ impl Tensor {
                 inputs: inputs.iter().map(|t| (*t).clone()).collect(),
             },
         );
-        if config::mode() == Mode::Eager {
-            if let Err(e) = t.realize() {
-                panic!("eager execution failed: {e}");
-            }
+        if config::mode() == Mode::Eager
+            && let Err(e) = t.realize()
+        {
+            panic!("eager execution failed: {e}");
         }
         t
     }
@@ -145,12 +144,13 @@ impl Tensor {
     #[track_caller]
     pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>) -> Tensor {
         let shape = shape.into();
-        assert!(
-            data.len() == shape.numel(),
-            "from_vec: {} element(s) cannot fill shape {shape} ({} elements)",
-            data.len(),
-            shape.numel()
-        );
+        if data.len() != shape.numel() {
+            panic!(
+                "shape mismatch in from_vec: {} element(s) cannot fill shape {shape} ({} elements)",
+                data.len(),
+                shape.numel()
+            );
+        }
         Tensor::from_host(HostData::from_vec(data), shape)
     }
 
@@ -229,12 +229,14 @@ impl Tensor {
     /// When `T` is not the tensor's dtype (cast first with [`Tensor::cast`]).
     #[track_caller]
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        assert!(
-            T::DTYPE == self.dtype(),
-            "to_vec: tensor has dtype {}, asked for {} (cast first)",
-            self.dtype(),
-            T::DTYPE
-        );
+        if T::DTYPE != self.dtype() {
+            panic!(
+                "dtype mismatch in to_vec: tensor of shape {} has dtype {}, asked for {} (cast first)",
+                self.shape(),
+                self.dtype(),
+                T::DTYPE
+            );
+        }
         Ok(self.host_data()?.to_vec())
     }
 
@@ -244,12 +246,13 @@ impl Tensor {
     /// When the tensor has more or fewer than one element, or `T` is not its dtype.
     #[track_caller]
     pub fn item<T: Element>(&self) -> Result<T> {
-        assert!(
-            self.numel() == 1,
-            "item: tensor of shape {} has {} elements, not 1",
-            self.shape(),
-            self.numel()
-        );
+        if self.numel() != 1 {
+            panic!(
+                "shape mismatch in item: tensor of shape {} has {} elements, not 1",
+                self.shape(),
+                self.numel()
+            );
+        }
         let v = self.to_vec::<T>()?;
         Ok(v[0])
     }
@@ -264,7 +267,11 @@ impl Tensor {
 impl fmt::Debug for Tensor {
     /// A short summary that computes nothing: `Tensor[f32; 2, 3] (lazy)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.is_realized() { "realized" } else { "lazy" };
+        let state = if self.is_realized() {
+            "realized"
+        } else {
+            "lazy"
+        };
         write!(f, "Tensor[{}; {}] ({state})", self.dtype(), {
             let d: Vec<String> = self.dims().iter().map(|d| d.to_string()).collect();
             d.join(", ")

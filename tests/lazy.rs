@@ -22,7 +22,10 @@ fn a_held_intermediate_is_computed_with_its_consumer() {
     let h = x.mul(2.0); // the user keeps `h`
     let out = h.relu().sum_all();
     assert_eq!(out.item::<f32>().unwrap(), 2.0);
-    assert!(h.is_realized(), "a value the user holds is stored when computed");
+    assert!(
+        h.is_realized(),
+        "a value the user holds is stored when computed"
+    );
     assert_eq!(h.to_vec::<f32>().unwrap(), vec![2.0, -4.0]);
 }
 

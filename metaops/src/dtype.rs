@@ -192,7 +192,8 @@ impl Scalar {
     ///   min/max (Rust `as`). For u8 the saturation is to 0..=255.
     /// - int → narrower int: wraps (two's complement), as C and PyTorch do.
     /// - anything → bool: `x != 0` (NaN → true). bool → number: 0 or 1.
-    /// - float → narrower float: round to nearest even.
+    /// - float → narrower float, int → float: round to nearest even, once (to f16/bf16 through
+    ///   an f32 rounded to odd, because `half`'s `from_f64` rounds twice).
     pub fn cast(self, dtype: DType) -> Scalar {
         if self.dtype() == dtype {
             return self;
@@ -206,8 +207,8 @@ impl Scalar {
                 DType::U8 => Scalar::U8(v as u8),
                 DType::I32 => Scalar::I32(v as i32),
                 DType::I64 => Scalar::I64(v as i64),
-                DType::F16 => Scalar::F16(f16::from_f64(v)),
-                DType::BF16 => Scalar::BF16(bf16::from_f64(v)),
+                DType::F16 => Scalar::F16(f16::from_f32(f64_to_f32_round_odd(v))),
+                DType::BF16 => Scalar::BF16(bf16::from_f32(f64_to_f32_round_odd(v))),
                 DType::F32 => Scalar::F32(v as f32),
                 DType::F64 => Scalar::F64(v),
                 DType::Bool => unreachable!("handled above"),
@@ -218,8 +219,8 @@ impl Scalar {
             DType::U8 => Scalar::U8(v as u8),
             DType::I32 => Scalar::I32(v as i32),
             DType::I64 => Scalar::I64(v),
-            DType::F16 => Scalar::F16(f16::from_f64(v as f64)),
-            DType::BF16 => Scalar::BF16(bf16::from_f64(v as f64)),
+            DType::F16 => Scalar::F16(f16::from_f32(i64_to_f32_round_odd(v))),
+            DType::BF16 => Scalar::BF16(bf16::from_f32(i64_to_f32_round_odd(v))),
             // i64 → f32 directly (one rounding), not through f64 (two roundings).
             DType::F32 => Scalar::F32(v as f32),
             DType::F64 => Scalar::F64(v as f64),
@@ -302,6 +303,32 @@ impl fmt::Display for Scalar {
             Scalar::F64(v) => write_float(f, v, v.is_nan()),
         }
     }
+}
+
+/// `v` rounded to f32 *to odd*: exact when it can be, else whichever of the two f32s around `v`
+/// has an odd last bit. Rounding that to a format of at most 22 significand bits (f16: 11,
+/// bf16: 8) is the single correct rounding of `v`. `half`'s `f16::from_f64` goes through f32
+/// (f16c) or drops the low 32 mantissa bits (software), and `bf16::from_f64` drops them too:
+/// both round twice (`2049 + 2^-20` became 2048 instead of 2050 in f16).
+fn f64_to_f32_round_odd(v: f64) -> f32 {
+    let r = v as f32;
+    if v.is_nan() || r as f64 == v || r.to_bits() & 1 == 1 {
+        return r;
+    }
+    // `r` (possibly ±inf past the largest f32) is one neighbour of `v`; step to the other.
+    let up = (r as f64).abs() < v.abs();
+    f32::from_bits(if up { r.to_bits() + 1 } else { r.to_bits() - 1 })
+}
+
+/// [`f64_to_f32_round_odd`] for an i64 (whose f64 conversion would already round).
+fn i64_to_f32_round_odd(v: i64) -> f32 {
+    let r = v as f32;
+    // `r` is an integer of magnitude at most 2^63: exact in i128.
+    if r as i128 == v as i128 || r.to_bits() & 1 == 1 {
+        return r;
+    }
+    let up = (r as i128).abs() < (v as i128).abs();
+    f32::from_bits(if up { r.to_bits() + 1 } else { r.to_bits() - 1 })
 }
 
 fn write_float(f: &mut fmt::Formatter<'_>, v: f64, nan: bool) -> fmt::Result {

@@ -11,6 +11,7 @@
 //! | [`op`], [`expr`] | the meta-operators and the index expressions of the reindex ops |
 //! | [`graph`], [`verify`], [`print`], [`parse`] | the graph, its invariants, its text form |
 //! | [`interp`] | the reference interpreter |
+//! | [`kernel`] | the kernel IR (one fused kernel) and its interpreter |
 //! | [`passes`] | simplification: constant folding, CSE, dead-node removal |
 #![deny(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod expr;
 pub mod r#gen;
 pub mod graph;
 pub mod interp;
+pub mod kernel;
 pub mod op;
 pub mod parse;
 pub mod passes;

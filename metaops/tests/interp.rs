@@ -17,6 +17,13 @@ use DType::{BF16, Bool, F16, F32, F64, I32, I64, U8};
 use IndexExpr::{Extra, Idx, IterDim, TargetDim};
 
 const FLOATS: [DType; 4] = [F16, BF16, F32, F64];
+
+/// A binary-op table row: op, left inputs, right inputs, expected outputs.
+type BinCase<'a, T> = (BinaryOp, &'a [T], &'a [T], &'a [T]);
+/// An f32 function, the f32 form of a unary op.
+type F32Fn = fn(f32) -> f32;
+/// A broadcast row: input shape, output shape, new axes, expected elements.
+type BroadcastCase<'a> = (&'a [usize], &'a [usize], &'a [usize], &'a [i64]);
 const NAN: f64 = f64::NAN;
 const INF: f64 = f64::INFINITY;
 
@@ -298,7 +305,7 @@ fn binary_ops_on_every_accepted_dtype() {
     };
     use BinaryOp::*;
     // Float cases, exact in every float dtype: (op, a, b, want); comparisons want 1/0.
-    let floats: &[(BinaryOp, &[f64], &[f64], &[f64])] = &[
+    let floats: &[BinCase<f64>] = &[
         (
             Add,
             &[1.5, INF, -0.0, -0.0],
@@ -384,7 +391,7 @@ fn binary_ops_on_every_accepted_dtype() {
     }
 
     // Signed integers, i32 and i64 alike.
-    let ints: &[(BinaryOp, &[i64], &[i64], &[i64])] = &[
+    let ints: &[BinCase<i64>] = &[
         (Add, &[2, -7], &[3, 3], &[5, -4]),
         (Sub, &[2, -7], &[3, -3], &[-1, -4]),
         (Mul, &[-4, 0], &[3, -5], &[-12, 0]),
@@ -463,7 +470,7 @@ fn binary_ops_on_every_accepted_dtype() {
     );
 
     // u8: unsigned, wrapping.
-    let u8s: &[(BinaryOp, &[i64], &[i64], &[i64])] = &[
+    let u8s: &[BinCase<i64>] = &[
         (Add, &[200, 1], &[100, 2], &[44, 3]),
         (Sub, &[3, 5], &[5, 3], &[254, 2]),
         // 16*16 = 256 -> 0; 20*13 = 260 -> 4
@@ -651,6 +658,51 @@ fn cast_corners() {
     );
 }
 
+#[test]
+fn narrowing_float_casts_round_once() {
+    // 2049 is the midpoint of the f16 neighbours 2048 and 2050 (spacing 2): the exact tie goes
+    // to the even 2048, anything above it to 2050. Rounding through f32 first (where 2^-20 is
+    // lost at 2049) would give 2048 for both.
+    let above = 2049.0 + 2f64.powi(-20);
+    assert_same(
+        &cast(&fd(F64, &[2049.0, above, 2051.0, -above]), F16),
+        &fd(F16, &[2048.0, 2050.0, 2052.0, -2050.0]),
+        "f64 -> f16",
+    );
+    // bf16 spacing at 1 is 2^-7; 1 + 2^-8 is a tie (-> 1), 1 + 2^-8 + 2^-40 is above it.
+    let w = 1.0 + 2f64.powi(-8);
+    assert_same(
+        &cast(&fd(F64, &[w, w + 2f64.powi(-40)]), BF16),
+        &fd(BF16, &[1.0, 1.0 + 2f64.powi(-7)]),
+        "f64 -> bf16",
+    );
+    // i32 -> bf16: spacing at 2^24 is 2^17, 2^24 + 2^16 is a tie, one more rounds up.
+    let tie = (1i64 << 24) + (1 << 16);
+    assert_same(
+        &cast(&id(I32, &[tie, tie + 1]), BF16),
+        &fd(BF16, &[16777216.0, 16908288.0]),
+        "i32 -> bf16",
+    );
+    // Under- and overflow from f64.
+    let x = fd(F64, &[1e-300, -1e-300, 1e300, -1e300]);
+    let want = [0.0, -0.0, INF, -INF];
+    assert_same(&cast(&x, F16), &fd(F16, &want), "f64 -> f16 range");
+    assert_same(&cast(&x, BF16), &fd(BF16, &want), "f64 -> bf16 range");
+    // Every pair of neighbouring positive finite f16 / bf16 values: the f64 midpoint goes to
+    // the even one, a hair above it to the upper one, a hair below it to the lower one.
+    for (d, max_finite) in [(F16, 0x7bffu64), (BF16, 0x7f7f)] {
+        for bits in 0..max_finite {
+            let (a, b) = (Scalar::from_bits(bits, d), Scalar::from_bits(bits + 1, d));
+            let mid = (a.to_f64() + b.to_f64()) / 2.0;
+            let even = if bits % 2 == 0 { a } else { b };
+            let hair = mid * 2f64.powi(-40);
+            assert_eq!(Scalar::F64(mid).cast(d), even, "{d} tie {mid}");
+            assert_eq!(Scalar::F64(mid + hair).cast(d), b, "{d} above {mid}");
+            assert_eq!(Scalar::F64(mid - hair).cast(d), a, "{d} below {mid}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Half precision: computed in f32, rounded once.
 
@@ -691,6 +743,53 @@ fn half_precision_rounds_each_op_to_nearest_even() {
         &unary(UnaryOp::Exp, &fd(BF16, &[1.0])),
         &fd(BF16, &[2.71875]),
         "bf16 exp",
+    );
+}
+
+#[test]
+fn half_unary_ops_are_the_f32_op_rounded_once() {
+    // The rule itself, on every f16 and bf16 bit pattern: widen to f32 (exact), apply the f32
+    // op, round back once. Computing in f64 instead differs, e.g. f16 exp(0.0072975) lies
+    // within f32 error of an f16 tie.
+    let ops: [(UnaryOp, F32Fn); 14] = [
+        (UnaryOp::Neg, |x| -x),
+        (UnaryOp::Abs, f32::abs),
+        (UnaryOp::Recip, |x| 1.0 / x),
+        (UnaryOp::Sqrt, f32::sqrt),
+        (UnaryOp::Exp, f32::exp),
+        (UnaryOp::Log, f32::ln),
+        (UnaryOp::Sin, f32::sin),
+        (UnaryOp::Cos, f32::cos),
+        (UnaryOp::Tanh, f32::tanh),
+        (UnaryOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp())),
+        (UnaryOp::Erf, libm::erff),
+        (UnaryOp::Floor, f32::floor),
+        (UnaryOp::Ceil, f32::ceil),
+        (UnaryOp::Round, f32::round_ties_even),
+    ];
+    let all = |d| HostData::from_scalars(d, (0..=u16::MAX as u64).map(|b| Scalar::from_bits(b, d)));
+    for d in [F16, BF16] {
+        let x = all(d);
+        for (op, f) in ops {
+            let want = HostData::from_scalars(
+                d,
+                scalars(&x)
+                    .into_iter()
+                    .map(|v| Scalar::F32(f(v.to_f64() as f32))),
+            );
+            assert_same(
+                &unary(op, &x),
+                &want,
+                &format!("{} on every {d}", op.name()),
+            );
+        }
+    }
+    // A case that needs no libm: e^89 overflows f32, so bf16 sigmoid(-89) is 1/(1+inf) = 0,
+    // although the exact value 2.2e-39 is a bf16 subnormal.
+    assert_same(
+        &unary(UnaryOp::Sigmoid, &fd(BF16, &[-89.0])),
+        &fd(BF16, &[0.0]),
+        "bf16 sigmoid(-89)",
     );
 }
 
@@ -987,7 +1086,7 @@ fn arange(dtype: DType, n: usize) -> HostData {
 
 #[test]
 fn broadcast_to() {
-    let cases: &[(&[usize], &[usize], &[usize], &[i64])] = &[
+    let cases: &[BroadcastCase] = &[
         // [3] -> [2, 3] along a new axis 0: rows repeat.
         (&[3], &[2, 3], &[0], &[0, 1, 2, 0, 1, 2]),
         // [2] -> [2, 3] along a new axis 1: each element repeats along the row.
@@ -1317,6 +1416,10 @@ fn float_sums_accumulate_in_f64() {
         false,
     );
     assert_same(&out, &fd(F16, &[2050.0]), "f16 sum");
+    // ... and the f64 total is rounded once: 2049 + 2^-20 is above the 2048/2050 tie -> 2050.
+    let x = fd(F16, &[2048.0, 1.0, 2f64.powi(-20)]);
+    let (out, _) = reduce(ReduceOp::Sum, &x, &[3], &[0], false);
+    assert_same(&out, &fd(F16, &[2050.0]), "f16 sum rounds once");
     // bf16: 256 + 1 ties back to 256 (spacing 2); in f64 the sum is 258, exact in bf16.
     let (out, _) = reduce(
         ReduceOp::Sum,

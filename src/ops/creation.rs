@@ -84,12 +84,20 @@ impl Tensor {
 
     /// Uniform random numbers in [0, 1) with this tensor's shape (f32 unless it is f64).
     pub fn rand_like(&self) -> Tensor {
-        Tensor::random(self.shape().clone(), Distribution::Uniform, float_of(self.dtype()))
+        Tensor::random(
+            self.shape().clone(),
+            Distribution::Uniform,
+            float_of(self.dtype()),
+        )
     }
 
     /// Standard normal random numbers with this tensor's shape (f32 unless it is f64).
     pub fn randn_like(&self) -> Tensor {
-        Tensor::random(self.shape().clone(), Distribution::Normal, float_of(self.dtype()))
+        Tensor::random(
+            self.shape().clone(),
+            Distribution::Normal,
+            float_of(self.dtype()),
+        )
     }
 
     /// `[start, start + step, ...)` up to `end` (exclusive), i64, as `torch.arange`.
@@ -103,10 +111,9 @@ impl Tensor {
     /// When `step` is 0, or has the wrong sign for the range.
     #[track_caller]
     pub fn arange(start: i64, end: i64, step: i64) -> Tensor {
-        assert!(
-            step != 0 && (end - start == 0 || (end - start > 0) == (step > 0)),
-            "bad arguments to arange: step {step} cannot go from {start} to {end}"
-        );
+        if step == 0 || (end - start != 0 && (end - start > 0) != (step > 0)) {
+            panic!("bad arguments to arange: step {step} cannot go from {start} to {end}");
+        }
         let n = ((end - start) as i128 + step as i128 - step.signum() as i128) / step as i128;
         let n = n.max(0) as usize;
         Tensor::from_op(Op::Index { axis: 0 }, &[], DType::I64, Shape::new([n]))
@@ -118,10 +125,10 @@ impl Tensor {
     /// `start + i * step` in f64 and rounded once, as PyTorch does.
     #[track_caller]
     pub fn arange_f32(start: f64, end: f64, step: f64) -> Tensor {
-        assert!(
-            step != 0.0 && step.is_finite() && (end - start == 0.0 || (end - start > 0.0) == (step > 0.0)),
-            "bad arguments to arange_f32: step {step} cannot go from {start} to {end}"
-        );
+        if step == 0.0 || !step.is_finite() || (end != start && (end - start > 0.0) != (step > 0.0))
+        {
+            panic!("bad arguments to arange_f32: step {step} cannot go from {start} to {end}");
+        }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         Tensor::from_op(Op::Index { axis: 0 }, &[], DType::F64, Shape::new([n]))
             .mul(step)
@@ -134,6 +141,9 @@ impl Tensor {
     /// are exact.
     #[track_caller]
     pub fn linspace(start: f64, end: f64, steps: usize) -> Tensor {
+        if steps == 0 {
+            return Tensor::zeros([0]);
+        }
         if steps == 1 {
             return Tensor::full([1], start);
         }
@@ -164,7 +174,11 @@ impl Tensor {
 
     /// Random numbers of `dist` and a float `dtype` (f16/bf16 are drawn in f32 and rounded).
     pub fn random(shape: Shape, dist: Distribution, dtype: DType) -> Tensor {
-        let gen_dtype = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let gen_dtype = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         Tensor::from_op(
             Op::Random {
                 seed: next_seed(),

@@ -18,31 +18,48 @@ fn pair_dtype(a: &Operand<'_>, b: &Operand<'_>) -> DType {
     }
 }
 
-/// Lowers `op(a, b)`: promote, broadcast, one `Binary` node.
+/// Lowers `op(a, b)`: promote, broadcast, one `Binary` node. With `swap`, the node computes
+/// `op(b, a)` (for `gt`/`ge`), while messages still name the operands in the caller's order.
 #[track_caller]
 fn binary(name: &str, op: BinaryOp, a: Operand<'_>, b: Operand<'_>, dtype: DType) -> Tensor {
+    binary_swapped(name, op, a, b, dtype, false)
+}
+
+#[track_caller]
+fn binary_swapped(
+    name: &str,
+    op: BinaryOp,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    dtype: DType,
+    swap: bool,
+) -> Tensor {
     let shape_of = |o: &Operand<'_>| match o {
         Operand::Tensor(t) => t.shape().clone(),
         _ => metajit_metaops::Shape::scalar(),
     };
     let (sa, sb) = (shape_of(&a), shape_of(&b));
-    let shape = broadcast_shapes(&sa, &sb).unwrap_or_else(|| {
+    let Some(shape) = broadcast_shapes(&sa, &sb) else {
         panic!(
             "shape mismatch in {name}: lhs {sa}, rhs {sb} (broadcasting needs, for each axis aligned at the right, equal extents or an extent of 1)"
         )
-    });
-    assert!(
-        op.accepts(dtype),
-        "dtype mismatch in {name}: operands of dtype {dtype} are not supported{}",
-        match op {
-            BinaryOp::Sub => " (for bools use logical_xor)",
-            BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => " (bitwise ops need integers or bools)",
-            _ => "",
-        }
-    );
+    };
+    if !op.accepts(dtype) {
+        panic!(
+            "dtype mismatch in {name}: operands of dtype {dtype} are not supported (lhs {sa}, rhs {sb}){}",
+            match op {
+                BinaryOp::Sub => "; for bools use logical_xor",
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
+                    "; bitwise ops need integers or bools"
+                }
+                _ => "",
+            }
+        );
+    }
     let ta = a.to_tensor(dtype).broadcast_as(name, &shape);
     let tb = b.to_tensor(dtype).broadcast_as(name, &shape);
-    Tensor::from_op(Op::Binary(op), &[&ta, &tb], op.output_dtype(dtype), shape)
+    let (x, y) = if swap { (&tb, &ta) } else { (&ta, &tb) };
+    Tensor::from_op(Op::Binary(op), &[x, y], op.output_dtype(dtype), shape)
 }
 
 impl Tensor {
@@ -82,7 +99,10 @@ impl Tensor {
 
     /// A number as a rank-0 tensor of this tensor's dtype.
     pub(crate) fn scalar_like(&self, v: f64) -> Tensor {
-        Tensor::constant(Scalar::F64(v).cast(self.dtype()), metajit_metaops::Shape::scalar())
+        Tensor::constant(
+            Scalar::F64(v).cast(self.dtype()),
+            metajit_metaops::Shape::scalar(),
+        )
     }
 
     /// `a + b` with broadcasting (bool + bool is logical or, as in PyTorch).
@@ -120,16 +140,30 @@ impl Tensor {
         binary("div", BinaryOp::Div, a, b, d)
     }
 
-    /// Floor division (`//`): rounds toward -inf; integer division by zero gives 0.
+    /// Floor division (`//`): rounds toward -inf; integer division by zero gives 0. For floats it
+    /// follows PyTorch (and Python): `a == b * (a // b) + a % b` holds up to rounding, so
+    /// `1.0 // 0.1 == 9`.
     #[track_caller]
     pub fn floor_divide<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
         let (a, b) = (Operand::Tensor(self), rhs.into());
         let d = pair_dtype(&a, &b);
-        if d.is_float() {
-            binary("floor_divide", BinaryOp::Div, a, b, d).floor()
-        } else {
-            binary("floor_divide", BinaryOp::Div, a, b, d)
+        if !d.is_float() {
+            return binary("floor_divide", BinaryOp::Div, a, b, d);
         }
+        // Validate shapes and dtypes once, with this op's name.
+        let q = binary("floor_divide", BinaryOp::Div, a, b, d);
+        let (x, y) = (a.to_tensor(d), b.to_tensor(d));
+        let r = x.remainder(&y);
+        let div = x.sub(&r).div(&y);
+        let fl = div.floor();
+        let rounded = Tensor::where_(&div.sub(&fl).gt(0.5), &fl.add(1.0), &fl);
+        // A zero quotient takes the sign of a / b.
+        let signed = Tensor::where_(&div.eq(0.0), &q.mul(0.0), &rounded);
+        // Finite a over an infinite b: 0 (signed) when the signs agree or a is 0, else -1.
+        let opposite = x.lt(0.0).ne(&y.lt(0.0)).logical_and(&x.ne(0.0));
+        let by_inf = Tensor::where_(&opposite, -1.0, &q);
+        let signed = Tensor::where_(&y.isinf().logical_and(&x.isfinite()), &by_inf, &signed);
+        Tensor::where_(&y.eq(0.0), &q, &signed)
     }
 
     /// `torch.remainder`: the result has the divisor's sign (Python's `%`).
@@ -201,7 +235,7 @@ impl Tensor {
     pub fn gt<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
         let (a, b) = (Operand::Tensor(self), rhs.into());
         let d = pair_dtype(&a, &b);
-        binary("gt", BinaryOp::Lt, b, a, d)
+        binary_swapped("gt", BinaryOp::Lt, a, b, d, true)
     }
 
     /// `a >= b` → bool.
@@ -209,28 +243,46 @@ impl Tensor {
     pub fn ge<'a>(&self, rhs: impl Into<Operand<'a>>) -> Tensor {
         let (a, b) = (Operand::Tensor(self), rhs.into());
         let d = pair_dtype(&a, &b);
-        binary("ge", BinaryOp::Le, b, a, d)
+        binary_swapped("ge", BinaryOp::Le, a, b, d, true)
     }
 
     /// Logical and of nonzero-ness → bool.
     #[track_caller]
     pub fn logical_and(&self, rhs: &Tensor) -> Tensor {
         let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
-        binary("logical_and", BinaryOp::And, (&a).into(), (&b).into(), DType::Bool)
+        binary(
+            "logical_and",
+            BinaryOp::And,
+            (&a).into(),
+            (&b).into(),
+            DType::Bool,
+        )
     }
 
     /// Logical or of nonzero-ness → bool.
     #[track_caller]
     pub fn logical_or(&self, rhs: &Tensor) -> Tensor {
         let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
-        binary("logical_or", BinaryOp::Or, (&a).into(), (&b).into(), DType::Bool)
+        binary(
+            "logical_or",
+            BinaryOp::Or,
+            (&a).into(),
+            (&b).into(),
+            DType::Bool,
+        )
     }
 
     /// Logical xor of nonzero-ness → bool.
     #[track_caller]
     pub fn logical_xor(&self, rhs: &Tensor) -> Tensor {
         let (a, b) = (self.cast(DType::Bool), rhs.cast(DType::Bool));
-        binary("logical_xor", BinaryOp::Xor, (&a).into(), (&b).into(), DType::Bool)
+        binary(
+            "logical_xor",
+            BinaryOp::Xor,
+            (&a).into(),
+            (&b).into(),
+            DType::Bool,
+        )
     }
 
     /// Logical not of nonzero-ness → bool.
@@ -296,24 +348,34 @@ impl Tensor {
             _ => metajit_metaops::Shape::scalar(),
         };
         let (sa, sb) = (shape_of(&a), shape_of(&b));
-        let shape = broadcast_shapes(cond.shape(), &sa)
-            .and_then(|s| broadcast_shapes(&s, &sb))
-            .unwrap_or_else(|| {
-                panic!(
-                    "shape mismatch in where: cond {}, a {sa}, b {sb} (the three must broadcast together)",
-                    cond.shape()
-                )
-            });
+        let Some(shape) =
+            broadcast_shapes(cond.shape(), &sa).and_then(|s| broadcast_shapes(&s, &sb))
+        else {
+            panic!(
+                "shape mismatch in where: cond {}, a {sa}, b {sb} (the three must broadcast together)",
+                cond.shape()
+            )
+        };
         let c = cond.broadcast_as("where", &shape);
         let ta = a.to_tensor(dtype).broadcast_as("where", &shape);
         let tb = b.to_tensor(dtype).broadcast_as("where", &shape);
         Tensor::from_op(Op::Where, &[&c, &ta, &tb], dtype, shape)
     }
 
-    /// `value` where `mask` is true, else `self`.
+    /// `value` where `mask` is true, else `self`; the result keeps `self`'s dtype (the value is
+    /// converted to it), as in PyTorch.
     #[track_caller]
     pub fn masked_fill<'a>(&self, mask: &Tensor, value: impl Into<Operand<'a>>) -> Tensor {
-        Tensor::where_(mask, value, self)
+        if mask.dtype() != DType::Bool {
+            panic!(
+                "dtype mismatch in masked_fill: the mask must be bool, got {} (mask {}, self {})",
+                mask.dtype(),
+                mask.shape(),
+                self.shape()
+            );
+        }
+        let v = value.into().to_tensor(self.dtype());
+        Tensor::where_(mask, &v, self)
     }
 
     /// `-x`.
@@ -466,23 +528,41 @@ impl Tensor {
         x.mul(&x.sigmoid())
     }
 
-    /// Softplus `log(1 + e^x)`, computed stably as `max(x, 0) + log(1 + e^-|x|)`, and `x` itself
+    /// Softplus `log(1 + e^x)`, computed stably as `max(x, 0) + log1p(e^-|x|)`, and `x` itself
     /// above 20 (PyTorch's threshold).
     pub fn softplus(&self) -> Tensor {
         let x = self.to_float();
-        let stable = x
-            .relu()
-            .add(&x.abs().neg().exp().add(1.0).log());
+        let stable = x.relu().add(&x.abs().neg().exp().log1p());
         Tensor::where_(&x.gt(20.0), &x, &stable)
+    }
+
+    /// `log(1 + x)`, accurate for small `x` (Kahan's trick: `log(w) * x / (w - 1)` with
+    /// `w = 1 + x`, and `x` itself where `w` rounds to 1).
+    pub fn log1p(&self) -> Tensor {
+        let x = self.to_float();
+        let w = x.add(1.0);
+        let corrected = w.log().mul(&x).div(&w.sub(1.0));
+        let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+        // Infinite w: the correction is inf/inf; log(w) is right.
+        Tensor::where_(&w.isinf(), &w.log(), &r)
+    }
+
+    /// `e^x - 1`, accurate for small `x` (`(w - 1) * x / log(w)` with `w = e^x`).
+    pub fn expm1(&self) -> Tensor {
+        let x = self.to_float();
+        let w = x.exp();
+        let corrected = w.sub(1.0).mul(&x).div(&w.log());
+        let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+        let r = Tensor::where_(&w.sub(1.0).eq(-1.0), -1.0, &r);
+        Tensor::where_(&w.isinf(), &w, &r)
     }
 
     /// Clamps into `[min, max]` (NaN stays NaN).
     #[track_caller]
     pub fn clamp(&self, min: f64, max: f64) -> Tensor {
-        assert!(
-            !(min > max),
-            "bad arguments to clamp: min {min} is greater than max {max}"
-        );
+        if min > max {
+            panic!("bad arguments to clamp: min {min} is greater than max {max}");
+        }
         self.maximum(min).minimum(max)
     }
 
@@ -529,7 +609,8 @@ macro_rules! binop_impls {
                 Tensor::$m(&self, &rhs)
             }
         }
-        binop_impls!(@scalar $tr, $m, f32, f64, i32, i64);
+        // Only f64 and i64: with more, a bare literal (`&x * 1.5`) would be ambiguous.
+        binop_impls!(@scalar $tr, $m, f64, i64);
     };
     (@scalar $tr:ident, $m:ident, $($s:ty),*) => {$(
         impl ops::$tr<$s> for &Tensor {

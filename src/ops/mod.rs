@@ -28,27 +28,30 @@ use crate::tensor::Tensor;
 pub(crate) fn norm_axis(op: &str, axis: isize, rank: usize, shape: &Shape) -> usize {
     let r = rank as isize;
     let a = if axis < 0 { axis + r } else { axis };
-    assert!(
-        (0..r).contains(&a),
-        "bad axis in {op}: axis {axis} is out of range for shape {shape} (rank {rank}; valid axes are -{rank}..{rank})"
-    );
+    if !(0..r).contains(&a) {
+        panic!(
+            "bad axis in {op}: axis {axis} is out of range for shape {shape} (rank {rank}; valid axes are -{rank}..{rank})"
+        );
+    }
     a as usize
 }
 
 /// Normalises a list of axes: each in range, no duplicates, returned ascending.
 #[track_caller]
 pub(crate) fn norm_axes(op: &str, axes: &[isize], shape: &Shape) -> Vec<usize> {
-    let mut out: Vec<usize> = axes
-        .iter()
-        .map(|&a| norm_axis(op, a, shape.rank(), shape))
-        .collect();
+    // A plain loop, not a closure: closures do not carry #[track_caller].
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        out.push(norm_axis(op, a, shape.rank(), shape));
+    }
     out.sort_unstable();
     for w in out.windows(2) {
-        assert!(
-            w[0] != w[1],
-            "bad axis in {op}: axis {} appears twice in {axes:?} for shape {shape}",
-            w[0]
-        );
+        if w[0] == w[1] {
+            panic!(
+                "bad axis in {op}: axis {} appears twice in {axes:?} for shape {shape}",
+                w[0]
+            );
+        }
     }
     out
 }
@@ -184,10 +187,11 @@ impl Tensor {
     #[track_caller]
     pub(crate) fn broadcast_as(&self, op: &str, target: &Shape) -> Tensor {
         let (src, r) = (self.shape(), target.rank());
-        assert!(
-            src.rank() <= r,
-            "shape mismatch in {op}: cannot broadcast {src} to {target} (more axes than the target)"
-        );
+        if src.rank() > r {
+            panic!(
+                "shape mismatch in {op}: cannot broadcast {src} to {target} (more axes than the target)"
+            );
+        }
         if src == target {
             return self.clone();
         }
@@ -195,7 +199,11 @@ impl Tensor {
         let mut kept = Vec::new();
         let mut new_axes = Vec::new();
         for (k, &t) in target.dims().iter().enumerate() {
-            let s = if k >= off { Some(src.dims()[k - off]) } else { None };
+            let s = if k >= off {
+                Some(src.dims()[k - off])
+            } else {
+                None
+            };
             match s {
                 Some(s) if s == t => kept.push(t),
                 Some(1) | None => new_axes.push(k),

@@ -16,7 +16,8 @@ impl Tensor {
     #[track_caller]
     fn reduce_raw(&self, name: &str, op: ReduceOp, axes: Vec<usize>, keepdim: bool) -> Tensor {
         if matches!(op, ReduceOp::Max | ReduceOp::Min) {
-            if let Some(&a) = axes.iter().find(|&&a| self.dims()[a] == 0) {
+            let empty = axes.iter().find(|&&a| self.dims()[a] == 0);
+            if let Some(&a) = empty {
                 panic!(
                     "empty reduction in {name}: axis {a} of shape {} has no elements ({name} has no identity; use a reduction with an initial value)",
                     self.shape()
@@ -89,12 +90,13 @@ impl Tensor {
     /// When the tensor is not a float tensor (as PyTorch).
     #[track_caller]
     pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Tensor {
-        assert!(
-            self.dtype().is_float(),
-            "dtype mismatch in mean: needs a float tensor, got {} (shape {}); cast first",
-            self.dtype(),
-            self.shape()
-        );
+        if !self.dtype().is_float() {
+            panic!(
+                "dtype mismatch in mean: needs a float tensor, got {} (shape {}); cast first",
+                self.dtype(),
+                self.shape()
+            );
+        }
         let axes = resolve_dims("mean", &dims, self.shape());
         let n: usize = axes.iter().map(|&a| self.dims()[a]).product();
         self.reduce_raw("mean", ReduceOp::Sum, axes, keepdim)
@@ -185,12 +187,7 @@ impl Tensor {
         // If the extreme is NaN, only NaNs match (x != x); otherwise no x is NaN.
         let hit = self.eq(&m).logical_or(&self.isnan());
         let n = self.dims()[axis] as i64;
-        let idx = Tensor::from_op(
-            Op::Index { axis },
-            &[],
-            DType::I64,
-            self.shape().clone(),
-        );
+        let idx = Tensor::from_op(Op::Index { axis }, &[], DType::I64, self.shape().clone());
         Tensor::where_(&hit, &idx, n).reduce_raw(name, ReduceOp::Min, vec![axis], keepdim)
     }
 
@@ -203,28 +200,34 @@ impl Tensor {
     /// Variance dividing by `n - correction` (0: the biased estimator).
     #[track_caller]
     pub fn var_correction(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
-        assert!(
-            self.dtype().is_float(),
-            "dtype mismatch in var: needs a float tensor, got {} (shape {}); cast first",
-            self.dtype(),
-            self.shape()
-        );
-        let axes = resolve_dims("var", &dims, self.shape());
+        self.var_named("var", &dims, correction, keepdim)
+    }
+
+    #[track_caller]
+    fn var_named(&self, name: &str, dims: &impl Dims, correction: usize, keepdim: bool) -> Tensor {
+        if !self.dtype().is_float() {
+            panic!(
+                "dtype mismatch in {name}: needs a float tensor, got {} (shape {}); cast first",
+                self.dtype(),
+                self.shape()
+            );
+        }
+        let axes = resolve_dims(name, dims, self.shape());
         let n: usize = axes.iter().map(|&a| self.dims()[a]).product();
         let mean = self
-            .reduce_raw("var", ReduceOp::Sum, axes.clone(), true)
+            .reduce_raw(name, ReduceOp::Sum, axes.clone(), true)
             .div(n as f64);
         let dev = self.sub(&mean);
         let denom = (n as f64 - correction as f64).max(0.0);
         dev.mul(&dev)
-            .reduce_raw("var", ReduceOp::Sum, axes, keepdim)
+            .reduce_raw(name, ReduceOp::Sum, axes, keepdim)
             .div(denom)
     }
 
     /// Standard deviation (unbiased), `sqrt(var)`.
     #[track_caller]
     pub fn std(&self, dims: impl Dims, keepdim: bool) -> Tensor {
-        self.var(dims, keepdim).sqrt()
+        self.var_named("std", &dims, 1, keepdim).sqrt()
     }
 
     /// `log(sum(exp(x)))` over `dims`, computed stably: the maximum is subtracted first (and
@@ -237,6 +240,17 @@ impl Tensor {
             self.cast(DType::F32)
         };
         let axes = resolve_dims("logsumexp", &dims, x.shape());
+        if axes.iter().any(|&a| x.dims()[a] == 0) {
+            // log(sum of nothing) = log(0), as PyTorch.
+            let shape: Vec<usize> = (0..x.rank())
+                .filter_map(|a| match (axes.contains(&a), keepdim) {
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                    (false, _) => Some(x.dims()[a]),
+                })
+                .collect();
+            return Tensor::full_dtype(shape, f64::NEG_INFINITY, x.dtype());
+        }
         let m = x.reduce_raw("logsumexp", ReduceOp::Max, axes.clone(), true);
         let m = Tensor::where_(&m.isinf(), 0.0, &m);
         let s = x

@@ -1,0 +1,396 @@
+//! The kernel IR: a backend-neutral description of one compiled kernel.
+//!
+//! A kernel is a loop nest over runtime sizes:
+//!
+//! ```text
+//! for o0 in 0..S[outer[0]]            // loop 0: split across threads (`start..end`)
+//!   for o1 in 0..S[outer[1]] ...       // the other outer loops
+//!     phase 0: for i.. in inner loops: // a Reduce phase folds a value into a register,
+//!     phase 1: for i.. in inner loops: // a Store phase writes values to buffers;
+//!     ...                              // later phases read earlier Reduce results
+//! ```
+//!
+//! Each phase has its own SSA body of [`Inst`]s. Index arithmetic is ordinary i64 arithmetic in
+//! the same SSA (`Binary(Add/Mul/Div/Mod...)` on i64 values, where `Div`/`Mod` are floor
+//! division/modulo); loads and stores take a linear element offset. Sizes are parameters
+//! (`Inst::Size`), never constants, so one kernel serves every batch size. Extents equal to 1 are
+//! constants (a structural property: keepdims and broadcast axes).
+//!
+//! Semantics (what every backend must reproduce; [`interpret`] is the executable form):
+//! - `LoopIdx(k)`: `k < outer.len()` is outer loop `k`, else inner loop `k - outer.len()` of the
+//!   phase the instruction is in.
+//! - Scalar ops have the reference interpreter's semantics (`crate::interp::eval_unary`, ...).
+//! - A Reduce phase starts from `op.identity(dtype)` and folds `value` over its inner loops in
+//!   row-major order (float sums may be reassociated by backends: results then agree within
+//!   tolerance, not bitwise).
+//! - A store with `mask` writes only where the mask is true; a store with `combine` folds the
+//!   value into the buffer element instead of overwriting it (buffers that are combined into
+//!   are filled with the combine op's identity by the runtime before the kernel runs).
+//! - Loads are always in bounds: offsets are clamped to valid elements by construction (masked
+//!   reads select offset 0 and discard the value), and every buffer has at least one element.
+//! - When `parallel` is true, iterations of loop 0 are independent and may run on different
+//!   threads; otherwise the kernel runs as one call.
+
+use std::fmt::{self, Write};
+
+use crate::dtype::{DType, Scalar};
+use crate::op::{BinaryOp, Distribution, ReduceOp, UnaryOp};
+
+/// A value in a phase body: the index of its instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct V(pub u32);
+
+impl fmt::Display for V {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// One SSA instruction; its dtype is stored beside it in [`Phase::body`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Inst {
+    /// A constant.
+    Const(Scalar),
+    /// A loop index (i64).
+    LoopIdx(usize),
+    /// Runtime size parameter `s` (i64).
+    Size(usize),
+    /// Element of buffer `buf` at the linear element offset `offset` (an i64 value).
+    Load {
+        /// The buffer parameter.
+        buf: usize,
+        /// The element offset.
+        offset: V,
+    },
+    /// A unary op.
+    Unary(UnaryOp, V),
+    /// A binary op (both operands of one dtype).
+    Binary(BinaryOp, V, V),
+    /// `if c { a } else { b }`.
+    Where(V, V, V),
+    /// A conversion.
+    Cast(DType, V),
+    /// Counter-based random number: `philox::random_scalar(seed, counter, dist, dtype)`.
+    Random {
+        /// The seed.
+        seed: u64,
+        /// The distribution.
+        dist: Distribution,
+        /// The counter (an i64 value: the element's row-major index).
+        counter: V,
+    },
+    /// The result of an earlier Reduce phase (for the current outer iteration).
+    PhaseResult(usize),
+}
+
+/// A write of a value to a buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Store {
+    /// The buffer parameter.
+    pub buf: usize,
+    /// The element offset (i64).
+    pub offset: V,
+    /// The value (of the buffer's dtype).
+    pub value: V,
+    /// When set, only where this bool value is true.
+    pub mask: Option<V>,
+    /// When set, `buf[offset] = op(buf[offset], value)`.
+    pub combine: Option<ReduceOp>,
+}
+
+/// What a phase does with its body.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PhaseKind {
+    /// Folds `value` over the inner loops.
+    Reduce {
+        /// The combining op.
+        op: ReduceOp,
+        /// The value folded.
+        value: V,
+    },
+    /// Writes values at every inner iteration.
+    Store(Vec<Store>),
+}
+
+/// One pass over the phase's inner loops.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Phase {
+    /// Inner loop extents, as size parameters (or the constant 1, see [`Extent`]).
+    pub inner: Vec<Extent>,
+    /// The SSA body with each instruction's dtype.
+    pub body: Vec<(Inst, DType)>,
+    /// What is done with the body.
+    pub kind: PhaseKind,
+}
+
+/// A loop extent: a runtime size parameter, or a constant (1 for keepdims axes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Extent {
+    /// Size parameter `s`.
+    Size(usize),
+    /// A constant extent.
+    Const(u64),
+}
+
+impl fmt::Display for Extent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Extent::Size(s) => write!(f, "s{s}"),
+            Extent::Const(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+/// A buffer parameter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BufParam {
+    /// Element type.
+    pub dtype: DType,
+    /// True when the kernel writes it.
+    pub output: bool,
+}
+
+/// One kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    /// Buffer parameters, inputs and outputs.
+    pub bufs: Vec<BufParam>,
+    /// Number of runtime size parameters.
+    pub n_sizes: usize,
+    /// Outer loop extents; loop 0 is the parallel one.
+    pub outer: Vec<Extent>,
+    /// The phases, in order.
+    pub phases: Vec<Phase>,
+    /// Whether iterations of loop 0 may run concurrently.
+    pub parallel: bool,
+}
+
+impl Kernel {
+    /// The extent of the loop that `start..end` splits: outer loop 0, or (without outer loops)
+    /// inner loop 0 of the single phase; `None` when the kernel has no loop to split.
+    pub fn split_extent(&self) -> Option<Extent> {
+        if let Some(e) = self.outer.first() {
+            return Some(*e);
+        }
+        match self.phases.as_slice() {
+            [p] if matches!(p.kind, PhaseKind::Store(_)) => p.inner.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// A canonical text form: stable across processes and Rust versions, used as the kernel's
+    /// identity (cache key material) and for `METAJIT_DEBUG`.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = self.write_text(&mut s);
+        s
+    }
+
+    fn write_text(&self, f: &mut String) -> fmt::Result {
+        write!(f, "kernel(")?;
+        for (k, b) in self.bufs.iter().enumerate() {
+            if k > 0 {
+                f.push_str(", ");
+            }
+            write!(f, "{}b{k}: {}", if b.output { "out " } else { "" }, b.dtype)?;
+        }
+        writeln!(f, ") sizes={} parallel={}", self.n_sizes, self.parallel)?;
+        f.push_str("  outer [");
+        for (k, e) in self.outer.iter().enumerate() {
+            if k > 0 {
+                f.push_str(", ");
+            }
+            write!(f, "{e}")?;
+        }
+        f.push_str("]\n");
+        for (p, ph) in self.phases.iter().enumerate() {
+            write!(f, "  phase {p} inner [")?;
+            for (k, e) in ph.inner.iter().enumerate() {
+                if k > 0 {
+                    f.push_str(", ");
+                }
+                write!(f, "{e}")?;
+            }
+            f.push_str("]\n");
+            for (i, (inst, dt)) in ph.body.iter().enumerate() {
+                write!(f, "    v{i}: {dt} = ")?;
+                match inst {
+                    Inst::Const(c) => write!(f, "const {c}")?,
+                    Inst::LoopIdx(k) => write!(f, "loop {k}")?,
+                    Inst::Size(s) => write!(f, "size s{s}")?,
+                    Inst::Load { buf, offset } => write!(f, "load b{buf}[{offset}]")?,
+                    Inst::Unary(op, a) => write!(f, "{} {a}", op.name())?,
+                    Inst::Binary(op, a, b) => write!(f, "{} {a}, {b}", op.name())?,
+                    Inst::Where(c, a, b) => write!(f, "where {c}, {a}, {b}")?,
+                    Inst::Cast(d, a) => write!(f, "cast {a} to {d}")?,
+                    Inst::Random {
+                        seed,
+                        dist,
+                        counter,
+                    } => write!(f, "random {} seed={seed} at {counter}", dist.name())?,
+                    Inst::PhaseResult(p) => write!(f, "phase_result {p}")?,
+                }
+                f.push('\n');
+            }
+            match &ph.kind {
+                PhaseKind::Reduce { op, value } => writeln!(f, "    reduce {} {value}", op.name())?,
+                PhaseKind::Store(stores) => {
+                    for st in stores {
+                        write!(f, "    store b{}[{}] = {}", st.buf, st.offset, st.value)?;
+                        if let Some(m) = st.mask {
+                            write!(f, " if {m}")?;
+                        }
+                        if let Some(op) = st.combine {
+                            write!(f, " combine {}", op.name())?;
+                        }
+                        f.push('\n');
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// Runs a kernel on host buffers: the executable definition of the kernel IR, used to test
+/// fusion independently of code generation. `sizes` are the runtime size parameters; loop 0 runs
+/// over `range` (the full extent for a whole call).
+pub fn interpret(
+    k: &Kernel,
+    bufs: &mut [crate::buffer::HostData],
+    sizes: &[i64],
+    range: std::ops::Range<i64>,
+) {
+    use crate::interp::{eval_binary, eval_reduce_combine, eval_unary};
+    let extent = |e: &Extent| match e {
+        Extent::Size(s) => sizes[*s],
+        Extent::Const(c) => *c as i64,
+    };
+    let outer: Vec<i64> = k.outer.iter().map(extent).collect();
+    let split_outer = !k.outer.is_empty();
+    let n_outer: i64 = if split_outer {
+        outer[1..].iter().product::<i64>() * (range.end - range.start).max(0)
+    } else {
+        1
+    };
+    for lin in 0..n_outer {
+        // Outer coordinates: loop 0 offset by range.start.
+        let mut oidx = vec![0i64; outer.len()];
+        let mut rem = lin;
+        for d in (0..outer.len()).rev() {
+            let ext = if d == 0 {
+                range.end - range.start
+            } else {
+                outer[d]
+            };
+            oidx[d] = rem % ext;
+            rem /= ext;
+        }
+        if split_outer {
+            oidx[0] += range.start;
+        }
+        let mut results: Vec<Scalar> = Vec::new();
+        for ph in &k.phases {
+            let inner: Vec<i64> = ph.inner.iter().map(extent).collect();
+            let (lo, hi) = if !split_outer && !inner.is_empty() {
+                (range.start, range.end)
+            } else {
+                (0, inner.first().copied().unwrap_or(1))
+            };
+            let rest: i64 = inner.iter().skip(1).product();
+            let count = if inner.is_empty() {
+                1
+            } else {
+                (hi - lo).max(0) * rest
+            };
+            let mut acc = match &ph.kind {
+                PhaseKind::Reduce { op, .. } => {
+                    let dt = ph.body.last().map(|b| b.1).unwrap_or(DType::F32);
+                    let dt = match &ph.kind {
+                        PhaseKind::Reduce { value, .. } => ph.body[value.0 as usize].1,
+                        _ => dt,
+                    };
+                    Some(op.identity(dt))
+                }
+                PhaseKind::Store(_) => None,
+            };
+            for j in 0..count {
+                let mut iidx = vec![0i64; inner.len()];
+                let mut rem = j;
+                for d in (0..inner.len()).rev() {
+                    let ext = if d == 0 { hi - lo } else { inner[d] };
+                    iidx[d] = rem % ext;
+                    rem /= ext;
+                }
+                if let Some(first) = iidx.first_mut() {
+                    *first += lo;
+                }
+                let mut vals: Vec<Scalar> = Vec::with_capacity(ph.body.len());
+                for (inst, dt) in &ph.body {
+                    let v = |x: &V| vals[x.0 as usize];
+                    let r = match inst {
+                        Inst::Const(c) => *c,
+                        Inst::LoopIdx(l) => {
+                            if *l < oidx.len() {
+                                Scalar::I64(oidx[*l])
+                            } else {
+                                Scalar::I64(iidx[*l - oidx.len()])
+                            }
+                        }
+                        Inst::Size(s) => Scalar::I64(sizes[*s]),
+                        Inst::Load { buf, offset } => bufs[*buf].get(v(offset).to_i64() as usize),
+                        Inst::Unary(op, a) => eval_unary(*op, v(a)),
+                        Inst::Binary(op, a, b) => eval_binary(*op, v(a), v(b)),
+                        Inst::Where(c, a, b) => {
+                            if v(c).is_truthy() {
+                                v(a)
+                            } else {
+                                v(b)
+                            }
+                        }
+                        Inst::Cast(d, a) => v(a).cast(*d),
+                        Inst::Random {
+                            seed,
+                            dist,
+                            counter,
+                        } => crate::philox::random_scalar(
+                            *seed,
+                            v(counter).to_i64() as u64,
+                            *dist,
+                            *dt,
+                        ),
+                        Inst::PhaseResult(p) => results[*p],
+                    };
+                    vals.push(r);
+                }
+                match &ph.kind {
+                    PhaseKind::Reduce { op, value } => {
+                        acc = acc.map(|a| eval_reduce_combine(*op, a, vals[value.0 as usize]));
+                    }
+                    PhaseKind::Store(stores) => {
+                        for st in stores {
+                            if let Some(m) = st.mask
+                                && !vals[m.0 as usize].is_truthy()
+                            {
+                                continue;
+                            }
+                            let off = vals[st.offset.0 as usize].to_i64() as usize;
+                            let mut val = vals[st.value.0 as usize];
+                            if let Some(op) = st.combine {
+                                val = eval_reduce_combine(op, bufs[st.buf].get(off), val);
+                            }
+                            bufs[st.buf].set(off, val);
+                        }
+                    }
+                }
+            }
+            results.push(acc.unwrap_or(Scalar::Bool(false)));
+        }
+    }
+}
