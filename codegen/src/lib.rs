@@ -6,7 +6,7 @@
 //!
 //! | backend | module | status |
 //! |---|---|---|
-//! | reference interpreter | [`reference`] | complete: the oracle, `METAJIT_DEVICE=reference` |
+//! | reference interpreter | [`mod@reference`] | complete: the oracle, `METAJIT_DEVICE=reference` |
 //! | Cranelift CPU | `cpu` | next issue |
 //! | CUDA (NVRTC) | `cuda` | later issue |
 #![deny(missing_docs)]

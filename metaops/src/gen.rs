@@ -1,6 +1,6 @@
 //! Random graphs and input buffers, for property tests and the JIT's fuzzer.
 //!
-//! [`random_graph`] builds a verified DAG of meta-ops from a seed: the same seed and config give
+//! `random_graph` builds a verified DAG of meta-ops from a seed: the same seed and config give
 //! the same graph and buffers on every platform (the generator uses its own splitmix64, not a
 //! crate whose streams may change). Shapes are small (rank 0–4, extents 0–5, with 0 and 1
 //! appearing on purpose) and mostly broadcast-compatible with one base shape per graph, so

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`dtype`], [`shape`], [`buffer`] | element types and scalars, shapes, host buffers |
 //! | [`op`], [`expr`] | the meta-operators and the index expressions of the reindex ops |
-//! | [`graph`], [`verify`], [`print`], [`parse`] | the graph, its invariants, its text form |
+//! | [`graph`], [`mod@verify`], [`mod@print`], [`parse`] | the graph, its invariants, its text form |
 //! | [`interp`] | the reference interpreter |
 //! | [`kernel`] | the kernel IR (one fused kernel) and its interpreter |
 //! | [`passes`] | simplification: constant folding, CSE, dead-node removal |
