@@ -26,7 +26,10 @@ fn main() -> metajit::Result<()> {
     println!("row sums      = {}", x.sum(1, false));
     println!("column means  = {}", x.mean(0, true));
     println!("argmax(row)   = {}", x.argmax(-1, false));
-    println!("logsumexp     = {}", Tensor::from_slice(&[80.0f32, -80.0, 0.0]).logsumexp(0, false));
+    println!(
+        "logsumexp     = {}",
+        Tensor::from_slice(&[80.0f32, -80.0, 0.0]).logsumexp(0, false)
+    );
 
     // Shape ops are index rewrites (Reindex meta-ops), not copies.
     let t = x.transpose(0, 1).flip([0]);

@@ -84,7 +84,9 @@ impl HostData {
 
     /// The elements converted to `T` (with cast semantics).
     pub fn to_vec<T: Element>(&self) -> Vec<T> {
-        (0..self.len()).map(|i| T::from_scalar(self.get(i))).collect()
+        (0..self.len())
+            .map(|i| T::from_scalar(self.get(i)))
+            .collect()
     }
 
     /// The dtype.

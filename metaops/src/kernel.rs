@@ -274,6 +274,8 @@ pub fn interpret(
     };
     let outer: Vec<i64> = k.outer.iter().map(extent).collect();
     let split_outer = !k.outer.is_empty();
+    // Without outer loops, `range` splits inner loop 0 of a single Store phase, or nothing.
+    let split_inner = !split_outer && k.split_extent().is_some();
     let n_outer: i64 = if split_outer {
         outer[1..].iter().product::<i64>() * (range.end - range.start).max(0)
     } else {
@@ -298,7 +300,7 @@ pub fn interpret(
         let mut results: Vec<Scalar> = Vec::new();
         for ph in &k.phases {
             let inner: Vec<i64> = ph.inner.iter().map(extent).collect();
-            let (lo, hi) = if !split_outer && !inner.is_empty() {
+            let (lo, hi) = if split_inner && !inner.is_empty() {
                 (range.start, range.end)
             } else {
                 (0, inner.first().copied().unwrap_or(1))
@@ -309,16 +311,16 @@ pub fn interpret(
             } else {
                 (hi - lo).max(0) * rest
             };
-            let mut acc = match &ph.kind {
-                PhaseKind::Reduce { op, .. } => {
-                    let dt = ph.body.last().map(|b| b.1).unwrap_or(DType::F32);
-                    let dt = match &ph.kind {
-                        PhaseKind::Reduce { value, .. } => ph.body[value.0 as usize].1,
-                        _ => dt,
-                    };
-                    Some(op.identity(dt))
-                }
+            let reduce_dtype = match &ph.kind {
+                PhaseKind::Reduce { value, .. } => Some(ph.body[value.0 as usize].1),
                 PhaseKind::Store(_) => None,
+            };
+            let mut acc = match (&ph.kind, reduce_dtype) {
+                (PhaseKind::Reduce { op, .. }, Some(dt)) => Some(match op {
+                    ReduceOp::Sum | ReduceOp::Prod if dt.is_float() => op.identity(DType::F64),
+                    _ => op.identity(dt),
+                }),
+                _ => None,
             };
             for j in 0..count {
                 let mut iidx = vec![0i64; inner.len()];
@@ -371,7 +373,17 @@ pub fn interpret(
                 }
                 match &ph.kind {
                     PhaseKind::Reduce { op, value } => {
-                        acc = acc.map(|a| eval_reduce_combine(*op, a, vals[value.0 as usize]));
+                        let x = vals[value.0 as usize];
+                        acc = acc.map(|a| match (op, a) {
+                            // Float sums and products accumulate in f64 and round once at
+                            // the end, as the reference interpreter does.
+                            (ReduceOp::Sum | ReduceOp::Prod, Scalar::F64(_))
+                                if x.dtype() != DType::F64 =>
+                            {
+                                eval_reduce_combine(*op, a, x.cast(DType::F64))
+                            }
+                            _ => eval_reduce_combine(*op, a, x),
+                        });
                     }
                     PhaseKind::Store(stores) => {
                         for st in stores {
@@ -390,7 +402,10 @@ pub fn interpret(
                     }
                 }
             }
-            results.push(acc.unwrap_or(Scalar::Bool(false)));
+            results.push(match (acc, reduce_dtype) {
+                (Some(a), Some(dt)) => a.cast(dt),
+                _ => Scalar::Bool(false),
+            });
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`graph`], [`mod@verify`], [`mod@print`], [`parse`] | the graph, its invariants, its text form |
 //! | [`interp`] | the reference interpreter |
 //! | [`kernel`] | the kernel IR (one fused kernel) and its interpreter |
+//! | [`schedule`] | fusion: a graph becomes a schedule of kernels |
 //! | [`passes`] | simplification: constant folding, CSE, dead-node removal |
 #![deny(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod parse;
 pub mod passes;
 pub mod philox;
 pub mod print;
+pub mod schedule;
 pub mod shape;
 pub mod verify;
 

@@ -117,8 +117,16 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Option<Shape> {
     let r = a.rank().max(b.rank());
     let mut out = vec![0; r];
     for (k, o) in out.iter_mut().enumerate() {
-        let da = if k + a.rank() >= r { a.0[k + a.rank() - r] } else { 1 };
-        let db = if k + b.rank() >= r { b.0[k + b.rank() - r] } else { 1 };
+        let da = if k + a.rank() >= r {
+            a.0[k + a.rank() - r]
+        } else {
+            1
+        };
+        let db = if k + b.rank() >= r {
+            b.0[k + b.rank() - r]
+        } else {
+            1
+        };
         *o = if da == db || db == 1 {
             da
         } else if da == 1 {

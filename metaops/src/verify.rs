@@ -49,7 +49,11 @@ pub struct VerifyError {
 
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "graph failed verification with {} error(s):", self.errors.len())?;
+        writeln!(
+            f,
+            "graph failed verification with {} error(s):",
+            self.errors.len()
+        )?;
         f.write_str(&self.annotated)
     }
 }
@@ -109,10 +113,7 @@ pub fn check_node(g: &Graph, node: &Node) -> Result<(), String> {
 
 fn arity(node: &Node, n: usize) -> Result<(), String> {
     if node.inputs.len() != n {
-        return Err(format!(
-            "expects {n} input(s), has {}",
-            node.inputs.len()
-        ));
+        return Err(format!("expects {n} input(s), has {}", node.inputs.len()));
     }
     Ok(())
 }
@@ -227,7 +228,11 @@ fn check_op(node: &Node, ins: &[&Node]) -> Result<(), String> {
             let x = ins[0];
             axes_ok(axes, x.shape.rank())?;
             if !op.accepts(x.dtype) {
-                return Err(format!("{} over dtype {} not supported", op.name(), x.dtype));
+                return Err(format!(
+                    "{} over dtype {} not supported",
+                    op.name(),
+                    x.dtype
+                ));
             }
             same("dtype", x.dtype, dt)?;
             if matches!(op, ReduceOp::Max | ReduceOp::Min)
@@ -254,12 +259,20 @@ fn check_op(node: &Node, ins: &[&Node]) -> Result<(), String> {
             }
             let x = ins[0];
             if !op.accepts(x.dtype) {
-                return Err(format!("{} over dtype {} not supported", op.name(), x.dtype));
+                return Err(format!(
+                    "{} over dtype {} not supported",
+                    op.name(),
+                    x.dtype
+                ));
             }
             same("dtype", x.dtype, dt)?;
             // The overflow value is unused by the scatter form; it is fixed to zero so that
             // equal ops compare and hash equal and the text form (which omits it) round-trips.
-            same("overflow (unused, must be zero)", map.overflow, Scalar::zero(dt))?;
+            same(
+                "overflow (unused, must be zero)",
+                map.overflow,
+                Scalar::zero(dt),
+            )?;
             check_map(map, &x.shape, sh, &ins[1..])
         }
         Op::Reshape => {
@@ -297,9 +310,9 @@ fn check_map(map: &IndexMap, iter: &Shape, target: &Shape, extras: &[&Node]) -> 
     let mut used = vec![false; extras.len()];
     let mut check = |e: &IndexExpr| {
         let bad = match e {
-            IndexExpr::Idx(k) | IndexExpr::IterDim(k) if *k >= iter.rank() => {
-                Some(format!("{e} names an axis beyond the iteration space {iter}"))
-            }
+            IndexExpr::Idx(k) | IndexExpr::IterDim(k) if *k >= iter.rank() => Some(format!(
+                "{e} names an axis beyond the iteration space {iter}"
+            )),
             IndexExpr::TargetDim(k) if *k >= target.rank() => {
                 Some(format!("{e} names an axis beyond the target {target}"))
             }

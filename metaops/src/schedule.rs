@@ -1,0 +1,1177 @@
+//! Fusion: turns a simplified graph into a schedule of [`Kernel`]s.
+//!
+//! Requires a verified graph. Guarantees: running the steps in order (each kernel through
+//! [`crate::kernel::interpret`] or a backend) yields the graph's outputs.
+//!
+//! How nodes are grouped:
+//! - **Roots** are materialised: graph outputs, reductions, scatters (`reindex_reduce`),
+//!   `contiguous`, and element-wise nodes that several kernels use and that cost more than a
+//!   load (anything but constants, indices, casts and index rewrites).
+//! - Every other node is **inlined** into the kernels that use it: element-wise chains fuse,
+//!   and broadcast/reindex/reshape become index arithmetic on the loads of their producers.
+//! - A reduction whose every use ends up in one consumer kernel with a compatible loop
+//!   structure is **absorbed** as a phase of that kernel: softmax's max and sum become two
+//!   Reduce phases before the Store phase of one kernel; `sum(x) / n` stores the divided value.
+//!
+//! Kernels are generic in sizes: each distinct extent (other than 1) of the graph is one size
+//! symbol, passed at run time. The schedule depends only on the graph's structure and on which
+//! extents are equal or 1 ([`plan_key`]), so a new batch size reuses the schedule and kernels.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::dtype::{DType, Scalar};
+use crate::expr::{IdxBin, IndexExpr};
+use crate::graph::{Graph, NodeId};
+use crate::kernel::{BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
+use crate::op::{BinaryOp, Op, OpClass};
+
+/// Where a buffer of the schedule comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufRef {
+    /// The graph's input slot.
+    Input(usize),
+    /// The buffer that holds this node's value (computed by a step, or aliased).
+    Node(NodeId),
+}
+
+/// One step of a schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Run a kernel.
+    Kernel {
+        /// The kernel.
+        kernel: Kernel,
+        /// The buffer bound to each kernel parameter.
+        bufs: Vec<BufRef>,
+        /// For each size parameter, a `(node, axis)` of the graph whose extent it is.
+        sizes: Vec<(NodeId, usize)>,
+        /// Parameters to fill with a value before the kernel runs (for combining stores).
+        init: Vec<(usize, Scalar)>,
+        /// The node the kernel computes (for debug output).
+        root: NodeId,
+    },
+    /// The node's buffer is another buffer, relabelled (a reshape of materialised data).
+    Alias {
+        /// The node.
+        node: NodeId,
+        /// The buffer it shares.
+        of: BufRef,
+    },
+}
+
+/// A graph's schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// The buffer holding each graph output.
+    pub outputs: Vec<BufRef>,
+}
+
+impl Schedule {
+    /// Number of kernels.
+    pub fn kernel_count(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Kernel { .. }))
+            .count()
+    }
+
+    /// A summary: one line per step (for `METAJIT_DEBUG=2`).
+    pub fn summary(&self, g: &Graph) -> String {
+        let mut s = String::new();
+        for (k, st) in self.steps.iter().enumerate() {
+            match st {
+                Step::Kernel { kernel, root, .. } => {
+                    let n = g.node(*root);
+                    let phases: Vec<String> = kernel
+                        .phases
+                        .iter()
+                        .map(|p| match &p.kind {
+                            PhaseKind::Reduce { op, .. } => format!("reduce {}", op.name()),
+                            PhaseKind::Store(st) => format!("store×{}", st.len()),
+                        })
+                        .collect();
+                    s.push_str(&format!(
+                        "  step {k}: kernel for {root} ({} {}{}) phases [{}], {} instructions\n",
+                        n.op.name(),
+                        n.dtype,
+                        n.shape,
+                        phases.join(", "),
+                        kernel.phases.iter().map(|p| p.body.len()).sum::<usize>()
+                    ));
+                }
+                Step::Alias { node, of } => {
+                    s.push_str(&format!("  step {k}: {node} aliases {of:?}\n"));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// The plan-cache key of a graph: its structure, plus which extents are 1 and which are equal
+/// to each other (everything the scheduler looks at), but not the extents themselves.
+pub fn plan_key(g: &Graph) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    g.structural_hash().hash(&mut h);
+    let mut first: HashMap<usize, usize> = HashMap::new();
+    let mut slot = 0usize;
+    for n in &g.nodes {
+        for &d in n.shape.dims() {
+            let class = if d == 1 {
+                usize::MAX
+            } else {
+                *first.entry(d).or_insert(slot)
+            };
+            class.hash(&mut h);
+            slot += 1;
+        }
+    }
+    h.0
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Loop structure of a kernel root.
+#[derive(Clone, Debug, PartialEq)]
+struct Rows {
+    /// Extents (concrete) of the outer loops.
+    outer: Vec<usize>,
+    /// Extents of the inner loops of the Store phase.
+    inner: Vec<usize>,
+}
+
+/// Builds the schedule of a verified graph.
+pub fn schedule(g: &Graph) -> Schedule {
+    let n = g.nodes.len();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (k, node) in g.nodes.iter().enumerate() {
+        for i in &node.inputs {
+            users[i.index()].push(k);
+        }
+    }
+    let is_output: Vec<bool> = {
+        let mut v = vec![false; n];
+        for o in &g.outputs {
+            v[o.index()] = true;
+        }
+        v
+    };
+    let mut root = vec![false; n];
+    for (k, node) in g.nodes.iter().enumerate() {
+        root[k] = match node.op {
+            Op::Input { .. } => false,
+            Op::Reduce { .. } | Op::ReindexReduce { .. } | Op::Contiguous => true,
+            _ => is_output[k] || (users[k].len() > 1 && !cheap(&node.op)),
+        };
+        if is_output[k] && !matches!(node.op, Op::Input { .. }) {
+            root[k] = true;
+        }
+    }
+    // Absorb reductions and shared expensive nodes into their single consumer kernel.
+    let mut absorbed: Vec<Option<usize>> = vec![None; n];
+    let mut forced = vec![false; n];
+    loop {
+        absorbed.iter_mut().for_each(|a| *a = None);
+        let mut is_root = root.clone();
+        for k in 0..n {
+            if forced[k] {
+                is_root[k] = true;
+            }
+        }
+        let mut reach: Vec<Option<usize>> = vec![None; n]; // the single root this node feeds
+        let mut multi = vec![false; n];
+        for k in (0..n).rev() {
+            if is_output[k] || users[k].is_empty() {
+                continue;
+            }
+            let mut target: Option<usize> = None;
+            let mut many = false;
+            for &u in &users[k] {
+                let t = if is_root[u] { Some(u) } else { reach[u] };
+                if multi[u] && !is_root[u] {
+                    many = true;
+                }
+                match (target, t) {
+                    (_, None) => many = true,
+                    (None, Some(t)) => target = Some(t),
+                    (Some(a), Some(b)) if a != b => many = true,
+                    _ => {}
+                }
+            }
+            multi[k] = many;
+            reach[k] = target;
+            if !is_root[k] || forced[k] || many {
+                continue;
+            }
+            let Some(t) = target else { continue };
+            let node = g.node(NodeId(k as u32));
+            match node.op {
+                Op::Reduce { .. } => {
+                    if compatible_absorb(g, t, k, &absorbed) {
+                        absorbed[k] = Some(t);
+                        is_root[k] = false;
+                    }
+                }
+                Op::ReindexReduce { .. } | Op::Contiguous | Op::Input { .. } => {}
+                _ => {
+                    // A shared element-wise node used only inside one kernel: recompute it there.
+                    is_root[k] = false;
+                }
+            }
+        }
+        // Build; an absorbed reduce whose access pattern does not fit its kernel becomes a root.
+        match build_all(g, &is_root, &absorbed) {
+            Ok(s) => return s,
+            Err(failed) => {
+                // Each retry makes one more reduction a root; a root never fails its own
+                // kernel, so this ends.
+                assert!(
+                    !forced[failed],
+                    "metajit bug: fusion could not place reduction %{failed}\n{g}"
+                );
+                forced[failed] = true;
+            }
+        }
+    }
+}
+
+/// Ops that cost no more than a load: recomputing them in several kernels is free.
+fn cheap(op: &Op) -> bool {
+    matches!(
+        op.class(),
+        OpClass::Source | OpClass::Reindex | OpClass::Layout
+    ) && !matches!(op, Op::Random { .. } | Op::Contiguous)
+        || matches!(op, Op::Cast(_))
+}
+
+/// The loop structure a root would have on its own.
+fn own_rows(g: &Graph, r: usize) -> Rows {
+    let node = g.node(NodeId(r as u32));
+    match &node.op {
+        Op::Reduce { axes, .. } => {
+            let x = g.node(node.inputs[0]);
+            let d = x.shape.dims();
+            Rows {
+                outer: (0..d.len())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| d[a])
+                    .collect(),
+                inner: vec![],
+            }
+        }
+        Op::ReindexReduce { .. } => Rows {
+            outer: vec![],
+            inner: g.node(node.inputs[0]).shape.dims().to_vec(),
+        },
+        _ => {
+            let d = node.shape.dims();
+            match d.split_last() {
+                Some((last, rest)) => Rows {
+                    outer: rest.to_vec(),
+                    inner: vec![*last],
+                },
+                None => Rows {
+                    outer: vec![],
+                    inner: vec![],
+                },
+            }
+        }
+    }
+}
+
+fn drop_ones(d: &[usize]) -> Vec<usize> {
+    d.iter().copied().filter(|&x| x != 1).collect()
+}
+
+/// The rows a kernel root has once the reduction `red` is absorbed, if possible.
+fn rows_with(g: &Graph, k: usize, red: usize) -> Option<Rows> {
+    let rn = g.node(NodeId(red as u32));
+    let Op::Reduce { axes, .. } = &rn.op else {
+        return None;
+    };
+    let x = g.node(rn.inputs[0]);
+    let xd = x.shape.dims();
+    let first = *axes.first()?;
+    // Only trailing reductions become phases.
+    if axes.iter().enumerate().any(|(j, &a)| a != first + j) || axes.last() != Some(&(xd.len() - 1))
+    {
+        return None;
+    }
+    let kept = xd[..first].to_vec();
+    let reduced = xd[first..].to_vec();
+    let kn = g.node(NodeId(k as u32));
+    match &kn.op {
+        Op::Reduce { axes: kaxes, .. } => {
+            let kx = g.node(kn.inputs[0]);
+            (kx.shape == x.shape && kaxes == axes).then(|| Rows {
+                outer: kept,
+                inner: vec![],
+            })
+        }
+        Op::ReindexReduce { .. } | Op::Contiguous => None,
+        _ => {
+            let kd = kn.shape.dims();
+            if kd == xd {
+                Some(Rows {
+                    outer: kept,
+                    inner: reduced,
+                })
+            } else if drop_ones(kd) == drop_ones(&kept) && !kd.is_empty()
+                || kd.is_empty() && kept.is_empty()
+            {
+                Some(Rows {
+                    outer: kd.to_vec(),
+                    inner: vec![],
+                })
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn compatible_absorb(g: &Graph, k: usize, red: usize, absorbed: &[Option<usize>]) -> bool {
+    let Some(rows) = rows_with(g, k, red) else {
+        return false;
+    };
+    // Every reduction already absorbed into k must agree on the loop structure.
+    absorbed
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a == Some(k))
+        .all(|(other, _)| rows_with(g, k, other).as_ref() == Some(&rows))
+}
+
+/// Builds every root's kernel; `Err(node)` names an absorbed reduction that did not fit.
+fn build_all(g: &Graph, is_root: &[bool], absorbed: &[Option<usize>]) -> Result<Schedule, usize> {
+    let mut sizes = SizeTable::default();
+    let mut steps = Vec::new();
+    for k in 0..g.nodes.len() {
+        if !is_root[k] {
+            continue;
+        }
+        let node = g.node(NodeId(k as u32));
+        // A reshape of materialised data is a relabelling: share the buffer.
+        if node.op == Op::Reshape {
+            let src = node.inputs[0];
+            if is_root[src.index()] || matches!(g.node(src).op, Op::Input { .. }) {
+                steps.push(Step::Alias {
+                    node: NodeId(k as u32),
+                    of: buf_of(g, src),
+                });
+                continue;
+            }
+        }
+        let phases_of: Vec<usize> = (0..g.nodes.len())
+            .filter(|&r| absorbed[r] == Some(k))
+            .collect();
+        let rows = match phases_of.first() {
+            Some(&r) => rows_with(g, k, r).ok_or(r)?,
+            None => own_rows(g, k),
+        };
+        let mut kb = KernelBuilder::new(g, is_root, &mut sizes, rows);
+        kb.build(k, &phases_of)?;
+        steps.push(kb.finish(k));
+    }
+    let outputs = g.outputs.iter().map(|o| buf_of(g, *o)).collect();
+    Ok(Schedule { steps, outputs })
+}
+
+fn buf_of(g: &Graph, id: NodeId) -> BufRef {
+    match g.node(id).op {
+        Op::Input { slot } => BufRef::Input(slot),
+        _ => BufRef::Node(id),
+    }
+}
+
+/// Size symbols: one per distinct extent value (other than 1), with a `(node, axis)` source.
+#[derive(Default)]
+struct SizeTable {
+    by_value: HashMap<usize, (NodeId, usize)>,
+}
+
+/// Builds one kernel's SSA.
+struct KernelBuilder<'g, 's> {
+    g: &'g Graph,
+    is_root: Vec<bool>,
+    global_sizes: &'s mut SizeTable,
+    rows: Rows,
+    bufs: Vec<BufParam>,
+    buf_refs: Vec<BufRef>,
+    buf_index: HashMap<BufRef, usize>,
+    size_params: Vec<(NodeId, usize)>,
+    size_index: HashMap<usize, usize>,
+    phases: Vec<Phase>,
+    phase_of_node: HashMap<usize, usize>,
+    init: Vec<(usize, Scalar)>,
+    outer: Vec<Extent>,
+    parallel: bool,
+    // The phase under construction.
+    body: Vec<(Inst, DType)>,
+    memo: HashMap<(Inst, DType), V>,
+    eval_memo: HashMap<(usize, Vec<V>), V>,
+}
+
+impl<'g, 's> KernelBuilder<'g, 's> {
+    fn new(g: &'g Graph, is_root: &'g [bool], sizes: &'s mut SizeTable, rows: Rows) -> Self {
+        // Register every extent of the graph so that size sources are stable.
+        for (k, node) in g.nodes.iter().enumerate() {
+            for (a, &d) in node.shape.dims().iter().enumerate() {
+                if d != 1 {
+                    sizes.by_value.entry(d).or_insert((NodeId(k as u32), a));
+                }
+            }
+        }
+        KernelBuilder {
+            g,
+            is_root: is_root.to_vec(),
+            global_sizes: sizes,
+            rows,
+            bufs: Vec::new(),
+            buf_refs: Vec::new(),
+            buf_index: HashMap::new(),
+            size_params: Vec::new(),
+            size_index: HashMap::new(),
+            phases: Vec::new(),
+            phase_of_node: HashMap::new(),
+            init: Vec::new(),
+            outer: Vec::new(),
+            parallel: true,
+            body: Vec::new(),
+            memo: HashMap::new(),
+            eval_memo: HashMap::new(),
+        }
+    }
+
+    fn extent(&mut self, d: usize) -> Extent {
+        if d == 1 {
+            return Extent::Const(1);
+        }
+        let src = self.global_sizes.by_value[&d];
+        let n = self.size_params.len();
+        let idx = *self.size_index.entry(d).or_insert_with(|| n);
+        if idx == n {
+            self.size_params.push(src);
+        }
+        Extent::Size(idx)
+    }
+
+    fn buffer(&mut self, r: BufRef, dtype: DType, output: bool) -> usize {
+        if let Some(&i) = self.buf_index.get(&r) {
+            return i;
+        }
+        let i = self.bufs.len();
+        self.bufs.push(BufParam { dtype, output });
+        self.buf_refs.push(r);
+        self.buf_index.insert(r, i);
+        i
+    }
+
+    // ---- SSA construction with peephole simplification of index arithmetic ----
+
+    fn push(&mut self, inst: Inst, dt: DType) -> V {
+        if let Some(&v) = self.memo.get(&(inst.clone(), dt)) {
+            return v;
+        }
+        let v = V(self.body.len() as u32);
+        self.body.push((inst.clone(), dt));
+        self.memo.insert((inst, dt), v);
+        v
+    }
+
+    fn inst(&self, v: V) -> &Inst {
+        &self.body[v.0 as usize].0
+    }
+
+    fn as_const(&self, v: V) -> Option<i64> {
+        match self.inst(v) {
+            Inst::Const(c) if c.dtype() == DType::I64 => Some(c.to_i64()),
+            _ => None,
+        }
+    }
+
+    fn ci(&mut self, c: i64) -> V {
+        self.push(Inst::Const(Scalar::I64(c)), DType::I64)
+    }
+
+    fn size(&mut self, d: usize) -> V {
+        match self.extent(d) {
+            Extent::Const(c) => self.ci(c as i64),
+            Extent::Size(s) => self.push(Inst::Size(s), DType::I64),
+        }
+    }
+
+    /// i64 arithmetic with constant folding and the identities index math needs.
+    fn ibin(&mut self, op: BinaryOp, a: V, b: V) -> V {
+        let (ca, cb) = (self.as_const(a), self.as_const(b));
+        if let (Some(x), Some(y)) = (ca, cb) {
+            let r = crate::interp::eval_binary(op, Scalar::I64(x), Scalar::I64(y));
+            return self.push(Inst::Const(r), r.dtype());
+        }
+        match (op, ca, cb) {
+            (BinaryOp::Add, Some(0), _) => return b,
+            (BinaryOp::Add | BinaryOp::Sub, _, Some(0)) => return a,
+            (BinaryOp::Mul, Some(1), _) => return b,
+            (BinaryOp::Mul | BinaryOp::Div, _, Some(1)) => return a,
+            (BinaryOp::Mul, Some(0), _) | (BinaryOp::Mul, _, Some(0)) => return self.ci(0),
+            (BinaryOp::Mod, _, Some(1)) => return self.ci(0),
+            _ => {}
+        }
+        // (x / d) * d + x % d  ->  x
+        if op == BinaryOp::Add {
+            if let (Inst::Binary(BinaryOp::Mul, q, d1), Inst::Binary(BinaryOp::Mod, x2, d2)) =
+                (self.inst(a).clone(), self.inst(b).clone())
+            {
+                if let Inst::Binary(BinaryOp::Div, x1, d0) = self.inst(q).clone() {
+                    if x1 == x2 && d0 == d1 && d1 == d2 {
+                        return x1;
+                    }
+                }
+            }
+        }
+        let (a, b) = if op.is_commutative() && b < a {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        self.push(Inst::Binary(op, a, b), op.output_dtype(DType::I64))
+    }
+
+    fn and(&mut self, a: Option<V>, b: V) -> V {
+        match a {
+            None => b,
+            Some(a) => self.push(Inst::Binary(BinaryOp::And, a.min(b), a.max(b)), DType::Bool),
+        }
+    }
+
+    /// Row-major linear offset of `coords` in `dims`.
+    fn ravel(&mut self, coords: &[V], dims: &[usize]) -> V {
+        let mut off = self.ci(0);
+        for (c, &d) in coords.iter().zip(dims) {
+            let dv = self.size(d);
+            let m = self.ibin(BinaryOp::Mul, off, dv);
+            off = self.ibin(BinaryOp::Add, m, *c);
+        }
+        off
+    }
+
+    /// Coordinates of a linear offset in `dims` (successive div/mod, innermost first).
+    fn unravel(&mut self, lin: V, dims: &[usize]) -> Vec<V> {
+        let mut out = vec![lin; dims.len()];
+        let mut q = lin;
+        for k in (0..dims.len()).rev() {
+            if k == 0 {
+                out[k] = q;
+            } else {
+                let dv = self.size(dims[k]);
+                out[k] = self.ibin(BinaryOp::Mod, q, dv);
+                q = self.ibin(BinaryOp::Div, q, dv);
+            }
+        }
+        out
+    }
+
+    // ---- evaluating graph nodes at coordinates ----
+
+    /// The value of node `k` at `coords` (one i64 value per axis of the node).
+    fn eval(&mut self, k: usize, coords: &[V]) -> Result<V, usize> {
+        let key = (k, coords.to_vec());
+        if let Some(&v) = self.eval_memo.get(&key) {
+            return Ok(v);
+        }
+        let v = self.eval_uncached(k, coords)?;
+        self.eval_memo.insert(key, v);
+        Ok(v)
+    }
+
+    fn eval_uncached(&mut self, k: usize, coords: &[V]) -> Result<V, usize> {
+        let g = self.g;
+        let node = g.node(NodeId(k as u32));
+        let dt = node.dtype;
+        if let Some(&p) = self.phase_of_node.get(&k) {
+            // An absorbed reduction: its value for this outer iteration, if the access is
+            // exactly at the outer loop indices.
+            let want: Vec<V> = (0..self.rows.outer.len())
+                .map(|j| self.push(Inst::LoopIdx(j), DType::I64))
+                .collect();
+            let got: Vec<V> = coords
+                .iter()
+                .zip(node.shape.dims())
+                .filter(|(_, d)| **d != 1)
+                .map(|(c, _)| *c)
+                .collect();
+            let want: Vec<V> = want
+                .into_iter()
+                .zip(&self.rows.outer)
+                .filter(|(_, d)| **d != 1)
+                .map(|(v, _)| v)
+                .collect();
+            if got != want {
+                return Err(k);
+            }
+            return Ok(self.push(Inst::PhaseResult(p), dt));
+        }
+        if matches!(node.op, Op::Input { .. }) || self.is_root[k] {
+            let b = self.buffer(buf_of(g, NodeId(k as u32)), dt, false);
+            let off = self.ravel(coords, node.shape.dims());
+            return Ok(self.push(
+                Inst::Load {
+                    buf: b,
+                    offset: off,
+                },
+                dt,
+            ));
+        }
+        let inputs: Vec<usize> = node.inputs.iter().map(|i| i.index()).collect();
+        Ok(match &node.op {
+            Op::Input { .. } => unreachable!("handled above"),
+            Op::Const(c) => self.push(Inst::Const(*c), dt),
+            Op::Index { axis } => {
+                let c = coords[*axis];
+                if dt == DType::I64 {
+                    c
+                } else {
+                    self.push(Inst::Cast(dt, c), dt)
+                }
+            }
+            Op::Random { seed, dist } => {
+                let counter = self.ravel(coords, node.shape.dims());
+                self.push(
+                    Inst::Random {
+                        seed: *seed,
+                        dist: *dist,
+                        counter,
+                    },
+                    dt,
+                )
+            }
+            Op::Unary(op) => {
+                let a = self.eval(inputs[0], coords)?;
+                self.push(Inst::Unary(*op, a), dt)
+            }
+            Op::Binary(op) => {
+                let a = self.eval(inputs[0], coords)?;
+                let b = self.eval(inputs[1], coords)?;
+                self.push(Inst::Binary(*op, a, b), dt)
+            }
+            Op::Where => {
+                let c = self.eval(inputs[0], coords)?;
+                let a = self.eval(inputs[1], coords)?;
+                let b = self.eval(inputs[2], coords)?;
+                self.push(Inst::Where(c, a, b), dt)
+            }
+            Op::Cast(d) => {
+                let a = self.eval(inputs[0], coords)?;
+                self.push(Inst::Cast(*d, a), dt)
+            }
+            Op::BroadcastTo { axes } => {
+                let c: Vec<V> = (0..coords.len())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| coords[a])
+                    .collect();
+                self.eval(inputs[0], &c)?
+            }
+            Op::Reshape | Op::Contiguous => {
+                let src = g.node(node.inputs[0]);
+                let (od, id) = (node.shape.dims(), src.shape.dims());
+                let c = if drop_ones(od) == drop_ones(id) {
+                    // Only singleton axes differ: map coordinates directly.
+                    let mut kept = coords
+                        .iter()
+                        .zip(od)
+                        .filter(|(_, d)| **d != 1)
+                        .map(|(c, _)| *c);
+                    let zero = self.ci(0);
+                    id.iter()
+                        .map(|&d| {
+                            if d == 1 {
+                                zero
+                            } else {
+                                kept.next().unwrap_or(zero)
+                            }
+                        })
+                        .collect()
+                } else {
+                    let lin = self.ravel(coords, od);
+                    self.unravel(lin, id)
+                };
+                self.eval(inputs[0], &c)?
+            }
+            Op::Reindex(map) => {
+                let src_dims = g.node(node.inputs[0]).shape.dims().to_vec();
+                let out_dims = node.shape.dims().to_vec();
+                let mut valid: Option<V> = None;
+                let mut target = Vec::with_capacity(map.exprs.len());
+                for (a, e) in map.exprs.iter().enumerate() {
+                    let t = self.index_expr(e, coords, &out_dims, &src_dims, &inputs)?;
+                    if !self.in_range(e, t, src_dims[a], &out_dims) {
+                        let zero = self.ci(0);
+                        let ge = self.ibin(BinaryOp::Le, zero, t);
+                        let dv = self.size(src_dims[a]);
+                        let lt = self.ibin(BinaryOp::Lt, t, dv);
+                        let both = self.and(Some(ge), lt);
+                        valid = Some(self.and(valid, both));
+                    }
+                    target.push(t);
+                }
+                for c in &map.conds {
+                    let t = self.index_expr(c, coords, &out_dims, &src_dims, &inputs)?;
+                    let zero = self.ci(0);
+                    let ok = self.ibin(BinaryOp::Eq, t, zero);
+                    valid = Some(self.and(valid, ok));
+                }
+                match valid {
+                    None => self.eval(inputs[0], &target)?,
+                    Some(valid) => {
+                        let zero = self.ci(0);
+                        let safe: Vec<V> = target
+                            .iter()
+                            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
+                            .collect();
+                        let v = self.eval(inputs[0], &safe)?;
+                        let o = self.push(Inst::Const(map.overflow), dt);
+                        self.push(Inst::Where(valid, v, o), dt)
+                    }
+                }
+            }
+            Op::Reduce { .. } | Op::ReindexReduce { .. } => {
+                unreachable!("reductions are roots or absorbed phases")
+            }
+        })
+    }
+
+    /// Whether an index expression's value is in `0..extent` by construction: a bare iteration
+    /// index over an axis of the same extent.
+    fn in_range(&self, e: &IndexExpr, _t: V, extent: usize, out_dims: &[usize]) -> bool {
+        matches!(e, IndexExpr::Idx(j) if out_dims[*j] == extent)
+    }
+
+    /// Lowers an index expression to i64 SSA.
+    fn index_expr(
+        &mut self,
+        e: &IndexExpr,
+        coords: &[V],
+        iter_dims: &[usize],
+        target_dims: &[usize],
+        inputs: &[usize],
+    ) -> Result<V, usize> {
+        Ok(match e {
+            IndexExpr::Const(c) => self.ci(*c),
+            IndexExpr::Idx(k) => coords[*k],
+            IndexExpr::IterDim(k) => self.size(iter_dims[*k]),
+            IndexExpr::TargetDim(k) => self.size(target_dims[*k]),
+            IndexExpr::Extra(j, ix) => {
+                let extra = inputs[1 + j];
+                let edims = self.g.node(NodeId(extra as u32)).shape.dims().to_vec();
+                let mut valid: Option<V> = None;
+                let mut c = Vec::new();
+                for (a, x) in ix.iter().enumerate() {
+                    let t = self.index_expr(x, coords, iter_dims, target_dims, inputs)?;
+                    let zero = self.ci(0);
+                    let ge = self.ibin(BinaryOp::Le, zero, t);
+                    let dv = self.size(edims[a]);
+                    let lt = self.ibin(BinaryOp::Lt, t, dv);
+                    let both = self.and(Some(ge), lt);
+                    valid = Some(self.and(valid, both));
+                    c.push(t);
+                }
+                let (safe, valid) = match valid {
+                    Some(v) => {
+                        let zero = self.ci(0);
+                        let s: Vec<V> = c
+                            .iter()
+                            .map(|&t| self.push(Inst::Where(v, t, zero), DType::I64))
+                            .collect();
+                        (s, Some(v))
+                    }
+                    None => (c, None),
+                };
+                let raw = self.eval(extra, &safe)?;
+                let as_i64 = if self.body[raw.0 as usize].1 == DType::I64 {
+                    raw
+                } else {
+                    self.push(Inst::Cast(DType::I64, raw), DType::I64)
+                };
+                match valid {
+                    Some(v) => {
+                        let zero = self.ci(0);
+                        self.push(Inst::Where(v, as_i64, zero), DType::I64)
+                    }
+                    None => as_i64,
+                }
+            }
+            IndexExpr::Bin(op, a, b) => {
+                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
+                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let bop = match op {
+                    IdxBin::Add => BinaryOp::Add,
+                    IdxBin::Sub => BinaryOp::Sub,
+                    IdxBin::Mul => BinaryOp::Mul,
+                    IdxBin::Div => BinaryOp::Div,
+                    IdxBin::Mod => BinaryOp::Mod,
+                    IdxBin::Min => BinaryOp::Min,
+                    IdxBin::Max => BinaryOp::Max,
+                    IdxBin::Lt => BinaryOp::Lt,
+                    IdxBin::Le => BinaryOp::Le,
+                    IdxBin::Eq => BinaryOp::Eq,
+                    IdxBin::Ne => BinaryOp::Ne,
+                    IdxBin::And | IdxBin::Or => {
+                        let zero = self.ci(0);
+                        let xa = self.ibin(BinaryOp::Ne, x, zero);
+                        let ya = self.ibin(BinaryOp::Ne, y, zero);
+                        let bo = if *op == IdxBin::And {
+                            BinaryOp::And
+                        } else {
+                            BinaryOp::Or
+                        };
+                        let r = self.push(Inst::Binary(bo, xa.min(ya), xa.max(ya)), DType::Bool);
+                        return Ok(self.push(Inst::Cast(DType::I64, r), DType::I64));
+                    }
+                };
+                let r = self.ibin(bop, x, y);
+                if bop.is_comparison() {
+                    self.push(Inst::Cast(DType::I64, r), DType::I64)
+                } else {
+                    r
+                }
+            }
+            IndexExpr::Select(c, a, b) => {
+                let cv = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
+                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
+                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let zero = self.ci(0);
+                let cb = self.ibin(BinaryOp::Ne, cv, zero);
+                self.push(Inst::Where(cb, x, y), DType::I64)
+            }
+        })
+    }
+
+    // ---- phases ----
+
+    fn begin_phase(&mut self) {
+        self.body.clear();
+        self.memo.clear();
+        self.eval_memo.clear();
+    }
+
+    fn end_phase(&mut self, inner: Vec<Extent>, kind: PhaseKind) {
+        let body = std::mem::take(&mut self.body);
+        self.phases.push(Phase { inner, body, kind });
+    }
+
+    /// The loop indices of the outer loops followed by those of the phase's inner loops.
+    fn loop_coords(&mut self, n_inner: usize) -> Vec<V> {
+        (0..self.rows.outer.len() + n_inner)
+            .map(|j| self.push(Inst::LoopIdx(j), DType::I64))
+            .collect()
+    }
+
+    /// A Reduce phase computing reduction `r` for the current outer iteration.
+    fn reduce_phase(&mut self, r: usize) -> Result<(), usize> {
+        let node = self.g.node(NodeId(r as u32));
+        let Op::Reduce { op, axes, .. } = &node.op else {
+            unreachable!("phases are reductions")
+        };
+        let x = node.inputs[0].index();
+        let xd = self.g.node(node.inputs[0]).shape.dims().to_vec();
+        let reduced: Vec<usize> = axes.iter().map(|&a| xd[a]).collect();
+        self.begin_phase();
+        let lc = self.loop_coords(reduced.len());
+        let (outer_idx, inner_idx) = lc.split_at(self.rows.outer.len());
+        // Input coordinates: kept axes from the outer loops (matching non-singleton extents in
+        // order), reduced axes from the inner ones.
+        let outer_non1: Vec<V> = outer_idx
+            .iter()
+            .zip(&self.rows.outer)
+            .filter(|(_, d)| **d != 1)
+            .map(|(v, _)| *v)
+            .collect();
+        let mut o = outer_non1.into_iter();
+        let mut i = inner_idx.iter().copied();
+        let zero = self.ci(0);
+        let mut coords = Vec::with_capacity(xd.len());
+        for (a, &d) in xd.iter().enumerate() {
+            let c = if axes.contains(&a) {
+                i.next()
+            } else if d == 1 {
+                Some(zero)
+            } else {
+                o.next()
+            };
+            coords.push(c.ok_or(r)?);
+        }
+        if o.next().is_some() {
+            return Err(r);
+        }
+        let value = self.eval(x, &coords)?;
+        let inner: Vec<Extent> = reduced.iter().map(|&d| self.extent(d)).collect();
+        self.end_phase(inner, PhaseKind::Reduce { op: *op, value });
+        self.phase_of_node.insert(r, self.phases.len() - 1);
+        Ok(())
+    }
+
+    fn build(&mut self, k: usize, absorbed: &[usize]) -> Result<(), usize> {
+        let outer_dims = self.rows.outer.clone();
+        self.outer = outer_dims.iter().map(|&d| self.extent(d)).collect();
+        for &r in absorbed {
+            self.reduce_phase(r)?;
+        }
+        let g = self.g;
+        let node = g.node(NodeId(k as u32));
+        let dt = node.dtype;
+        let out = self.buffer(BufRef::Node(NodeId(k as u32)), dt, true);
+        match &node.op {
+            Op::Reduce { op, axes, .. } => {
+                // The root reduction itself: a Reduce phase, then store its result.
+                let (op, axes) = (*op, axes.clone());
+                let xd = g.node(node.inputs[0]).shape.dims().to_vec();
+                let kept: Vec<usize> = (0..xd.len())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| xd[a])
+                    .collect();
+                let _ = op;
+                self.reduce_phase(k)?;
+                self.phase_of_node.remove(&k);
+                self.begin_phase();
+                let lc = self.loop_coords(0);
+                let off = self.ravel(&lc, &kept);
+                let v = self.push(Inst::PhaseResult(self.phases.len() - 1), dt);
+                self.end_phase(
+                    vec![],
+                    PhaseKind::Store(vec![Store {
+                        buf: out,
+                        offset: off,
+                        value: v,
+                        mask: None,
+                        combine: None,
+                    }]),
+                );
+            }
+            Op::ReindexReduce { op, map } => {
+                let src = node.inputs[0].index();
+                let in_dims = g.node(node.inputs[0]).shape.dims().to_vec();
+                let out_dims = node.shape.dims().to_vec();
+                let inputs: Vec<usize> = node.inputs.iter().map(|i| i.index()).collect();
+                self.begin_phase();
+                let coords = self.loop_coords(in_dims.len());
+                let v = self.eval(src, &coords)?;
+                let mut valid: Option<V> = None;
+                let mut target = Vec::new();
+                for (a, e) in map.exprs.iter().enumerate() {
+                    let t = self.index_expr(e, &coords, &in_dims, &out_dims, &inputs)?;
+                    let zero = self.ci(0);
+                    let ge = self.ibin(BinaryOp::Le, zero, t);
+                    let dv = self.size(out_dims[a]);
+                    let lt = self.ibin(BinaryOp::Lt, t, dv);
+                    let both = self.and(Some(ge), lt);
+                    valid = Some(self.and(valid, both));
+                    target.push(t);
+                }
+                for c in &map.conds {
+                    let t = self.index_expr(c, &coords, &in_dims, &out_dims, &inputs)?;
+                    let zero = self.ci(0);
+                    let ok = self.ibin(BinaryOp::Eq, t, zero);
+                    valid = Some(self.and(valid, ok));
+                }
+                let off = match valid {
+                    Some(valid) => {
+                        let zero = self.ci(0);
+                        let safe: Vec<V> = target
+                            .iter()
+                            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
+                            .collect();
+                        self.ravel(&safe, &out_dims)
+                    }
+                    None => self.ravel(&target, &out_dims),
+                };
+                let inner: Vec<Extent> = in_dims.iter().map(|&d| self.extent(d)).collect();
+                self.end_phase(
+                    inner,
+                    PhaseKind::Store(vec![Store {
+                        buf: out,
+                        offset: off,
+                        value: v,
+                        mask: valid,
+                        combine: Some(*op),
+                    }]),
+                );
+                self.init.push((out, op.identity(dt)));
+                self.parallel = false;
+            }
+            _ => {
+                // An element-wise root (possibly with absorbed reductions): store every element.
+                let inner_dims = self.rows.inner.clone();
+                self.begin_phase();
+                let lc = self.loop_coords(inner_dims.len());
+                // The root's coordinates: the loops cover its shape, modulo singleton axes.
+                let nd = node.shape.dims().to_vec();
+                let loop_dims: Vec<usize> = outer_dims.iter().chain(&inner_dims).copied().collect();
+                let coords: Vec<V> = if loop_dims == nd {
+                    lc.clone()
+                } else {
+                    let mut it = lc
+                        .iter()
+                        .zip(&loop_dims)
+                        .filter(|(_, d)| **d != 1)
+                        .map(|(v, _)| *v);
+                    let zero = self.ci(0);
+                    nd.iter()
+                        .map(|&d| {
+                            if d == 1 {
+                                zero
+                            } else {
+                                it.next().unwrap_or(zero)
+                            }
+                        })
+                        .collect()
+                };
+                let v = self.eval_root_value(k, &coords)?;
+                let off = self.ravel(&coords, &nd);
+                let inner: Vec<Extent> = inner_dims.iter().map(|&d| self.extent(d)).collect();
+                self.end_phase(
+                    inner,
+                    PhaseKind::Store(vec![Store {
+                        buf: out,
+                        offset: off,
+                        value: v,
+                        mask: None,
+                        combine: None,
+                    }]),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The value a root computes (evaluating through its own op, not loading its buffer).
+    fn eval_root_value(&mut self, k: usize, coords: &[V]) -> Result<V, usize> {
+        self.is_root[k] = false;
+        let r = self.eval(k, coords);
+        self.is_root[k] = true;
+        r
+    }
+
+    fn finish(self, k: usize) -> Step {
+        let kernel = Kernel {
+            bufs: self.bufs,
+            n_sizes: self.size_params.len(),
+            outer: self.outer,
+            phases: self.phases,
+            parallel: self.parallel,
+        };
+        Step::Kernel {
+            kernel,
+            bufs: self.buf_refs,
+            sizes: self.size_params,
+            init: self.init,
+            root: NodeId(k as u32),
+        }
+    }
+}
+
+/// The size parameters of a kernel step for the graph `g` (whose shapes may differ from the
+/// graph the schedule was built for, as long as [`plan_key`] is the same).
+pub fn size_values(g: &Graph, sizes: &[(NodeId, usize)]) -> Vec<i64> {
+    sizes
+        .iter()
+        .map(|(n, a)| g.node(*n).shape.dims()[*a] as i64)
+        .collect()
+}
+
+/// Runs a schedule with [`crate::kernel::interpret`]: the executable meaning of fusion, for
+/// tests. Returns one buffer per graph output.
+pub fn run_interpreted(
+    g: &Graph,
+    s: &Schedule,
+    inputs: &[&crate::buffer::HostData],
+) -> Vec<crate::buffer::HostData> {
+    use crate::buffer::HostData;
+    let mut node_bufs: HashMap<NodeId, HostData> = HashMap::new();
+    let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, HostData>| -> HostData {
+        match r {
+            BufRef::Input(slot) => inputs[*slot].clone(),
+            BufRef::Node(n) => node_bufs[n].clone(),
+        }
+    };
+    for step in &s.steps {
+        match step {
+            Step::Alias { node, of } => {
+                let b = fetch(of, &node_bufs);
+                node_bufs.insert(*node, b);
+            }
+            Step::Kernel {
+                kernel,
+                bufs,
+                sizes,
+                init,
+                ..
+            } => {
+                let mut args: Vec<HostData> = bufs
+                    .iter()
+                    .zip(&kernel.bufs)
+                    .map(|(r, p)| match (r, p.output) {
+                        (BufRef::Node(n), true) => {
+                            // Every buffer holds at least one element (kernel.rs contract).
+                            HostData::zeros(p.dtype, g.node(*n).shape.numel().max(1))
+                        }
+                        _ => {
+                            let mut b = fetch(r, &node_bufs);
+                            if b.is_empty() {
+                                b = HostData::zeros(p.dtype, 1);
+                            }
+                            b
+                        }
+                    })
+                    .collect();
+                for (p, v) in init {
+                    let n = args[*p].len();
+                    args[*p] = HostData::filled(*v, n);
+                }
+                let sv = size_values(g, sizes);
+                let extent = match kernel.split_extent() {
+                    Some(crate::kernel::Extent::Size(i)) => sv[i],
+                    Some(crate::kernel::Extent::Const(c)) => c as i64,
+                    None => 1,
+                };
+                crate::kernel::interpret(kernel, &mut args, &sv, 0..extent);
+                for ((r, p), mut b) in bufs.iter().zip(&kernel.bufs).zip(args) {
+                    if let (BufRef::Node(n), true) = (r, p.output) {
+                        let numel = g.node(*n).shape.numel();
+                        truncate(&mut b, numel);
+                        node_bufs.insert(*n, b);
+                    }
+                }
+            }
+        }
+    }
+    s.outputs.iter().map(|r| fetch(r, &node_bufs)).collect()
+}
+
+fn truncate(b: &mut crate::buffer::HostData, n: usize) {
+    use crate::buffer::HostData::*;
+    match b {
+        Bool(v) => v.truncate(n),
+        U8(v) => v.truncate(n),
+        I32(v) => v.truncate(n),
+        I64(v) => v.truncate(n),
+        F16(v) => v.truncate(n),
+        BF16(v) => v.truncate(n),
+        F32(v) => v.truncate(n),
+        F64(v) => v.truncate(n),
+    }
+}
