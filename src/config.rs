@@ -9,6 +9,7 @@
 //! | `METAJIT_MODE` | `compiled`, `eager` | `compiled` |
 //! | `METAJIT_DEVICE` | `auto`, `cpu`, `cuda`, `cuda:N`, `reference` | `auto` |
 //! | `METAJIT_DEBUG` | `0`–`5` | `0` |
+//! | `METAJIT_THREADS` | a positive integer | the number of cores |
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -41,6 +42,39 @@ const UNSET: u8 = u8::MAX;
 static MODE: AtomicU8 = AtomicU8::new(UNSET);
 static DEBUG: AtomicU8 = AtomicU8::new(UNSET);
 static DEVICE: OnceLock<std::sync::Mutex<Option<Device>>> = OnceLock::new();
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Parses `METAJIT_THREADS`'s value.
+pub fn parse_threads(v: &str) -> Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::config("METAJIT_THREADS", v, "a positive integer")),
+    }
+}
+
+/// The number of threads kernels may use: `set_threads`'s value, else `METAJIT_THREADS`, else
+/// the number of cores.
+pub fn try_threads() -> Result<usize> {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let n = env_or("METAJIT_THREADS", parse_threads, cores)?;
+            THREADS.store(n, Ordering::Relaxed);
+            Ok(n)
+        }
+        n => Ok(n),
+    }
+}
+
+/// The number of threads; panics with the configuration error when `METAJIT_THREADS` is invalid.
+pub fn threads() -> usize {
+    try_threads().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sets the number of threads kernels may use (overrides `METAJIT_THREADS`).
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
 
 /// Parses `METAJIT_MODE`'s value.
 pub fn parse_mode(v: &str) -> Result<Mode> {
@@ -174,6 +208,12 @@ mod tests {
         let e = parse_device("tpu").unwrap_err().to_string();
         assert!(e.contains("METAJIT_DEVICE") && e.contains("cuda:N"), "{e}");
         assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+        let e = parse_threads("0").unwrap_err().to_string();
+        assert!(
+            e.contains("METAJIT_THREADS") && e.contains("positive integer"),
+            "{e}"
+        );
+        assert_eq!(parse_threads("3").unwrap(), 3);
         assert_eq!(parse_mode(" eager ").unwrap(), Mode::Eager);
     }
 }

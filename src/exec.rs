@@ -1,17 +1,25 @@
-//! The executor: turns the pending part of the unified graph into a meta-op [`Graph`], runs it
-//! on the selected backend, and stores the results back into the tensors.
+//! The executor: turns the pending part of the unified graph into a meta-op [`Graph`],
+//! simplifies and schedules it into kernels (reusing the plan of a structurally equal graph),
+//! compiles each kernel once per process, runs the steps, and stores the results back into
+//! the tensors.
 //!
-//! Which nodes are computed: the requested tensors, plus every pending node that something
-//! outside this graph still refers to (a tensor the user holds), so that a value the user kept
-//! is computed once rather than again at its next use (Jittor does the same).
+//! Which nodes are computed: exactly the requested tensors. Intermediates are fused away; an
+//! intermediate the user holds and later reads is computed then (call `realize_all` with it, or
+//! `realize()` it first, to compute it once).
+//!
+//! Debug output (`METAJIT_DEBUG`): 1 a line per kernel run; 2 the schedule of each realize;
+//! 3 the graph before and after simplification and each kernel's IR; 4 the pass trace.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
-use metajit_codegen::Backend;
-use metajit_codegen::reference::Reference;
+use metajit_codegen::buffer::Buffer;
+use metajit_codegen::{Backend, reference};
 use metajit_metaops::passes::{self, PassCx, PassTrace};
-use metajit_metaops::{Graph, HostData, Node, NodeId, Op};
+use metajit_metaops::schedule::{self, BufRef, Schedule, Step};
+use metajit_metaops::{Graph, Node, NodeId, Op};
 
 use crate::config::{self, Device};
 use crate::error::{Error, Result};
@@ -47,8 +55,7 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
 
     // 2. Build the meta-op graph: realized tensors become inputs.
     let mut g = Graph::new();
-    let mut buffers: Vec<Arc<HostData>> = Vec::new();
-    let mut in_graph_refs = vec![0usize; order.len()];
+    let mut buffers: Vec<Arc<Buffer>> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
     for (k, t) in order.iter().enumerate() {
         let node = match &*t.0.lock() {
@@ -67,11 +74,7 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
                 pending.push(k);
                 let ids = inputs
                     .iter()
-                    .map(|i| {
-                        let j = index[&i.id()];
-                        in_graph_refs[j] += 1;
-                        NodeId(j as u32)
-                    })
+                    .map(|i| NodeId(index[&i.id()] as u32))
                     .collect();
                 Node {
                     op: op.clone(),
@@ -87,18 +90,16 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
         return Ok(());
     }
 
-    // 3. Outputs: the targets, and pending nodes referenced from outside this graph. Each
-    //    tensor here is held once by `order`; the rest of its count is its consumers in this
-    //    graph plus outside holders.
+    // 3. Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
+    //    if it is needed later: in Rust, temporaries of a chained expression stay alive until
+    //    the end of the statement, so holding cannot tell a kept variable from a temporary,
+    //    and materialising every temporary would defeat fusion. `realize_all` computes several
+    //    values in one graph.)
     let target_ids: Vec<u64> = targets.iter().map(|t| t.id()).collect();
     let outputs: Vec<usize> = pending
         .iter()
         .copied()
-        .filter(|&k| {
-            let t = &order[k];
-            let external = Arc::strong_count(&t.0).saturating_sub(1 + in_graph_refs[k]);
-            target_ids.contains(&t.id()) || external > 0
-        })
+        .filter(|&k| target_ids.contains(&order[k].id()))
         .collect();
     g.outputs = outputs.iter().map(|&k| NodeId(k as u32)).collect();
 
@@ -113,7 +114,7 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
 }
 
 /// Simplifies and runs a graph on the selected device.
-fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>> {
+fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     let debug = config::debug();
     if debug >= 3 {
         eprintln!(
@@ -148,12 +149,14 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>>
         );
     }
     match config::try_device()? {
-        // The reference interpreter is the only backend so far; `cpu` and `auto` use it until
-        // the native backend lands.
-        Device::Reference | Device::Cpu | Device::Auto => {
-            let inputs: Vec<&Arc<HostData>> = buffers.iter().collect();
-            Ok(Reference.run(g, &inputs)?)
+        Device::Reference => {
+            let inputs: Vec<&Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
+            Ok(reference::run(g, &inputs)?
+                .into_iter()
+                .map(Arc::new)
+                .collect())
         }
+        Device::Cpu | Device::Auto => cpu_engine().run(g, buffers, debug),
         Device::Cuda(n) => Err(Error::Device {
             device: format!("cuda:{n}"),
             reason: "the CUDA backend is not built yet".into(),
@@ -161,7 +164,356 @@ fn run_graph(g: &Graph, buffers: &[Arc<HostData>]) -> Result<Vec<Arc<HostData>>>
     }
 }
 
+/// The native CPU backend.
+type CpuBackend = metajit_codegen::cpu::backend::Cpu;
+
+fn cpu_engine() -> &'static Engine<CpuBackend> {
+    static ENGINE: OnceLock<Engine<CpuBackend>> = OnceLock::new();
+    let e = ENGINE.get_or_init(|| Engine::new(CpuBackend::new(config::threads())));
+    // Settings may change between calls (set_threads, set_debug).
+    e.backend.set_threads(config::threads());
+    e.backend.set_debug(config::debug());
+    e
+}
+
+/// A schedule with its compiled kernels and buffer lifetimes, reused by every graph of the same
+/// plan key.
+struct Plan<C> {
+    schedule: Schedule,
+    /// The compiled kernel of each step (`None` for aliases).
+    compiled: Vec<Option<Arc<C>>>,
+    /// After each step, the nodes whose buffers nothing later reads.
+    release: Vec<Vec<NodeId>>,
+}
+
+/// A plan's identity: `plan_key`, the structural hash, and the node count.
+type PlanKey = (u64, u64, usize);
+
+/// A backend with its plan cache and its in-process cache of compiled kernels.
+struct Engine<B: Backend> {
+    backend: B,
+    plans: Mutex<HashMap<PlanKey, Arc<Plan<B::Compiled>>>>,
+    kernels: Mutex<HashMap<String, Arc<B::Compiled>>>,
+}
+
+static COMPILED: AtomicU64 = AtomicU64::new(0);
+static KERNEL_HITS: AtomicU64 = AtomicU64::new(0);
+static PLAN_HITS: AtomicU64 = AtomicU64::new(0);
+static PLAN_MISSES: AtomicU64 = AtomicU64::new(0);
+static COMPILE_NS: AtomicU64 = AtomicU64::new(0);
+static KERNEL_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Counters of the executor since the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Kernels compiled.
+    pub kernels_compiled: u64,
+    /// Kernel compilations avoided because the same kernel was already compiled.
+    pub kernel_cache_hits: u64,
+    /// Realizations that reused a plan (no scheduling).
+    pub plan_hits: u64,
+    /// Realizations that scheduled a new plan.
+    pub plan_misses: u64,
+    /// Kernels launched.
+    pub kernel_runs: u64,
+    /// Time spent compiling, in nanoseconds.
+    pub compile_ns: u64,
+}
+
+/// The executor's counters.
+pub fn stats() -> Stats {
+    Stats {
+        kernels_compiled: COMPILED.load(Ordering::Relaxed),
+        kernel_cache_hits: KERNEL_HITS.load(Ordering::Relaxed),
+        plan_hits: PLAN_HITS.load(Ordering::Relaxed),
+        plan_misses: PLAN_MISSES.load(Ordering::Relaxed),
+        kernel_runs: KERNEL_RUNS.load(Ordering::Relaxed),
+        compile_ns: COMPILE_NS.load(Ordering::Relaxed),
+    }
+}
+
+impl<B: Backend> Engine<B> {
+    fn new(backend: B) -> Self {
+        Engine {
+            backend,
+            plans: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn compile(
+        &self,
+        kernel: &metajit_metaops::kernel::Kernel,
+        debug: u8,
+    ) -> Result<Arc<B::Compiled>> {
+        let text = kernel.text();
+        if let Some(c) = self
+            .kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&text)
+        {
+            KERNEL_HITS.fetch_add(1, Ordering::Relaxed);
+            return Ok(c.clone());
+        }
+        if debug >= 3 {
+            eprintln!("metajit: compiling kernel:\n{text}");
+        }
+        let t0 = Instant::now();
+        let c = Arc::new(self.backend.compile(kernel)?);
+        COMPILE_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        COMPILED.fetch_add(1, Ordering::Relaxed);
+        self.kernels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(text)
+            .or_insert(c.clone());
+        Ok(c)
+    }
+
+    fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
+        let key = (schedule::plan_key(g), g.structural_hash(), g.nodes.len());
+        if let Some(p) = self
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            PLAN_HITS.fetch_add(1, Ordering::Relaxed);
+            return Ok(p.clone());
+        }
+        PLAN_MISSES.fetch_add(1, Ordering::Relaxed);
+        let s = schedule::schedule(g);
+        if debug >= 2 {
+            eprintln!(
+                "metajit: schedule of {} node(s): {} kernel(s)\n{}",
+                g.nodes.len(),
+                s.kernel_count(),
+                s.summary(g)
+            );
+        }
+        let mut compiled = Vec::with_capacity(s.steps.len());
+        for st in &s.steps {
+            compiled.push(match st {
+                Step::Kernel { kernel, .. } => Some(self.compile(kernel, debug)?),
+                Step::Alias { .. } | Step::Contraction { .. } => None,
+            });
+        }
+        // Buffer lifetimes: a node's buffer is released after the last step that reads it,
+        // unless it is an output.
+        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+        for (i, st) in s.steps.iter().enumerate() {
+            let reads: Vec<BufRef> = match st {
+                Step::Kernel { bufs, kernel, .. } => bufs
+                    .iter()
+                    .zip(&kernel.bufs)
+                    .filter(|(_, p)| !p.output)
+                    .map(|(r, _)| *r)
+                    .collect(),
+                Step::Alias { of, .. } => vec![*of],
+                Step::Contraction { bufs, .. } => vec![bufs[1], bufs[2]],
+            };
+            for r in reads {
+                if let BufRef::Node(n) = r {
+                    last_use.insert(n, i);
+                }
+            }
+        }
+        let mut release = vec![Vec::new(); s.steps.len()];
+        for (n, i) in last_use {
+            if !s.outputs.contains(&BufRef::Node(n)) {
+                release[i].push(n);
+            }
+        }
+        let plan = Arc::new(Plan {
+            schedule: s,
+            compiled,
+            release,
+        });
+        self.plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    fn run(&self, g: &Graph, inputs: &[Arc<Buffer>], debug: u8) -> Result<Vec<Arc<Buffer>>> {
+        let plan = self.plan(g, debug)?;
+        let mut node_bufs: HashMap<NodeId, Arc<Buffer>> = HashMap::new();
+        let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, Arc<Buffer>>| -> Arc<Buffer> {
+            match r {
+                BufRef::Input(slot) => inputs[*slot].clone(),
+                BufRef::Node(n) => node_bufs[n].clone(),
+            }
+        };
+        for (i, step) in plan.schedule.steps.iter().enumerate() {
+            match step {
+                Step::Alias { node, of } => {
+                    let b = fetch(of, &node_bufs);
+                    node_bufs.insert(*node, b);
+                }
+                Step::Contraction { contraction, bufs } => {
+                    let out = g.node(contraction.output);
+                    let dst = Arc::new(Buffer::new(out.dtype, out.shape.numel()));
+                    let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
+                    let layout = contraction.layout(g);
+                    let t0 = Instant::now();
+                    self.backend
+                        .contraction(&layout, out.dtype, &dst, &lhs, &rhs)?;
+                    KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
+                    if debug >= 1 {
+                        eprintln!(
+                            "metajit: {} GEMM {} ({}{}) m={} n={} k={} batch={} in {:?}",
+                            self.backend.name(),
+                            contraction.output,
+                            out.dtype,
+                            out.shape,
+                            layout.m,
+                            layout.n,
+                            layout.k,
+                            layout.batch_count(),
+                            t0.elapsed()
+                        );
+                    }
+                    node_bufs.insert(contraction.output, dst);
+                }
+                Step::Kernel {
+                    kernel,
+                    bufs,
+                    sizes,
+                    init,
+                    root,
+                } => {
+                    let args: Vec<Arc<Buffer>> = bufs
+                        .iter()
+                        .zip(&kernel.bufs)
+                        .enumerate()
+                        .map(|(p, (r, param))| match (r, param.output) {
+                            (BufRef::Node(n), true) => {
+                                let mut b = Buffer::new(param.dtype, g.node(*n).shape.numel());
+                                if let Some((_, v)) = init.iter().find(|(q, _)| *q == p) {
+                                    b.fill(*v);
+                                }
+                                Arc::new(b)
+                            }
+                            _ => fetch(r, &node_bufs),
+                        })
+                        .collect();
+                    let refs: Vec<&Buffer> = args.iter().map(|b| b.as_ref()).collect();
+                    let sv = schedule::size_values(g, sizes);
+                    let compiled = plan.compiled[i]
+                        .as_ref()
+                        .expect("every kernel step has a compiled kernel");
+                    let t0 = Instant::now();
+                    self.backend.launch(compiled, kernel, &refs, &sv)?;
+                    KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
+                    if debug >= 1 {
+                        let n = g.node(*root);
+                        eprintln!(
+                            "metajit: {} kernel {root} ({} {}{}) in {:?}",
+                            self.backend.name(),
+                            n.op.name(),
+                            n.dtype,
+                            n.shape,
+                            t0.elapsed()
+                        );
+                    }
+                    for ((r, param), b) in bufs.iter().zip(&kernel.bufs).zip(args) {
+                        if let (BufRef::Node(n), true) = (r, param.output) {
+                            node_bufs.insert(*n, b);
+                        }
+                    }
+                }
+            }
+            for n in &plan.release[i] {
+                node_bufs.remove(n);
+            }
+        }
+        Ok(plan
+            .schedule
+            .outputs
+            .iter()
+            .map(|r| fetch(r, &node_bufs))
+            .collect())
+    }
+}
+
 /// Realizes several tensors as one graph (shared work is computed once).
 pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
     realize(tensors)
+}
+
+/// How [`run_graph_with`] executes a graph.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphMode {
+    /// The reference interpreter, whole graph.
+    Reference,
+    /// Simplified, fused and compiled as one graph.
+    Compiled,
+    /// One kernel per meta-op, every intermediate materialised.
+    Eager,
+}
+
+/// Runs a graph of meta-ops on the native CPU backend or the reference interpreter and returns
+/// its outputs (for tests and fuzzing: the same graph through every path).
+#[doc(hidden)]
+pub fn run_graph_with(
+    g: &Graph,
+    inputs: &[metajit_metaops::HostData],
+    mode: GraphMode,
+) -> Result<Vec<metajit_metaops::HostData>> {
+    let bufs: Vec<Arc<Buffer>> = inputs
+        .iter()
+        .map(|h| Arc::new(Buffer::from_host(h)))
+        .collect();
+    let out = match mode {
+        GraphMode::Reference => {
+            let refs: Vec<&Buffer> = bufs.iter().map(|b| b.as_ref()).collect();
+            reference::run(g, &refs)?
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        }
+        GraphMode::Compiled => {
+            let s = passes::simplify(g, &PassCx::default());
+            cpu_engine().run(&s, &bufs, config::debug())?
+        }
+        GraphMode::Eager => {
+            // Each node alone, reading its inputs' materialised buffers.
+            let mut vals: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];
+            for (k, node) in g.nodes.iter().enumerate() {
+                if let Op::Input { slot } = node.op {
+                    vals[k] = Some(bufs[slot].clone());
+                    continue;
+                }
+                let mut one = Graph::new();
+                let mut args = Vec::new();
+                for (slot, i) in node.inputs.iter().enumerate() {
+                    let inp = g.node(*i);
+                    one.push_unchecked(Node {
+                        op: Op::Input { slot },
+                        inputs: vec![],
+                        dtype: inp.dtype,
+                        shape: inp.shape.clone(),
+                    });
+                    args.push(vals[i.index()].clone().expect("inputs come first"));
+                }
+                let id = one.push_unchecked(Node {
+                    op: node.op.clone(),
+                    inputs: (0..node.inputs.len() as u32).map(NodeId).collect(),
+                    dtype: node.dtype,
+                    shape: node.shape.clone(),
+                });
+                one.outputs = vec![id];
+                let r = cpu_engine().run(&one, &args, config::debug())?;
+                vals[k] = r.into_iter().next();
+            }
+            g.outputs
+                .iter()
+                .map(|o| vals[o.index()].clone().expect("every node ran"))
+                .collect()
+        }
+    };
+    Ok(out.iter().map(|b| b.to_host()).collect())
 }

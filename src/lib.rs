@@ -26,9 +26,9 @@ mod exec;
 pub mod ops;
 mod tensor;
 
-pub use config::{Device, Mode, set_debug, set_device, set_mode};
+pub use config::{Device, Mode, set_debug, set_device, set_mode, set_threads};
 pub use error::{Error, Result};
-pub use exec::realize_all;
+pub use exec::{GraphMode, Stats, realize_all, run_graph_with, stats};
 pub use metajit_metaops as metaops;
 pub use metajit_metaops::{DType, Element, Shape};
 pub use ops::creation::manual_seed;

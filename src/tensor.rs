@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use metajit_codegen::buffer::Buffer;
 use metajit_metaops::{DType, Element, Graph, HostData, Node, Op, Shape};
 
 use crate::config::{self, Mode};
@@ -31,7 +32,7 @@ pub(crate) struct Inner {
 /// What a tensor currently is: a pending op over other tensors, or a computed buffer.
 pub(crate) enum State {
     Lazy { op: Op, inputs: Vec<Tensor> },
-    Realized(Arc<HostData>),
+    Realized(Arc<Buffer>),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -128,7 +129,11 @@ impl Tensor {
     /// A tensor holding `data` with `shape`.
     pub(crate) fn from_host(data: HostData, shape: Shape) -> Tensor {
         debug_assert_eq!(data.len(), shape.numel());
-        Tensor::with_state(data.dtype(), shape, State::Realized(Arc::new(data)))
+        Tensor::with_state(
+            data.dtype(),
+            shape,
+            State::Realized(Arc::new(Buffer::from_host(&data))),
+        )
     }
 
     /// A tensor from a vector and a shape (row-major).
@@ -215,12 +220,17 @@ impl Tensor {
     }
 
     /// The computed buffer.
-    pub(crate) fn host_data(&self) -> Result<Arc<HostData>> {
+    pub(crate) fn buffer(&self) -> Result<Arc<Buffer>> {
         self.realize()?;
         match &*self.0.lock() {
             State::Realized(d) => Ok(d.clone()),
             State::Lazy { .. } => unreachable!("realize leaves the tensor realized"),
         }
+    }
+
+    /// A host copy of the computed elements.
+    pub(crate) fn host_data(&self) -> Result<HostData> {
+        Ok(self.buffer()?.to_host())
     }
 
     /// The elements in row-major order.

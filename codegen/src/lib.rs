@@ -1,19 +1,24 @@
 //! metajit's code generators and runtimes, behind one [`Backend`] trait.
 //!
-//! A backend takes a verified meta-op graph and input buffers and returns output buffers. Each
-//! backend owns its buffers (host memory, device memory) and moves data in and out of them.
-//! Backends so far:
+//! A backend compiles kernels of the kernel IR (`metajit_metaops::kernel`) and launches them on
+//! buffers. Backends so far:
 //!
 //! | backend | module | status |
 //! |---|---|---|
-//! | reference interpreter | [`mod@reference`] | complete: the oracle, `METAJIT_DEVICE=reference` |
-//! | Cranelift CPU | `cpu` | next issue |
+//! | reference interpreter | [`mod@reference`] | whole graphs on the meta-op interpreter: the oracle, `METAJIT_DEVICE=reference` |
+//! | Cranelift CPU | [`cpu`] | native code for every kernel; GEMM for contractions |
 //! | CUDA (NVRTC) | `cuda` | later issue |
 #![deny(missing_docs)]
 
+pub mod buffer;
+pub mod cpu;
+pub mod kinterp;
 pub mod reference;
 
-use metajit_metaops::{DType, Graph, HostData};
+use buffer::Buffer;
+use metajit_metaops::DType;
+use metajit_metaops::contraction::GemmLayout;
+use metajit_metaops::kernel::Kernel;
 
 /// A failure of a backend: a compile error (a metajit bug, with the IR attached), a device
 /// error, or a graph it refused.
@@ -22,6 +27,16 @@ pub enum BackendError {
     /// The reference interpreter refused the graph.
     #[error(transparent)]
     Interp(#[from] metajit_metaops::interp::InterpError),
+    /// A kernel failed to compile: a bug in metajit; the kernel IR is attached.
+    #[error("{backend}: failed to compile a kernel: {message}\n{kernel}")]
+    Compile {
+        /// The backend's name.
+        backend: &'static str,
+        /// The compiler's message.
+        message: String,
+        /// The kernel IR text.
+        kernel: String,
+    },
     /// The device failed.
     #[error("{backend}: {message}")]
     Device {
@@ -32,23 +47,37 @@ pub enum BackendError {
     },
 }
 
-/// A place where graphs run: it owns buffers and executes graphs over them.
+/// A place where kernels run: it compiles kernels of the kernel IR and launches them on
+/// buffers. (The executor in the `metajit` crate schedules graphs into kernels, caches plans and
+/// compiled kernels, and allocates buffers.)
 pub trait Backend: Send + Sync {
-    /// A buffer of elements living where this backend computes.
-    type Buffer: Send + Sync;
+    /// A compiled kernel, ready to launch.
+    type Compiled: Send + Sync;
 
-    /// A short name (`reference`, `cpu`, `cuda:0`).
+    /// A short name (`cpu`, `cuda:0`).
     fn name(&self) -> &'static str;
 
-    /// Copies host data into a new buffer.
-    fn upload(&self, data: &HostData) -> Result<Self::Buffer, BackendError>;
+    /// Compiles one kernel.
+    fn compile(&self, kernel: &Kernel) -> Result<Self::Compiled, BackendError>;
 
-    /// Copies a buffer's elements back to the host.
-    fn download(&self, buf: &Self::Buffer) -> Result<HostData, BackendError>;
+    /// Runs a compiled kernel over buffers (one per kernel parameter) with the given size
+    /// parameters. Output buffers must hold their elements (at least one).
+    fn launch(
+        &self,
+        compiled: &Self::Compiled,
+        kernel: &Kernel,
+        bufs: &[&Buffer],
+        sizes: &[i64],
+    ) -> Result<(), BackendError>;
 
-    /// The dtype and element count of a buffer.
-    fn describe(&self, buf: &Self::Buffer) -> (DType, usize);
-
-    /// Runs a verified graph: one buffer per input slot in, one buffer per output out.
-    fn run(&self, g: &Graph, inputs: &[&Self::Buffer]) -> Result<Vec<Self::Buffer>, BackendError>;
+    /// Computes a (batched) matrix product into `dst` (see
+    /// [`metajit_metaops::contraction::GemmLayout`]), elements of `dtype` (f32 or f64).
+    fn contraction(
+        &self,
+        layout: &GemmLayout,
+        dtype: DType,
+        dst: &Buffer,
+        lhs: &Buffer,
+        rhs: &Buffer,
+    ) -> Result<(), BackendError>;
 }

@@ -1,38 +1,18 @@
-//! The reference backend: host buffers, graphs run by the meta-op interpreter
+//! The reference path: whole graphs run by the meta-op interpreter
 //! ([`metajit_metaops::interp`]), one plain loop per op. Slow and obviously correct: the oracle
-//! every other backend is tested against, and `METAJIT_DEVICE=reference` for debugging.
+//! every backend is tested against, and `METAJIT_DEVICE=reference` for debugging.
 
-use std::sync::Arc;
+use metajit_metaops::{Graph, HostData, interp};
 
-use metajit_metaops::{DType, Graph, HostData, interp};
+use crate::BackendError;
+use crate::buffer::Buffer;
 
-use crate::{Backend, BackendError};
-
-/// The reference interpreter as a backend.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Reference;
-
-impl Backend for Reference {
-    type Buffer = Arc<HostData>;
-
-    fn name(&self) -> &'static str {
-        "reference"
-    }
-
-    fn upload(&self, data: &HostData) -> Result<Self::Buffer, BackendError> {
-        Ok(Arc::new(data.clone()))
-    }
-
-    fn download(&self, buf: &Self::Buffer) -> Result<HostData, BackendError> {
-        Ok(buf.as_ref().clone())
-    }
-
-    fn describe(&self, buf: &Self::Buffer) -> (DType, usize) {
-        (buf.dtype(), buf.len())
-    }
-
-    fn run(&self, g: &Graph, inputs: &[&Self::Buffer]) -> Result<Vec<Self::Buffer>, BackendError> {
-        let host: Vec<&HostData> = inputs.iter().map(|b| b.as_ref()).collect();
-        Ok(interp::run(g, &host)?.into_iter().map(Arc::new).collect())
-    }
+/// Runs a verified graph on the interpreter: one buffer per input slot in, one per output out.
+pub fn run(g: &Graph, inputs: &[&Buffer]) -> Result<Vec<Buffer>, BackendError> {
+    let host: Vec<HostData> = inputs.iter().map(|b| b.to_host()).collect();
+    let refs: Vec<&HostData> = host.iter().collect();
+    Ok(interp::run(g, &refs)?
+        .iter()
+        .map(Buffer::from_host)
+        .collect())
 }

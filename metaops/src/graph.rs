@@ -103,12 +103,19 @@ impl Graph {
         uses
     }
 
-    /// A hash of the graph's structure: ops, wiring, dtypes, and ranks — but not extents, so
-    /// graphs that differ only in sizes hash alike. Stable within one build of metajit.
+    /// A hash of the graph's structure: ops, wiring, dtypes, and ranks — but not extents,
+    /// random seeds or (non-bool) constant values, so graphs that differ only in those hash
+    /// alike. Stable within one
+    /// build of metajit.
     pub fn structural_hash(&self) -> u64 {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         for n in &self.nodes {
-            n.op.hash(&mut h);
+            match &n.op {
+                Op::Random { dist, .. } => ("random", dist).hash(&mut h),
+                // Constant values are kernel parameters, except bools (see schedule.rs).
+                Op::Const(c) if c.dtype() != DType::Bool => ("const", c.dtype()).hash(&mut h),
+                op => op.hash(&mut h),
+            }
             n.inputs.hash(&mut h);
             n.dtype.hash(&mut h);
             n.shape.rank().hash(&mut h);

@@ -55,6 +55,10 @@ pub enum Inst {
     LoopIdx(usize),
     /// Runtime size parameter `s` (i64).
     Size(usize),
+    /// A runtime scalar of the instruction's dtype, from parameter `p` of the sizes array: the
+    /// value's bits (f16/bf16: the bits of the value as f32). Graph constants are parameters,
+    /// so a new learning rate or a size-derived constant (a mean's `1/n`) needs no new kernel.
+    Param(usize),
     /// Element of buffer `buf` at the linear element offset `offset` (an i64 value).
     Load {
         /// The buffer parameter.
@@ -70,10 +74,12 @@ pub enum Inst {
     Where(V, V, V),
     /// A conversion.
     Cast(DType, V),
-    /// Counter-based random number: `philox::random_scalar(seed, counter, dist, dtype)`.
+    /// Counter-based random number: `philox::random_scalar(seed, counter, dist, dtype)`, where
+    /// the seed is runtime parameter `seed_param` (its i64 bits), so that fresh random numbers
+    /// need no new kernel.
     Random {
-        /// The seed.
-        seed: u64,
+        /// The index of the runtime parameter (in the sizes array) holding the seed.
+        seed_param: usize,
         /// The distribution.
         dist: Distribution,
         /// The counter (an i64 value: the element's row-major index).
@@ -218,16 +224,17 @@ impl Kernel {
                     Inst::Const(c) => write!(f, "const {c}")?,
                     Inst::LoopIdx(k) => write!(f, "loop {k}")?,
                     Inst::Size(s) => write!(f, "size s{s}")?,
+                    Inst::Param(p) => write!(f, "param s{p}")?,
                     Inst::Load { buf, offset } => write!(f, "load b{buf}[{offset}]")?,
                     Inst::Unary(op, a) => write!(f, "{} {a}", op.name())?,
                     Inst::Binary(op, a, b) => write!(f, "{} {a}, {b}", op.name())?,
                     Inst::Where(c, a, b) => write!(f, "where {c}, {a}, {b}")?,
                     Inst::Cast(d, a) => write!(f, "cast {a} to {d}")?,
                     Inst::Random {
-                        seed,
+                        seed_param,
                         dist,
                         counter,
-                    } => write!(f, "random {} seed={seed} at {counter}", dist.name())?,
+                    } => write!(f, "random {} seed=s{seed_param} at {counter}", dist.name())?,
                     Inst::PhaseResult(p) => write!(f, "phase_result {p}")?,
                 }
                 f.push('\n');
@@ -346,6 +353,7 @@ pub fn interpret(
                             }
                         }
                         Inst::Size(s) => Scalar::I64(sizes[*s]),
+                        Inst::Param(p) => param_value(sizes[*p], *dt),
                         Inst::Load { buf, offset } => bufs[*buf].get(v(offset).to_i64() as usize),
                         Inst::Unary(op, a) => eval_unary(*op, v(a)),
                         Inst::Binary(op, a, b) => eval_binary(*op, v(a), v(b)),
@@ -358,11 +366,11 @@ pub fn interpret(
                         }
                         Inst::Cast(d, a) => v(a).cast(*d),
                         Inst::Random {
-                            seed,
+                            seed_param,
                             dist,
                             counter,
                         } => crate::philox::random_scalar(
-                            *seed,
+                            sizes[*seed_param] as u64,
                             v(counter).to_i64() as u64,
                             *dist,
                             *dt,
@@ -407,5 +415,22 @@ pub fn interpret(
                 _ => Scalar::Bool(false),
             });
         }
+    }
+}
+
+/// The bits a runtime parameter of `dtype` carries for `value` (f16/bf16: as f32).
+pub fn param_bits(value: Scalar) -> i64 {
+    match value {
+        Scalar::F16(v) => v.to_f32().to_bits() as i64,
+        Scalar::BF16(v) => v.to_f32().to_bits() as i64,
+        v => v.to_bits() as i64,
+    }
+}
+
+/// The value of a runtime parameter of `dtype` from its bits (inverse of [`param_bits`]).
+pub fn param_value(bits: i64, dtype: DType) -> Scalar {
+    match dtype {
+        DType::F16 | DType::BF16 => Scalar::F32(f32::from_bits(bits as u32)).cast(dtype),
+        d => Scalar::from_bits(bits as u64, d),
     }
 }

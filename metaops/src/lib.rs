@@ -13,10 +13,12 @@
 //! | [`interp`] | the reference interpreter |
 //! | [`kernel`] | the kernel IR (one fused kernel) and its interpreter |
 //! | [`schedule`] | fusion: a graph becomes a schedule of kernels |
+//! | [`contraction`] | recognising matrix products (`reduce(sum, mul(view, view))`) for GEMM |
 //! | [`passes`] | simplification: constant folding, CSE, dead-node removal |
 #![deny(missing_docs)]
 
 pub mod buffer;
+pub mod contraction;
 pub mod dtype;
 pub mod expr;
 /// Random graphs and inputs for property tests and fuzzing (`gen` is a reserved word since

@@ -16,6 +16,8 @@
 //! Kernels are generic in sizes: each distinct extent (other than 1) of the graph is one size
 //! symbol, passed at run time. The schedule depends only on the graph's structure and on which
 //! extents are equal or 1 ([`plan_key`]), so a new batch size reuses the schedule and kernels.
+//! Random seeds and constants (other than bools) are runtime parameters too: fresh random numbers
+//! and new scalar values reuse everything.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -35,6 +37,17 @@ pub enum BufRef {
     Node(NodeId),
 }
 
+/// The source of a kernel's runtime parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Param {
+    /// The extent of `(node, axis)`.
+    Extent(NodeId, usize),
+    /// The seed of a `Random` node.
+    Seed(NodeId),
+    /// The value of a `Const` node ([`crate::kernel::param_bits`]).
+    Const(NodeId),
+}
+
 /// One step of a schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
@@ -44,12 +57,19 @@ pub enum Step {
         kernel: Kernel,
         /// The buffer bound to each kernel parameter.
         bufs: Vec<BufRef>,
-        /// For each size parameter, a `(node, axis)` of the graph whose extent it is.
-        sizes: Vec<(NodeId, usize)>,
+        /// Where each runtime parameter's value comes from.
+        sizes: Vec<Param>,
         /// Parameters to fill with a value before the kernel runs (for combining stores).
         init: Vec<(usize, Scalar)>,
         /// The node the kernel computes (for debug output).
         root: NodeId,
+    },
+    /// A (batched) matrix product computed by the backend's GEMM.
+    Contraction {
+        /// What is multiplied (symbolic: evaluate with `Contraction::layout` on the graph).
+        contraction: crate::contraction::Contraction,
+        /// The destination, lhs and rhs buffers.
+        bufs: [BufRef; 3],
     },
     /// The node's buffer is another buffer, relabelled (a reshape of materialised data).
     Alias {
@@ -70,11 +90,11 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Number of kernels.
+    /// Number of kernels (GEMM calls included).
     pub fn kernel_count(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| matches!(s, Step::Kernel { .. }))
+            .filter(|s| matches!(s, Step::Kernel { .. } | Step::Contraction { .. }))
             .count()
     }
 
@@ -104,6 +124,13 @@ impl Schedule {
                 }
                 Step::Alias { node, of } => {
                     s.push_str(&format!("  step {k}: {node} aliases {of:?}\n"));
+                }
+                Step::Contraction { contraction, .. } => {
+                    let n = g.node(contraction.output);
+                    s.push_str(&format!(
+                        "  step {k}: GEMM for {} ({}{}) = {} x {}\n",
+                        contraction.output, n.dtype, n.shape, contraction.lhs, contraction.rhs
+                    ));
                 }
             }
         }
@@ -146,6 +173,9 @@ impl Hasher for Fnv {
     }
 }
 
+/// The longest chain of ops inlined into one kernel before a node is materialised.
+pub const MAX_INLINE_DEPTH: usize = 64;
+
 /// Loop structure of a kernel root.
 #[derive(Clone, Debug, PartialEq)]
 struct Rows {
@@ -182,6 +212,50 @@ pub fn schedule(g: &Graph) -> Schedule {
             root[k] = true;
         }
     }
+    // Contractions (matmul, and conv lowered to one) become GEMM calls; their operands must be
+    // buffers, so an operand that is not a view of one is materialised (a prologue kernel).
+    let mut contractions: Vec<Option<crate::contraction::Contraction>> = vec![None; n];
+    // Roots that must stay roots (GEMM operands).
+    let mut pinned = vec![false; n];
+    for (k, node) in g.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::Reduce { .. }) {
+            continue;
+        }
+        let view = |p: NodeId| {
+            matches!(
+                g.node(p).op,
+                Op::BroadcastTo { .. } | Op::Reshape | Op::Reindex(_)
+            )
+        };
+        let found = crate::contraction::match_contraction(g, NodeId(k as u32), &|p| !view(p));
+        if let Some(c) = found {
+            for src in [c.lhs, c.rhs] {
+                if !matches!(g.node(src).op, Op::Input { .. }) {
+                    root[src.index()] = true;
+                    pinned[src.index()] = true;
+                }
+            }
+            contractions[k] = Some(c);
+        }
+    }
+    // Bound the depth of inlined chains: a kernel stays small, and building it (a recursive
+    // walk) stays shallow, however long a chain of ops the user recorded.
+    let mut depth = vec![0usize; n];
+    for k in 0..n {
+        let d = 1 + g.nodes[k]
+            .inputs
+            .iter()
+            .map(|i| if root[i.index()] { 0 } else { depth[i.index()] })
+            .max()
+            .unwrap_or(0);
+        if d > MAX_INLINE_DEPTH && !matches!(g.nodes[k].op, Op::Input { .. }) {
+            root[k] = true;
+            pinned[k] = true;
+            depth[k] = 0;
+        } else {
+            depth[k] = d;
+        }
+    }
     // Absorb reductions and shared expensive nodes into their single consumer kernel.
     let mut absorbed: Vec<Option<usize>> = vec![None; n];
     let mut forced = vec![false; n];
@@ -215,12 +289,13 @@ pub fn schedule(g: &Graph) -> Schedule {
             }
             multi[k] = many;
             reach[k] = target;
-            if !is_root[k] || forced[k] || many {
+            if !is_root[k] || forced[k] || pinned[k] || many {
                 continue;
             }
             let Some(t) = target else { continue };
             let node = g.node(NodeId(k as u32));
             match node.op {
+                Op::Reduce { .. } if contractions[k].is_some() => {}
                 Op::Reduce { .. } => {
                     if compatible_absorb(g, t, k, &absorbed) {
                         absorbed[k] = Some(t);
@@ -235,7 +310,7 @@ pub fn schedule(g: &Graph) -> Schedule {
             }
         }
         // Build; an absorbed reduce whose access pattern does not fit its kernel becomes a root.
-        match build_all(g, &is_root, &absorbed) {
+        match build_all(g, &is_root, &absorbed, &contractions) {
             Ok(s) => return s,
             Err(failed) => {
                 // Each retry makes one more reduction a root; a root never fails its own
@@ -358,7 +433,12 @@ fn compatible_absorb(g: &Graph, k: usize, red: usize, absorbed: &[Option<usize>]
 }
 
 /// Builds every root's kernel; `Err(node)` names an absorbed reduction that did not fit.
-fn build_all(g: &Graph, is_root: &[bool], absorbed: &[Option<usize>]) -> Result<Schedule, usize> {
+fn build_all(
+    g: &Graph,
+    is_root: &[bool],
+    absorbed: &[Option<usize>],
+    contractions: &[Option<crate::contraction::Contraction>],
+) -> Result<Schedule, usize> {
     let mut sizes = SizeTable::default();
     let mut steps = Vec::new();
     for k in 0..g.nodes.len() {
@@ -366,6 +446,13 @@ fn build_all(g: &Graph, is_root: &[bool], absorbed: &[Option<usize>]) -> Result<
             continue;
         }
         let node = g.node(NodeId(k as u32));
+        if let Some(c) = &contractions[k] {
+            steps.push(Step::Contraction {
+                contraction: c.clone(),
+                bufs: [BufRef::Node(c.output), buf_of(g, c.lhs), buf_of(g, c.rhs)],
+            });
+            continue;
+        }
         // A reshape of materialised data is a relabelling: share the buffer.
         if node.op == Op::Reshape {
             let src = node.inputs[0];
@@ -414,7 +501,7 @@ struct KernelBuilder<'g, 's> {
     bufs: Vec<BufParam>,
     buf_refs: Vec<BufRef>,
     buf_index: HashMap<BufRef, usize>,
-    size_params: Vec<(NodeId, usize)>,
+    size_params: Vec<Param>,
     size_index: HashMap<usize, usize>,
     phases: Vec<Phase>,
     phase_of_node: HashMap<usize, usize>,
@@ -466,9 +553,25 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         let n = self.size_params.len();
         let idx = *self.size_index.entry(d).or_insert_with(|| n);
         if idx == n {
-            self.size_params.push(src);
+            self.size_params.push(Param::Extent(src.0, src.1));
         }
         Extent::Size(idx)
+    }
+
+    /// The runtime parameter holding the seed of `Random` node `k`.
+    fn seed_param(&mut self, k: usize) -> usize {
+        self.param(Param::Seed(NodeId(k as u32)))
+    }
+
+    /// The index of a runtime parameter (added once).
+    fn param(&mut self, p: Param) -> usize {
+        match self.size_params.iter().position(|q| *q == p) {
+            Some(i) => i,
+            None => {
+                self.size_params.push(p);
+                self.size_params.len() - 1
+            }
+        }
     }
 
     fn buffer(&mut self, r: BufRef, dtype: DType, output: bool) -> usize {
@@ -533,16 +636,15 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             _ => {}
         }
         // (x / d) * d + x % d  ->  x
-        if op == BinaryOp::Add {
-            if let (Inst::Binary(BinaryOp::Mul, q, d1), Inst::Binary(BinaryOp::Mod, x2, d2)) =
+        if op == BinaryOp::Add
+            && let (Inst::Binary(BinaryOp::Mul, q, d1), Inst::Binary(BinaryOp::Mod, x2, d2)) =
                 (self.inst(a).clone(), self.inst(b).clone())
-            {
-                if let Inst::Binary(BinaryOp::Div, x1, d0) = self.inst(q).clone() {
-                    if x1 == x2 && d0 == d1 && d1 == d2 {
-                        return x1;
-                    }
-                }
-            }
+            && let Inst::Binary(BinaryOp::Div, x1, d0) = self.inst(q).clone()
+            && x1 == x2
+            && d0 == d1
+            && d1 == d2
+        {
+            return x1;
         }
         let (a, b) = if op.is_commutative() && b < a {
             (b, a)
@@ -640,7 +742,13 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         let inputs: Vec<usize> = node.inputs.iter().map(|i| i.index()).collect();
         Ok(match &node.op {
             Op::Input { .. } => unreachable!("handled above"),
-            Op::Const(c) => self.push(Inst::Const(*c), dt),
+            // Bools stay compile-time (they steer selects); other constants are runtime
+            // parameters, so new values reuse the kernel.
+            Op::Const(c) if c.dtype() == DType::Bool => self.push(Inst::Const(*c), dt),
+            Op::Const(_) => {
+                let p = self.param(Param::Const(NodeId(k as u32)));
+                self.push(Inst::Param(p), dt)
+            }
             Op::Index { axis } => {
                 let c = coords[*axis];
                 if dt == DType::I64 {
@@ -649,11 +757,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                     self.push(Inst::Cast(dt, c), dt)
                 }
             }
-            Op::Random { seed, dist } => {
+            Op::Random { dist, .. } => {
                 let counter = self.ravel(coords, node.shape.dims());
+                let seed_param = self.seed_param(k);
                 self.push(
                     Inst::Random {
-                        seed: *seed,
+                        seed_param,
                         dist: *dist,
                         counter,
                     },
@@ -1086,10 +1195,20 @@ impl<'g, 's> KernelBuilder<'g, 's> {
 
 /// The size parameters of a kernel step for the graph `g` (whose shapes may differ from the
 /// graph the schedule was built for, as long as [`plan_key`] is the same).
-pub fn size_values(g: &Graph, sizes: &[(NodeId, usize)]) -> Vec<i64> {
+pub fn size_values(g: &Graph, sizes: &[Param]) -> Vec<i64> {
     sizes
         .iter()
-        .map(|(n, a)| g.node(*n).shape.dims()[*a] as i64)
+        .map(|p| match *p {
+            Param::Extent(n, a) => g.node(n).shape.dims()[a] as i64,
+            Param::Seed(n) => match g.node(n).op {
+                Op::Random { seed, .. } => seed as i64,
+                _ => 0,
+            },
+            Param::Const(n) => match g.node(n).op {
+                Op::Const(c) => crate::kernel::param_bits(c),
+                _ => 0,
+            },
+        })
         .collect()
 }
 
@@ -1113,6 +1232,14 @@ pub fn run_interpreted(
             Step::Alias { node, of } => {
                 let b = fetch(of, &node_bufs);
                 node_bufs.insert(*node, b);
+            }
+            Step::Contraction { contraction, bufs } => {
+                let out = g.node(contraction.output);
+                let mut dst = HostData::zeros(out.dtype, out.shape.numel());
+                let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
+                let layout = contraction.layout(g);
+                crate::contraction::gemm_reference(&layout, &mut dst, &lhs, &rhs);
+                node_bufs.insert(contraction.output, dst);
             }
             Step::Kernel {
                 kernel,

@@ -8,11 +8,13 @@
 //! |---|---|
 //! | [`creation`] | zeros, ones, full, arange, linspace, eye, rand, randn, `*_like` |
 //! | [`elementwise`] | arithmetic, comparisons, math functions, activations, where, cast |
+//! | [`linalg`] | matmul (batched, broadcasting), mm, bmm, linear |
 //! | [`reduce`] | sum, mean, var, std, max, min, prod, argmax, argmin, logsumexp, all, any |
 //! | [`shape`] | reshape, permute, slicing, cat, pad, gather, ... |
 
 pub mod creation;
 pub mod elementwise;
+pub mod linalg;
 pub mod reduce;
 pub mod shape;
 

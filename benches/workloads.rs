@@ -1,0 +1,1472 @@
+//! The benchmark workloads of DESIGN §9, in one process, in three modes.
+//!
+//! ```sh
+//! cargo bench --bench workloads                                  # everything
+//! METAJIT_BENCH_QUICK=1 METAJIT_BENCH_FILTER=W1 cargo bench --bench workloads
+//! cargo bench --bench workloads -- softmax,W3                    # filters as arguments
+//! ```
+//!
+//! Each workload runs in **compiled** mode (the default: lazy graph, fused), **eager** mode
+//! (`set_mode(Mode::Eager)`: every meta-op its own kernel) and on the **reference** interpreter
+//! (`set_device(Device::Reference)`, compiled mode; only where the work is small enough to take
+//! about a second per run, else "skipped (too slow)"). Eager matmul materialises its n^3
+//! broadcast product; eager is skipped where that would not fit in the available memory (an
+//! allocation failure aborts the process, which no harness can catch). Per workload and mode: one cold warm-up run (it schedules and compiles; its
+//! compile time per kernel is reported), then `METAJIT_BENCH_RUNS` timed runs (default 7). A
+//! timed run records the graph from realized inputs and realizes its output; the clock covers
+//! both, and nothing else (inputs are realized before, outputs are dropped after).
+//!
+//! Every mode's output is compared with the compiled mode's (a warning is printed past a
+//! tolerance): a fast wrong answer is not a result.
+//!
+//! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
+//! separated, case-insensitive substrings of workload names; arguments after `--` are added),
+//! `METAJIT_BENCH_QUICK=1` (data sizes ÷ 16, matmul n ÷ 16, for a smoke run). The other `METAJIT_*` settings
+//! apply as usual (`METAJIT_DEVICE` picks the device of the compiled and eager modes).
+//!
+//! Writes `target/bench/workloads.json` (every number and sample, kernel counts, compile time,
+//! peak RSS per mode, the machine, the load average) and
+//! `target/bench/workloads.svg` (median time per workload and mode, log scale).
+
+use std::fmt::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use metajit::{Device, Mode, Stats, Tensor};
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+struct Settings {
+    runs: usize,
+    warmups: usize,
+    quick: bool,
+    filters: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let runs = match std::env::var("METAJIT_BENCH_RUNS") {
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 5 => n,
+                _ => {
+                    eprintln!("METAJIT_BENCH_RUNS={v:?}: expected an integer >= 5");
+                    std::process::exit(2);
+                }
+            },
+            Err(_) => 7,
+        };
+        let quick = match std::env::var("METAJIT_BENCH_QUICK") {
+            Ok(v) => match v.trim() {
+                "" | "0" | "false" => false,
+                "1" | "true" => true,
+                _ => {
+                    eprintln!("METAJIT_BENCH_QUICK={v:?}: expected 0 or 1");
+                    std::process::exit(2);
+                }
+            },
+            Err(_) => false,
+        };
+        let mut filters: Vec<String> = std::env::var("METAJIT_BENCH_FILTER")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // `cargo bench --bench workloads -- W1` passes `W1` (and cargo's own `--bench`).
+        for a in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
+            filters.extend(
+                a.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+        Settings {
+            runs,
+            warmups: 1,
+            quick,
+            filters,
+        }
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let n = name.to_lowercase();
+        self.filters.is_empty() || self.filters.iter().any(|f| n.contains(f.as_str()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+
+/// How a workload turns a time into a throughput.
+#[derive(Clone, Copy)]
+enum Metric {
+    /// Bytes moved per run (GB/s).
+    Bytes(f64),
+    /// Floating-point operations per run (GFLOP/s).
+    Flops(f64),
+    /// Dispatched ops per run (µs per op).
+    Ops(f64),
+}
+
+impl Metric {
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::Bytes(_) => "GB/s",
+            Metric::Flops(_) => "GFLOP/s",
+            Metric::Ops(_) => "us/op",
+        }
+    }
+
+    fn per_run(self) -> f64 {
+        match self {
+            Metric::Bytes(v) | Metric::Flops(v) | Metric::Ops(v) => v,
+        }
+    }
+
+    fn throughput(self, seconds: f64) -> f64 {
+        match self {
+            Metric::Bytes(b) => b / seconds / 1e9,
+            Metric::Flops(f) => f / seconds / 1e9,
+            Metric::Ops(n) => seconds * 1e6 / n,
+        }
+    }
+}
+
+/// Records one run's graph from the inputs.
+type RunFn = dyn Fn(&[Tensor]) -> Tensor;
+
+struct Workload {
+    id: &'static str,
+    name: String,
+    description: String,
+    metric: Metric,
+    /// Element-operations of one run, to decide whether the reference interpreter can take it.
+    work: f64,
+    /// Bytes eager mode materialises at its peak, when far above the inputs' size (eager matmul
+    /// materialises the n^3 broadcast product): eager is skipped when this exceeds the memory
+    /// available (an allocation failure aborts the process; it cannot be caught).
+    eager_bytes: Option<f64>,
+    /// Makes the inputs (realized by the harness).
+    setup: Box<dyn Fn() -> Vec<Tensor>>,
+    /// Records one run's graph from the inputs; the harness realizes what it returns.
+    run: Box<RunFn>,
+}
+
+/// A workload of DESIGN §9 that cannot run today, and why.
+struct Missing {
+    id: &'static str,
+    name: &'static str,
+    reason: String,
+}
+
+/// The reference interpreter runs a workload only when its work is at most this many
+/// element-operations. It takes 15–25 ns per element-operation, so this is about a second per
+/// run: W3 and the quick sizes run there; W1, W2 and W4 at full size are skipped.
+const REFERENCE_WORK_LIMIT: f64 = 5e7;
+
+fn workloads(quick: bool) -> (Vec<Workload>, Vec<Missing>) {
+    // Quick mode: lengths ÷ 16, matrix sides ÷ 4 (elements ÷ 16), matmul n ÷ 16 (its cost
+    // grows as n^3: n ÷ 4 would still take minutes on a slow backend).
+    let div = if quick { 16 } else { 1 };
+    let side_div = if quick { 4 } else { 1 };
+    let mut w = Vec::new();
+    let mut missing = Vec::new();
+
+    let n1 = (1usize << 24) / div;
+    w.push(Workload {
+        id: "W1",
+        name: format!("W1 elementwise n={}", pow2(n1)),
+        description: "y = relu(x*1.5+0.5) * sigmoid(x) + tanh(x), f32; 8 bytes/element".into(),
+        metric: Metric::Bytes(8.0 * n1 as f64),
+        work: 8.0 * n1 as f64,
+        eager_bytes: None,
+        setup: Box::new(move || vec![Tensor::randn([n1])]),
+        run: Box::new(|t| {
+            let x = &t[0];
+            (x * 1.5 + 0.5).relu() * x.sigmoid() + x.tanh()
+        }),
+    });
+
+    let s2 = 4096 / side_div;
+    w.push(Workload {
+        id: "W2",
+        name: format!("W2 softmax {s2}x{s2}"),
+        description: "row softmax: e = exp(x - max(x, 1)); e / sum(e, 1); 8 bytes/element".into(),
+        metric: Metric::Bytes(8.0 * (s2 * s2) as f64),
+        work: 6.0 * (s2 * s2) as f64,
+        eager_bytes: None,
+        setup: Box::new(move || vec![Tensor::randn([s2, s2])]),
+        run: Box::new(|t| {
+            let x = &t[0];
+            let m = x.max(1, true);
+            let e = (x - &m).exp();
+            let s = e.sum(1, true);
+            &e / &s
+        }),
+    });
+
+    let n3 = (1usize << 24) / div;
+    w.push(Workload {
+        id: "W3",
+        name: format!("W3 sum n={}", pow2(n3)),
+        description: "sum of all elements to a scalar; 4 bytes/element read".into(),
+        metric: Metric::Bytes(4.0 * n3 as f64 + 4.0),
+        work: n3 as f64,
+        eager_bytes: None,
+        setup: Box::new(move || vec![Tensor::randn([n3])]),
+        run: Box::new(|t| t[0].sum(0, false)),
+    });
+
+    let s3 = 4096 / side_div;
+    w.push(Workload {
+        id: "W3",
+        name: format!("W3 colsum {s3}x{s3}"),
+        description: "column sum over axis 0; 4 bytes/element read + 4 bytes/column written".into(),
+        metric: Metric::Bytes(4.0 * (s3 * s3) as f64 + 4.0 * s3 as f64),
+        work: (s3 * s3) as f64,
+        eager_bytes: None,
+        setup: Box::new(move || vec![Tensor::randn([s3, s3])]),
+        run: Box::new(|t| t[0].sum(0, false)),
+    });
+
+    if matmul::available() {
+        for n in [512usize, 1024, 2048] {
+            let n = n / div;
+            let flops = 2.0 * (n as f64).powi(3);
+            w.push(Workload {
+                id: "W4",
+                name: format!("W4 matmul {n}x{n}"),
+                description: format!(
+                    "Tensor::matmul of two {n}x{n} f32 matrices; 2n^3 = {flops:.3e} flops"
+                ),
+                metric: Metric::Flops(flops),
+                work: flops,
+                // broadcast a, broadcast b and their product: n^3 f32 each.
+                eager_bytes: Some(3.0 * 4.0 * (n as f64).powi(3)),
+                setup: Box::new(move || vec![Tensor::randn([n, n]), Tensor::randn([n, n])]),
+                run: Box::new(|t| matmul::matmul(&t[0], &t[1])),
+            });
+        }
+    } else {
+        missing.push(Missing {
+            id: "W4",
+            name: "W4 matmul 512/1024/2048",
+            reason: "not yet available: Tensor::matmul does not exist yet".into(),
+        });
+    }
+
+    let not_yet = [
+        ("W5", "W5 conv2d 16x64x56x56, 64 out, 3x3", "conv2d"),
+        (
+            "W6",
+            "W6 training step LeNet-5 / MLP",
+            "autograd, conv2d and an optimizer",
+        ),
+        (
+            "W7",
+            "W7 compile latency cold/warm cache",
+            "the on-disk kernel cache and W6",
+        ),
+    ];
+    for (id, name, needs) in not_yet {
+        missing.push(Missing {
+            id,
+            name,
+            reason: format!("not yet available: needs {needs}"),
+        });
+    }
+
+    // W8 keeps its 1000 ops in quick mode: it measures dispatch, not data.
+    let ops = 1000usize;
+    w.push(Workload {
+        id: "W8",
+        name: format!("W8 dispatch {ops} adds"),
+        description: format!(
+            "{ops} dependent adds of 4-element tensors (t = &t + &one); us per op. In eager mode \
+             each add runs at once; in compiled mode the chain is realized once at the end"
+        ),
+        metric: Metric::Ops(ops as f64),
+        work: 4.0 * ops as f64,
+        eager_bytes: None,
+        setup: Box::new(|| vec![Tensor::zeros([4]), Tensor::ones([4])]),
+        run: Box::new(move |t| {
+            let one = &t[1];
+            let mut x = t[0].clone();
+            for _ in 0..ops {
+                x = &x + one;
+            }
+            x
+        }),
+    });
+
+    (w, missing)
+}
+
+/// `2^k` when `n` is a power of two, else `n`.
+fn pow2(n: usize) -> String {
+    if n.is_power_of_two() {
+        format!("2^{}", n.trailing_zeros())
+    } else {
+        n.to_string()
+    }
+}
+
+/// `Tensor::matmul`, found at compile time: while `Tensor` has no inherent `matmul`, method
+/// resolution falls back to the trait below, which records that matmul is missing.
+mod matmul {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use metajit::Tensor;
+
+    static MISSING: AtomicBool = AtomicBool::new(false);
+
+    /// Used only while `Tensor` has no inherent `matmul` (inherent methods win).
+    #[allow(dead_code)]
+    trait Fallback {
+        fn matmul(&self, rhs: &Tensor) -> Tensor;
+    }
+
+    impl Fallback for Tensor {
+        fn matmul(&self, _rhs: &Tensor) -> Tensor {
+            MISSING.store(true, Ordering::Relaxed);
+            Tensor::zeros([0])
+        }
+    }
+
+    pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
+        a.matmul(b)
+    }
+
+    /// True when `Tensor::matmul` exists (the probe records a lazy graph and runs nothing).
+    pub fn available() -> bool {
+        let a = Tensor::zeros([1, 1]);
+        drop(matmul(&a, &a));
+        !MISSING.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunMode {
+    Compiled,
+    Eager,
+    Reference,
+}
+
+const MODES: [RunMode; 3] = [RunMode::Compiled, RunMode::Eager, RunMode::Reference];
+
+impl RunMode {
+    fn name(self) -> &'static str {
+        match self {
+            RunMode::Compiled => "compiled",
+            RunMode::Eager => "eager",
+            RunMode::Reference => "reference",
+        }
+    }
+}
+
+/// The mode and device the process started with (from `METAJIT_*`), restored after each run.
+#[derive(Clone, Copy)]
+struct Base {
+    device: Device,
+}
+
+impl Base {
+    fn apply(self, m: RunMode) {
+        match m {
+            RunMode::Compiled => {
+                metajit::set_mode(Mode::Compiled);
+                metajit::set_device(self.device);
+            }
+            RunMode::Eager => {
+                metajit::set_mode(Mode::Eager);
+                metajit::set_device(self.device);
+            }
+            RunMode::Reference => {
+                metajit::set_mode(Mode::Compiled);
+                metajit::set_device(Device::Reference);
+            }
+        }
+    }
+}
+
+struct Cold {
+    seconds: f64,
+    kernels_compiled: u64,
+    compile_ns: u64,
+    kernel_runs: u64,
+    plan_misses: u64,
+}
+
+struct Check {
+    max_abs_diff: f64,
+    scale: f64,
+    tolerance: f64,
+}
+
+impl Check {
+    fn ok(&self) -> bool {
+        self.max_abs_diff <= self.tolerance
+    }
+}
+
+struct Measurement {
+    samples: Vec<f64>,
+    kernel_runs: Vec<u64>,
+    plan_misses: Vec<u64>,
+    cold: Cold,
+    check: Option<Check>,
+    /// The process's peak resident set during this mode's runs (Linux), bytes.
+    peak_rss: Option<f64>,
+}
+
+enum Outcome {
+    Ok(Measurement),
+    Skipped(String),
+    Failed(String),
+}
+
+struct Row {
+    mode: RunMode,
+    outcome: Outcome,
+}
+
+fn delta(a: &Stats, b: &Stats) -> Stats {
+    Stats {
+        kernels_compiled: b.kernels_compiled - a.kernels_compiled,
+        kernel_cache_hits: b.kernel_cache_hits - a.kernel_cache_hits,
+        plan_hits: b.plan_hits - a.plan_hits,
+        plan_misses: b.plan_misses - a.plan_misses,
+        kernel_runs: b.kernel_runs - a.kernel_runs,
+        compile_ns: b.compile_ns - a.compile_ns,
+    }
+}
+
+/// One run: record the graph, realize the output; returns the output and the seconds taken.
+fn timed(w: &Workload, inputs: &[Tensor]) -> Result<(Tensor, f64), String> {
+    let t0 = Instant::now();
+    let out = (w.run)(inputs);
+    out.realize().map_err(|e| e.to_string())?;
+    let dt = t0.elapsed().as_secs_f64();
+    Ok((out, dt))
+}
+
+fn measure(
+    w: &Workload,
+    inputs: &[Tensor],
+    settings: &Settings,
+    expected: Option<&[f32]>,
+) -> Result<(Measurement, Vec<f32>), String> {
+    // Cold: the first run compiles; further warm-ups are not timed.
+    let s0 = metajit::stats();
+    let (out, seconds) = timed(w, inputs)?;
+    let d = delta(&s0, &metajit::stats());
+    let cold = Cold {
+        seconds,
+        kernels_compiled: d.kernels_compiled,
+        compile_ns: d.compile_ns,
+        kernel_runs: d.kernel_runs,
+        plan_misses: d.plan_misses,
+    };
+    let values = out.to_vec::<f32>().map_err(|e| e.to_string())?;
+    drop(out);
+    let check = expected.map(|e| compare(&values, e, w));
+    for _ in 1..settings.warmups {
+        drop(timed(w, inputs)?);
+    }
+
+    let mut samples = Vec::with_capacity(settings.runs);
+    let mut kernel_runs = Vec::with_capacity(settings.runs);
+    let mut plan_misses = Vec::with_capacity(settings.runs);
+    for _ in 0..settings.runs {
+        let s0 = metajit::stats();
+        let (out, dt) = timed(w, inputs)?;
+        let d = delta(&s0, &metajit::stats());
+        drop(out);
+        samples.push(dt);
+        kernel_runs.push(d.kernel_runs);
+        plan_misses.push(d.plan_misses);
+    }
+    Ok((
+        Measurement {
+            samples,
+            kernel_runs,
+            plan_misses,
+            cold,
+            check,
+            peak_rss: None,
+        },
+        values,
+    ))
+}
+
+/// The largest difference from the compiled mode's output, against a tolerance relative to the
+/// output's magnitude (looser for long reductions, whose summation order differs by mode).
+fn compare(got: &[f32], want: &[f32], w: &Workload) -> Check {
+    let scale = want
+        .iter()
+        .fold(0f64, |m, v| m.max(f64::from(v.abs())))
+        .max(1.0);
+    let mut max_abs_diff = if got.len() == want.len() {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    for (a, b) in got.iter().zip(want) {
+        let d = if a.is_nan() && b.is_nan() {
+            0.0
+        } else {
+            f64::from((a - b).abs())
+        };
+        max_abs_diff = if d.is_nan() {
+            f64::INFINITY
+        } else {
+            max_abs_diff.max(d)
+        };
+    }
+    let reduced = (w.work / got.len().max(1) as f64).max(1.0);
+    let tolerance = scale * 1e-5 * reduced.sqrt().max(1.0) * 4.0;
+    Check {
+        max_abs_diff,
+        scale,
+        tolerance,
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".into()
+    }
+}
+
+fn run_workload(w: &Workload, base: Base, settings: &Settings) -> Vec<Row> {
+    base.apply(RunMode::Compiled);
+    metajit::manual_seed(0x5eed);
+    let setup = catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Tensor>, String> {
+        let inputs = (w.setup)();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        metajit::realize_all(&refs).map_err(|e| e.to_string())?;
+        Ok(inputs)
+    }));
+    let inputs = match setup {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return failed_all(format!("making the inputs failed: {e}")),
+        Err(p) => return failed_all(format!("making the inputs panicked: {}", panic_text(p))),
+    };
+
+    let mut rows = Vec::new();
+    let mut expected: Option<Vec<f32>> = None;
+    for m in MODES {
+        if m == RunMode::Reference && w.work > REFERENCE_WORK_LIMIT {
+            rows.push(Row {
+                mode: m,
+                outcome: Outcome::Skipped("skipped (too slow)".into()),
+            });
+            continue;
+        }
+        if m == RunMode::Eager
+            && let Some(need) = w.eager_bytes
+            && let Some(avail) = mem_available()
+            && need > 0.8 * avail
+        {
+            rows.push(Row {
+                mode: m,
+                outcome: Outcome::Skipped(format!(
+                    "skipped (eager needs ~{:.1} GiB, {:.1} GiB available)",
+                    need / GIB,
+                    avail / GIB
+                )),
+            });
+            continue;
+        }
+        eprintln!("bench: {} [{}] ...", w.name, m.name());
+        reset_peak_rss();
+        base.apply(m);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            measure(w, &inputs, settings, expected.as_deref())
+        }));
+        base.apply(RunMode::Compiled);
+        let outcome = match r {
+            Ok(Ok((mut meas, values))) => {
+                meas.peak_rss = peak_rss();
+                if m == RunMode::Compiled {
+                    expected = Some(values);
+                }
+                Outcome::Ok(meas)
+            }
+            Ok(Err(e)) => Outcome::Failed(format!("failed: {e}")),
+            Err(p) => Outcome::Failed(format!("failed (panic): {}", panic_text(p))),
+        };
+        if let Outcome::Ok(meas) = &outcome {
+            eprintln!(
+                "bench: {} [{}] median {}",
+                w.name,
+                m.name(),
+                fmt_time(median(&meas.samples))
+            );
+        }
+        rows.push(Row { mode: m, outcome });
+    }
+    rows
+}
+
+fn failed_all(reason: String) -> Vec<Row> {
+    MODES
+        .iter()
+        .map(|&mode| Row {
+            mode,
+            outcome: Outcome::Failed(reason.clone()),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and formatting
+
+fn sorted(xs: &[f64]) -> Vec<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The `q`-quantile by linear interpolation between order statistics.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    let v = sorted(xs);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    quantile(xs, 0.5)
+}
+
+fn min(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn fmt_time(s: f64) -> String {
+    if !s.is_finite() {
+        "-".into()
+    } else if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.2} us", s * 1e6)
+    }
+}
+
+/// A min–max range in one unit (the larger value's).
+fn fmt_range(lo: f64, hi: f64) -> String {
+    let (div, unit) = if hi >= 1.0 {
+        (1.0, "s")
+    } else if hi >= 1e-3 {
+        (1e-3, "ms")
+    } else {
+        (1e-6, "us")
+    };
+    format!("{:.3}–{:.3} {unit}", lo / div, hi / div)
+}
+
+fn fmt_count(xs: &[u64]) -> String {
+    let lo = xs.iter().min().copied().unwrap_or(0);
+    let hi = xs.iter().max().copied().unwrap_or(0);
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}–{hi}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+fn print_table(results: &[(Workload, Vec<Row>)], missing: &[Missing], settings: &Settings) {
+    let header = [
+        "workload",
+        "mode",
+        "median",
+        "spread (min–max)",
+        "throughput",
+        "compiled/eager",
+        "kernels/run",
+        "compile/kernel (cold)",
+    ];
+    let mut lines: Vec<[String; 8]> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    for (w, rows) in results {
+        let med = |m: RunMode| {
+            rows.iter().find_map(|r| match (&r.outcome, r.mode == m) {
+                (Outcome::Ok(x), true) => Some(median(&x.samples)),
+                _ => None,
+            })
+        };
+        for r in rows {
+            let mut cells: [String; 8] = Default::default();
+            cells[0] = w.name.clone();
+            cells[1] = r.mode.name().into();
+            match &r.outcome {
+                Outcome::Ok(x) => {
+                    let md = median(&x.samples);
+                    cells[2] = fmt_time(md);
+                    cells[3] = fmt_range(min(&x.samples), max(&x.samples));
+                    let tp = w.metric.throughput(md);
+                    cells[4] = format!("{tp:.2} {}", w.metric.unit());
+                    cells[5] = match (r.mode, med(RunMode::Compiled), med(RunMode::Eager)) {
+                        (RunMode::Compiled, Some(c), Some(e)) => format!("{:.3}x", c / e),
+                        _ => String::new(),
+                    };
+                    cells[6] = if r.mode == RunMode::Reference {
+                        "- (interp)".into()
+                    } else {
+                        fmt_count(&x.kernel_runs)
+                    };
+                    cells[7] = if r.mode == RunMode::Reference {
+                        "-".into()
+                    } else if x.cold.kernels_compiled == 0 {
+                        "none new".into()
+                    } else {
+                        format!(
+                            "{} x{}",
+                            fmt_time(
+                                x.cold.compile_ns as f64 / 1e9 / x.cold.kernels_compiled as f64
+                            ),
+                            x.cold.kernels_compiled
+                        )
+                    };
+                    if let Some(c) = &x.check
+                        && !c.ok()
+                    {
+                        notes.push(format!(
+                            "warning: {} [{}] differs from compiled mode: max |diff| {:.3e} > \
+                             tolerance {:.3e} (output magnitude {:.3e})",
+                            w.name,
+                            r.mode.name(),
+                            c.max_abs_diff,
+                            c.tolerance,
+                            c.scale
+                        ));
+                        cells[2].push_str(" (!)");
+                    }
+                    if x.plan_misses.iter().any(|&p| p > 0) {
+                        notes.push(format!(
+                            "note: {} [{}] scheduled again in a timed run (plan misses {})",
+                            w.name,
+                            r.mode.name(),
+                            fmt_count(&x.plan_misses)
+                        ));
+                    }
+                }
+                Outcome::Skipped(why) => cells[2] = why.clone(),
+                Outcome::Failed(why) => {
+                    cells[2] = first_line(why, 100);
+                    if cells[2] != *why {
+                        notes.push(format!("{} [{}] {why}", w.name, r.mode.name()));
+                    }
+                }
+            }
+            lines.push(cells);
+        }
+    }
+    for m in missing {
+        let mut cells: [String; 8] = Default::default();
+        cells[0] = m.name.into();
+        cells[1] = "-".into();
+        cells[2] = m.reason.clone();
+        lines.push(cells);
+    }
+
+    let mut width = header.map(|h| h.chars().count());
+    for l in &lines {
+        for (i, c) in l.iter().enumerate() {
+            // A long message in the median column spans the columns after it.
+            if i == 2 && l[3].is_empty() {
+                continue;
+            }
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(&pad(c, width[i]));
+        }
+        s.trim_end().to_string()
+    };
+    println!();
+    println!(
+        "metajit workloads: {} timed run(s) after {} warm-up(s) per mode{}",
+        settings.runs,
+        settings.warmups,
+        if settings.quick {
+            " (QUICK: data sizes ÷ 16)"
+        } else {
+            ""
+        }
+    );
+    let hs: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    println!("{}", line(&hs));
+    println!(
+        "{}",
+        width
+            .iter()
+            .map(|&n| "-".repeat(n))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
+    let mut last = String::new();
+    for l in &lines {
+        if !last.is_empty() && l[0] != last {
+            println!();
+        }
+        last = l[0].clone();
+        println!("{}", line(l));
+    }
+    println!();
+    println!(
+        "compiled/eager: median time ratio (below 1: compiled is faster). kernels/run: kernel \
+         launches per timed run. compile/kernel: compile time per kernel compiled in the cold run \
+         (x count; \"none new\": every kernel was already compiled). The reference interpreter runs \
+         whole graphs, not kernels."
+    );
+    for n in notes {
+        println!("{n}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine info
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The 1-minute load average (other work on the machine makes timings noisy).
+fn loadavg() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// A `kB` field of `/proc/self/status` or `/proc/meminfo`, in bytes.
+fn proc_kib(file: &str, field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(file).ok()?;
+    let l = s.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = l[field.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+fn mem_available() -> Option<f64> {
+    proc_kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// Resets the peak resident set size (`VmHWM`; Linux 4.0+). Best effort.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss() -> Option<f64> {
+    proc_kib("/proc/self/status", "VmHWM:")
+}
+
+fn mem_total_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let l = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// UTC date and time as ISO 8601, from the Unix time (days-to-civil, proleptic Gregorian).
+fn iso_utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let rem = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON (written by hand: no serde here)
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A number, or `null` when not finite (JSON has no NaN or infinity).
+fn json_num(x: f64) -> String {
+    if x.is_finite() {
+        // `{:?}` round-trips and writes `1.0`, `1e-7`, `1.5e20`: all valid JSON numbers.
+        format!("{x:?}")
+    } else {
+        "null".into()
+    }
+}
+
+fn json_opt_str(s: Option<&str>) -> String {
+    s.map(json_str).unwrap_or_else(|| "null".into())
+}
+
+fn json_nums(xs: impl IntoIterator<Item = f64>) -> String {
+    let v: Vec<String> = xs.into_iter().map(json_num).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn json_ints(xs: &[u64]) -> String {
+    let v: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+struct Machine {
+    nproc: usize,
+    cpu_model: String,
+    mem_total_kib: Option<u64>,
+    loadavg_start: Option<f64>,
+    loadavg_end: Option<f64>,
+    unix_time: u64,
+    date: String,
+    commit: Option<String>,
+    dirty: Option<bool>,
+}
+
+fn write_json(
+    results: &[(Workload, Vec<Row>)],
+    missing: &[Missing],
+    settings: &Settings,
+    machine: &Machine,
+    device: Device,
+) -> String {
+    let mut j = String::new();
+    j.push_str("{\n");
+    let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/1\",");
+    let _ = writeln!(j, "  \"machine\": {{");
+    let _ = writeln!(j, "    \"nproc\": {},", machine.nproc);
+    let _ = writeln!(j, "    \"cpu_model\": {},", json_str(&machine.cpu_model));
+    let _ = writeln!(
+        j,
+        "    \"mem_total_kib\": {},",
+        machine
+            .mem_total_kib
+            .map_or("null".into(), |m| m.to_string())
+    );
+    let _ = writeln!(
+        j,
+        "    \"loadavg_1min_start\": {},",
+        machine.loadavg_start.map_or("null".into(), json_num)
+    );
+    let _ = writeln!(
+        j,
+        "    \"loadavg_1min_end\": {},",
+        machine.loadavg_end.map_or("null".into(), json_num)
+    );
+    let _ = writeln!(j, "    \"os\": {},", json_str(std::env::consts::OS));
+    let _ = writeln!(j, "    \"arch\": {}", json_str(std::env::consts::ARCH));
+    let _ = writeln!(j, "  }},");
+    let _ = writeln!(j, "  \"date_utc\": {},", json_str(&machine.date));
+    let _ = writeln!(j, "  \"unix_time\": {},", machine.unix_time);
+    let _ = writeln!(
+        j,
+        "  \"git\": {{ \"commit\": {}, \"dirty\": {} }},",
+        json_opt_str(machine.commit.as_deref()),
+        machine.dirty.map_or("null".into(), |d| d.to_string())
+    );
+    let _ = writeln!(j, "  \"settings\": {{");
+    let _ = writeln!(j, "    \"runs\": {},", settings.runs);
+    let _ = writeln!(j, "    \"warmups\": {},", settings.warmups);
+    let _ = writeln!(j, "    \"quick\": {},", settings.quick);
+    let filters: Vec<String> = settings.filters.iter().map(|f| json_str(f)).collect();
+    let _ = writeln!(j, "    \"filters\": [{}],", filters.join(", "));
+    let _ = writeln!(j, "    \"device\": {},", json_str(&format!("{device:?}")));
+    let _ = writeln!(
+        j,
+        "    \"reference_work_limit\": {}",
+        json_num(REFERENCE_WORK_LIMIT)
+    );
+    let _ = writeln!(j, "  }},");
+    j.push_str("  \"workloads\": [");
+    let mut first = true;
+    for (w, rows) in results {
+        j.push_str(if first { "\n" } else { ",\n" });
+        first = false;
+        let med = |m: RunMode| {
+            rows.iter().find_map(|r| match (&r.outcome, r.mode == m) {
+                (Outcome::Ok(x), true) => Some(median(&x.samples)),
+                _ => None,
+            })
+        };
+        let ratio = match (med(RunMode::Compiled), med(RunMode::Eager)) {
+            (Some(c), Some(e)) => json_num(c / e),
+            _ => "null".into(),
+        };
+        let (kind, amount_key) = match w.metric {
+            Metric::Bytes(_) => ("bandwidth", "bytes_per_run"),
+            Metric::Flops(_) => ("flops", "flops_per_run"),
+            Metric::Ops(_) => ("dispatch", "ops_per_run"),
+        };
+        let _ = writeln!(j, "    {{");
+        let _ = writeln!(j, "      \"id\": {},", json_str(w.id));
+        let _ = writeln!(j, "      \"name\": {},", json_str(&w.name));
+        let _ = writeln!(j, "      \"description\": {},", json_str(&w.description));
+        let _ = writeln!(j, "      \"status\": \"ran\",");
+        let _ = writeln!(
+            j,
+            "      \"metric\": {{ \"kind\": {}, \"unit\": {}, {}: {} }},",
+            json_str(kind),
+            json_str(w.metric.unit()),
+            json_str(amount_key),
+            json_num(w.metric.per_run())
+        );
+        let _ = writeln!(j, "      \"ratio_compiled_over_eager\": {ratio},");
+        j.push_str("      \"modes\": [");
+        for (k, r) in rows.iter().enumerate() {
+            j.push_str(if k == 0 { "\n" } else { ",\n" });
+            j.push_str("        { ");
+            let _ = write!(j, "\"mode\": {}, ", json_str(r.mode.name()));
+            match &r.outcome {
+                Outcome::Ok(x) => {
+                    let md = median(&x.samples);
+                    let _ = write!(j, "\"status\": \"ok\",\n          ");
+                    let _ = write!(
+                        j,
+                        "\"median_s\": {}, \"min_s\": {}, \"max_s\": {}, \"q1_s\": {}, \"q3_s\": {},\n          ",
+                        json_num(md),
+                        json_num(min(&x.samples)),
+                        json_num(max(&x.samples)),
+                        json_num(quantile(&x.samples, 0.25)),
+                        json_num(quantile(&x.samples, 0.75))
+                    );
+                    let _ = write!(
+                        j,
+                        "\"samples_s\": {},\n          ",
+                        json_nums(x.samples.iter().copied())
+                    );
+                    let _ = write!(
+                        j,
+                        "\"throughput\": {}, \"throughput_unit\": {},\n          ",
+                        json_num(w.metric.throughput(md)),
+                        json_str(w.metric.unit())
+                    );
+                    let kernels = if r.mode == RunMode::Reference {
+                        "null".to_string()
+                    } else {
+                        json_ints(&x.kernel_runs)
+                    };
+                    let _ = write!(
+                        j,
+                        "\"kernel_runs_per_run\": {kernels}, \"plan_misses_per_run\": {},\n          ",
+                        json_ints(&x.plan_misses)
+                    );
+                    let per_kernel = if x.cold.kernels_compiled > 0 {
+                        json_num(x.cold.compile_ns as f64 / x.cold.kernels_compiled as f64)
+                    } else {
+                        "null".into()
+                    };
+                    let _ = write!(
+                        j,
+                        "\"cold\": {{ \"time_s\": {}, \"kernels_compiled\": {}, \"compile_ns\": {}, \
+                         \"compile_ns_per_kernel\": {}, \"kernel_runs\": {}, \"plan_misses\": {} }},\n          ",
+                        json_num(x.cold.seconds),
+                        x.cold.kernels_compiled,
+                        x.cold.compile_ns,
+                        per_kernel,
+                        x.cold.kernel_runs,
+                        x.cold.plan_misses
+                    );
+                    let _ = write!(
+                        j,
+                        "\"peak_rss_bytes\": {},\n          ",
+                        x.peak_rss.map_or("null".into(), json_num)
+                    );
+                    match &x.check {
+                        Some(c) => {
+                            let _ = write!(
+                                j,
+                                "\"check_vs_compiled\": {{ \"max_abs_diff\": {}, \"scale\": {}, \
+                                 \"tolerance\": {}, \"ok\": {} }} }}",
+                                json_num(c.max_abs_diff),
+                                json_num(c.scale),
+                                json_num(c.tolerance),
+                                c.ok()
+                            );
+                        }
+                        None => j.push_str("\"check_vs_compiled\": null }"),
+                    }
+                }
+                Outcome::Skipped(why) => {
+                    let _ = write!(
+                        j,
+                        "\"status\": \"skipped\", \"reason\": {} }}",
+                        json_str(why)
+                    );
+                }
+                Outcome::Failed(why) => {
+                    let _ = write!(
+                        j,
+                        "\"status\": \"failed\", \"reason\": {} }}",
+                        json_str(why)
+                    );
+                }
+            }
+        }
+        j.push_str("\n      ]\n    }");
+    }
+    for m in missing {
+        j.push_str(if first { "\n" } else { ",\n" });
+        first = false;
+        let _ = write!(
+            j,
+            "    {{ \"id\": {}, \"name\": {}, \"status\": \"not yet available\", \"reason\": {}, \
+             \"modes\": [] }}",
+            json_str(m.id),
+            json_str(m.name),
+            json_str(&m.reason)
+        );
+    }
+    j.push_str("\n  ]\n}\n");
+    j
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG (grouped horizontal bars, log scale)
+
+fn xml(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn write_svg(results: &[(Workload, Vec<Row>)], machine: &Machine, settings: &Settings) -> String {
+    const COLORS: [(&str, RunMode); 3] = [
+        ("#3b6fb6", RunMode::Compiled),
+        ("#e07b28", RunMode::Eager),
+        ("#8c8c8c", RunMode::Reference),
+    ];
+    // Per workload, per mode: the median in ms, or why there is none.
+    type Bar = (RunMode, Result<f64, String>);
+    let groups: Vec<(&str, Vec<Bar>)> = results
+        .iter()
+        .map(|(w, rows)| {
+            let bars = rows
+                .iter()
+                .map(|r| match &r.outcome {
+                    Outcome::Ok(x) => {
+                        let ms = median(&x.samples) * 1e3;
+                        if ms > 0.0 && ms.is_finite() {
+                            (r.mode, Ok(ms))
+                        } else {
+                            (r.mode, Err("no time".into()))
+                        }
+                    }
+                    Outcome::Skipped(why) | Outcome::Failed(why) => (r.mode, Err(why.clone())),
+                })
+                .collect();
+            (w.name.as_str(), bars)
+        })
+        .collect();
+    let all: Vec<f64> = groups
+        .iter()
+        .flat_map(|(_, b)| b.iter().filter_map(|x| x.1.as_ref().ok().copied()))
+        .collect();
+    let (lo, hi) = if all.is_empty() {
+        (0, 1)
+    } else {
+        let lo = min(&all).log10().floor() as i32;
+        let hi = max(&all).log10().ceil() as i32;
+        (lo, hi.max(lo + 1))
+    };
+    let (left, right, top, bar_h, gap) = (230.0, 110.0, 70.0, 14.0, 12.0);
+    let plot_w = 600.0;
+    let width = left + plot_w + right;
+    let group_h = |n: usize| n as f64 * bar_h + gap;
+    let plot_h: f64 = groups
+        .iter()
+        .map(|(_, b)| group_h(b.len()))
+        .sum::<f64>()
+        .max(bar_h);
+    let height = top + plot_h + 60.0;
+    let x_of = |ms: f64| left + (ms.log10() - f64::from(lo)) / f64::from(hi - lo) * plot_w;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(
+        s,
+        "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"white\"/>"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{left}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}</text>",
+        xml(&format!(
+            "metajit workloads: median time per run (ms, log scale){}",
+            if settings.quick { ", QUICK sizes" } else { "" }
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{left}\" y=\"40\" fill=\"#555\">{}</text>",
+        xml(&format!(
+            "{} · {} cores · {} · {} runs",
+            machine.cpu_model, machine.nproc, machine.date, settings.runs
+        ))
+    );
+    // Legend.
+    for (k, (color, m)) in COLORS.iter().enumerate() {
+        let x = left + k as f64 * 110.0;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
+             <text x=\"{}\" y=\"60\">{}</text>",
+            x + 16.0,
+            m.name()
+        );
+    }
+    // Decade grid lines and labels.
+    for e in lo..=hi {
+        let x = x_of(10f64.powi(e));
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+            top + plot_h,
+            top + plot_h + 16.0,
+            xml(&fmt_ms_label(e))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">median ms per run</text>",
+        left + plot_w / 2.0,
+        top + plot_h + 36.0
+    );
+    let mut y = top;
+    for (name, bars) in &groups {
+        let gh = group_h(bars.len());
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" dominant-baseline=\"middle\">{}</text>",
+            left - 8.0,
+            y + (gh - gap) / 2.0,
+            xml(name)
+        );
+        for (k, (m, bar)) in bars.iter().enumerate() {
+            let color = COLORS
+                .iter()
+                .find(|(_, c)| c == m)
+                .map_or("#000", |(c, _)| c);
+            let by = y + k as f64 * bar_h;
+            let ms = match bar {
+                Ok(ms) => ms,
+                Err(why) => {
+                    let _ = writeln!(
+                        s,
+                        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#777\" \
+                         dominant-baseline=\"middle\">{}</text>",
+                        left + 4.0,
+                        by + (bar_h - 2.0) / 2.0,
+                        xml(&format!("{}: {}", m.name(), first_line(why, 90)))
+                    );
+                    continue;
+                }
+            };
+            let x1 = x_of(*ms).max(left + 1.0);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{left}\" y=\"{by:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\">\
+                 <title>{}</title></rect>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" dominant-baseline=\"middle\">{}</text>",
+                x1 - left,
+                bar_h - 2.0,
+                xml(&format!("{name} [{}]: {ms:.4} ms", m.name())),
+                x1 + 4.0,
+                by + (bar_h - 2.0) / 2.0,
+                xml(&fmt_time(ms / 1e3))
+            );
+        }
+        y += gh;
+    }
+    let _ = writeln!(
+        s,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{:.1}\" stroke=\"#333\"/>",
+        top + plot_h
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The first line of `s`, at most `n` characters.
+fn first_line(s: &str, n: usize) -> String {
+    let l = s.lines().next().unwrap_or("");
+    if l.chars().count() > n {
+        format!("{}…", l.chars().take(n).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+fn fmt_ms_label(e: i32) -> String {
+    let v = 10f64.powi(e);
+    if e >= 0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.*}", (-e) as usize)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench")
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let device = match metajit::config::try_device() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = metajit::config::try_mode() {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    let base = Base { device };
+    let loadavg_start = loadavg();
+
+    let (all, missing) = workloads(settings.quick);
+    let missing: Vec<Missing> = missing
+        .into_iter()
+        .filter(|m| settings.selects(m.name))
+        .collect();
+    let mut results = Vec::new();
+    for w in all {
+        if !settings.selects(&w.name) {
+            continue;
+        }
+        let rows = run_workload(&w, base, &settings);
+        results.push((w, rows));
+    }
+    if results.is_empty() && missing.is_empty() {
+        eprintln!(
+            "bench: no workload matches the filter {:?}",
+            settings.filters
+        );
+    }
+
+    print_table(&results, &missing, &settings);
+
+    let unix_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let machine = Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpu_model(),
+        mem_total_kib: mem_total_kib(),
+        loadavg_start,
+        loadavg_end: loadavg(),
+        unix_time,
+        date: iso_utc(unix_time),
+        commit: git(&["rev-parse", "HEAD"]),
+        dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+    };
+    let dir = out_dir();
+    let json = write_json(&results, &missing, &settings, &machine, device);
+    let svg = write_svg(&results, &machine, &settings);
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("workloads.json"), json))
+        .and_then(|()| std::fs::write(dir.join("workloads.svg"), svg));
+    match written {
+        Ok(()) => println!(
+            "wrote {} and {}",
+            dir.join("workloads.json").display(),
+            dir.join("workloads.svg").display()
+        ),
+        Err(e) => {
+            eprintln!("bench: cannot write {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! Compiling kernels to relocation-free machine code, loading it into executable memory, and
+//! running it (on one thread or split across rayon's pool).
+//!
+//! [`compile`] lowers a [`Kernel`] ([`super::lower`]), compiles it with Cranelift for the host
+//! (`opt_level = speed`, the host's ISA flags), refuses code with relocations, and maps the bytes
+//! executable. The bytes ([`CompiledKernel::code_bytes`]) depend only on the kernel, the host's
+//! ISA flags ([`target_description`]) and [`CODEGEN_VERSION`]; the cache stores them and reloads
+//! them with [`CompiledKernel::from_bytes`] without compiling.
+//!
+//! # The calling convention
+//!
+//! A kernel is `extern "C" fn(bufs, sizes, start, end, helpers)` ([`KernelFn`]): `bufs[k]` is
+//! the base address of buffer parameter `k` (row-major elements of its dtype; bool as bytes 0/1),
+//! `sizes[s]` runtime parameter `s` (extents, and the bits of `Param` scalars and `Random`
+//! seeds), `start..end` the range of loop 0 ([`Kernel::split_extent`]; ignored by kernels
+//! without one), `helpers` the table of [`Helper`] functions.
+//!
+//! # The helper table
+//!
+//! Machine code may not contain addresses (the bytes are cached across processes), so calls to
+//! Rust go through a table passed at every call, in the order of [`Helper`]'s variants (the
+//! order is part of [`CODEGEN_VERSION`]). Each entry is an `extern "C"` wrapper around the
+//! interpreter's own scalar functions ([`metajit_metaops::interp::eval_unary`],
+//! [`eval_binary`], [`Scalar::cast`], `half`), so what the
+//! helpers compute equals the interpreter bit for bit.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::ir::types::{F32, F64, I32, I64};
+use cranelift_codegen::ir::{Function, Type};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, control::ControlPlane};
+use half::f16;
+use memmap2::{Mmap, MmapMut};
+use metajit_metaops::interp::{eval_binary, eval_unary};
+use metajit_metaops::kernel::{Extent, Kernel};
+use metajit_metaops::{BinaryOp, DType, HostData, Scalar, UnaryOp};
+
+use super::lower;
+use super::math::MathFn;
+
+/// The version of the code format: bump it whenever generated code may change for the same
+/// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
+pub const CODEGEN_VERSION: u32 = 1;
+
+/// The native signature of every compiled kernel.
+pub type KernelFn = unsafe extern "C" fn(
+    bufs: *const *mut u8,
+    sizes: *const i64,
+    start: i64,
+    end: i64,
+    helpers: *const usize,
+);
+
+/// Least work (elements, estimated as the product of the loop extents) per thread before
+/// [`CompiledKernel::run`] splits loop 0 across threads.
+pub const PARALLEL_GRAIN: i64 = 1 << 15;
+
+/// Why a kernel did not compile or load.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The kernel breaks the kernel IR's rules.
+    #[error("{error}\n--- kernel ---\n{kernel}")]
+    Invalid {
+        /// What is wrong.
+        error: lower::InvalidKernel,
+        /// The kernel's text.
+        kernel: String,
+    },
+    /// Cranelift failed (a metajit bug: the IR is attached).
+    #[error("cranelift failed: {message}\n--- kernel ---\n{kernel}\n--- clif ---\n{clif}")]
+    Cranelift {
+        /// Cranelift's error.
+        message: String,
+        /// The kernel's text.
+        kernel: String,
+        /// The Cranelift IR.
+        clif: String,
+    },
+    /// The code refers to addresses outside itself (a libcall the host ISA lacks an
+    /// instruction for), so it could not be cached as bytes.
+    #[error(
+        "generated code has {count} relocation(s) ({first}); host ISA: {isa}\n--- kernel ---\n{kernel}"
+    )]
+    Relocations {
+        /// How many.
+        count: usize,
+        /// The first, as text.
+        first: String,
+        /// [`target_description`].
+        isa: String,
+        /// The kernel's text.
+        kernel: String,
+    },
+    /// The host is not supported by Cranelift.
+    #[error("host ISA: {0}")]
+    Host(String),
+    /// Mapping executable memory failed.
+    #[error("executable memory: {0}")]
+    Memory(#[from] std::io::Error),
+    /// Code bytes to load were empty.
+    #[error("no code bytes to load")]
+    Empty,
+}
+
+/// What to produce besides the code.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompileOptions {
+    /// Keep the Cranelift IR text ([`CompiledKernel::clif`]; `METAJIT_DEBUG=4`).
+    pub clif: bool,
+    /// Keep the disassembly ([`CompiledKernel::disasm`]; `METAJIT_DEBUG=5`).
+    pub disasm: bool,
+    /// Run Cranelift's IR verifier (always on in debug builds).
+    pub verify: bool,
+}
+
+/// A compiled kernel: its machine code in executable memory, and what [`CompiledKernel::run`]
+/// needs to know of the kernel to split it across threads.
+#[derive(Debug)]
+pub struct CompiledKernel {
+    code: Mmap,
+    len: usize,
+    entry: KernelFn,
+    launch: Launch,
+    clif: Option<String>,
+    disasm: Option<String>,
+    compile_time: Duration,
+}
+
+/// The parts of a kernel that launching needs.
+#[derive(Clone, Debug)]
+struct Launch {
+    n_bufs: usize,
+    n_sizes: usize,
+    split: Option<Extent>,
+    parallel: bool,
+    /// Every loop's extent (outer loops, then each phase's inner loops).
+    outer: Vec<Extent>,
+    inner: Vec<Vec<Extent>>,
+}
+
+impl Launch {
+    fn of(k: &Kernel) -> Launch {
+        Launch {
+            n_bufs: k.bufs.len(),
+            n_sizes: k.n_sizes,
+            split: k.split_extent(),
+            parallel: k.parallel,
+            outer: k.outer.clone(),
+            inner: k.phases.iter().map(|p| p.inner.clone()).collect(),
+        }
+    }
+}
+
+fn extent_value(e: Extent, sizes: &[i64]) -> i64 {
+    match e {
+        Extent::Size(s) => sizes[s],
+        Extent::Const(c) => c as i64,
+    }
+}
+
+/// The host ISA (with or without Cranelift's verifier), built once.
+fn host_isa(verify: bool) -> Result<Arc<dyn TargetIsa>, CompileError> {
+    static ISA: [OnceLock<Result<OwnedTargetIsa, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    ISA[verify as usize]
+        .get_or_init(|| {
+            let mut flags = settings::builder();
+            let set = |f: &mut settings::Builder, k: &str, v: &str| {
+                f.set(k, v).map_err(|e| format!("setting {k}={v}: {e}"))
+            };
+            set(&mut flags, "opt_level", "speed")?;
+            set(
+                &mut flags,
+                "enable_verifier",
+                if verify { "true" } else { "false" },
+            )?;
+            set(&mut flags, "enable_probestack", "false")?;
+            set(&mut flags, "unwind_info", "false")?;
+            let builder = cranelift_native::builder().map_err(str::to_string)?;
+            builder
+                .finish(settings::Flags::new(flags))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(CompileError::Host)
+}
+
+/// The target as it matters for cached code: triple, ISA flags and [`CODEGEN_VERSION`] (for
+/// the cache key).
+pub fn target_description() -> String {
+    match host_isa(false) {
+        Ok(isa) => {
+            let mut s = format!("cranelift-0.135 v{CODEGEN_VERSION} {}", isa.triple());
+            for f in isa.isa_flags() {
+                s.push_str(&format!(" {f}"));
+            }
+            s
+        }
+        Err(e) => format!("unsupported host: {e}"),
+    }
+}
+
+/// The Cranelift IR of a kernel, before optimisation (`METAJIT_DEBUG=4`).
+pub fn clif_text(kernel: &Kernel) -> Result<String, CompileError> {
+    let isa = host_isa(false)?;
+    Ok(lower_kernel(kernel, &*isa)?.display().to_string())
+}
+
+fn lower_kernel(kernel: &Kernel, isa: &dyn TargetIsa) -> Result<Function, CompileError> {
+    lower::lower(kernel, isa).map_err(|error| CompileError::Invalid {
+        error,
+        kernel: kernel.text(),
+    })
+}
+
+/// Compiles a kernel with default options.
+pub fn compile(kernel: &Kernel) -> Result<CompiledKernel, CompileError> {
+    compile_with(kernel, &CompileOptions::default())
+}
+
+/// Compiles a kernel.
+pub fn compile_with(
+    kernel: &Kernel,
+    opts: &CompileOptions,
+) -> Result<CompiledKernel, CompileError> {
+    let t0 = Instant::now();
+    let isa = host_isa(opts.verify || cfg!(debug_assertions))?;
+    let func = lower_kernel(kernel, &*isa)?;
+    let clif = opts.clif.then(|| func.display().to_string());
+    let mut ctx = Context::for_function(func);
+    ctx.set_disasm(opts.disasm);
+    let compiled = match ctx.compile(&*isa, &mut ControlPlane::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("{:?}", e.inner);
+            let clif = e.func.display().to_string();
+            return Err(CompileError::Cranelift {
+                message,
+                kernel: kernel.text(),
+                clif,
+            });
+        }
+    };
+    let relocs = compiled.buffer.relocs();
+    if !relocs.is_empty() {
+        return Err(CompileError::Relocations {
+            count: relocs.len(),
+            first: format!("{:?}", relocs[0]),
+            isa: target_description(),
+            kernel: kernel.text(),
+        });
+    }
+    let disasm = compiled.vcode.clone();
+    let mut ck = map_code(kernel, compiled.code_buffer())?;
+    ck.clif = clif;
+    ck.disasm = disasm;
+    ck.compile_time = t0.elapsed();
+    Ok(ck)
+}
+
+/// Copies code into fresh executable memory.
+fn map_code(kernel: &Kernel, bytes: &[u8]) -> Result<CompiledKernel, CompileError> {
+    if bytes.is_empty() {
+        return Err(CompileError::Empty);
+    }
+    let mut map = MmapMut::map_anon(bytes.len())?;
+    map.copy_from_slice(bytes);
+    // x86-64 keeps instruction fetch coherent with these stores; other hosts would need an
+    // instruction-cache flush here.
+    let code = map.make_exec()?;
+    // SAFETY: `code` holds a function with the `KernelFn` signature at offset 0 (Cranelift
+    // compiled it for that signature, or the caller of `from_bytes` vouched for it), and it
+    // stays mapped as long as `entry` can be called: both live in the same `CompiledKernel`.
+    let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(code.as_ptr()) };
+    Ok(CompiledKernel {
+        code,
+        len: bytes.len(),
+        entry,
+        launch: Launch::of(kernel),
+        clif: None,
+        disasm: None,
+        compile_time: Duration::ZERO,
+    })
+}
+
+/// Raw pointers made sendable for the chunks of one parallel launch.
+#[derive(Clone, Copy)]
+struct LaunchPtrs {
+    bufs: *const *mut u8,
+    sizes: *const i64,
+    helpers: *const usize,
+}
+
+// SAFETY: the pointers are only read during `CompiledKernel::run`, which outlives every chunk
+// (rayon::scope joins them). The buffers they lead to are written by several threads at once,
+// which is sound because the kernel is `parallel`: distinct iterations of loop 0 write
+// distinct elements, and each chunk runs distinct iterations.
+unsafe impl Send for LaunchPtrs {}
+// SAFETY: as for Send; the chunks only read the pointer arrays.
+unsafe impl Sync for LaunchPtrs {}
+
+impl CompiledKernel {
+    /// Loads code produced by [`CompiledKernel::code_bytes`] for the same kernel, without
+    /// compiling.
+    ///
+    /// # Safety
+    ///
+    /// `code` must be the bytes of `code_bytes()` of this very kernel, compiled on a host with
+    /// the same [`target_description`]: they are executed as they are.
+    pub unsafe fn from_bytes(kernel: &Kernel, code: &[u8]) -> Result<CompiledKernel, CompileError> {
+        map_code(kernel, code)
+    }
+
+    /// The machine code (relocation-free; see the module documentation).
+    pub fn code_bytes(&self) -> &[u8] {
+        &self.code[..self.len]
+    }
+
+    /// The Cranelift IR, when compiled with [`CompileOptions::clif`].
+    pub fn clif(&self) -> Option<&str> {
+        self.clif.as_deref()
+    }
+
+    /// The disassembly, when compiled with [`CompileOptions::disasm`].
+    pub fn disasm(&self) -> Option<&str> {
+        self.disasm.as_deref()
+    }
+
+    /// How long lowering, compiling and mapping took (zero for [`CompiledKernel::from_bytes`]).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// The extent of loop 0 for these sizes (`None`: the kernel has no loop to split).
+    pub fn split_len(&self, sizes: &[i64]) -> Option<i64> {
+        self.launch.split.map(|e| extent_value(e, sizes))
+    }
+
+    /// Runs the kernel over the whole of loop 0, split into up to `threads` chunks on rayon's
+    /// global pool when the kernel is `parallel` and there is at least [`PARALLEL_GRAIN`] work
+    /// per chunk.
+    ///
+    /// # Panics
+    ///
+    /// If `bufs` or `sizes` do not have the kernel's number of buffers and sizes.
+    ///
+    /// # Safety
+    ///
+    /// `bufs[k]` must point to a live buffer of buffer parameter `k`'s dtype, large enough for
+    /// every element the kernel reaches with these `sizes` (the layout the scheduler computed
+    /// them for), not accessed by anyone else during the call; buffers the kernel writes must
+    /// be writable and must not overlap buffers it reads, except where it is the same parameter.
+    pub unsafe fn run(&self, bufs: &[*mut u8], sizes: &[i64], threads: usize) {
+        let l = &self.launch;
+        assert_eq!(bufs.len(), l.n_bufs, "kernel takes {} buffers", l.n_bufs);
+        assert!(sizes.len() >= l.n_sizes, "kernel takes {} sizes", l.n_sizes);
+        let Some(split) = self.split_len(sizes) else {
+            // SAFETY: the caller's contract; start/end are ignored by such kernels.
+            unsafe { self.call_range(bufs, sizes, 0, 0) };
+            return;
+        };
+        let chunks = self.chunks(sizes, split, threads);
+        if chunks <= 1 {
+            // SAFETY: the caller's contract, over the whole of loop 0.
+            unsafe { self.call_range(bufs, sizes, 0, split) };
+            return;
+        }
+        let ptrs = LaunchPtrs {
+            bufs: bufs.as_ptr(),
+            sizes: sizes.as_ptr(),
+            helpers: helper_table().as_ptr(),
+        };
+        let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
+        let entry = self.entry;
+        rayon::scope(|s| {
+            for c in 1..chunks {
+                s.spawn(move |_| {
+                    let p = ptrs;
+                    // SAFETY: as below, for chunk `c`: its iterations of loop 0 write elements
+                    // no other chunk writes (the kernel is `parallel`), and `run` outlives the
+                    // scope.
+                    unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
+                });
+            }
+            // SAFETY: the caller's contract covers the whole range; chunk 0 runs here.
+            unsafe { entry(ptrs.bufs, ptrs.sizes, bound(0), bound(1), ptrs.helpers) };
+        });
+    }
+
+    /// How many chunks `run` splits loop 0 (of extent `split`) into.
+    fn chunks(&self, sizes: &[i64], split: i64, threads: usize) -> i64 {
+        let l = &self.launch;
+        if !l.parallel || threads <= 1 || split < 2 {
+            return 1;
+        }
+        let outer: i64 = l
+            .outer
+            .iter()
+            .map(|e| extent_value(*e, sizes).max(1))
+            .product();
+        let inner: i64 = l
+            .inner
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|e| extent_value(*e, sizes).max(1))
+                    .fold(1i64, |a, b| a.saturating_mul(b))
+            })
+            .fold(0i64, |a, b| a.saturating_add(b))
+            .max(1);
+        let work = outer.saturating_mul(inner);
+        (work / PARALLEL_GRAIN).clamp(1, (threads as i64).min(split))
+    }
+
+    /// One call over `start..end` of loop 0, on this thread.
+    ///
+    /// # Safety
+    ///
+    /// As [`CompiledKernel::run`], for the iterations `start..end`; `bufs` and `sizes` must have
+    /// the kernel's lengths.
+    pub unsafe fn call_range(&self, bufs: &[*mut u8], sizes: &[i64], start: i64, end: i64) {
+        debug_assert!(bufs.len() == self.launch.n_bufs && sizes.len() >= self.launch.n_sizes);
+        // SAFETY: `entry` points into `self.code`, which is mapped executable while `self`
+        // lives; the code reads `bufs[..n_bufs]`, `sizes[..n_sizes]` and the helper table, and
+        // touches buffer memory only as the caller's contract allows.
+        unsafe {
+            (self.entry)(
+                bufs.as_ptr(),
+                sizes.as_ptr(),
+                start,
+                end,
+                helper_table().as_ptr(),
+            )
+        }
+    }
+}
+
+/// The address of a host buffer's first element, for [`CompiledKernel::run`].
+pub fn host_ptr(d: &mut HostData) -> *mut u8 {
+    match d {
+        HostData::Bool(v) => v.as_mut_ptr().cast(),
+        HostData::U8(v) => v.as_mut_ptr(),
+        HostData::I32(v) => v.as_mut_ptr().cast(),
+        HostData::I64(v) => v.as_mut_ptr().cast(),
+        HostData::F16(v) => v.as_mut_ptr().cast(),
+        HostData::BF16(v) => v.as_mut_ptr().cast(),
+        HostData::F32(v) => v.as_mut_ptr().cast(),
+        HostData::F64(v) => v.as_mut_ptr().cast(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The helper table.
+
+/// The entries of the helper table, in table order: the discriminant is the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum Helper {
+    /// `f64 exp(f64)`.
+    ExpF64,
+    /// `f64 ln(f64)`.
+    LnF64,
+    /// `f64 sin(f64)`.
+    SinF64,
+    /// `f64 cos(f64)`.
+    CosF64,
+    /// `f64 tanh(f64)`.
+    TanhF64,
+    /// `f64 sigmoid(f64)`: `1 / (1 + exp(-x))`.
+    SigmoidF64,
+    /// `f64 erf(f64)` (`libm::erf`).
+    ErfF64,
+    /// `f64 pow(f64, f64)`.
+    PowF64,
+    /// `f64 mod(f64, f64)`: `torch.remainder`.
+    ModF64,
+    /// `f32 exp(f32)` (std; for f16/bf16, which must match the interpreter exactly).
+    ExpF32,
+    /// `f32 ln(f32)`.
+    LnF32,
+    /// `f32 sin(f32)`.
+    SinF32,
+    /// `f32 cos(f32)`.
+    CosF32,
+    /// `f32 tanh(f32)`.
+    TanhF32,
+    /// `f32 sigmoid(f32)`.
+    SigmoidF32,
+    /// `f32 erf(f32)` (`libm::erff`).
+    ErfF32,
+    /// `f32 pow(f32, f32)`.
+    PowF32,
+    /// `f32 mod(f32, f32)`: `torch.remainder`.
+    ModF32,
+    /// `f32 (u32 f16 bits)`: f16 to f32.
+    F16BitsToF32,
+    /// `u32 (f32)`: f32 to f16 bits, rounded to nearest even.
+    F32ToF16Bits,
+    /// `f32 (f32)`: f32 rounded to the nearest f16, as f32.
+    RoundF16,
+    /// `f32 (f64)`: `Scalar::cast` f64 → f16, as f32.
+    F64ToF16,
+    /// `f32 (f64)`: `Scalar::cast` f64 → bf16, as f32.
+    F64ToBF16,
+    /// `f32 (i64)`: `Scalar::cast` i64 → f16, as f32.
+    I64ToF16,
+    /// `f32 (i64)`: `Scalar::cast` i64 → bf16, as f32.
+    I64ToBF16,
+    /// `i64 pow(i64, i64)`: the interpreter's wrapping integer power.
+    PowI64,
+}
+
+/// Number of entries in the helper table.
+pub const N_HELPERS: usize = Helper::PowI64 as usize + 1;
+
+impl Helper {
+    /// Parameter and return types.
+    pub fn signature(self) -> (&'static [Type], Type) {
+        use Helper::*;
+        match self {
+            ExpF64 | LnF64 | SinF64 | CosF64 | TanhF64 | SigmoidF64 | ErfF64 => (&[F64], F64),
+            PowF64 | ModF64 => (&[F64, F64], F64),
+            ExpF32 | LnF32 | SinF32 | CosF32 | TanhF32 | SigmoidF32 | ErfF32 | RoundF16 => {
+                (&[F32], F32)
+            }
+            PowF32 | ModF32 => (&[F32, F32], F32),
+            F16BitsToF32 => (&[I32], F32),
+            F32ToF16Bits => (&[F32], I32),
+            F64ToF16 | F64ToBF16 => (&[F64], F32),
+            I64ToF16 | I64ToBF16 => (&[I64], F32),
+            PowI64 => (&[I64, I64], I64),
+        }
+    }
+
+    /// The f64 helper for a transcendental.
+    pub fn f64_math(f: MathFn) -> Helper {
+        match f {
+            MathFn::Exp => Helper::ExpF64,
+            MathFn::Log => Helper::LnF64,
+            MathFn::Sin => Helper::SinF64,
+            MathFn::Cos => Helper::CosF64,
+            MathFn::Tanh => Helper::TanhF64,
+            MathFn::Sigmoid => Helper::SigmoidF64,
+            MathFn::Erf => Helper::ErfF64,
+        }
+    }
+
+    /// The (exact, std/libm) f32 helper for a transcendental.
+    pub fn f32_math(f: MathFn) -> Helper {
+        match f {
+            MathFn::Exp => Helper::ExpF32,
+            MathFn::Log => Helper::LnF32,
+            MathFn::Sin => Helper::SinF32,
+            MathFn::Cos => Helper::CosF32,
+            MathFn::Tanh => Helper::TanhF32,
+            MathFn::Sigmoid => Helper::SigmoidF32,
+            MathFn::Erf => Helper::ErfF32,
+        }
+    }
+}
+
+fn un64(op: UnaryOp, x: f64) -> f64 {
+    eval_unary(op, Scalar::F64(x)).to_f64()
+}
+fn un32(op: UnaryOp, x: f32) -> f32 {
+    match eval_unary(op, Scalar::F32(x)) {
+        Scalar::F32(v) => v,
+        _ => unreachable!("f32 in, f32 out"),
+    }
+}
+fn bin64(op: BinaryOp, a: f64, b: f64) -> f64 {
+    eval_binary(op, Scalar::F64(a), Scalar::F64(b)).to_f64()
+}
+fn bin32(op: BinaryOp, a: f32, b: f32) -> f32 {
+    match eval_binary(op, Scalar::F32(a), Scalar::F32(b)) {
+        Scalar::F32(v) => v,
+        _ => unreachable!("f32 in, f32 out"),
+    }
+}
+/// A cast result of an f16/bf16 dtype as the f32 it equals.
+fn half_as_f32(s: Scalar) -> f32 {
+    match s {
+        Scalar::F16(v) => v.to_f32(),
+        Scalar::BF16(v) => v.to_f32(),
+        _ => unreachable!("cast to f16/bf16"),
+    }
+}
+
+extern "C" fn h_exp_f64(x: f64) -> f64 {
+    un64(UnaryOp::Exp, x)
+}
+extern "C" fn h_ln_f64(x: f64) -> f64 {
+    un64(UnaryOp::Log, x)
+}
+extern "C" fn h_sin_f64(x: f64) -> f64 {
+    un64(UnaryOp::Sin, x)
+}
+extern "C" fn h_cos_f64(x: f64) -> f64 {
+    un64(UnaryOp::Cos, x)
+}
+extern "C" fn h_tanh_f64(x: f64) -> f64 {
+    un64(UnaryOp::Tanh, x)
+}
+extern "C" fn h_sigmoid_f64(x: f64) -> f64 {
+    un64(UnaryOp::Sigmoid, x)
+}
+extern "C" fn h_erf_f64(x: f64) -> f64 {
+    un64(UnaryOp::Erf, x)
+}
+extern "C" fn h_pow_f64(a: f64, b: f64) -> f64 {
+    bin64(BinaryOp::Pow, a, b)
+}
+extern "C" fn h_mod_f64(a: f64, b: f64) -> f64 {
+    bin64(BinaryOp::Mod, a, b)
+}
+extern "C" fn h_exp_f32(x: f32) -> f32 {
+    un32(UnaryOp::Exp, x)
+}
+extern "C" fn h_ln_f32(x: f32) -> f32 {
+    un32(UnaryOp::Log, x)
+}
+extern "C" fn h_sin_f32(x: f32) -> f32 {
+    un32(UnaryOp::Sin, x)
+}
+extern "C" fn h_cos_f32(x: f32) -> f32 {
+    un32(UnaryOp::Cos, x)
+}
+extern "C" fn h_tanh_f32(x: f32) -> f32 {
+    un32(UnaryOp::Tanh, x)
+}
+extern "C" fn h_sigmoid_f32(x: f32) -> f32 {
+    un32(UnaryOp::Sigmoid, x)
+}
+extern "C" fn h_erf_f32(x: f32) -> f32 {
+    un32(UnaryOp::Erf, x)
+}
+extern "C" fn h_pow_f32(a: f32, b: f32) -> f32 {
+    bin32(BinaryOp::Pow, a, b)
+}
+extern "C" fn h_mod_f32(a: f32, b: f32) -> f32 {
+    bin32(BinaryOp::Mod, a, b)
+}
+extern "C" fn h_f16_bits_to_f32(bits: u32) -> f32 {
+    f16::from_bits(bits as u16).to_f32()
+}
+extern "C" fn h_f32_to_f16_bits(x: f32) -> u32 {
+    f16::from_f32(x).to_bits() as u32
+}
+extern "C" fn h_round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+extern "C" fn h_f64_to_f16(x: f64) -> f32 {
+    half_as_f32(Scalar::F64(x).cast(DType::F16))
+}
+extern "C" fn h_f64_to_bf16(x: f64) -> f32 {
+    half_as_f32(Scalar::F64(x).cast(DType::BF16))
+}
+extern "C" fn h_i64_to_f16(x: i64) -> f32 {
+    half_as_f32(Scalar::I64(x).cast(DType::F16))
+}
+extern "C" fn h_i64_to_bf16(x: i64) -> f32 {
+    half_as_f32(Scalar::I64(x).cast(DType::BF16))
+}
+extern "C" fn h_pow_i64(a: i64, b: i64) -> i64 {
+    eval_binary(BinaryOp::Pow, Scalar::I64(a), Scalar::I64(b)).to_i64()
+}
+
+/// The helper table, in [`Helper`] order.
+pub fn helper_table() -> &'static [usize; N_HELPERS] {
+    static TABLE: OnceLock<[usize; N_HELPERS]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0usize; N_HELPERS];
+        let mut set = |h: Helper, f: usize| t[h as usize] = f;
+        set(Helper::ExpF64, h_exp_f64 as *const () as usize);
+        set(Helper::LnF64, h_ln_f64 as *const () as usize);
+        set(Helper::SinF64, h_sin_f64 as *const () as usize);
+        set(Helper::CosF64, h_cos_f64 as *const () as usize);
+        set(Helper::TanhF64, h_tanh_f64 as *const () as usize);
+        set(Helper::SigmoidF64, h_sigmoid_f64 as *const () as usize);
+        set(Helper::ErfF64, h_erf_f64 as *const () as usize);
+        set(Helper::PowF64, h_pow_f64 as *const () as usize);
+        set(Helper::ModF64, h_mod_f64 as *const () as usize);
+        set(Helper::ExpF32, h_exp_f32 as *const () as usize);
+        set(Helper::LnF32, h_ln_f32 as *const () as usize);
+        set(Helper::SinF32, h_sin_f32 as *const () as usize);
+        set(Helper::CosF32, h_cos_f32 as *const () as usize);
+        set(Helper::TanhF32, h_tanh_f32 as *const () as usize);
+        set(Helper::SigmoidF32, h_sigmoid_f32 as *const () as usize);
+        set(Helper::ErfF32, h_erf_f32 as *const () as usize);
+        set(Helper::PowF32, h_pow_f32 as *const () as usize);
+        set(Helper::ModF32, h_mod_f32 as *const () as usize);
+        set(
+            Helper::F16BitsToF32,
+            h_f16_bits_to_f32 as *const () as usize,
+        );
+        set(
+            Helper::F32ToF16Bits,
+            h_f32_to_f16_bits as *const () as usize,
+        );
+        set(Helper::RoundF16, h_round_f16 as *const () as usize);
+        set(Helper::F64ToF16, h_f64_to_f16 as *const () as usize);
+        set(Helper::F64ToBF16, h_f64_to_bf16 as *const () as usize);
+        set(Helper::I64ToF16, h_i64_to_f16 as *const () as usize);
+        set(Helper::I64ToBF16, h_i64_to_bf16 as *const () as usize);
+        set(Helper::PowI64, h_pow_i64 as *const () as usize);
+        debug_assert!(t.iter().all(|&f| f != 0), "every helper is set");
+        t
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_match_the_interpreter() {
+        assert_eq!(h_mod_f32(-4.0, 3.0), 2.0);
+        assert_eq!(h_pow_i64(3, 4), 81);
+        assert_eq!(h_round_f16(1.0 + 1.0 / 4096.0), 1.0);
+        assert_eq!(h_f64_to_bf16(1.0), 1.0);
+        assert_eq!(h_i64_to_f16(2049), 2048.0);
+        assert!(helper_table().iter().all(|&f| f != 0));
+    }
+}

@@ -1,0 +1,1548 @@
+//! The Cranelift CPU code generator against the kernel interpreter
+//! (`metajit_metaops::kernel::interpret`): hand-built kernels for every code path (vector main
+//! loop and scalar tail, broadcast and gathered loads, masked and combining stores, reductions,
+//! multi-phase kernels, every dtype, integer index math, Philox), a property test over random
+//! element-wise expressions, and the parallel launch.
+//!
+//! Exact operations must agree bit for bit (any NaN equals any NaN); f32 transcendentals, which
+//! are inline polynomials here and std's functions in the interpreter, within a few ulp; float
+//! reductions, which the vector loop reassociates, within a relative 1e-5.
+
+use std::time::Duration;
+
+use half::{bf16, f16};
+use metajit_codegen::cpu::jit::{self, CompileOptions, CompiledKernel, host_ptr};
+use metajit_metaops::kernel::{self, BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
+use metajit_metaops::{BinaryOp, DType, Distribution, HostData, ReduceOp, Scalar, UnaryOp};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// Building kernels.
+
+/// A phase body under construction.
+#[derive(Default)]
+struct B {
+    body: Vec<(Inst, DType)>,
+}
+
+impl B {
+    fn push(&mut self, i: Inst, d: DType) -> V {
+        self.body.push((i, d));
+        V(self.body.len() as u32 - 1)
+    }
+    fn dt(&self, v: V) -> DType {
+        self.body[v.0 as usize].1
+    }
+    fn k(&mut self, s: Scalar) -> V {
+        self.push(Inst::Const(s), s.dtype())
+    }
+    fn i64(&mut self, v: i64) -> V {
+        self.k(Scalar::I64(v))
+    }
+    fn f32(&mut self, v: f32) -> V {
+        self.k(Scalar::F32(v))
+    }
+    fn idx(&mut self, l: usize) -> V {
+        self.push(Inst::LoopIdx(l), DType::I64)
+    }
+    fn size(&mut self, s: usize) -> V {
+        self.push(Inst::Size(s), DType::I64)
+    }
+    fn load(&mut self, buf: usize, offset: V, d: DType) -> V {
+        self.push(Inst::Load { buf, offset }, d)
+    }
+    fn un(&mut self, op: UnaryOp, a: V) -> V {
+        let d = self.dt(a);
+        self.push(Inst::Unary(op, a), d)
+    }
+    fn bin(&mut self, op: BinaryOp, a: V, b: V) -> V {
+        let d = op.output_dtype(self.dt(a));
+        self.push(Inst::Binary(op, a, b), d)
+    }
+    fn add(&mut self, a: V, b: V) -> V {
+        self.bin(BinaryOp::Add, a, b)
+    }
+    fn mul(&mut self, a: V, b: V) -> V {
+        self.bin(BinaryOp::Mul, a, b)
+    }
+    fn sel(&mut self, c: V, a: V, b: V) -> V {
+        let d = self.dt(a);
+        self.push(Inst::Where(c, a, b), d)
+    }
+    fn cast(&mut self, a: V, d: DType) -> V {
+        self.push(Inst::Cast(d, a), d)
+    }
+    fn res(&mut self, p: usize, d: DType) -> V {
+        self.push(Inst::PhaseResult(p), d)
+    }
+    fn store(self, inner: Vec<Extent>, stores: Vec<Store>) -> Phase {
+        Phase {
+            inner,
+            body: self.body,
+            kind: PhaseKind::Store(stores),
+        }
+    }
+    fn reduce(self, inner: Vec<Extent>, op: ReduceOp, value: V) -> Phase {
+        Phase {
+            inner,
+            body: self.body,
+            kind: PhaseKind::Reduce { op, value },
+        }
+    }
+}
+
+fn st(buf: usize, offset: V, value: V) -> Store {
+    Store {
+        buf,
+        offset,
+        value,
+        mask: None,
+        combine: None,
+    }
+}
+
+fn bufs(spec: &[(DType, bool)]) -> Vec<BufParam> {
+    spec.iter()
+        .map(|&(dtype, output)| BufParam { dtype, output })
+        .collect()
+}
+
+fn s(i: usize) -> Extent {
+    Extent::Size(i)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and comparing.
+
+#[derive(Clone, Copy, Debug)]
+enum Tol {
+    /// Bit for bit (any NaN equals any NaN).
+    Exact,
+    /// Within this many ulps (floats), exact otherwise.
+    Ulps(u64),
+    /// Relative error (floats), with an absolute floor of `rel * 1e-3`.
+    Rel(f64),
+}
+
+fn compile(k: &Kernel) -> CompiledKernel {
+    let opts = CompileOptions {
+        verify: true,
+        ..CompileOptions::default()
+    };
+    jit::compile_with(k, &opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `ck` on copies of `data` with `threads`.
+fn run_compiled(
+    ck: &CompiledKernel,
+    data: &[HostData],
+    sizes: &[i64],
+    threads: usize,
+) -> Vec<HostData> {
+    let mut got = data.to_vec();
+    let ptrs: Vec<*mut u8> = got.iter_mut().map(host_ptr).collect();
+    // SAFETY: the buffers are live, of the kernel's dtypes and sized for `sizes` by each test;
+    // they are distinct allocations.
+    unsafe { ck.run(&ptrs, sizes, threads) };
+    got
+}
+
+/// The range `interpret` takes for a whole run.
+fn full_range(k: &Kernel, sizes: &[i64]) -> std::ops::Range<i64> {
+    let ext = |e: Extent| match e {
+        Extent::Size(s) => sizes[s],
+        Extent::Const(c) => c as i64,
+    };
+    match k.split_extent() {
+        Some(e) => 0..ext(e),
+        // No loop to split: the interpreter applies the range to inner loop 0 of every phase.
+        None => {
+            0..k.phases
+                .iter()
+                .find_map(|p| p.inner.first().copied())
+                .map(ext)
+                .unwrap_or(0)
+        }
+    }
+}
+
+fn interpret(k: &Kernel, data: &[HostData], sizes: &[i64]) -> Vec<HostData> {
+    let mut want = data.to_vec();
+    kernel::interpret(k, &mut want, sizes, full_range(k, sizes));
+    want
+}
+
+fn ordered(bits: u64, sign: u64) -> i128 {
+    if bits & sign != 0 {
+        -((bits & !sign) as i128)
+    } else {
+        bits as i128
+    }
+}
+
+fn close(a: Scalar, b: Scalar, tol: Tol) -> bool {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        return true;
+    }
+    if !a.dtype().is_float() {
+        return false;
+    }
+    let (x, y) = (a.to_f64(), b.to_f64());
+    if x.is_nan() || y.is_nan() || x.is_infinite() || y.is_infinite() {
+        return false;
+    }
+    match tol {
+        Tol::Exact => false,
+        Tol::Ulps(n) => {
+            let d = match (a, b) {
+                (Scalar::F32(p), Scalar::F32(q)) => {
+                    ordered(p.to_bits() as u64, 1 << 31) - ordered(q.to_bits() as u64, 1 << 31)
+                }
+                _ => ordered(x.to_bits(), 1 << 63) - ordered(y.to_bits(), 1 << 63),
+            };
+            d.unsigned_abs() <= n as u128
+        }
+        Tol::Rel(r) => (x - y).abs() <= r * y.abs().max(1e-3),
+    }
+}
+
+fn assert_close(got: &[HostData], want: &[HostData], tol: Tol, what: &str) {
+    for (b, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len());
+        for i in 0..g.len() {
+            let (x, y) = (g.get(i), w.get(i));
+            assert!(
+                close(x, y, tol),
+                "{what}: buffer {b}[{i}]: compiled {x} ({:#x}), interpreter {y} ({:#x})",
+                x.to_bits(),
+                y.to_bits()
+            );
+        }
+    }
+}
+
+/// Compiles `k`, runs it and the interpreter on `data`, and compares every buffer.
+fn check(k: &Kernel, data: &[HostData], sizes: &[i64], tol: Tol, what: &str) -> CompiledKernel {
+    let ck = compile(k);
+    let got = run_compiled(&ck, data, sizes, 1);
+    let want = interpret(k, data, sizes);
+    assert_close(&got, &want, tol, what);
+    ck
+}
+
+/// Awkward f32 values: signed zeros, infinities, NaN, subnormals, ties, big and small.
+const SPECIAL_F32: [f32; 16] = [
+    0.0,
+    -0.0,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    1.0e-40,
+    -3.5e-42,
+    0.5,
+    -2.5,
+    1.5,
+    255.7,
+    -129.3,
+    4.0e9,
+    -1.0e30,
+    3.0,
+    -1.0,
+];
+
+/// A deterministic pseudo-random f32 stream with specials mixed in.
+fn f32_data(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(5) {
+                SPECIAL_F32[(x >> 8) as usize % SPECIAL_F32.len()]
+            } else {
+                ((x >> 11) as f64 / (1u64 << 53) as f64 * 20.0 - 10.0) as f32 + i as f32 * 0.0
+            }
+        })
+        .collect()
+}
+
+fn i32_data(n: usize, seed: u64) -> Vec<i32> {
+    const SPECIAL: [i32; 9] = [0, 1, -1, i32::MIN, i32::MAX, 7, -7, 3, 256];
+    let mut x = seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(4) {
+                SPECIAL[(x >> 8) as usize % SPECIAL.len()]
+            } else {
+                ((x >> 20) % 41) as i32 - 20
+            }
+        })
+        .collect()
+}
+
+/// A positive stream (for sums and products, where cancellation would defeat relative
+/// tolerances).
+fn positive_data(n: usize, seed: u64) -> Vec<f32> {
+    f32_data(n, seed)
+        .into_iter()
+        .map(|v| {
+            if v.is_finite() {
+                v.abs() % 2.0 + 0.5
+            } else {
+                1.25
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise kernels.
+
+/// `out[i] = f(x[i], y[i])` over one split loop with many exact f32 ops.
+fn elementwise_kernel() -> Kernel {
+    use BinaryOp::*;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let y = b.load(1, i, DType::F32);
+    let c15 = b.f32(1.5);
+    let t = b.mul(x, c15);
+    let t = b.add(t, y);
+    let mx = b.bin(Max, t, y);
+    let mn = b.bin(Min, x, mx);
+    let d = b.bin(Div, mn, y);
+    let ab = b.un(UnaryOp::Abs, d);
+    let sq = b.un(UnaryOp::Sqrt, ab);
+    let ng = b.un(UnaryOp::Neg, sq);
+    let fl = b.un(UnaryOp::Floor, x);
+    let ce = b.un(UnaryOp::Ceil, y);
+    let ro = b.un(UnaryOp::Round, x);
+    let rc = b.un(UnaryOp::Recip, y);
+    let lt = b.bin(Lt, x, y);
+    let w = b.sel(lt, fl, ce);
+    let w = b.add(w, ro);
+    let w = b.bin(Sub, w, rc);
+    let ne = b.bin(Ne, x, x); // NaN test
+    let z = b.f32(0.0);
+    let w2 = b.sel(ne, z, ng);
+    Kernel {
+        bufs: bufs(&[
+            (DType::F32, false),
+            (DType::F32, false),
+            (DType::F32, true),
+            (DType::F32, true),
+        ]),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], vec![st(2, i, w), st(3, i, w2)])],
+        parallel: true,
+    }
+}
+
+#[test]
+fn elementwise_f32_every_tail_length() {
+    let k = elementwise_kernel();
+    for n in [0usize, 1, 3, 4, 5, 7, 8, 9, 17, 33, 100] {
+        let data = [
+            HostData::F32(f32_data(n.max(1), 1)),
+            HostData::F32(f32_data(n.max(1), 2)),
+            HostData::F32(vec![7.0; n.max(1)]),
+            HostData::F32(vec![7.0; n.max(1)]),
+        ];
+        check(&k, &data, &[n as i64], Tol::Exact, &format!("n = {n}"));
+    }
+}
+
+#[test]
+fn empty_range_writes_nothing() {
+    let k = elementwise_kernel();
+    let data = [
+        HostData::F32(vec![1.0; 4]),
+        HostData::F32(vec![2.0; 4]),
+        HostData::F32(vec![7.0; 4]),
+        HostData::F32(vec![7.0; 4]),
+    ];
+    let ck = compile(&k);
+    let mut got = data.to_vec();
+    let ptrs: Vec<*mut u8> = got.iter_mut().map(host_ptr).collect();
+    // SAFETY: buffers of 4 elements, the kernel reaches elements start..end only.
+    unsafe { ck.call_range(&ptrs, &[4], 3, 1) };
+    assert_eq!(got, data.to_vec());
+    // A partial range writes exactly that range.
+    // SAFETY: as above.
+    unsafe { ck.call_range(&ptrs, &[4], 1, 3) };
+    let HostData::F32(out) = &got[3] else {
+        unreachable!()
+    };
+    assert_eq!((out[0], out[3]), (7.0, 7.0));
+    assert_ne!(out[1], 7.0);
+}
+
+/// `out[o, i] = x[o, i] * scale[o] + bias[i] + c[0]`: invariant (hoisted, splatted) loads.
+#[test]
+fn broadcast_loads() {
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let row = b.mul(o, n);
+    let off = b.add(row, i);
+    let x = b.load(0, off, DType::F32);
+    let sc = b.load(1, o, DType::F32);
+    let bi = b.load(2, i, DType::F32);
+    let zero = b.i64(0);
+    let c = b.load(3, zero, DType::F32);
+    let v = b.mul(x, sc);
+    let v = b.add(v, bi);
+    let v = b.add(v, c);
+    let k = Kernel {
+        bufs: bufs(&[
+            (DType::F32, false),
+            (DType::F32, false),
+            (DType::F32, false),
+            (DType::F32, false),
+            (DType::F32, true),
+        ]),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![b.store(vec![s(1)], vec![st(4, off, v)])],
+        parallel: true,
+    };
+    for (r, c) in [(3, 1), (2, 9), (5, 13), (1, 64)] {
+        let data = [
+            HostData::F32(f32_data(r * c, 3)),
+            HostData::F32(f32_data(r, 4)),
+            HostData::F32(f32_data(c, 5)),
+            HostData::F32(vec![0.25]),
+            HostData::F32(vec![0.0; r * c]),
+        ];
+        check(
+            &k,
+            &data,
+            &[r as i64, c as i64],
+            Tol::Exact,
+            &format!("{r}x{c}"),
+        );
+    }
+}
+
+/// `out[o, i] = x[i, o]`: a transpose, whose loads are gathers (stride `s0`), plus a strided
+/// store through a negated index (`out2[(s1 - 1 - i) * s0 + o]`).
+#[test]
+fn transposed_gather_and_scatter() {
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let r = b.size(0);
+    let c = b.size(1);
+    let src = b.mul(i, r);
+    let src = b.add(src, o);
+    let x = b.load(0, src, DType::F32);
+    let dst = b.mul(o, c);
+    let dst = b.add(dst, i);
+    let two = b.f32(2.0);
+    let v = b.mul(x, two);
+    let one = b.i64(1);
+    let ni = b.un(UnaryOp::Neg, i);
+    let ri = b.add(c, ni);
+    let ri = b.bin(BinaryOp::Sub, ri, one);
+    let d2 = b.mul(ri, r);
+    let d2 = b.add(d2, o);
+    let k = Kernel {
+        bufs: bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![b.store(vec![s(1)], vec![st(1, dst, v), st(2, d2, x)])],
+        parallel: true,
+    };
+    for (r, c) in [(1, 1), (3, 5), (4, 8), (7, 19)] {
+        let data = [
+            HostData::F32(f32_data(r * c, 6)),
+            HostData::F32(vec![0.0; r * c]),
+            HostData::F32(vec![0.0; r * c]),
+        ];
+        check(
+            &k,
+            &data,
+            &[r as i64, c as i64],
+            Tol::Exact,
+            &format!("{r}x{c}"),
+        );
+    }
+}
+
+/// `out[off] = x[i]` only where `x[i] > 0`, with an offset that is far out of bounds where the
+/// mask is false (a masked-out lane must not touch memory).
+#[test]
+fn masked_store() {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let z = b.f32(0.0);
+    let m = b.bin(BinaryOp::Lt, z, x);
+    let far = b.i64(1 << 40);
+    let off = b.sel(m, i, far);
+    let mut store = st(1, off, x);
+    store.mask = Some(m);
+    let k = Kernel {
+        bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], vec![store])],
+        parallel: true,
+    };
+    for n in [1usize, 4, 11, 40] {
+        let data = [HostData::F32(f32_data(n, 7)), HostData::F32(vec![-5.0; n])];
+        check(&k, &data, &[n as i64], Tol::Exact, &format!("n = {n}"));
+    }
+}
+
+/// Scatter-add with colliding indices (`out[idx[i]] += x[i]`), serial: the combining store
+/// runs lane by lane in iteration order, so even float sums agree bit for bit. Also max and an
+/// i32 sum.
+#[test]
+fn combine_stores_scatter_with_collisions() {
+    for (op, dt) in [
+        (ReduceOp::Sum, DType::F32),
+        (ReduceOp::Max, DType::F32),
+        (ReduceOp::Prod, DType::F32),
+        (ReduceOp::Sum, DType::I32),
+        (ReduceOp::Min, DType::I64),
+    ] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let t = b.load(1, i, DType::I32);
+        let t = b.cast(t, DType::I64);
+        let x = b.load(0, i, DType::F32);
+        let x = b.cast(x, dt);
+        let mut store = st(2, t, x);
+        store.combine = Some(op);
+        let k = Kernel {
+            bufs: bufs(&[(DType::F32, false), (DType::I32, false), (dt, true)]),
+            n_sizes: 1,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], vec![store])],
+            parallel: false,
+        };
+        for n in [1usize, 6, 37] {
+            // Lanes 0 and 2 (and 1 and 3) of every vector collide, and so do vectors.
+            let idx: Vec<i32> = (0..n).map(|j| ((j % 2 + j / 8) % 5) as i32).collect();
+            let data = [
+                HostData::F32(positive_data(n, 8)),
+                HostData::I32(idx),
+                HostData::filled(op.identity(dt), 5),
+            ];
+            check(
+                &k,
+                &data,
+                &[n as i64],
+                Tol::Exact,
+                &format!("{op:?} {dt} n = {n}"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions.
+
+/// One output per row: `out[o] = reduce_i f(x[o, i])`.
+fn row_reduce(op: ReduceOp, dt: DType) -> Kernel {
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let row = b.mul(o, n);
+    let off = b.add(row, i);
+    let x = b.load(0, off, dt);
+    let p0 = b.reduce(vec![s(1)], op, x);
+    let mut b = B::default();
+    let o = b.idx(0);
+    let r = b.res(0, dt);
+    let p1 = b.store(vec![], vec![st(1, o, r)]);
+    Kernel {
+        bufs: bufs(&[(dt, false), (dt, true)]),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![p0, p1],
+        parallel: true,
+    }
+}
+
+#[test]
+fn reductions_over_rows() {
+    let shapes = [(1usize, 1usize), (2, 3), (3, 8), (2, 9), (4, 17), (2, 100)];
+    for (op, tol) in [
+        (ReduceOp::Sum, Tol::Rel(1e-5)),
+        (ReduceOp::Prod, Tol::Rel(1e-5)),
+        (ReduceOp::Max, Tol::Exact),
+        (ReduceOp::Min, Tol::Exact),
+    ] {
+        let k = row_reduce(op, DType::F32);
+        for (r, c) in shapes {
+            // Max/min see NaN and infinities; sums and products positive values (a product of
+            // 100 values in [0.5, 2.5) stays finite).
+            let x = match op {
+                ReduceOp::Max | ReduceOp::Min => f32_data(r * c, 9),
+                _ => positive_data(r * c, 9)
+                    .into_iter()
+                    .map(|v| if op == ReduceOp::Prod { v.sqrt() } else { v })
+                    .collect(),
+            };
+            let data = [HostData::F32(x), HostData::F32(vec![0.0; r])];
+            check(
+                &k,
+                &data,
+                &[r as i64, c as i64],
+                tol,
+                &format!("{op:?} {r}x{c}"),
+            );
+        }
+    }
+    // A NaN in the middle of a row wins, wherever it is.
+    let k = row_reduce(ReduceOp::Max, DType::F32);
+    for at in 0..11 {
+        let mut x = vec![1.0f32; 11];
+        x[at] = f32::NAN;
+        let data = [HostData::F32(x), HostData::F32(vec![0.0])];
+        let got = run_compiled(&compile(&k), &data, &[1, 11], 1);
+        assert!(got[1].get(0).is_nan(), "NaN at {at} lost");
+    }
+    // Other dtypes take the scalar loop.
+    for (op, dt) in [
+        (ReduceOp::Sum, DType::I32),
+        (ReduceOp::Max, DType::I64),
+        (ReduceOp::Prod, DType::U8),
+        (ReduceOp::Sum, DType::F64),
+        (ReduceOp::Sum, DType::F16),
+        (ReduceOp::Max, DType::BF16),
+    ] {
+        let k = row_reduce(op, dt);
+        for (r, c) in shapes {
+            let x = HostData::from_scalars(
+                dt,
+                positive_data(r * c, 10)
+                    .into_iter()
+                    .map(|v| Scalar::F32(v * 3.0)),
+            );
+            let data = [x, HostData::zeros(dt, r)];
+            let tol = if dt == DType::F64 {
+                Tol::Rel(1e-12)
+            } else {
+                Tol::Exact
+            };
+            check(
+                &k,
+                &data,
+                &[r as i64, c as i64],
+                tol,
+                &format!("{op:?} {dt} {r}x{c}"),
+            );
+        }
+    }
+}
+
+/// Float sums accumulate in f64 and round once, as the interpreter: `2^25 + 1 + ... + 1 - 2^25`
+/// is exactly the number of ones (an f32 accumulator would lose every one of them), in the
+/// vector loop (f32) and the scalar loop (bf16).
+#[test]
+fn float_sums_accumulate_in_f64() {
+    for dt in [DType::F32, DType::BF16] {
+        let k = row_reduce(ReduceOp::Sum, dt);
+        for c in [3usize, 9, 40] {
+            let mut x = vec![1.0f32; c];
+            x[0] = 33_554_432.0;
+            x[c - 1] = -33_554_432.0;
+            let x = HostData::from_scalars(dt, x.into_iter().map(Scalar::F32));
+            let data = [x, HostData::zeros(dt, 1)];
+            let got = run_compiled(&compile(&k), &data, &[1, c as i64], 1);
+            assert_eq!(got[1].get(0).to_f64(), (c - 2) as f64, "{dt}, {c} elements");
+        }
+    }
+}
+
+#[test]
+fn bool_reductions() {
+    for op in [ReduceOp::And, ReduceOp::Or] {
+        let k = row_reduce(op, DType::Bool);
+        for (r, c) in [(4usize, 1usize), (4, 3), (4, 9)] {
+            let x: Vec<bool> = (0..r * c).map(|j| j % (r + 1) != 0).collect();
+            let data = [HostData::Bool(x), HostData::Bool(vec![false; r])];
+            check(
+                &k,
+                &data,
+                &[r as i64, c as i64],
+                Tol::Exact,
+                &format!("{op:?} {r}x{c}"),
+            );
+        }
+    }
+}
+
+/// A reduction without outer loops (to one scalar), and one over two inner loops.
+#[test]
+fn full_and_two_axis_reductions() {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let p0 = b.reduce(vec![s(0)], ReduceOp::Sum, x);
+    let mut b = B::default();
+    let z = b.i64(0);
+    let r = b.res(0, DType::F32);
+    let p1 = b.store(vec![], vec![st(1, z, r)]);
+    let k = Kernel {
+        bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![p0, p1],
+        parallel: false,
+    };
+    assert_eq!(k.split_extent(), None);
+    for n in [0usize, 1, 7, 8, 1000] {
+        let data = [
+            HostData::F32(positive_data(n.max(1), 11)),
+            HostData::F32(vec![9.0]),
+        ];
+        check(&k, &data, &[n as i64], Tol::Rel(1e-5), &format!("n = {n}"));
+    }
+
+    // out[o] = max over (j, i) of x[j, o, i] (reduce axes 0 and 2 of a 3-d array).
+    let mut b = B::default();
+    let o = b.idx(0);
+    let j = b.idx(1);
+    let i = b.idx(2);
+    let s1 = b.size(1);
+    let s2 = b.size(2);
+    let a = b.mul(j, s1);
+    let a = b.add(a, o);
+    let a = b.mul(a, s2);
+    let a = b.add(a, i);
+    let x = b.load(0, a, DType::F32);
+    let p0 = b.reduce(vec![s(0), s(2)], ReduceOp::Max, x);
+    let mut b = B::default();
+    let o = b.idx(0);
+    let r = b.res(0, DType::F32);
+    let p1 = b.store(vec![], vec![st(1, o, r)]);
+    let k = Kernel {
+        bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+        n_sizes: 3,
+        outer: vec![s(1)],
+        phases: vec![p0, p1],
+        parallel: true,
+    };
+    for (a, m, c) in [(2usize, 3usize, 5usize), (3, 2, 9), (1, 1, 1)] {
+        let data = [
+            HostData::F32(f32_data(a * m * c, 12)),
+            HostData::F32(vec![0.0; m]),
+        ];
+        check(
+            &k,
+            &data,
+            &[a as i64, m as i64, c as i64],
+            Tol::Exact,
+            &format!("{a}x{m}x{c}"),
+        );
+    }
+}
+
+/// Row softmax as three phases: max, sum of exp, and the normalised store.
+#[test]
+fn softmax_rows() {
+    let f = DType::F32;
+    let row_x = |b: &mut B| {
+        let o = b.idx(0);
+        let i = b.idx(1);
+        let n = b.size(1);
+        let row = b.mul(o, n);
+        let off = b.add(row, i);
+        (off, b.load(0, off, DType::F32))
+    };
+    let mut b = B::default();
+    let (_, x) = row_x(&mut b);
+    let p0 = b.reduce(vec![s(1)], ReduceOp::Max, x);
+    let mut b = B::default();
+    let (_, x) = row_x(&mut b);
+    let m = b.res(0, f);
+    let d = b.bin(BinaryOp::Sub, x, m);
+    let e = b.un(UnaryOp::Exp, d);
+    let p1 = b.reduce(vec![s(1)], ReduceOp::Sum, e);
+    let mut b = B::default();
+    let (off, x) = row_x(&mut b);
+    let m = b.res(0, f);
+    let sum = b.res(1, f);
+    let d = b.bin(BinaryOp::Sub, x, m);
+    let e = b.un(UnaryOp::Exp, d);
+    let y = b.bin(BinaryOp::Div, e, sum);
+    let p2 = b.store(vec![s(1)], vec![st(1, off, y)]);
+    let k = Kernel {
+        bufs: bufs(&[(f, false), (f, true)]),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![p0, p1, p2],
+        parallel: true,
+    };
+    for (r, c) in [(1usize, 1usize), (3, 10), (2, 64), (5, 33)] {
+        let mut x: Vec<f32> = positive_data(r * c, 13)
+            .iter()
+            .map(|v| v * 30.0 - 40.0)
+            .collect();
+        x[0] = -80.0;
+        x[r * c - 1] = 80.0;
+        let data = [HostData::F32(x), HostData::F32(vec![0.0; r * c])];
+        let ck = check(
+            &k,
+            &data,
+            &[r as i64, c as i64],
+            Tol::Rel(1e-5),
+            &format!("{r}x{c}"),
+        );
+        let got = run_compiled(&ck, &data, &[r as i64, c as i64], 1);
+        let HostData::F32(y) = &got[1] else {
+            unreachable!()
+        };
+        for row in y.chunks(c) {
+            let total: f32 = row.iter().sum();
+            assert!((total - 1.0).abs() < 1e-5, "row sums to {total}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dtypes, casts, integer math, transcendentals, Random.
+
+/// For every dtype `d`: `out_d[i] = op(cast(x[i], d), cast(y[i], d))` for an op that dtype has,
+/// and `back[d][i] = cast(that, f32)`.
+#[test]
+fn every_dtype_through_a_cast_chain() {
+    use DType::*;
+    let dts = DType::ALL;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, F32);
+    let y = b.load(1, i, F32);
+    let xi = b.load(2, i, I32);
+    let mut stores = Vec::new();
+    for (k, &d) in dts.iter().enumerate() {
+        let a = b.cast(x, d);
+        let c = b.cast(xi, d);
+        let yd = b.cast(y, d);
+        let r = match d {
+            Bool => b.bin(BinaryOp::Xor, a, c),
+            U8 | I32 | I64 => {
+                let s = b.add(a, c);
+                let m = b.mul(s, yd);
+                let n = b.un(UnaryOp::Neg, m);
+                b.bin(BinaryOp::Max, n, a)
+            }
+            _ => {
+                let s = b.add(a, c);
+                let m = b.mul(s, yd);
+                let q = b.bin(BinaryOp::Div, m, a);
+                b.bin(BinaryOp::Min, q, c)
+            }
+        };
+        stores.push(st(3 + k, i, r));
+        // Back through every other dtype to f32.
+        let mut v = r;
+        for &e in dts.iter().rev() {
+            v = b.cast(v, e);
+        }
+        let v = b.cast(v, F32);
+        let back = b.cast(r, F32);
+        let both = b.add(back, v);
+        stores.push(st(3 + dts.len() + k, i, both));
+    }
+    let mut spec = vec![(F32, false), (F32, false), (I32, false)];
+    spec.extend(dts.iter().map(|&d| (d, true)));
+    spec.extend(dts.iter().map(|_| (F32, true)));
+    let k = Kernel {
+        bufs: bufs(&spec),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], stores)],
+        parallel: true,
+    };
+    for n in [1usize, 5, 16, 45] {
+        let mut data = vec![
+            HostData::F32(f32_data(n, 14)),
+            HostData::F32(f32_data(n, 15)),
+            HostData::I32(i32_data(n, 16)),
+        ];
+        data.extend(dts.iter().map(|&d| HostData::zeros(d, n)));
+        data.extend(dts.iter().map(|_| HostData::zeros(F32, n)));
+        check(&k, &data, &[n as i64], Tol::Exact, &format!("n = {n}"));
+    }
+}
+
+/// Runtime scalar parameters of every dtype, from the bits in the sizes array (f16/bf16 round
+/// from the f32 bits, bool is "nonzero").
+#[test]
+fn params_of_every_dtype() {
+    let dts = DType::ALL;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let two = b.i64(2);
+    let first = b.bin(BinaryOp::Lt, i, two);
+    let mut stores = Vec::new();
+    for (k, &d) in dts.iter().enumerate() {
+        let p = b.push(Inst::Param(1 + k), d);
+        let xd = b.cast(x, d);
+        let v = b.sel(first, p, xd);
+        stores.push(st(1 + k, i, v));
+    }
+    let mut spec = vec![(DType::F32, false)];
+    spec.extend(dts.iter().map(|&d| (d, true)));
+    let k = Kernel {
+        bufs: bufs(&spec),
+        n_sizes: 1 + dts.len(),
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], stores)],
+        parallel: true,
+    };
+    let bits = |d: DType| -> i64 {
+        match d {
+            DType::Bool => 0x100, // nonzero only above the low byte
+            DType::U8 => 0x1_0000_01ff,
+            DType::I32 => -7,
+            DType::I64 => i64::MIN + 3,
+            DType::F16 | DType::BF16 => (1.0f32 + 1.0 / 1536.0).to_bits() as i64 | (5 << 40),
+            DType::F32 => (-2.5f32).to_bits() as i64,
+            DType::F64 => (1.0f64 / 3.0).to_bits() as i64,
+        }
+    };
+    let n = 9;
+    let mut sizes = vec![n as i64];
+    sizes.extend(dts.iter().map(|&d| bits(d)));
+    let mut data = vec![HostData::F32(f32_data(n, 24))];
+    data.extend(dts.iter().map(|&d| HostData::zeros(d, n)));
+    check(&k, &data, &sizes, Tol::Exact, "params");
+}
+
+/// Loads and stores of f16/bf16 (round to nearest even after every op, NaN kept), and casts
+/// from f64 and i64 that must round once.
+#[test]
+fn half_precision_round_trips() {
+    for d in [DType::F16, DType::BF16] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let x = b.load(0, i, d);
+        let w = b.load(1, i, DType::F64);
+        let q = b.load(2, i, DType::I64);
+        let wd = b.cast(w, d);
+        let qd = b.cast(q, d);
+        let t = b.add(x, wd);
+        let t = b.mul(t, qd);
+        let e = b.un(UnaryOp::Exp, x); // through the exact f32 helper
+        let t = b.bin(BinaryOp::Sub, t, e);
+        let k = Kernel {
+            bufs: bufs(&[
+                (d, false),
+                (DType::F64, false),
+                (DType::I64, false),
+                (d, true),
+                (d, true),
+                (d, true),
+            ]),
+            n_sizes: 1,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], vec![st(3, i, t), st(4, i, wd), st(5, i, qd)])],
+            parallel: true,
+        };
+        let n = 40;
+        let mut x = f32_data(n, 17);
+        x[..4].copy_from_slice(&[1.0, -1.0, 1.0 + 1.0 / 128.0, 0.5]);
+        let x = HostData::from_scalars(d, x.into_iter().map(Scalar::F32));
+        // Exact ties of bf16 (1 + 2^-8, 1 + 3·2^-8) and of f16 (1 + 2^-11), and values just
+        // past ties that a double rounding would get wrong.
+        let w: Vec<f64> = (0..n)
+            .map(|j| {
+                [
+                    2049.0 + 1.0 / 1048576.0,
+                    1.0 + 1e-9,
+                    -3.75,
+                    f64::NAN,
+                    1e300,
+                    1.0 + 1.0 / 256.0,
+                    1.0 + 3.0 / 256.0,
+                    -(1.0 + 1.0 / 2048.0),
+                ][j % 8]
+            })
+            .collect();
+        let q: Vec<i64> = (0..n)
+            .map(|j| [2049, 16_777_217, -65_519, i64::MAX, 3][j % 5])
+            .collect();
+        let data = [
+            x,
+            HostData::F64(w),
+            HostData::I64(q),
+            HostData::zeros(d, n),
+            HostData::zeros(d, n),
+            HostData::zeros(d, n),
+        ];
+        check(&k, &data, &[n as i64], Tol::Exact, &format!("{d}"));
+    }
+    // Sanity of the test data: f16 of 2049 + 2^-20 must round up.
+    assert_eq!(f16::from_f64(2050.0).to_f64(), 2050.0);
+    assert_eq!(bf16::from_f32(1.0).to_f32(), 1.0);
+}
+
+/// Floor division and modulo on i64/i32/u8 with negative operands, zero divisors and
+/// `MIN / -1`, plus the other integer ops, as index arithmetic feeding a load.
+#[test]
+fn integer_index_math() {
+    use BinaryOp::*;
+    let vals: [i64; 12] = [0, 1, -1, 2, -2, 7, -7, 3, i64::MIN, i64::MAX, 5, -3];
+    let n = vals.len() * vals.len();
+    let a: Vec<i64> = (0..n).map(|j| vals[j / vals.len()]).collect();
+    let c: Vec<i64> = (0..n).map(|j| vals[j % vals.len()]).collect();
+    for d in [DType::I64, DType::I32, DType::U8] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let x = b.load(0, i, DType::I64);
+        let y = b.load(1, i, DType::I64);
+        let x = b.cast(x, d);
+        let y = b.cast(y, d);
+        let mut stores = Vec::new();
+        for (k, op) in [Div, Mod, Add, Sub, Mul, Max, Min, And, Or, Xor, Pow]
+            .into_iter()
+            .enumerate()
+        {
+            let r = b.bin(op, x, y);
+            let r = b.cast(r, DType::I64);
+            stores.push(st(2 + k, i, r));
+        }
+        for (k, op) in [Lt, Le, Eq, Ne].into_iter().enumerate() {
+            let r = b.bin(op, x, y);
+            stores.push(st(13 + k, i, r));
+        }
+        for (k, op) in [UnaryOp::Neg, UnaryOp::Abs, UnaryOp::Not]
+            .into_iter()
+            .enumerate()
+        {
+            let r = b.un(op, x);
+            let r = b.cast(r, DType::I64);
+            stores.push(st(17 + k, i, r));
+        }
+        // A gather through floor-mod index math: t[(x mod 5 + 5) mod 5].
+        let five = b.k(Scalar::I64(5));
+        let xi = b.cast(x, DType::I64);
+        let m = b.bin(Mod, xi, five);
+        let m = b.add(m, five);
+        let m = b.bin(Mod, m, five);
+        let t = b.load(20, m, DType::F32);
+        stores.push(st(21, i, t));
+        let mut spec = vec![(DType::I64, false); 2];
+        spec.extend([(DType::I64, true); 11]);
+        spec.extend([(DType::Bool, true); 4]);
+        spec.extend([(DType::I64, true); 3]);
+        spec.push((DType::F32, false));
+        spec.push((DType::F32, true));
+        let k = Kernel {
+            bufs: bufs(&spec),
+            n_sizes: 1,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], stores)],
+            parallel: true,
+        };
+        let mut data = vec![HostData::I64(a.clone()), HostData::I64(c.clone())];
+        data.extend((0..11).map(|_| HostData::zeros(DType::I64, n)));
+        data.extend((0..4).map(|_| HostData::zeros(DType::Bool, n)));
+        data.extend((0..3).map(|_| HostData::zeros(DType::I64, n)));
+        data.push(HostData::F32(vec![10.0, 11.0, 12.0, 13.0, 14.0]));
+        data.push(HostData::zeros(DType::F32, n));
+        check(&k, &data, &[n as i64], Tol::Exact, &format!("{d}"));
+    }
+}
+
+/// f32 transcendentals (inline polynomials, vector and tail) within a few ulp; f64 ones
+/// (helpers) and float pow/mod exact.
+#[test]
+fn transcendentals() {
+    use UnaryOp::*;
+    for d in [DType::F32, DType::F64] {
+        for op in [Exp, Log, Sin, Cos, Tanh, Sigmoid, Erf] {
+            let mut b = B::default();
+            let i = b.idx(0);
+            let x = b.load(0, i, d);
+            let r = b.un(op, x);
+            let k = Kernel {
+                bufs: bufs(&[(d, false), (d, true)]),
+                n_sizes: 1,
+                outer: vec![],
+                phases: vec![b.store(vec![s(0)], vec![st(1, i, r)])],
+                parallel: true,
+            };
+            let n = 203;
+            let mut x: Vec<f32> = (0..n).map(|j| (j as f32 - 100.0) * 0.173).collect();
+            x[0] = f32::NAN;
+            x[1] = f32::INFINITY;
+            x[2] = f32::NEG_INFINITY;
+            x[3] = -0.0;
+            let x = HostData::from_scalars(d, x.into_iter().map(Scalar::F32));
+            let data = [x, HostData::zeros(d, n)];
+            let tol = if d == DType::F32 {
+                Tol::Ulps(4)
+            } else {
+                Tol::Exact
+            };
+            // Sigmoid/tanh saturate and exp underflows: compare results near 0 absolutely.
+            let ck = compile(&k);
+            let got = run_compiled(&ck, &data, &[n as i64], 1);
+            let want = interpret(&k, &data, &[n as i64]);
+            for j in 0..n {
+                let (g, w) = (got[1].get(j), want[1].get(j));
+                let tiny = w.to_f64().abs() < 1e-30 && g.to_f64().abs() < 1e-30;
+                assert!(
+                    tiny || close(g, w, tol),
+                    "{op:?} {d} at {}: {g} vs {w}",
+                    data[0].get(j)
+                );
+            }
+        }
+        for op in [BinaryOp::Pow, BinaryOp::Mod] {
+            let mut b = B::default();
+            let i = b.idx(0);
+            let x = b.load(0, i, d);
+            let y = b.load(1, i, d);
+            let r = b.bin(op, x, y);
+            let k = Kernel {
+                bufs: bufs(&[(d, false), (d, false), (d, true)]),
+                n_sizes: 1,
+                outer: vec![],
+                phases: vec![b.store(vec![s(0)], vec![st(2, i, r)])],
+                parallel: true,
+            };
+            let n = 61;
+            let x = HostData::from_scalars(d, f32_data(n, 18).into_iter().map(Scalar::F32));
+            let y = HostData::from_scalars(d, f32_data(n, 19).into_iter().map(Scalar::F32));
+            let data = [x, y, HostData::zeros(d, n)];
+            check(&k, &data, &[n as i64], Tol::Exact, &format!("{op:?} {d}"));
+        }
+    }
+}
+
+/// Philox: uniform f32/f64 and normal f64 exactly, normal f32 (inline log/cos) within ulps;
+/// counters beyond 2^32.
+#[test]
+fn random_matches_philox() {
+    for (d, dist, tol) in [
+        (DType::F32, Distribution::Uniform, Tol::Exact),
+        (DType::F64, Distribution::Uniform, Tol::Exact),
+        (DType::F64, Distribution::Normal, Tol::Exact),
+        (DType::F32, Distribution::Normal, Tol::Rel(1e-5)),
+    ] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let base = b.i64(0x1_0000_0000 - 5);
+        let ctr = b.add(i, base);
+        let r = b.push(
+            Inst::Random {
+                seed_param: 1,
+                dist,
+                counter: ctr,
+            },
+            d,
+        );
+        let u = b.push(
+            Inst::Random {
+                seed_param: 2,
+                dist,
+                counter: i,
+            },
+            d,
+        );
+        let k = Kernel {
+            bufs: bufs(&[(d, true), (d, true)]),
+            n_sizes: 3,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], vec![st(0, i, r), st(1, i, u)])],
+            parallel: true,
+        };
+        let n = 29;
+        let data = [HostData::zeros(d, n), HostData::zeros(d, n)];
+        let seeds = [0xDEAD_BEEF_1234_5678_u64 as i64, 7];
+        check(
+            &k,
+            &data,
+            &[n as i64, seeds[0], seeds[1]],
+            tol,
+            &format!("{dist:?} {d}"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch, bytes, timing.
+
+#[test]
+fn parallel_equals_single_thread() {
+    // Element-wise with a split inner loop.
+    let k = elementwise_kernel();
+    let n = (1 << 18) + 3;
+    let data = [
+        HostData::F32(f32_data(n, 20)),
+        HostData::F32(f32_data(n, 21)),
+        HostData::F32(vec![0.0; n]),
+        HostData::F32(vec![0.0; n]),
+    ];
+    let ck = compile(&k);
+    let one = run_compiled(&ck, &data, &[n as i64], 1);
+    let two = run_compiled(&ck, &data, &[n as i64], 2);
+    assert_close(&one, &two, Tol::Exact, "elementwise, 2 threads");
+    // Row reductions with a split outer loop.
+    let k = row_reduce(ReduceOp::Sum, DType::F32);
+    let (r, c) = (513usize, 300usize);
+    let data = [
+        HostData::F32(positive_data(r * c, 22)),
+        HostData::F32(vec![0.0; r]),
+    ];
+    let ck = compile(&k);
+    let one = run_compiled(&ck, &data, &[r as i64, c as i64], 1);
+    let two = run_compiled(&ck, &data, &[r as i64, c as i64], 2);
+    assert_close(&one, &two, Tol::Exact, "row sums, 2 threads");
+    assert_close(
+        &one,
+        &interpret(&k, &data, &[r as i64, c as i64]),
+        Tol::Rel(1e-5),
+        "sum",
+    );
+}
+
+#[test]
+fn code_reloads_from_bytes() {
+    let k = row_reduce(ReduceOp::Max, DType::F32);
+    let ck = compile(&k);
+    let bytes = ck.code_bytes().to_vec();
+    assert!(!bytes.is_empty());
+    // SAFETY: the bytes are this kernel's, compiled in this process.
+    let re = unsafe { CompiledKernel::from_bytes(&k, &bytes) }.expect("maps");
+    assert_eq!(re.code_bytes(), &bytes[..]);
+    let data = [HostData::F32(f32_data(60, 23)), HostData::F32(vec![0.0; 4])];
+    let a = run_compiled(&ck, &data, &[4, 15], 1);
+    let b = run_compiled(&re, &data, &[4, 15], 1);
+    assert_close(&a, &b, Tol::Exact, "reloaded");
+    // Compilation is deterministic: the same kernel gives the same bytes.
+    assert_eq!(compile(&k).code_bytes(), &bytes[..]);
+}
+
+#[test]
+fn debug_text_and_compile_time() {
+    let kernels = [
+        ("elementwise", elementwise_kernel()),
+        ("row max", row_reduce(ReduceOp::Max, DType::F32)),
+        ("row sum i32", row_reduce(ReduceOp::Sum, DType::I32)),
+    ];
+    for (name, k) in kernels {
+        let opts = CompileOptions {
+            clif: true,
+            disasm: true,
+            verify: false,
+        };
+        let ck = jit::compile_with(&k, &opts).expect("compiles");
+        assert!(ck.clif().expect("asked for").contains("function"));
+        assert!(!ck.disasm().expect("asked for").is_empty());
+        let mut best = Duration::MAX;
+        for _ in 0..5 {
+            best = best.min(jit::compile(&k).expect("compiles").compile_time());
+        }
+        println!(
+            "compile {name}: {best:?}, {} code bytes",
+            ck.code_bytes().len()
+        );
+        assert!(best < Duration::from_millis(200), "{name} took {best:?}");
+    }
+    assert!(
+        jit::clif_text(&elementwise_kernel())
+            .unwrap()
+            .contains("f32x4")
+    );
+    assert!(jit::target_description().contains("v1"));
+}
+
+#[test]
+fn invalid_kernels_are_errors() {
+    let mut b = B::default();
+    let i = b.idx(3); // no such loop
+    let x = b.load(0, i, DType::F32);
+    let k = Kernel {
+        bufs: bufs(&[(DType::F32, true)]),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], vec![st(0, i, x)])],
+        parallel: false,
+    };
+    let e = jit::compile(&k).expect_err("invalid");
+    assert!(e.to_string().contains("invalid kernel"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random element-wise expression DAGs.
+
+/// Builds an element-wise kernel from a recipe of random bytes over inputs of `in_dts`, with two
+/// outputs (the last f32 value and the last i32 value).
+fn recipe_kernel(in_dts: &[DType], steps: &[(u8, u8, u8, u8)]) -> Kernel {
+    use BinaryOp::*;
+    use DType::*;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let mut vals: Vec<V> = in_dts
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| b.load(k, i, d))
+        .collect();
+    let pick = |vals: &[V], sel: u8| vals[sel as usize % vals.len()];
+    let unary = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Recip,
+        UnaryOp::Sqrt,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+        UnaryOp::Round,
+        UnaryOp::Not,
+    ];
+    let binary = [
+        Add, Sub, Mul, Div, Pow, Max, Min, Mod, Lt, Le, Eq, Ne, And, Or, Xor,
+    ];
+    let casts = [F32, I32, Bool, I64, U8, F64, F16, BF16];
+    for &(kind, x, y, z) in steps {
+        let a = pick(&vals, x);
+        let v = match kind % 5 {
+            0 => {
+                let op = unary[y as usize % unary.len()];
+                let a = if op.accepts(b.dt(a)) {
+                    a
+                } else {
+                    b.cast(a, if op == UnaryOp::Not { I32 } else { F32 })
+                };
+                b.un(op, a)
+            }
+            1 | 2 => {
+                let op = binary[y as usize % binary.len()];
+                let c = pick(&vals, z);
+                let d = b.dt(a);
+                let d = if op.accepts(d) {
+                    d
+                } else if matches!(op, And | Or | Xor) {
+                    I32
+                } else {
+                    F32
+                };
+                let a = if b.dt(a) == d { a } else { b.cast(a, d) };
+                let c = if b.dt(c) == d { c } else { b.cast(c, d) };
+                b.bin(op, a, c)
+            }
+            3 => {
+                let c = pick(&vals, y);
+                let c = if b.dt(c) == Bool { c } else { b.cast(c, Bool) };
+                let e = pick(&vals, z);
+                let e = if b.dt(e) == b.dt(a) {
+                    e
+                } else {
+                    b.cast(e, b.dt(a))
+                };
+                b.sel(c, a, e)
+            }
+            _ => b.cast(a, casts[y as usize % casts.len()]),
+        };
+        vals.push(v);
+    }
+    let last = *vals.last().expect("inputs");
+    let out_f = if b.dt(last) == F32 {
+        last
+    } else {
+        b.cast(last, F32)
+    };
+    let last_i = vals.iter().rev().find(|v| b.dt(**v) == I32).copied();
+    let out_i = match last_i {
+        Some(v) => v,
+        None => b.cast(last, I32),
+    };
+    let n_in = in_dts.len();
+    let mut spec: Vec<(DType, bool)> = in_dts.iter().map(|&d| (d, false)).collect();
+    spec.push((F32, true));
+    spec.push((I32, true));
+    Kernel {
+        bufs: bufs(&spec),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], vec![st(n_in, i, out_f), st(n_in + 1, i, out_i)])],
+        parallel: true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_elementwise_dags_match_the_interpreter(
+        in_kinds in prop::collection::vec(any::<bool>(), 1..=3),
+        steps in prop::collection::vec(any::<(u8, u8, u8, u8)>(), 1..14),
+        n in 0usize..=70,
+        seed in any::<u64>(),
+    ) {
+        let in_dts: Vec<DType> = in_kinds
+            .iter()
+            .map(|&f| if f { DType::F32 } else { DType::I32 })
+            .collect();
+        let k = recipe_kernel(&in_dts, &steps);
+        let len = n.max(1);
+        let mut data: Vec<HostData> = in_dts
+            .iter()
+            .enumerate()
+            .map(|(j, d)| match d {
+                DType::F32 => HostData::F32(f32_data(len, seed ^ j as u64)),
+                _ => HostData::I32(i32_data(len, seed ^ j as u64)),
+            })
+            .collect();
+        data.push(HostData::F32(vec![0.0; len]));
+        data.push(HostData::I32(vec![0; len]));
+        let ck = compile(&k);
+        let got = run_compiled(&ck, &data, &[n as i64], 1);
+        let want = interpret(&k, &data, &[n as i64]);
+        for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+            for j in 0..g.len() {
+                prop_assert!(
+                    close(g.get(j), w.get(j), Tol::Exact),
+                    "buffer {b}[{j}]: compiled {} interpreter {}\n{}",
+                    g.get(j), w.get(j), k
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scheduler's kernels.
+
+fn truncated(b: HostData, n: usize) -> HostData {
+    let dt = b.dtype();
+    HostData::from_scalars(dt, (0..n.min(b.len())).map(|i| b.get(i)))
+}
+
+fn has_approx_ops(k: &Kernel) -> bool {
+    k.phases.iter().any(|p| {
+        matches!(
+            p.kind,
+            PhaseKind::Reduce {
+                op: ReduceOp::Sum | ReduceOp::Prod,
+                ..
+            }
+        ) || p.body.iter().any(|(inst, dt)| {
+            matches!(
+                inst,
+                Inst::Unary(
+                    UnaryOp::Exp
+                        | UnaryOp::Log
+                        | UnaryOp::Sin
+                        | UnaryOp::Cos
+                        | UnaryOp::Tanh
+                        | UnaryOp::Sigmoid
+                        | UnaryOp::Erf,
+                    _
+                ) | Inst::Random { .. }
+            ) && *dt == DType::F32
+        })
+    })
+}
+
+/// Random graphs from `metaops::gen`, fused by `metaops::schedule`: every kernel step runs
+/// compiled and interpreted on the same arguments (the interpreter's results feed the next
+/// step). Exact where the kernel has only exact ops; otherwise within a loose tolerance (f32
+/// transcendental errors can be amplified by what follows them in the kernel).
+#[test]
+fn scheduled_random_graphs() {
+    use std::collections::HashMap;
+
+    use metajit_metaops::NodeId;
+    use metajit_metaops::r#gen::{GenConfig, random_graph};
+    use metajit_metaops::schedule::{BufRef, Step, schedule, size_values};
+
+    let mut kernels = 0;
+    let mut vectorised = 0;
+    for seed in 0..std::env::var("FUZZ_SEEDS").map_or(250, |s| s.parse().unwrap()) {
+        let (g, inputs) = random_graph(seed, &GenConfig::default());
+        let sched = schedule(&g);
+        let mut node_bufs: HashMap<NodeId, HostData> = HashMap::new();
+        let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, HostData>| match r {
+            BufRef::Input(slot) => inputs[*slot].clone(),
+            BufRef::Node(n) => node_bufs[n].clone(),
+        };
+        for step in &sched.steps {
+            match step {
+                Step::Alias { node, of } => {
+                    let b = fetch(of, &node_bufs);
+                    node_bufs.insert(*node, b);
+                }
+                Step::Contraction { contraction, bufs } => {
+                    let out = g.node(contraction.output);
+                    let mut dst = HostData::zeros(out.dtype, out.shape.numel());
+                    let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
+                    let layout = contraction.layout(&g);
+                    metajit_metaops::contraction::gemm_reference(&layout, &mut dst, &lhs, &rhs);
+                    node_bufs.insert(contraction.output, dst);
+                }
+                Step::Kernel {
+                    kernel,
+                    bufs,
+                    sizes,
+                    init,
+                    ..
+                } => {
+                    let mut args: Vec<HostData> = bufs
+                        .iter()
+                        .zip(&kernel.bufs)
+                        .map(|(r, p)| match (r, p.output) {
+                            (BufRef::Node(n), true) => {
+                                HostData::zeros(p.dtype, g.node(*n).shape.numel().max(1))
+                            }
+                            _ => {
+                                let b = fetch(r, &node_bufs);
+                                if b.is_empty() {
+                                    HostData::zeros(p.dtype, 1)
+                                } else {
+                                    b
+                                }
+                            }
+                        })
+                        .collect();
+                    for (p, v) in init {
+                        let n = args[*p].len();
+                        args[*p] = HostData::filled(*v, n);
+                    }
+                    let sv = size_values(&g, sizes);
+                    let ck = compile(kernel);
+                    kernels += 1;
+                    if jit::clif_text(kernel).unwrap().contains("f32x4") {
+                        vectorised += 1;
+                    }
+                    let got = run_compiled(&ck, &args, &sv, 2);
+                    let want = interpret(kernel, &args, &sv);
+                    let tol = if has_approx_ops(kernel) {
+                        Tol::Rel(1e-3)
+                    } else {
+                        Tol::Exact
+                    };
+                    assert_close(
+                        &got,
+                        &want,
+                        tol,
+                        &format!("seed {seed}\n{kernel}sizes {sv:?}"),
+                    );
+                    for ((r, p), b) in bufs.iter().zip(&kernel.bufs).zip(want) {
+                        if let (BufRef::Node(n), true) = (r, p.output) {
+                            node_bufs.insert(*n, truncated(b, g.node(*n).shape.numel()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{kernels} scheduled kernels, {vectorised} with an f32x4 loop");
+    assert!(kernels > 250);
+}
