@@ -217,3 +217,28 @@ mod tests {
         assert_eq!(parse_mode(" eager ").unwrap(), Mode::Eager);
     }
 }
+
+thread_local! {
+    static ONE_OP_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether ops recorded now run at once: eager mode, outside a high-level op being lowered as
+/// one unit (see [`as_one_op`]).
+pub(crate) fn eager_now() -> bool {
+    mode() == Mode::Eager && ONE_OP_DEPTH.with(|d| d.get()) == 0
+}
+
+/// Records the meta-ops of one high-level op (matmul, ...) as one unit: in eager mode they run
+/// together when `f` returns, as PyTorch eager runs the op as one call — instead of each
+/// meta-op alone (a matmul's broadcast product alone would materialise n³ elements).
+pub(crate) fn as_one_op<T>(f: impl FnOnce() -> T) -> T {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            ONE_OP_DEPTH.with(|d| d.set(d.get() - 1));
+        }
+    }
+    ONE_OP_DEPTH.with(|d| d.set(d.get() + 1));
+    let _g = Guard;
+    f()
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use metajit_codegen::buffer::Buffer;
 use metajit_metaops::{DType, Element, Graph, HostData, Node, Op, Shape};
 
-use crate::config::{self, Mode};
+use crate::config;
 use crate::error::Result;
 
 /// A multi-dimensional array of one dtype, computed lazily.
@@ -118,7 +118,7 @@ impl Tensor {
                 inputs: inputs.iter().map(|t| (*t).clone()).collect(),
             },
         );
-        if config::mode() == Mode::Eager
+        if config::eager_now()
             && let Err(e) = t.realize()
         {
             panic!("eager execution failed: {e}");

@@ -22,6 +22,17 @@ fn eager_equals_compiled() {
     let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]).exp();
     assert!(x.is_realized(), "eager mode runs each op at once");
     let eager = workload();
+    // A matmul is one op in eager mode too (one GEMM), not a materialised broadcast product.
+    let a = Tensor::randn([64, 32]);
+    let b = Tensor::randn([32, 48]);
+    let before = metajit::stats().kernel_runs;
+    let c = a.matmul(&b);
+    assert!(c.is_realized());
+    let runs = metajit::stats().kernel_runs - before;
+    assert_eq!(
+        runs, 1,
+        "eager matmul should be a single GEMM, ran {runs} kernels"
+    );
     metajit::set_mode(Mode::Compiled);
     assert_eq!(lazy.len(), eager.len());
     for (a, b) in lazy.iter().zip(&eager) {

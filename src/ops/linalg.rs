@@ -75,27 +75,35 @@ fn matmul_named(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
     a_view.push(1);
     let mut b_view = db.clone();
     b_view.insert(rb - 2, 1);
-    let x = a
-        .cast(dtype)
-        .view_as(Shape::new(a_view))
-        .broadcast_as(op, &full);
-    let y = b
-        .cast(dtype)
-        .view_as(Shape::new(b_view))
-        .broadcast_as(op, &full);
-    let prod = Tensor::from_op(Op::Binary(BinaryOp::Mul), &[&x, &y], dtype, full.clone());
-    let mut out = batch.dims().to_vec();
-    out.extend_from_slice(&[m, n]);
-    let c = Tensor::from_op(
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: vec![r - 2],
-            keepdims: false,
-        },
-        &[&prod],
-        dtype,
-        Shape::new(out),
-    );
+    let c = crate::config::as_one_op(|| {
+        let x = a
+            .cast(dtype)
+            .view_as(Shape::new(a_view))
+            .broadcast_as(op, &full);
+        let y = b
+            .cast(dtype)
+            .view_as(Shape::new(b_view))
+            .broadcast_as(op, &full);
+        let mut out = batch.dims().to_vec();
+        out.extend_from_slice(&[m, n]);
+        // One unit in eager mode: the product alone would materialise [.., M, K, N].
+        let prod = Tensor::from_op(Op::Binary(BinaryOp::Mul), &[&x, &y], dtype, full.clone());
+        Tensor::from_op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![r - 2],
+                keepdims: false,
+            },
+            &[&prod],
+            dtype,
+            Shape::new(out),
+        )
+    });
+    if crate::config::eager_now()
+        && let Err(e) = c.realize()
+    {
+        panic!("eager execution failed: {e}");
+    }
     // Drop the axes that promoted vectors.
     let mut result = batch.dims().to_vec();
     if sa.rank() > 1 {
