@@ -25,11 +25,31 @@ use crate::config::{self, Device};
 use crate::error::{Error, Result};
 use crate::tensor::{State, Tensor};
 
+/// A hasher for unique integer ids (tensor ids): a multiplicative mix, no SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Realizes `targets` together, as one graph.
 pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
     // 1. Collect the pending nodes reachable from the targets, inputs before users.
     let mut order: Vec<Tensor> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut index: IdMap<usize> = IdMap::default();
     let mut stack: Vec<(Tensor, bool)> = targets.iter().map(|t| ((*t).clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         if index.contains_key(&t.id()) {
@@ -140,8 +160,19 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
         verify: cfg!(debug_assertions),
         trace: if debug >= 4 { Some(&trace) } else { None },
     };
-    let simplified = passes::simplify(g, &cx);
-    let g = &simplified;
+    // A graph of one op (eager mode) has nothing to simplify worth its cost.
+    let ops = g
+        .nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Input { .. }))
+        .count();
+    let simplified;
+    let g = if ops > 1 {
+        simplified = passes::simplify(g, &cx);
+        &simplified
+    } else {
+        g
+    };
     if debug >= 3 {
         eprintln!(
             "metajit: after simplification, {} node(s):\n{g}",
@@ -186,8 +217,8 @@ struct Plan<C> {
     release: Vec<Vec<NodeId>>,
 }
 
-/// A plan's identity: `plan_key`, the structural hash, and the node count.
-type PlanKey = (u64, u64, usize);
+/// A plan's identity: `plan_key` and the node count.
+type PlanKey = (u64, usize);
 
 /// A backend with its plan cache and its in-process cache of compiled kernels.
 struct Engine<B: Backend> {
@@ -272,7 +303,8 @@ impl<B: Backend> Engine<B> {
     }
 
     fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
-        let key = (schedule::plan_key(g), g.structural_hash(), g.nodes.len());
+        // plan_key covers the structural hash; the node count guards against collisions.
+        let key = (schedule::plan_key(g), g.nodes.len());
         if let Some(p) = self
             .plans
             .lock()
@@ -339,29 +371,31 @@ impl<B: Backend> Engine<B> {
 
     fn run(&self, g: &Graph, inputs: &[Arc<Buffer>], debug: u8) -> Result<Vec<Arc<Buffer>>> {
         let plan = self.plan(g, debug)?;
-        let mut node_bufs: HashMap<NodeId, Arc<Buffer>> = HashMap::new();
-        let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, Arc<Buffer>>| -> Arc<Buffer> {
+        let mut node_bufs: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];
+        let fetch = |r: &BufRef, node_bufs: &[Option<Arc<Buffer>>]| -> Arc<Buffer> {
             match r {
                 BufRef::Input(slot) => inputs[*slot].clone(),
-                BufRef::Node(n) => node_bufs[n].clone(),
+                BufRef::Node(n) => node_bufs[n.index()]
+                    .clone()
+                    .expect("a step computes each node before it is read"),
             }
         };
         for (i, step) in plan.schedule.steps.iter().enumerate() {
             match step {
                 Step::Alias { node, of } => {
                     let b = fetch(of, &node_bufs);
-                    node_bufs.insert(*node, b);
+                    node_bufs[node.index()] = Some(b);
                 }
                 Step::Contraction { contraction, bufs } => {
                     let out = g.node(contraction.output);
                     let dst = Arc::new(Buffer::new(out.dtype, out.shape.numel()));
                     let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
                     let layout = contraction.layout(g);
-                    let t0 = Instant::now();
+                    let t0 = (debug >= 1).then(Instant::now);
                     self.backend
                         .contraction(&layout, out.dtype, &dst, &lhs, &rhs)?;
                     KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
-                    if debug >= 1 {
+                    if let Some(t0) = t0 {
                         eprintln!(
                             "metajit: {} GEMM {} ({}{}) m={} n={} k={} batch={} in {:?}",
                             self.backend.name(),
@@ -375,7 +409,7 @@ impl<B: Backend> Engine<B> {
                             t0.elapsed()
                         );
                     }
-                    node_bufs.insert(contraction.output, dst);
+                    node_bufs[contraction.output.index()] = Some(dst);
                 }
                 Step::Kernel {
                     kernel,
@@ -404,10 +438,10 @@ impl<B: Backend> Engine<B> {
                     let compiled = plan.compiled[i]
                         .as_ref()
                         .expect("every kernel step has a compiled kernel");
-                    let t0 = Instant::now();
+                    let t0 = (debug >= 1).then(Instant::now);
                     self.backend.launch(compiled, kernel, &refs, &sv)?;
                     KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
-                    if debug >= 1 {
+                    if let Some(t0) = t0 {
                         let n = g.node(*root);
                         eprintln!(
                             "metajit: {} kernel {root} ({} {}{}) in {:?}",
@@ -420,13 +454,13 @@ impl<B: Backend> Engine<B> {
                     }
                     for ((r, param), b) in bufs.iter().zip(&kernel.bufs).zip(args) {
                         if let (BufRef::Node(n), true) = (r, param.output) {
-                            node_bufs.insert(*n, b);
+                            node_bufs[n.index()] = Some(b);
                         }
                     }
                 }
             }
             for n in &plan.release[i] {
-                node_bufs.remove(n);
+                node_bufs[n.index()] = None;
             }
         }
         Ok(plan

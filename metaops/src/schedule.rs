@@ -143,7 +143,7 @@ impl Schedule {
 pub fn plan_key(g: &Graph) -> u64 {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     g.structural_hash().hash(&mut h);
-    let mut first: HashMap<usize, usize> = HashMap::new();
+    let mut first: HashMap<usize, usize, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
     let mut slot = 0usize;
     for n in &g.nodes {
         for &d in n.shape.dims() {
@@ -160,6 +160,12 @@ pub fn plan_key(g: &Graph) -> u64 {
 }
 
 struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
