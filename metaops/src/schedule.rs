@@ -182,6 +182,12 @@ impl Hasher for Fnv {
 /// The longest chain of ops inlined into one kernel before a node is materialised.
 pub const MAX_INLINE_DEPTH: usize = 64;
 
+/// Whether an index expression's value is in `0..extent` by construction: a bare iteration
+/// index over an axis of the same extent.
+fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize]) -> bool {
+    matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent)
+}
+
 /// Loop structure of a kernel root.
 #[derive(Clone, Debug, PartialEq)]
 struct Rows {
@@ -694,6 +700,75 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         out
     }
 
+    /// Coordinates over `from` re-expressed over `to`, two shapes that differ only in
+    /// singleton axes: the non-1 extents correspond in order; 1-extents read 0.
+    fn map_singletons(&mut self, coords: &[V], from: &[usize], to: &[usize]) -> Vec<V> {
+        let mut kept = coords
+            .iter()
+            .zip(from)
+            .filter(|(_, d)| **d != 1)
+            .map(|(c, _)| *c);
+        let zero = self.ci(0);
+        to.iter()
+            .map(|&d| {
+                if d == 1 {
+                    zero
+                } else {
+                    kept.next().unwrap_or(zero)
+                }
+            })
+            .collect()
+    }
+
+    /// `0 <= t < extent`, and-ed onto `valid`.
+    fn in_bounds(&mut self, valid: Option<V>, t: V, extent: usize) -> V {
+        let zero = self.ci(0);
+        let ge = self.ibin(BinaryOp::Le, zero, t);
+        let dv = self.size(extent);
+        let lt = self.ibin(BinaryOp::Lt, t, dv);
+        let both = self.and(Some(ge), lt);
+        self.and(valid, both)
+    }
+
+    /// The target coordinates of an index map at `coords`, and when they can be invalid, the
+    /// bool that says they are valid (every coordinate in range, no condition set). With
+    /// `prove`, coordinates in range by construction are not checked.
+    fn map_target(
+        &mut self,
+        map: &crate::op::IndexMap,
+        coords: &[V],
+        iter_dims: &[usize],
+        target_dims: &[usize],
+        inputs: &[usize],
+        prove: bool,
+    ) -> Result<(Vec<V>, Option<V>), usize> {
+        let mut valid: Option<V> = None;
+        let mut target = Vec::with_capacity(map.exprs.len());
+        for (a, e) in map.exprs.iter().enumerate() {
+            let t = self.index_expr(e, coords, iter_dims, target_dims, inputs)?;
+            if !(prove && in_range(e, target_dims[a], iter_dims)) {
+                valid = Some(self.in_bounds(valid, t, target_dims[a]));
+            }
+            target.push(t);
+        }
+        for c in &map.conds {
+            let t = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
+            let zero = self.ci(0);
+            let ok = self.ibin(BinaryOp::Eq, t, zero);
+            valid = Some(self.and(valid, ok));
+        }
+        Ok((target, valid))
+    }
+
+    /// Coordinates made safe to read: `where(valid, t, 0)` for each.
+    fn guarded(&mut self, target: &[V], valid: V) -> Vec<V> {
+        let zero = self.ci(0);
+        target
+            .iter()
+            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
+            .collect()
+    }
+
     // ---- evaluating graph nodes at coordinates ----
 
     /// The value of node `k` at `coords` (one i64 value per axis of the node).
@@ -806,21 +881,7 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 let (od, id) = (node.shape.dims(), src.shape.dims());
                 let c = if drop_ones(od) == drop_ones(id) {
                     // Only singleton axes differ: map coordinates directly.
-                    let mut kept = coords
-                        .iter()
-                        .zip(od)
-                        .filter(|(_, d)| **d != 1)
-                        .map(|(c, _)| *c);
-                    let zero = self.ci(0);
-                    id.iter()
-                        .map(|&d| {
-                            if d == 1 {
-                                zero
-                            } else {
-                                kept.next().unwrap_or(zero)
-                            }
-                        })
-                        .collect()
+                    self.map_singletons(coords, od, id)
                 } else {
                     let lin = self.ravel(coords, od);
                     self.unravel(lin, id)
@@ -830,34 +891,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             Op::Reindex(map) => {
                 let src_dims = g.node(node.inputs[0]).shape.dims().to_vec();
                 let out_dims = node.shape.dims().to_vec();
-                let mut valid: Option<V> = None;
-                let mut target = Vec::with_capacity(map.exprs.len());
-                for (a, e) in map.exprs.iter().enumerate() {
-                    let t = self.index_expr(e, coords, &out_dims, &src_dims, &inputs)?;
-                    if !self.in_range(e, t, src_dims[a], &out_dims) {
-                        let zero = self.ci(0);
-                        let ge = self.ibin(BinaryOp::Le, zero, t);
-                        let dv = self.size(src_dims[a]);
-                        let lt = self.ibin(BinaryOp::Lt, t, dv);
-                        let both = self.and(Some(ge), lt);
-                        valid = Some(self.and(valid, both));
-                    }
-                    target.push(t);
-                }
-                for c in &map.conds {
-                    let t = self.index_expr(c, coords, &out_dims, &src_dims, &inputs)?;
-                    let zero = self.ci(0);
-                    let ok = self.ibin(BinaryOp::Eq, t, zero);
-                    valid = Some(self.and(valid, ok));
-                }
+                let (target, valid) =
+                    self.map_target(map, coords, &out_dims, &src_dims, &inputs, true)?;
                 match valid {
                     None => self.eval(inputs[0], &target)?,
                     Some(valid) => {
-                        let zero = self.ci(0);
-                        let safe: Vec<V> = target
-                            .iter()
-                            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
-                            .collect();
+                        let safe = self.guarded(&target, valid);
                         let v = self.eval(inputs[0], &safe)?;
                         let o = self.push(Inst::Const(map.overflow), dt);
                         self.push(Inst::Where(valid, v, o), dt)
@@ -868,12 +907,6 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 unreachable!("reductions are roots or absorbed phases")
             }
         })
-    }
-
-    /// Whether an index expression's value is in `0..extent` by construction: a bare iteration
-    /// index over an axis of the same extent.
-    fn in_range(&self, e: &IndexExpr, _t: V, extent: usize, out_dims: &[usize]) -> bool {
-        matches!(e, IndexExpr::Idx(j) if out_dims[*j] == extent)
     }
 
     /// Lowers an index expression to i64 SSA.
@@ -897,23 +930,11 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 let mut c = Vec::new();
                 for (a, x) in ix.iter().enumerate() {
                     let t = self.index_expr(x, coords, iter_dims, target_dims, inputs)?;
-                    let zero = self.ci(0);
-                    let ge = self.ibin(BinaryOp::Le, zero, t);
-                    let dv = self.size(edims[a]);
-                    let lt = self.ibin(BinaryOp::Lt, t, dv);
-                    let both = self.and(Some(ge), lt);
-                    valid = Some(self.and(valid, both));
+                    valid = Some(self.in_bounds(valid, t, edims[a]));
                     c.push(t);
                 }
                 let (safe, valid) = match valid {
-                    Some(v) => {
-                        let zero = self.ci(0);
-                        let s: Vec<V> = c
-                            .iter()
-                            .map(|&t| self.push(Inst::Where(v, t, zero), DType::I64))
-                            .collect();
-                        (s, Some(v))
-                    }
+                    Some(v) => (self.guarded(&c, v), Some(v)),
                     None => (c, None),
                 };
                 let raw = self.eval(extra, &safe)?;
@@ -1085,31 +1106,11 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 self.begin_phase();
                 let coords = self.loop_coords(in_dims.len());
                 let v = self.eval(src, &coords)?;
-                let mut valid: Option<V> = None;
-                let mut target = Vec::new();
-                for (a, e) in map.exprs.iter().enumerate() {
-                    let t = self.index_expr(e, &coords, &in_dims, &out_dims, &inputs)?;
-                    let zero = self.ci(0);
-                    let ge = self.ibin(BinaryOp::Le, zero, t);
-                    let dv = self.size(out_dims[a]);
-                    let lt = self.ibin(BinaryOp::Lt, t, dv);
-                    let both = self.and(Some(ge), lt);
-                    valid = Some(self.and(valid, both));
-                    target.push(t);
-                }
-                for c in &map.conds {
-                    let t = self.index_expr(c, &coords, &in_dims, &out_dims, &inputs)?;
-                    let zero = self.ci(0);
-                    let ok = self.ibin(BinaryOp::Eq, t, zero);
-                    valid = Some(self.and(valid, ok));
-                }
+                let (target, valid) =
+                    self.map_target(map, &coords, &in_dims, &out_dims, &inputs, false)?;
                 let off = match valid {
                     Some(valid) => {
-                        let zero = self.ci(0);
-                        let safe: Vec<V> = target
-                            .iter()
-                            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
-                            .collect();
+                        let safe = self.guarded(&target, valid);
                         self.ravel(&safe, &out_dims)
                     }
                     None => self.ravel(&target, &out_dims),
@@ -1139,21 +1140,7 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 let coords: Vec<V> = if loop_dims == nd {
                     lc.clone()
                 } else {
-                    let mut it = lc
-                        .iter()
-                        .zip(&loop_dims)
-                        .filter(|(_, d)| **d != 1)
-                        .map(|(v, _)| *v);
-                    let zero = self.ci(0);
-                    nd.iter()
-                        .map(|&d| {
-                            if d == 1 {
-                                zero
-                            } else {
-                                it.next().unwrap_or(zero)
-                            }
-                        })
-                        .collect()
+                    self.map_singletons(&lc, &loop_dims, &nd)
                 };
                 let v = self.eval_root_value(k, &coords)?;
                 let off = self.ravel(&coords, &nd);
