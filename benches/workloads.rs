@@ -21,8 +21,10 @@
 //!
 //! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
 //! separated, case-insensitive substrings of workload names; arguments after `--` are added),
-//! `METAJIT_BENCH_QUICK=1` (data sizes ÷ 16, matmul n ÷ 16, for a smoke run). The other `METAJIT_*` settings
-//! apply as usual (`METAJIT_DEVICE` picks the device of the compiled and eager modes).
+//! `METAJIT_BENCH_QUICK=1` (data sizes ÷ 16, matmul n ÷ 16, for a smoke run),
+//! `METAJIT_BENCH_REFERENCE=all` (time the reference interpreter even where it takes minutes).
+//! The other `METAJIT_*` settings apply as usual (`METAJIT_DEVICE` picks the device of the
+//! compiled and eager modes).
 //!
 //! Writes `target/bench/workloads.json` (every number and sample, kernel counts, compile time,
 //! peak RSS per mode, the machine, the load average) and
@@ -43,6 +45,8 @@ struct Settings {
     warmups: usize,
     quick: bool,
     filters: Vec<String>,
+    /// Run the reference interpreter on every workload, however slow (`METAJIT_BENCH_REFERENCE=all`).
+    reference_all: bool,
 }
 
 impl Settings {
@@ -82,11 +86,13 @@ impl Settings {
                     .filter(|s| !s.is_empty()),
             );
         }
+        let reference_all = std::env::var("METAJIT_BENCH_REFERENCE").is_ok_and(|v| v == "all");
         Settings {
             runs,
             warmups: 1,
             quick,
             filters,
+            reference_all,
         }
     }
 
@@ -565,7 +571,7 @@ fn run_workload(w: &Workload, base: Base, settings: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut expected: Option<Vec<f32>> = None;
     for m in MODES {
-        if m == RunMode::Reference && w.work > REFERENCE_WORK_LIMIT {
+        if m == RunMode::Reference && w.work > REFERENCE_WORK_LIMIT && !settings.reference_all {
             rows.push(Row {
                 mode: m,
                 outcome: Outcome::Skipped("skipped (too slow)".into()),

@@ -21,8 +21,10 @@
 //!   phase the instruction is in.
 //! - Scalar ops have the reference interpreter's semantics (`crate::interp::eval_unary`, ...).
 //! - A Reduce phase starts from `op.identity(dtype)` and folds `value` over its inner loops in
-//!   row-major order (float sums may be reassociated by backends: results then agree within
-//!   tolerance, not bitwise).
+//!   row-major order; float sums and products accumulate in f64 and round once at the end.
+//!   Backends may reassociate float sums/products (results then agree within an ulp, not
+//!   bitwise), and a vectorised max/min may return either zero when the extreme is both -0.0
+//!   and +0.0; which NaN payload a NaN result carries is unspecified.
 //! - A store with `mask` writes only where the mask is true; a store with `combine` folds the
 //!   value into the buffer element instead of overwriting it (buffers that are combined into
 //!   are filled with the combine op's identity by the runtime before the kernel runs).
