@@ -10,32 +10,18 @@
 //! Tolerances: exact for exact ops (arithmetic on exactly representable values, comparisons,
 //! rounding, casts); 1e-6 relative (about 8 f32 ulp) for f32 transcendentals, 1e-14 for f64.
 
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+mod common;
 
+use common::{broadcast_shape, close, config, panic_message, unravel};
 use half::{bf16, f16};
 use metajit::{DType, Tensor};
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
 /// Relative tolerance for one f32 transcendental (≈ 8 ulp).
 const F32_REL: f64 = 1e-6;
-
-/// `got` is within `abs + rel * |want|` of `want`; NaN matches only NaN, infinities only
-/// themselves.
-fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() || got.is_infinite() || got.is_nan() {
-        return got == want;
-    }
-    (got - want).abs() <= abs + rel * want.abs()
-}
 
 /// Checks an f32 tensor against f64 references.
 #[track_caller]
@@ -78,74 +64,8 @@ fn bools(t: &Tensor) -> Vec<bool> {
     t.to_vec::<bool>().unwrap()
 }
 
-thread_local! {
-    /// Set while this thread runs a closure that is expected to panic.
-    static EXPECTING_PANIC: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, which is expected to panic, and returns the panic message (`None` when it did not
-/// panic). The expected panic is not printed; panics of other tests still are.
-fn panic_message(f: impl FnOnce()) -> Option<String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !EXPECTING_PANIC.with(Cell::get) {
-                default(info);
-            }
-        }));
-    });
-    EXPECTING_PANIC.with(|e| e.set(true));
-    let r = catch_unwind(AssertUnwindSafe(f));
-    EXPECTING_PANIC.with(|e| e.set(false));
-    let payload = r.err()?;
-    Some(if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "<non-string panic payload>".to_string()
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Broadcasting, as a property.
-
-/// The NumPy/PyTorch rule, written out: align the shapes at the right (missing leading axes
-/// count as extent 1); at each axis the extents must be equal or one of them 1, and the output
-/// takes the other one.
-fn naive_broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let extent = |s: &[usize], k: usize| {
-        if k + s.len() >= r {
-            s[k + s.len() - r]
-        } else {
-            1
-        }
-    };
-    (0..r)
-        .map(|k| {
-            let (ea, eb) = (extent(a, k), extent(b, k));
-            if ea == eb || eb == 1 {
-                Some(ea)
-            } else if ea == 1 {
-                Some(eb)
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-/// The row-major multi-index of `lin` in `shape`.
-fn unravel(shape: &[usize], mut lin: usize) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for k in (0..shape.len()).rev() {
-        idx[k] = lin % shape[k];
-        lin /= shape[k];
-    }
-    idx
-}
 
 /// The row-major offset into an operand of shape `src` that output multi-index `idx` reads:
 /// `src` is aligned at the right of `idx`, and an axis of extent 1 always reads coordinate 0.
@@ -235,13 +155,6 @@ fn incompatible_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
         })
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(48)
-    }
-}
-
 /// Compares `op(a, b)` with the naive broadcast of `f` over the two value lists.
 fn check_broadcast_op<T: PartialEq + std::fmt::Debug + metajit::Element>(
     name: &str,
@@ -257,7 +170,7 @@ fn check_broadcast_op<T: PartialEq + std::fmt::Debug + metajit::Element>(
     let n: usize = out.iter().product();
     prop_assert_eq!(g.len(), n, "{}: number of elements", name);
     for (lin, gv) in g.iter().enumerate() {
-        let idx = unravel(out, lin);
+        let idx = unravel(lin, out);
         let want = f(va[source_offset(sa, &idx)], vb[source_offset(sb, &idx)]);
         prop_assert!(
             same(gv, &want),
@@ -283,7 +196,7 @@ proptest! {
 
     #[test]
     fn broadcasting_matches_the_naive_rule((sa, sb) in compatible_pair(), seed in any::<u64>()) {
-        let out = naive_broadcast(&sa, &sb).expect("compatible by construction");
+        let out = broadcast_shape(&sa, &sb).expect("compatible by construction");
         let va = values(seed, sa.iter().product(), true);
         let vb = values(seed ^ 0x5555, sb.iter().product(), true);
         let a = Tensor::from_vec(va.clone(), sa.clone());
@@ -306,7 +219,7 @@ proptest! {
 
     #[test]
     fn incompatible_shapes_panic((sa, sb) in incompatible_pair()) {
-        prop_assert!(naive_broadcast(&sa, &sb).is_none(), "{:?} {:?} should clash", sa, sb);
+        prop_assert!(broadcast_shape(&sa, &sb).is_none(), "{:?} {:?} should clash", sa, sb);
         let a = Tensor::zeros(sa.clone());
         let b = Tensor::ones(sb.clone());
         type BinOp = fn(&Tensor, &Tensor) -> Tensor;

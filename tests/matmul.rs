@@ -9,10 +9,9 @@
 //! `Σ_k |a·b|` of the exact value. Examples pin down integer products, dtype promotion, the
 //! shapes of the vector cases, and every misuse message.
 
-use std::cell::{Cell, RefCell};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+mod common;
 
+use common::{broadcast_shape, catch_quietly};
 use metajit::{DType, Tensor};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -30,32 +29,6 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
             s ^= s << 17;
             // Multiples of 2^-10: exact in f32, and small products sum exactly.
             ((s >> 40) % 2048) as f64 / 1024.0 - 1.0
-        })
-        .collect()
-}
-
-/// Broadcasts two batch shapes (PyTorch rules); `None` when incompatible.
-fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let r = a.len().max(b.len());
-    (0..r)
-        .map(|k| {
-            let da = if k + a.len() >= r {
-                a[k + a.len() - r]
-            } else {
-                1
-            };
-            let db = if k + b.len() >= r {
-                b[k + b.len() - r]
-            } else {
-                1
-            };
-            if da == db || db == 1 {
-                Some(da)
-            } else if da == 1 {
-                Some(db)
-            } else {
-                None
-            }
         })
         .collect()
 }
@@ -91,7 +64,7 @@ fn naive_matmul(
     let (m, k, n) = (da[ra - 2], da[ra - 1], db[rb - 1]);
     assert_eq!(k, db[rb - 2]);
     let (ba, bb) = (&da[..ra - 2], &db[..rb - 2]);
-    let batch = broadcast(ba, bb).expect("batch shapes broadcast");
+    let batch = broadcast_shape(ba, bb).expect("batch shapes broadcast");
     let nb: usize = batch.iter().product();
     let mut out = Vec::with_capacity(nb * m * n);
     let mut scale = Vec::with_capacity(nb * m * n);
@@ -472,32 +445,12 @@ fn linear_with_a_3d_weight() {
     Tensor::zeros([3]).linear(&Tensor::zeros([2, 2, 3]), None);
 }
 
-thread_local! {
-    /// Whether this thread's panics are being recorded, and the last one's location.
-    static LISTENING: Cell<bool> = const { Cell::new(false) };
-    static LOCATION: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
-}
-
 /// The file and line where `f` (which must panic) panics. Other threads' panics go to the hook
 /// installed before.
 fn panic_location(f: impl FnOnce()) -> Option<(String, u32)> {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if LISTENING.with(Cell::get) {
-                let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-                LOCATION.with(|s| *s.borrow_mut() = loc);
-            } else {
-                previous(info);
-            }
-        }));
-    });
-    LISTENING.with(|l| l.set(true));
-    let r = catch_unwind(AssertUnwindSafe(f));
-    LISTENING.with(|l| l.set(false));
-    assert!(r.is_err(), "the call was expected to panic");
-    LOCATION.with(|s| s.borrow_mut().take())
+    let caught = catch_quietly(f);
+    assert!(caught.is_some(), "the call was expected to panic");
+    caught.and_then(|c| c.location)
 }
 
 /// Misuse panics at the caller's line (`#[track_caller]` through the lowering).

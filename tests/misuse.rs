@@ -1,10 +1,9 @@
 //! Misuse of the Tensor API panics at once, at the caller's line, with a message that names
 //! the op, the shapes (or dtypes) and the rule broken (DESIGN.md §8).
 
-use std::cell::{Cell, RefCell};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::catch_quietly;
 use metajit::{DType, Tensor};
 
 fn m23() -> Tensor {
@@ -266,12 +265,6 @@ fn clamp_with_min_above_max() {
 // ---------------------------------------------------------------------------------------------
 // The panic points at the caller's line.
 
-thread_local! {
-    /// Where this thread's last panic happened, while [`location_of`] listens.
-    static LISTENING: Cell<bool> = const { Cell::new(false) };
-    static LOCATION: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
-}
-
 /// The panic message of `f` (which must panic).
 fn message(f: impl FnOnce()) -> String {
     let (_, msg) = location_of(f);
@@ -281,36 +274,9 @@ fn message(f: impl FnOnce()) -> String {
 /// Runs `f`, which must panic, and returns the file and line the panic reports, and its
 /// message. Panics of other threads (other tests) go to the hook that was installed before.
 fn location_of(f: impl FnOnce()) -> (Option<(String, u32)>, String) {
-    // One hook for the whole binary, installed once; it records only on listening threads.
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    {
-        let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
-        if !*installed {
-            let previous = Arc::new(std::panic::take_hook());
-            std::panic::set_hook(Box::new(move |info| {
-                if LISTENING.with(Cell::get) {
-                    let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-                    LOCATION.with(|s| *s.borrow_mut() = loc);
-                } else {
-                    previous(info);
-                }
-            }));
-            *installed = true;
-        }
-    }
-    LISTENING.with(|l| l.set(true));
-    LOCATION.with(|s| *s.borrow_mut() = None);
-    let r = catch_unwind(AssertUnwindSafe(f));
-    LISTENING.with(|l| l.set(false));
-    let payload = r.expect_err("the call was expected to panic");
-    let msg = if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        String::new()
-    };
-    (LOCATION.with(|s| s.borrow_mut().take()), msg)
+    let caught = catch_quietly(f).expect("the call was expected to panic");
+    let msg = caught.message().unwrap_or_default();
+    (caught.location, msg)
 }
 
 #[test]

@@ -6,58 +6,14 @@
 //! the row-major elements. Examples pin down the corners: empty reductions, NaN, ±inf, integer
 //! accumulation in i64, first-occurrence indices.
 
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+mod common;
 
+use common::{close, config, panic_message};
 use metajit::{All, DType, Dims, Tensor};
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-/// `got` is within `abs + rel * |want|` of `want`; NaN matches only NaN, infinities only
-/// themselves.
-fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() || got.is_infinite() || got.is_nan() {
-        return got == want;
-    }
-    (got - want).abs() <= abs + rel * want.abs()
-}
-
-thread_local! {
-    /// Set while this thread runs a closure that is expected to panic.
-    static EXPECTING_PANIC: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, which is expected to panic, and returns the panic message (`None` when it did not
-/// panic). The expected panic is not printed; panics of other tests still are.
-fn panic_message(f: impl FnOnce()) -> Option<String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !EXPECTING_PANIC.with(Cell::get) {
-                default(info);
-            }
-        }));
-    });
-    EXPECTING_PANIC.with(|e| e.set(true));
-    let r = catch_unwind(AssertUnwindSafe(f));
-    EXPECTING_PANIC.with(|e| e.set(false));
-    let payload = r.err()?;
-    Some(if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "<non-string panic payload>".to_string()
-    })
-}
 
 /// A set of axes as the property tests write it: a list (possibly negative, in any order) or
 /// every axis.
@@ -222,13 +178,6 @@ fn axis_case() -> impl Strategy<Value = (Vec<usize>, isize, bool, u64)> {
         let r = shape.len() as isize;
         (Just(shape), -r..r, any::<bool>(), any::<u64>())
     })
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(48)
-    }
 }
 
 /// Compares a float tensor with f64 references.

@@ -6,6 +6,9 @@
 //! `Vec`. Shapes are small (rank 0–5, extents 0–4, with empty and size-1 axes) and axes are
 //! drawn negative half the time. The second half checks the misuse panics.
 
+mod common;
+
+use common::unravel;
 use metajit::{DType, Tensor};
 use proptest::prelude::*;
 
@@ -14,16 +17,6 @@ use proptest::prelude::*;
 
 fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
-}
-
-/// The multi-index of a row-major offset.
-fn unravel(mut lin: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for k in (0..shape.len()).rev() {
-        idx[k] = lin % shape[k];
-        lin /= shape[k];
-    }
-    idx
 }
 
 /// The row-major offset of a multi-index.

@@ -124,6 +124,23 @@ fn binary(op: BinaryOp, a: &HostData, b: &HostData) -> HostData {
     run1(&g, &[a, b])
 }
 
+/// Every (op, dtype) pair that `accepts` allows was tested, by the record in `covered`.
+#[track_caller]
+fn assert_all_covered<O: Copy + Eq + std::hash::Hash>(
+    all: impl IntoIterator<Item = O>,
+    accepts: impl Fn(O, DType) -> bool,
+    name: impl Fn(O) -> &'static str,
+    covered: &HashSet<(O, DType)>,
+) {
+    for op in all {
+        for d in DType::ALL {
+            if accepts(op, d) {
+                assert!(covered.contains(&(op, d)), "{} on {d} not tested", name(op));
+            }
+        }
+    }
+}
+
 /// Runs a unary op and checks it bit-exactly, recording the (op, dtype) pair as tested.
 #[track_caller]
 fn check_unary(
@@ -279,17 +296,7 @@ fn unary_ops_on_every_accepted_dtype() {
         &mut covered,
     );
 
-    for op in UnaryOp::ALL {
-        for d in DType::ALL {
-            if op.accepts(d) {
-                assert!(
-                    covered.contains(&(op, d)),
-                    "{} on {d} not tested",
-                    op.name()
-                );
-            }
-        }
-    }
+    assert_all_covered(UnaryOp::ALL, UnaryOp::accepts, UnaryOp::name, &covered);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,17 +522,7 @@ fn binary_ops_on_every_accepted_dtype() {
         check(*op, a.clone(), b.clone(), bools(want));
     }
 
-    for op in BinaryOp::ALL {
-        for d in DType::ALL {
-            if op.accepts(d) {
-                assert!(
-                    covered.contains(&(op, d)),
-                    "{} on {d} not tested",
-                    op.name()
-                );
-            }
-        }
-    }
+    assert_all_covered(BinaryOp::ALL, BinaryOp::accepts, BinaryOp::name, &covered);
 }
 
 #[test]

@@ -125,7 +125,28 @@ fn affine(k: usize, step: usize, start: i64) -> IndexExpr {
     e
 }
 
+/// One expression per axis of a rank-`rank` tensor: the output coordinate on every axis but
+/// `a`, which reads `e`.
+fn idx_except(rank: usize, a: usize, e: IndexExpr) -> Vec<IndexExpr> {
+    let mut e = Some(e);
+    (0..rank)
+        .map(|k| {
+            if k == a {
+                e.take().expect("one axis a")
+            } else {
+                IndexExpr::Idx(k)
+            }
+        })
+        .collect()
+}
+
 impl Tensor {
+    /// [`Tensor::reindex_raw`] with no conditions and no extra inputs, for ops that only move
+    /// elements (out-of-range coordinates read 0).
+    fn reindex_plain(&self, shape: Shape, exprs: Vec<IndexExpr>) -> Tensor {
+        self.reindex_raw(shape, exprs, Scalar::zero(self.dtype()), vec![], &[])
+    }
+
     /// One `Reindex` node: output element `i` (of `shape`) reads `self` at `exprs(i)`, one
     /// expression per axis of `self`; out-of-range coordinates or a nonzero condition read
     /// `overflow`. `extras` are the integer tensors that `IndexExpr::Extra(j, ..)` reads.
@@ -350,13 +371,7 @@ impl Tensor {
         for (k, &p) in perm.iter().enumerate() {
             exprs[p] = IndexExpr::Idx(k);
         }
-        self.reindex_raw(
-            Shape::new(out),
-            exprs,
-            Scalar::zero(self.dtype()),
-            vec![],
-            &[],
-        )
+        self.reindex_plain(Shape::new(out), exprs)
     }
 
     /// Swaps two axes.
@@ -500,22 +515,8 @@ impl Tensor {
         }
         let mut out = self.dims().to_vec();
         out[a] = len;
-        let exprs = (0..self.rank())
-            .map(|k| {
-                if k == a {
-                    affine(k, step, start as i64)
-                } else {
-                    IndexExpr::Idx(k)
-                }
-            })
-            .collect();
-        self.reindex_raw(
-            Shape::new(out),
-            exprs,
-            Scalar::zero(self.dtype()),
-            vec![],
-            &[],
-        )
+        let exprs = idx_except(self.rank(), a, affine(a, step, start as i64));
+        self.reindex_plain(Shape::new(out), exprs)
     }
 
     /// `length` elements along `dim` from `start` (negative `start` counts from the end), as
@@ -706,15 +707,7 @@ impl Tensor {
         let mut result: Option<Tensor> = None;
         let mut offset = 0usize;
         for t in nonempty {
-            let exprs = (0..out.rank())
-                .map(|k| {
-                    if k == a {
-                        affine(k, 1, -(offset as i64))
-                    } else {
-                        IndexExpr::Idx(k)
-                    }
-                })
-                .collect();
+            let exprs = idx_except(out.rank(), a, affine(a, 1, -(offset as i64)));
             let placed =
                 t.cast(dtype)
                     .reindex_raw(out.clone(), exprs, Scalar::zero(dtype), vec![], &[]);
@@ -819,13 +812,7 @@ impl Tensor {
                 }
             })
             .collect();
-        self.reindex_raw(
-            self.shape().clone(),
-            exprs,
-            Scalar::zero(self.dtype()),
-            vec![],
-            &[],
-        )
+        self.reindex_plain(self.shape().clone(), exprs)
     }
 
     /// Tiles the tensor `reps[k]` times along axis `k`, as `torch.Tensor.repeat`; extra
@@ -868,13 +855,7 @@ impl Tensor {
                 }
             })
             .collect();
-        self.reindex_raw(
-            Shape::new(out),
-            exprs,
-            Scalar::zero(self.dtype()),
-            vec![],
-            &[],
-        )
+        self.reindex_plain(Shape::new(out), exprs)
     }
 
     /// `torch.gather`: `out[i][j][k] = x[i][index[i][j][k]][k]` for `dim = 1`. `index` has the
@@ -925,16 +906,7 @@ impl Tensor {
             let cond = read.ne_(IndexExpr::Const(0));
             return self.reindex_raw(Shape::scalar(), vec![], zero, vec![cond], &[&index]);
         }
-        let mut read = Some(read);
-        let exprs = (0..r)
-            .map(|k| {
-                if k == a {
-                    read.take().expect("one gathered axis")
-                } else {
-                    IndexExpr::Idx(k)
-                }
-            })
-            .collect();
+        let exprs = idx_except(r, a, read);
         self.reindex_raw(index.shape().clone(), exprs, zero, vec![], &[&index])
     }
 
@@ -971,15 +943,7 @@ impl Tensor {
         let index = index.cast(DType::I64).view_as(Shape::new([index.numel()]));
         let mut out = self.dims().to_vec();
         out[a] = index.numel();
-        let exprs = (0..self.rank())
-            .map(|k| {
-                if k == a {
-                    IndexExpr::Extra(0, vec![IndexExpr::Idx(a)])
-                } else {
-                    IndexExpr::Idx(k)
-                }
-            })
-            .collect();
+        let exprs = idx_except(self.rank(), a, IndexExpr::Extra(0, vec![IndexExpr::Idx(a)]));
         self.reindex_raw(
             Shape::new(out),
             exprs,

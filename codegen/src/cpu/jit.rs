@@ -588,59 +588,36 @@ fn half_as_f32(s: Scalar) -> f32 {
     }
 }
 
-extern "C" fn h_exp_f64(x: f64) -> f64 {
-    un64(UnaryOp::Exp, x)
+/// Defines `extern "C"` helpers that forward their arguments, after the op, to one of the
+/// scalar evaluators (`un64`, `un32`, `bin64`, `bin32`).
+macro_rules! op_helpers {
+    ($($name:ident: $via:ident($op:path; $($arg:ident: $t:ty),+) -> $ret:ty;)*) => {
+        $(
+            extern "C" fn $name($($arg: $t),+) -> $ret {
+                $via($op, $($arg),+)
+            }
+        )*
+    };
 }
-extern "C" fn h_ln_f64(x: f64) -> f64 {
-    un64(UnaryOp::Log, x)
-}
-extern "C" fn h_sin_f64(x: f64) -> f64 {
-    un64(UnaryOp::Sin, x)
-}
-extern "C" fn h_cos_f64(x: f64) -> f64 {
-    un64(UnaryOp::Cos, x)
-}
-extern "C" fn h_tanh_f64(x: f64) -> f64 {
-    un64(UnaryOp::Tanh, x)
-}
-extern "C" fn h_sigmoid_f64(x: f64) -> f64 {
-    un64(UnaryOp::Sigmoid, x)
-}
-extern "C" fn h_erf_f64(x: f64) -> f64 {
-    un64(UnaryOp::Erf, x)
-}
-extern "C" fn h_pow_f64(a: f64, b: f64) -> f64 {
-    bin64(BinaryOp::Pow, a, b)
-}
-extern "C" fn h_mod_f64(a: f64, b: f64) -> f64 {
-    bin64(BinaryOp::Mod, a, b)
-}
-extern "C" fn h_exp_f32(x: f32) -> f32 {
-    un32(UnaryOp::Exp, x)
-}
-extern "C" fn h_ln_f32(x: f32) -> f32 {
-    un32(UnaryOp::Log, x)
-}
-extern "C" fn h_sin_f32(x: f32) -> f32 {
-    un32(UnaryOp::Sin, x)
-}
-extern "C" fn h_cos_f32(x: f32) -> f32 {
-    un32(UnaryOp::Cos, x)
-}
-extern "C" fn h_tanh_f32(x: f32) -> f32 {
-    un32(UnaryOp::Tanh, x)
-}
-extern "C" fn h_sigmoid_f32(x: f32) -> f32 {
-    un32(UnaryOp::Sigmoid, x)
-}
-extern "C" fn h_erf_f32(x: f32) -> f32 {
-    un32(UnaryOp::Erf, x)
-}
-extern "C" fn h_pow_f32(a: f32, b: f32) -> f32 {
-    bin32(BinaryOp::Pow, a, b)
-}
-extern "C" fn h_mod_f32(a: f32, b: f32) -> f32 {
-    bin32(BinaryOp::Mod, a, b)
+op_helpers! {
+    h_exp_f64: un64(UnaryOp::Exp; x: f64) -> f64;
+    h_ln_f64: un64(UnaryOp::Log; x: f64) -> f64;
+    h_sin_f64: un64(UnaryOp::Sin; x: f64) -> f64;
+    h_cos_f64: un64(UnaryOp::Cos; x: f64) -> f64;
+    h_tanh_f64: un64(UnaryOp::Tanh; x: f64) -> f64;
+    h_sigmoid_f64: un64(UnaryOp::Sigmoid; x: f64) -> f64;
+    h_erf_f64: un64(UnaryOp::Erf; x: f64) -> f64;
+    h_pow_f64: bin64(BinaryOp::Pow; a: f64, b: f64) -> f64;
+    h_mod_f64: bin64(BinaryOp::Mod; a: f64, b: f64) -> f64;
+    h_exp_f32: un32(UnaryOp::Exp; x: f32) -> f32;
+    h_ln_f32: un32(UnaryOp::Log; x: f32) -> f32;
+    h_sin_f32: un32(UnaryOp::Sin; x: f32) -> f32;
+    h_cos_f32: un32(UnaryOp::Cos; x: f32) -> f32;
+    h_tanh_f32: un32(UnaryOp::Tanh; x: f32) -> f32;
+    h_sigmoid_f32: un32(UnaryOp::Sigmoid; x: f32) -> f32;
+    h_erf_f32: un32(UnaryOp::Erf; x: f32) -> f32;
+    h_pow_f32: bin32(BinaryOp::Pow; a: f32, b: f32) -> f32;
+    h_mod_f32: bin32(BinaryOp::Mod; a: f32, b: f32) -> f32;
 }
 extern "C" fn h_f16_bits_to_f32(bits: u32) -> f32 {
     f16::from_bits(bits as u16).to_f32()
