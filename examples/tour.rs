@@ -18,9 +18,10 @@ fn main() -> metajit::Result<()> {
     let y = (&x * 1.5 + 0.5).relu() * x.sigmoid() + x.tanh();
     println!("relu(x*1.5+0.5) * sigmoid(x) + tanh(x) =\n{y}\n");
 
-    // A matrix product written with meta-ops: broadcast, multiply, reduce.
-    let prod = x.unsqueeze(2).mul(&w.unsqueeze(0)).sum(1, false);
-    println!("x @ w (as reduce(sum, broadcast * broadcast)) =\n{prod}\n");
+    // A matrix product: matmul lowers to reduce(sum, broadcast * broadcast), which the
+    // scheduler recognises as a contraction and runs as one GEMM call.
+    let prod = x.matmul(&w);
+    println!("x @ w =\n{prod}\n");
 
     // Reductions with axes and keepdim; argmax; a stable logsumexp.
     println!("row sums      = {}", x.sum(1, false));
@@ -45,5 +46,15 @@ fn main() -> metajit::Result<()> {
     // Values come back to Rust as Vecs or scalars.
     let total: f32 = y.sum_all().item()?;
     println!("\nsum(y) = {total}");
+
+    // What the executor did: graphs fused into kernels, each compiled once to native code.
+    let s = metajit::stats();
+    println!(
+        "\n{} kernel launches, {} kernels compiled in {:.1} ms, {} plans reused",
+        s.kernel_runs,
+        s.kernels_compiled,
+        s.compile_ns as f64 / 1e6,
+        s.plan_hits
+    );
     Ok(())
 }
