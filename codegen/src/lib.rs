@@ -12,7 +12,6 @@
 
 pub mod buffer;
 pub mod cpu;
-pub mod kinterp;
 pub mod reference;
 
 use buffer::Buffer;

@@ -1420,11 +1420,6 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // The scheduler's kernels.
 
-fn truncated(b: HostData, n: usize) -> HostData {
-    let dt = b.dtype();
-    HostData::from_scalars(dt, (0..n.min(b.len())).map(|i| b.get(i)))
-}
-
 fn has_approx_ops(k: &Kernel) -> bool {
     k.phases.iter().any(|p| {
         matches!(
@@ -1457,91 +1452,40 @@ fn has_approx_ops(k: &Kernel) -> bool {
 /// transcendental errors can be amplified by what follows them in the kernel).
 #[test]
 fn scheduled_random_graphs() {
-    use std::collections::HashMap;
-
-    use metajit_metaops::NodeId;
     use metajit_metaops::r#gen::{GenConfig, random_graph};
-    use metajit_metaops::schedule::{BufRef, Step, schedule, size_values};
+    use metajit_metaops::schedule::{run_steps, schedule};
 
     let mut kernels = 0;
     let mut vectorised = 0;
     for seed in 0..std::env::var("FUZZ_SEEDS").map_or(250, |s| s.parse().unwrap()) {
         let (g, inputs) = random_graph(seed, &GenConfig::default());
         let sched = schedule(&g);
-        let mut node_bufs: HashMap<NodeId, HostData> = HashMap::new();
-        let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, HostData>| match r {
-            BufRef::Input(slot) => inputs[*slot].clone(),
-            BufRef::Node(n) => node_bufs[n].clone(),
-        };
-        for step in &sched.steps {
-            match step {
-                Step::Alias { node, of } => {
-                    let b = fetch(of, &node_bufs);
-                    node_bufs.insert(*node, b);
-                }
-                Step::Contraction { contraction, bufs } => {
-                    let out = g.node(contraction.output);
-                    let mut dst = HostData::zeros(out.dtype, out.shape.numel());
-                    let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
-                    let layout = contraction.layout(&g);
-                    metajit_metaops::contraction::gemm_reference(&layout, &mut dst, &lhs, &rhs);
-                    node_bufs.insert(contraction.output, dst);
-                }
-                Step::Kernel {
-                    kernel,
-                    bufs,
-                    sizes,
-                    init,
-                    ..
-                } => {
-                    let mut args: Vec<HostData> = bufs
-                        .iter()
-                        .zip(&kernel.bufs)
-                        .map(|(r, p)| match (r, p.output) {
-                            (BufRef::Node(n), true) => {
-                                HostData::zeros(p.dtype, g.node(*n).shape.numel().max(1))
-                            }
-                            _ => {
-                                let b = fetch(r, &node_bufs);
-                                if b.is_empty() {
-                                    HostData::zeros(p.dtype, 1)
-                                } else {
-                                    b
-                                }
-                            }
-                        })
-                        .collect();
-                    for (p, v) in init {
-                        let n = args[*p].len();
-                        args[*p] = HostData::filled(*v, n);
-                    }
-                    let sv = size_values(&g, sizes);
-                    let ck = compile(kernel);
-                    kernels += 1;
-                    if jit::clif_text(kernel).unwrap().contains("f32x4") {
-                        vectorised += 1;
-                    }
-                    let got = run_compiled(&ck, &args, &sv, 2);
-                    let want = interpret(kernel, &args, &sv);
-                    let tol = if has_approx_ops(kernel) {
-                        Tol::Rel(1e-3)
-                    } else {
-                        Tol::Exact
-                    };
-                    assert_close(
-                        &got,
-                        &want,
-                        tol,
-                        &format!("seed {seed}\n{kernel}sizes {sv:?}"),
-                    );
-                    for ((r, p), b) in bufs.iter().zip(&kernel.bufs).zip(want) {
-                        if let (BufRef::Node(n), true) = (r, p.output) {
-                            node_bufs.insert(*n, truncated(b, g.node(*n).shape.numel()));
-                        }
-                    }
-                }
+        let refs: Vec<&HostData> = inputs.iter().collect();
+        // Each kernel runs compiled and interpreted on the same arguments; the interpreter's
+        // results feed the next step.
+        run_steps(&g, &sched, &refs, &mut |kernel, args, sv, _extent| {
+            let ck = compile(kernel);
+            kernels += 1;
+            if jit::clif_text(kernel).unwrap().contains("f32x4") {
+                vectorised += 1;
             }
-        }
+            let got = run_compiled(&ck, args, sv, 2);
+            let want = interpret(kernel, args, sv);
+            let tol = if has_approx_ops(kernel) {
+                Tol::Rel(1e-3)
+            } else {
+                Tol::Exact
+            };
+            assert_close(
+                &got,
+                &want,
+                tol,
+                &format!("seed {seed}\n{kernel}sizes {sv:?}"),
+            );
+            for (a, w) in args.iter_mut().zip(want) {
+                *a = w;
+            }
+        });
     }
     println!("{kernels} scheduled kernels, {vectorised} with an f32x4 loop");
     assert!(kernels > 250);

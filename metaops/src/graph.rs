@@ -126,7 +126,13 @@ impl Graph {
 }
 
 /// FNV-1a: a small, deterministic hasher (std's `DefaultHasher` is not stable across releases).
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {

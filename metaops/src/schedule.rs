@@ -20,11 +20,11 @@
 //! and new scalar values reuse everything.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use crate::dtype::{DType, Scalar};
 use crate::expr::{IdxBin, IndexExpr};
-use crate::graph::{Graph, NodeId};
+use crate::graph::{Fnv, Graph, NodeId};
 use crate::kernel::{BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
 use crate::op::{BinaryOp, Op, OpClass};
 
@@ -141,7 +141,7 @@ impl Schedule {
 /// The plan-cache key of a graph: its structure, plus which extents are 1 and which are equal
 /// to each other (everything the scheduler looks at), but not the extents themselves.
 pub fn plan_key(g: &Graph) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = Fnv::default();
     g.structural_hash().hash(&mut h);
     let mut first: HashMap<usize, usize, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
     let mut slot = 0usize;
@@ -157,26 +157,6 @@ pub fn plan_key(g: &Graph) -> u64 {
         }
     }
     h.0
-}
-
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= *b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 /// The longest chain of ops inlined into one kernel before a node is materialised.
@@ -1212,6 +1192,26 @@ pub fn run_interpreted(
     s: &Schedule,
     inputs: &[&crate::buffer::HostData],
 ) -> Vec<crate::buffer::HostData> {
+    run_steps(g, s, inputs, &mut |kernel, args, sizes, extent| {
+        crate::kernel::interpret(kernel, args, sizes, 0..extent)
+    })
+}
+
+/// Executes one kernel step: `(kernel, args, sizes, split_extent)`; leaves results in `args`.
+pub type KernelRunner<'a> =
+    dyn FnMut(&crate::kernel::Kernel, &mut [crate::buffer::HostData], &[i64], i64) + 'a;
+
+/// Runs a schedule on host buffers, executing each kernel step with `run_kernel(kernel, args,
+/// sizes, split_extent)` (which must leave the kernel's results in `args`); aliases and
+/// contractions are handled here (contractions with
+/// [`crate::contraction::gemm_reference`]). Buffers hold at least one element, as the kernel
+/// IR requires. Returns one buffer per graph output.
+pub fn run_steps(
+    g: &Graph,
+    s: &Schedule,
+    inputs: &[&crate::buffer::HostData],
+    run_kernel: &mut KernelRunner<'_>,
+) -> Vec<crate::buffer::HostData> {
     use crate::buffer::HostData;
     let mut node_bufs: HashMap<NodeId, HostData> = HashMap::new();
     let fetch = |r: &BufRef, node_bufs: &HashMap<NodeId, HostData>| -> HostData {
@@ -1246,15 +1246,15 @@ pub fn run_interpreted(
                     .zip(&kernel.bufs)
                     .map(|(r, p)| match (r, p.output) {
                         (BufRef::Node(n), true) => {
-                            // Every buffer holds at least one element (kernel.rs contract).
                             HostData::zeros(p.dtype, g.node(*n).shape.numel().max(1))
                         }
                         _ => {
-                            let mut b = fetch(r, &node_bufs);
+                            let b = fetch(r, &node_bufs);
                             if b.is_empty() {
-                                b = HostData::zeros(p.dtype, 1);
+                                HostData::zeros(p.dtype, 1)
+                            } else {
+                                b
                             }
-                            b
                         }
                     })
                     .collect();
@@ -1268,11 +1268,10 @@ pub fn run_interpreted(
                     Some(crate::kernel::Extent::Const(c)) => c as i64,
                     None => 1,
                 };
-                crate::kernel::interpret(kernel, &mut args, &sv, 0..extent);
+                run_kernel(kernel, &mut args, &sv, extent);
                 for ((r, p), mut b) in bufs.iter().zip(&kernel.bufs).zip(args) {
                     if let (BufRef::Node(n), true) = (r, p.output) {
-                        let numel = g.node(*n).shape.numel();
-                        truncate(&mut b, numel);
+                        truncate(&mut b, g.node(*n).shape.numel());
                         node_bufs.insert(*n, b);
                     }
                 }
