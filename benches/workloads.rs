@@ -237,29 +237,21 @@ fn workloads(quick: bool) -> (Vec<Workload>, Vec<Missing>) {
         run: Box::new(|t| t[0].sum(0, false)),
     });
 
-    if matmul::available() {
-        for n in [512usize, 1024, 2048] {
-            let n = n / div;
-            let flops = 2.0 * (n as f64).powi(3);
-            w.push(Workload {
-                id: "W4",
-                name: format!("W4 matmul {n}x{n}"),
-                description: format!(
-                    "Tensor::matmul of two {n}x{n} f32 matrices; 2n^3 = {flops:.3e} flops"
-                ),
-                metric: Metric::Flops(flops),
-                work: flops,
-                // Eager matmul is one GEMM (three n×n buffers), not a materialised n³ product.
-                eager_bytes: Some(3.0 * 4.0 * (n as f64).powi(2)),
-                setup: Box::new(move || vec![Tensor::randn([n, n]), Tensor::randn([n, n])]),
-                run: Box::new(|t| matmul::matmul(&t[0], &t[1])),
-            });
-        }
-    } else {
-        missing.push(Missing {
+    for n in [512usize, 1024, 2048] {
+        let n = n / div;
+        let flops = 2.0 * (n as f64).powi(3);
+        w.push(Workload {
             id: "W4",
-            name: "W4 matmul 512/1024/2048",
-            reason: "not yet available: Tensor::matmul does not exist yet".into(),
+            name: format!("W4 matmul {n}x{n}"),
+            description: format!(
+                "Tensor::matmul of two {n}x{n} f32 matrices; 2n^3 = {flops:.3e} flops"
+            ),
+            metric: Metric::Flops(flops),
+            work: flops,
+            // Eager matmul is one GEMM (three n×n buffers), not a materialised n³ product.
+            eager_bytes: Some(3.0 * 4.0 * (n as f64).powi(2)),
+            setup: Box::new(move || vec![Tensor::randn([n, n]), Tensor::randn([n, n])]),
+            run: Box::new(|t| t[0].matmul(&t[1])),
         });
     }
 
@@ -316,40 +308,6 @@ fn pow2(n: usize) -> String {
         format!("2^{}", n.trailing_zeros())
     } else {
         n.to_string()
-    }
-}
-
-/// `Tensor::matmul`, found at compile time: while `Tensor` has no inherent `matmul`, method
-/// resolution falls back to the trait below, which records that matmul is missing.
-mod matmul {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use metajit::Tensor;
-
-    static MISSING: AtomicBool = AtomicBool::new(false);
-
-    /// Used only while `Tensor` has no inherent `matmul` (inherent methods win).
-    #[allow(dead_code)]
-    trait Fallback {
-        fn matmul(&self, rhs: &Tensor) -> Tensor;
-    }
-
-    impl Fallback for Tensor {
-        fn matmul(&self, _rhs: &Tensor) -> Tensor {
-            MISSING.store(true, Ordering::Relaxed);
-            Tensor::zeros([0])
-        }
-    }
-
-    pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
-        a.matmul(b)
-    }
-
-    /// True when `Tensor::matmul` exists (the probe records a lazy graph and runs nothing).
-    pub fn available() -> bool {
-        let a = Tensor::zeros([1, 1]);
-        drop(matmul(&a, &a));
-        !MISSING.load(Ordering::Relaxed)
     }
 }
 

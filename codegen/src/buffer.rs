@@ -305,16 +305,11 @@ mod tests {
 
     #[test]
     fn freed_buffers_are_reused() {
-        let p = {
-            let b = Buffer::new(DType::F32, 12345);
-            b.as_ptr() as usize
-        };
+        drop(Buffer::new(DType::F32, 12345));
         let (_, reused_before) = alloc_stats();
-        let b = Buffer::new(DType::F32, 12345);
+        let _b = Buffer::new(DType::F32, 12345);
         let (_, reused_after) = alloc_stats();
         assert!(reused_after > reused_before);
-        // Usually the very same block (other tests may race for it).
-        let _ = p == b.as_ptr() as usize;
     }
 
     #[test]
