@@ -10,9 +10,18 @@
 //! | `METAJIT_DEVICE` | `auto`, `cpu`, `cuda`, `cuda:N`, `reference` | `auto` |
 //! | `METAJIT_DEBUG` | `0`–`5` | `0` |
 //! | `METAJIT_THREADS` | a positive integer | the number of cores |
+//! | `METAJIT_CACHE` | `disk`, `memory`, `off` | `disk` |
+//! | `METAJIT_CACHE_DIR` | a directory | `$XDG_CACHE_HOME/metajit`, else `$HOME/.cache/metajit` |
+//! | `METAJIT_CACHE_MAX_MB` | a non-negative integer | `1024` |
+//!
+//! The cache variables are parsed by `metajit_cache::CacheConfig` (the CLI reads them too);
+//! [`set_cache_mode`], [`set_cache_dir`] and [`set_cache_max_mb`] override them.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+pub use metajit_cache::{CacheConfig, CacheMode};
 
 use crate::error::{Error, Result};
 
@@ -190,6 +199,85 @@ pub fn try_device() -> Result<Device> {
 /// Sets the device for the whole process (overrides `METAJIT_DEVICE`).
 pub fn set_device(d: Device) {
     *device_slot().lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+}
+
+/// API overrides of the cache variables.
+#[derive(Default)]
+struct CacheOverrides {
+    mode: Option<CacheMode>,
+    dir: Option<PathBuf>,
+    max_bytes: Option<u64>,
+}
+
+static CACHE_OVERRIDES: Mutex<CacheOverrides> = Mutex::new(CacheOverrides {
+    mode: None,
+    dir: None,
+    max_bytes: None,
+});
+/// Bumped by every cache setter, so the executor knows to reopen its cache.
+static CACHE_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+fn cache_overrides() -> std::sync::MutexGuard<'static, CacheOverrides> {
+    CACHE_OVERRIDES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The kernel cache's settings: the `METAJIT_CACHE*` variables, overridden by
+/// [`set_cache_mode`], [`set_cache_dir`] and [`set_cache_max_mb`]. A bad value of a variable
+/// that is not overridden is an [`Error::Config`].
+pub fn try_cache_config() -> Result<CacheConfig> {
+    let o = cache_overrides();
+    let overridden = |var: &str| match var {
+        "METAJIT_CACHE" => o.mode.is_some(),
+        "METAJIT_CACHE_DIR" => o.dir.is_some(),
+        "METAJIT_CACHE_MAX_MB" => o.max_bytes.is_some(),
+        _ => false,
+    };
+    let mut c = CacheConfig::from_vars(|var| {
+        if overridden(var) {
+            None
+        } else {
+            std::env::var(var).ok()
+        }
+    })
+    .map_err(|e| Error::Config {
+        var: e.variable,
+        value: e.value,
+        allowed: e.allowed,
+    })?;
+    if let Some(m) = o.mode {
+        c.mode = m;
+    }
+    if let Some(d) = &o.dir {
+        c.dir = d.clone();
+    }
+    if let Some(b) = o.max_bytes {
+        c.max_bytes = b;
+    }
+    Ok(c)
+}
+
+/// How many times the cache settings were changed through the API.
+pub(crate) fn cache_generation() -> u64 {
+    CACHE_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Sets which tiers the kernel cache uses (overrides `METAJIT_CACHE`); takes effect at the
+/// next kernel lookup.
+pub fn set_cache_mode(mode: CacheMode) {
+    cache_overrides().mode = Some(mode);
+    CACHE_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets the kernel cache's directory (overrides `METAJIT_CACHE_DIR`).
+pub fn set_cache_dir(dir: impl Into<PathBuf>) {
+    cache_overrides().dir = Some(dir.into());
+    CACHE_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets the disk tier's size bound in megabytes (overrides `METAJIT_CACHE_MAX_MB`).
+pub fn set_cache_max_mb(mb: u64) {
+    cache_overrides().max_bytes = Some(mb.saturating_mul(1 << 20));
+    CACHE_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use metajit_cache::{Cache, Key, KeyBuilder, StatsSnapshot};
 use metajit_codegen::buffer::Buffer;
 use metajit_codegen::{Backend, reference};
+use metajit_metaops::kernel::Kernel;
 use metajit_metaops::passes::{self, PassCx, PassTrace};
 use metajit_metaops::schedule::{self, BufRef, Schedule, Step};
 use metajit_metaops::{Graph, Node, NodeId, Op};
@@ -198,9 +200,19 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
 /// The native CPU backend.
 type CpuBackend = metajit_codegen::cpu::backend::Cpu;
 
+static CPU_ENGINE: OnceLock<Engine<CpuBackend>> = OnceLock::new();
+
+fn cpu_engine_if_started() -> Option<&'static Engine<CpuBackend>> {
+    CPU_ENGINE.get()
+}
+
 fn cpu_engine() -> &'static Engine<CpuBackend> {
-    static ENGINE: OnceLock<Engine<CpuBackend>> = OnceLock::new();
-    let e = ENGINE.get_or_init(|| Engine::new(CpuBackend::new(config::threads())));
+    let e = CPU_ENGINE.get_or_init(|| {
+        if config::debug() >= 1 {
+            at_exit_print_cache_stats();
+        }
+        Engine::new(CpuBackend::new(config::threads()))
+    });
     // Settings may change between calls (set_threads, set_debug).
     e.backend.set_threads(config::threads());
     e.backend.set_debug(config::debug());
@@ -211,20 +223,51 @@ fn cpu_engine() -> &'static Engine<CpuBackend> {
 /// plan key.
 struct Plan<C> {
     schedule: Schedule,
-    /// The compiled kernel of each step (`None` for aliases).
-    compiled: Vec<Option<Arc<C>>>,
+    /// The compiled kernel of each step (`None` for aliases and contractions), and where it
+    /// came from when the plan was made (`METAJIT_DEBUG=1` prints it).
+    compiled: Vec<Option<(Arc<C>, Origin)>>,
     /// After each step, the nodes whose buffers nothing later reads.
     release: Vec<Vec<NodeId>>,
 }
 
+/// Where a plan's compiled kernel came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// Compiled for this plan.
+    Compiled,
+    /// Loaded from the disk tier.
+    Disk,
+    /// Found in the memory tier.
+    Memory,
+}
+
+impl Origin {
+    fn name(self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::Disk => "disk hit",
+            Origin::Memory => "memory hit",
+        }
+    }
+}
+
+/// A kernel cache and the settings generation ([`config::cache_generation`]) it was opened for.
+type OpenCache<C> = (u64, Arc<Cache<C>>);
+
 /// A plan's identity: `plan_key` and the node count.
 type PlanKey = (u64, usize);
 
-/// A backend with its plan cache and its in-process cache of compiled kernels.
+/// A backend with its plan cache and its compiled-kernel cache (memory and disk tiers,
+/// `metajit_cache`).
 struct Engine<B: Backend> {
     backend: B,
     plans: Mutex<HashMap<PlanKey, Arc<Plan<B::Compiled>>>>,
-    kernels: Mutex<HashMap<String, Arc<B::Compiled>>>,
+    /// The kernel cache, with the settings generation it was opened for.
+    cache: Mutex<Option<OpenCache<B::Compiled>>>,
+    /// The counters of caches replaced after a settings change.
+    retired: Mutex<StatsSnapshot>,
+    /// The backend's [`Backend::cache_identity`], computed once.
+    identity: OnceLock<String>,
 }
 
 static COMPILED: AtomicU64 = AtomicU64::new(0);
@@ -239,7 +282,7 @@ static KERNEL_RUNS: AtomicU64 = AtomicU64::new(0);
 pub struct Stats {
     /// Kernels compiled.
     pub kernels_compiled: u64,
-    /// Kernel compilations avoided because the same kernel was already compiled.
+    /// Kernel compilations avoided by the kernel cache (memory or disk tier).
     pub kernel_cache_hits: u64,
     /// Realizations that reused a plan (no scheduling).
     pub plan_hits: u64,
@@ -263,12 +306,62 @@ pub fn stats() -> Stats {
     }
 }
 
+/// The compiled-kernel cache's counters since the process started: hits per tier, compiles,
+/// compile and load time. Its `Display` is the line `METAJIT_DEBUG>=1` prints at exit.
+pub fn cache_stats() -> StatsSnapshot {
+    cpu_engine_if_started().map_or_else(StatsSnapshot::default, |e| e.cache_stats())
+}
+
+/// Prints [`cache_stats`] to stderr (`metajit cache: compiled=.. disk_hits=.. ...`).
+pub fn print_cache_stats() {
+    eprintln!("{}", cache_stats());
+}
+
+/// The cache key of a kernel: blake3 over the backend's name, its
+/// [`Backend::cache_identity`] (target, ISA features, code version, options) and the kernel's
+/// canonical text.
+pub fn kernel_cache_key(backend: &str, identity: &str, kernel: &Kernel) -> Key {
+    KeyBuilder::new("metajit compiled kernel")
+        .str(backend)
+        .str(identity)
+        .str(&kernel.text())
+        .finish()
+}
+
 impl<B: Backend> Engine<B> {
     fn new(backend: B) -> Self {
         Engine {
             backend,
             plans: Mutex::new(HashMap::new()),
-            kernels: Mutex::new(HashMap::new()),
+            cache: Mutex::new(None),
+            retired: Mutex::new(StatsSnapshot::default()),
+            identity: OnceLock::new(),
+        }
+    }
+
+    /// The kernel cache for the current settings (reopened after a setter changed them).
+    fn kernel_cache(&self) -> Result<Arc<Cache<B::Compiled>>> {
+        let generation = config::cache_generation();
+        let mut slot = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, c)) = &*slot
+            && *g == generation
+        {
+            return Ok(c.clone());
+        }
+        let cfg = config::try_cache_config()?;
+        let c = Arc::new(Cache::new(&cfg, self.backend.name()));
+        if let Some((_, old)) = slot.replace((generation, c.clone())) {
+            let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            *r = add_stats(&r, &old.stats());
+        }
+        Ok(c)
+    }
+
+    fn cache_stats(&self) -> StatsSnapshot {
+        let retired = *self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        match &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, c)) => add_stats(&retired, &c.stats()),
+            None => retired,
         }
     }
 
@@ -276,30 +369,42 @@ impl<B: Backend> Engine<B> {
         &self,
         kernel: &metajit_metaops::kernel::Kernel,
         debug: u8,
-    ) -> Result<Arc<B::Compiled>> {
-        let text = kernel.text();
-        if let Some(c) = self
-            .kernels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&text)
-        {
+    ) -> Result<(Arc<B::Compiled>, Origin)> {
+        let cache = self.kernel_cache()?;
+        let identity = self.identity.get_or_init(|| self.backend.cache_identity());
+        let key = kernel_cache_key(self.backend.name(), identity, kernel);
+        let before = cache.stats();
+        let c = cache.get_or_build(
+            key,
+            // SAFETY: the disk tier returns only a payload that verified against its header
+            // (magic, format version, this key, length, blake3 checksum), and the key hashes
+            // this kernel's text with the backend's name and identity; payloads are written only
+            // from `artifact` below. So the bytes are this kernel's code for this target.
+            |bytes| unsafe { self.backend.load(kernel, bytes) },
+            || {
+                if debug >= 3 {
+                    eprintln!("metajit: compiling kernel:\n{}", kernel.text());
+                }
+                let t0 = Instant::now();
+                let c = self.backend.compile(kernel)?;
+                COMPILE_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                COMPILED.fetch_add(1, Ordering::Relaxed);
+                let bytes = self.backend.artifact(&c);
+                Ok::<_, metajit_codegen::BackendError>((c, bytes))
+            },
+        )?;
+        let after = cache.stats();
+        let origin = if after.misses > before.misses {
+            Origin::Compiled
+        } else if after.disk_hits > before.disk_hits {
+            Origin::Disk
+        } else {
+            Origin::Memory
+        };
+        if origin != Origin::Compiled {
             KERNEL_HITS.fetch_add(1, Ordering::Relaxed);
-            return Ok(c.clone());
         }
-        if debug >= 3 {
-            eprintln!("metajit: compiling kernel:\n{text}");
-        }
-        let t0 = Instant::now();
-        let c = Arc::new(self.backend.compile(kernel)?);
-        COMPILE_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        COMPILED.fetch_add(1, Ordering::Relaxed);
-        self.kernels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(text)
-            .or_insert(c.clone());
-        Ok(c)
+        Ok((c, origin))
     }
 
     fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
@@ -435,7 +540,7 @@ impl<B: Backend> Engine<B> {
                         .collect();
                     let refs: Vec<&Buffer> = args.iter().map(|b| b.as_ref()).collect();
                     let sv = schedule::size_values(g, sizes);
-                    let compiled = plan.compiled[i]
+                    let (compiled, origin) = plan.compiled[i]
                         .as_ref()
                         .expect("every kernel step has a compiled kernel");
                     let t0 = (debug >= 1).then(Instant::now);
@@ -444,12 +549,13 @@ impl<B: Backend> Engine<B> {
                     if let Some(t0) = t0 {
                         let n = g.node(*root);
                         eprintln!(
-                            "metajit: {} kernel {root} ({} {}{}) in {:?}",
+                            "metajit: {} kernel {root} ({} {}{}) in {:?} [{}]",
                             self.backend.name(),
                             n.op.name(),
                             n.dtype,
                             n.shape,
-                            t0.elapsed()
+                            t0.elapsed(),
+                            origin.name()
                         );
                     }
                     for ((r, param), b) in bufs.iter().zip(&kernel.bufs).zip(args) {
@@ -550,4 +656,37 @@ pub fn run_graph_with(
         }
     };
     Ok(out.iter().map(|b| b.to_host()).collect())
+}
+
+/// The sum of two counter snapshots.
+fn add_stats(a: &StatsSnapshot, b: &StatsSnapshot) -> StatsSnapshot {
+    StatsSnapshot {
+        memory_hits: a.memory_hits + b.memory_hits,
+        disk_hits: a.disk_hits + b.disk_hits,
+        misses: a.misses + b.misses,
+        compile_ns: a.compile_ns + b.compile_ns,
+        load_ns: a.load_ns + b.load_ns,
+        damaged: a.damaged + b.damaged,
+        disk_writes: a.disk_writes + b.disk_writes,
+        disk_write_errors: a.disk_write_errors + b.disk_write_errors,
+        evictions: a.evictions + b.evictions,
+    }
+}
+
+/// Registers the `METAJIT_DEBUG>=1` line of cache statistics printed when the process exits.
+fn at_exit_print_cache_stats() {
+    unsafe extern "C" {
+        /// C's `atexit` (every platform Rust's std supports links the C runtime).
+        fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn print() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{}", cache_stats());
+    }
+    // SAFETY: `atexit` only records the function pointer; `print` is an `extern "C"` fn that
+    // lives as long as the program, cannot panic (write errors are ignored) and reads statics
+    // that are never destroyed.
+    unsafe {
+        atexit(print);
+    }
 }

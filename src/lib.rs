@@ -26,9 +26,16 @@ mod exec;
 pub mod ops;
 mod tensor;
 
-pub use config::{Device, Mode, set_debug, set_device, set_mode, set_threads};
+pub use config::{
+    CacheMode, Device, Mode, set_cache_dir, set_cache_max_mb, set_cache_mode, set_debug,
+    set_device, set_mode, set_threads,
+};
 pub use error::{Error, Result};
-pub use exec::{GraphMode, Stats, realize_all, run_graph_with, stats};
+pub use exec::{
+    GraphMode, Stats, cache_stats, kernel_cache_key, print_cache_stats, realize_all,
+    run_graph_with, stats,
+};
+pub use metajit_cache as cache;
 pub use metajit_metaops as metaops;
 pub use metajit_metaops::{DType, Element, Shape};
 pub use ops::creation::manual_seed;

@@ -59,6 +59,22 @@ pub trait Backend: Send + Sync {
     /// Compiles one kernel.
     fn compile(&self, kernel: &Kernel) -> Result<Self::Compiled, BackendError>;
 
+    /// Everything besides the kernel IR that decides the compiled code: target, ISA features,
+    /// code format version and compile options. The executor hashes it into every cache key,
+    /// so code cached by another machine or another version is never loaded.
+    fn cache_identity(&self) -> String;
+
+    /// The bytes to persist for a compiled kernel (CPU: its relocation-free machine code).
+    fn artifact(&self, compiled: &Self::Compiled) -> Vec<u8>;
+
+    /// Rebuilds a compiled kernel from [`Backend::artifact`]'s bytes, without compiling.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must be what `artifact` returned for this very kernel, from a backend with the
+    /// same [`Backend::cache_identity`]: they may be executed as they are.
+    unsafe fn load(&self, kernel: &Kernel, bytes: &[u8]) -> Result<Self::Compiled, BackendError>;
+
     /// Runs a compiled kernel over buffers (one per kernel parameter) with the given size
     /// parameters. Output buffers must hold their elements (at least one).
     fn launch(

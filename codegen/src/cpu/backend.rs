@@ -67,6 +67,22 @@ impl Backend for Cpu {
         Ok(c)
     }
 
+    fn cache_identity(&self) -> String {
+        jit::target_description()
+    }
+
+    fn artifact(&self, compiled: &CompiledKernel) -> Vec<u8> {
+        compiled.code_bytes().to_vec()
+    }
+
+    unsafe fn load(&self, kernel: &Kernel, bytes: &[u8]) -> Result<CompiledKernel, BackendError> {
+        // SAFETY: passed on from the caller (the same kernel's code for this target).
+        unsafe { CompiledKernel::from_bytes(kernel, bytes) }.map_err(|e| BackendError::Device {
+            backend: "cpu",
+            message: format!("loading cached code: {e}"),
+        })
+    }
+
     fn launch(
         &self,
         compiled: &CompiledKernel,

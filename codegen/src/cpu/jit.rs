@@ -187,12 +187,18 @@ fn host_isa(verify: bool) -> Result<Arc<dyn TargetIsa>, CompileError> {
         .map_err(CompileError::Host)
 }
 
-/// The target as it matters for cached code: triple, ISA flags and [`CODEGEN_VERSION`] (for
-/// the cache key).
+/// The target as it matters for cached code: Cranelift version, [`CODEGEN_VERSION`], triple,
+/// the compile options (Cranelift's shared flags but the verifier, which does not change code)
+/// and the host's ISA flags — the cache key's non-IR part.
 pub fn target_description() -> String {
     match host_isa(false) {
         Ok(isa) => {
             let mut s = format!("cranelift-0.135 v{CODEGEN_VERSION} {}", isa.triple());
+            for f in isa.flags().iter() {
+                if f.name != "enable_verifier" {
+                    s.push_str(&format!(" {f}"));
+                }
+            }
             for f in isa.isa_flags() {
                 s.push_str(&format!(" {f}"));
             }
