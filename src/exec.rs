@@ -1,13 +1,15 @@
 //! The executor: turns the pending part of the unified graph into a meta-op [`Graph`],
 //! simplifies and schedules it into kernels (reusing the plan of a structurally equal graph),
-//! compiles each kernel once per process, runs the steps, and stores the results back into
-//! the tensors.
+//! gets each kernel from the compiled-kernel cache (`metajit_cache`: memory tier, then disk
+//! tier, then the backend's compiler), runs the steps, and stores the results back into the
+//! tensors.
 //!
 //! Which nodes are computed: exactly the requested tensors. Intermediates are fused away; an
 //! intermediate the user holds and later reads is computed then (call `realize_all` with it, or
 //! `realize()` it first, to compute it once).
 //!
-//! Debug output (`METAJIT_DEBUG`): 1 a line per kernel run; 2 the schedule of each realize;
+//! Debug output (`METAJIT_DEBUG`): 1 a line per kernel run (with where its code came from:
+//! compiled, disk hit, memory hit) and the cache counters at exit; 2 the schedule of each realize;
 //! 3 the graph before and after simplification and each kernel's IR; 4 the pass trace.
 
 use std::collections::HashMap;

@@ -216,6 +216,20 @@ fn warm_disk_cache_compiles_nothing() {
     assert_eq!(cold.keys, warm.keys);
     assert_eq!(cold.keys, fixed_keys());
 
+    // METAJIT_DEBUG=1: a line per kernel run saying where the kernel came from, and the
+    // statistics line at exit.
+    let dbg = run_child(&dir.0, &[("METAJIT_DEBUG", "1")]);
+    let last = dbg.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "metajit cache: compiled=0 disk_hits={} memory_hits=",
+            cold.stats["compiled"]
+        )) && last.contains(" compile_ms=0.000 load_ms="),
+        "{}",
+        dbg.stderr
+    );
+    assert!(dbg.stderr.contains("[disk hit]"), "{}", dbg.stderr);
+
     // The memory tier only: compiles again, same results, writes nothing.
     let mem = run_child(&dir.0, &[("METAJIT_CACHE", "memory")]);
     assert_eq!(mem.stats["compiled"], cold.stats["compiled"], "{mem:?}");

@@ -187,13 +187,18 @@ fn host_isa(verify: bool) -> Result<Arc<dyn TargetIsa>, CompileError> {
         .map_err(CompileError::Host)
 }
 
-/// The target as it matters for cached code: Cranelift version, [`CODEGEN_VERSION`], triple,
+/// The target as it matters for cached code: Cranelift version, [`CODEGEN_VERSION`], a
+/// fingerprint of the code generator's sources and exact Cranelift versions (`build.rs`), triple,
 /// the compile options (Cranelift's shared flags but the verifier, which does not change code)
 /// and the host's ISA flags — the cache key's non-IR part.
 pub fn target_description() -> String {
     match host_isa(false) {
         Ok(isa) => {
-            let mut s = format!("cranelift-0.135 v{CODEGEN_VERSION} {}", isa.triple());
+            let mut s = format!(
+                "cranelift-0.135 v{CODEGEN_VERSION} source={} {}",
+                env!("METAJIT_CODEGEN_FINGERPRINT"),
+                isa.triple()
+            );
             for f in isa.flags().iter() {
                 if f.name != "enable_verifier" {
                     s.push_str(&format!(" {f}"));
