@@ -24,7 +24,8 @@
 //! `METAJIT_BENCH_QUICK=1` (data sizes ÷ 16, matmul n ÷ 16, for a smoke run),
 //! `METAJIT_BENCH_REFERENCE=all` (time the reference interpreter even where it takes minutes).
 //! The other `METAJIT_*` settings apply as usual (`METAJIT_DEVICE` picks the device of the
-//! compiled and eager modes).
+//! compiled and eager modes), but for the kernel cache: unless `METAJIT_CACHE_DIR` is set, the
+//! bench uses a fresh, temporary cache dir, so that its cold runs compile.
 //!
 //! Writes `target/bench/workloads.json` (every number and sample, kernel counts, compile time,
 //! peak RSS per mode, the machine, the load average) and
@@ -265,7 +266,7 @@ fn workloads(quick: bool) -> (Vec<Workload>, Vec<Missing>) {
         (
             "W7",
             "W7 compile latency cold/warm cache",
-            "the on-disk kernel cache and W6",
+            "W6 (W1's cold and warm first call: `cargo run --release --example cold_start`)",
         ),
     ];
     for (id, name, needs) in not_yet {
@@ -1378,6 +1379,14 @@ fn main() {
         std::process::exit(2);
     }
     let base = Base { device };
+    // The cold runs compile: unless METAJIT_CACHE_DIR says otherwise, kernels go to a fresh
+    // cache dir, not to kernels cached on disk by earlier runs.
+    let fresh_cache = std::env::var_os("METAJIT_CACHE_DIR").is_none().then(|| {
+        let dir = std::env::temp_dir().join(format!("metajit-bench-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        metajit::set_cache_dir(&dir);
+        dir
+    });
     let loadavg_start = loadavg();
 
     let (all, missing) = workloads(settings.quick);
@@ -1416,6 +1425,9 @@ fn main() {
         commit: git(&["rev-parse", "HEAD"]),
         dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
     };
+    if let Some(d) = fresh_cache {
+        let _ = std::fs::remove_dir_all(d);
+    }
     let dir = out_dir();
     let json = write_json(&results, &missing, &settings, &machine, device);
     let svg = write_svg(&results, &machine, &settings);
