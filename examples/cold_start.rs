@@ -24,7 +24,13 @@ fn main() {
     println!("cache dir: {} (removed at the end)", dir.display());
     let cold = run_child(&dir, "cold");
     let warm = run_child(&dir, "warm");
-    let (entries, bytes) = dir_size(&dir);
+    let stored = metajit::cache::DiskTier::open(&dir, "cpu", u64::MAX)
+        .map(|d| d.entries())
+        .unwrap_or_default();
+    let (entries, bytes) = (
+        stored.len() as u64,
+        stored.iter().map(|e| e.bytes).sum::<u64>(),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     println!(
@@ -176,24 +182,6 @@ fn time(name: &str, f: impl Fn() -> Tensor) {
         .min()
         .unwrap_or_default();
     println!("line {name}\t{}\t{}", first.as_nanos(), steady.as_nanos());
-}
-
-fn dir_size(dir: &Path) -> (u64, u64) {
-    let mut stack = vec![dir.to_path_buf()];
-    let (mut n, mut bytes) = (0, 0);
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => {
-                    n += 1;
-                    bytes += m.len();
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (n, bytes)
 }
 
 fn ms(d: Duration) -> String {

@@ -47,13 +47,16 @@ fn main() -> metajit::Result<()> {
     let total: f32 = y.sum_all().item()?;
     println!("\nsum(y) = {total}");
 
-    // What the executor did: graphs fused into kernels, each compiled once to native code.
+    // What the executor did: graphs fused into kernels, each compiled once to native code and
+    // kept in the kernel cache (a second run loads them from disk instead).
     let s = metajit::stats();
+    let c = metajit::cache_stats();
     println!(
-        "\n{} kernel launches, {} kernels compiled in {:.1} ms, {} plans reused",
+        "\n{} kernel launches, {} kernels compiled in {:.1} ms, {} loaded from the disk cache, {} plans reused",
         s.kernel_runs,
         s.kernels_compiled,
         s.compile_ns as f64 / 1e6,
+        c.disk_hits,
         s.plan_hits
     );
     Ok(())

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use metajit_cache::{Cache, Key, KeyBuilder, StatsSnapshot};
+use metajit_cache::{Cache, Key, KeyBuilder, Source, StatsSnapshot};
 use metajit_codegen::buffer::Buffer;
 use metajit_codegen::{Backend, reference};
 use metajit_metaops::kernel::Kernel;
@@ -227,30 +227,9 @@ struct Plan<C> {
     schedule: Schedule,
     /// The compiled kernel of each step (`None` for aliases and contractions), and where it
     /// came from when the plan was made (`METAJIT_DEBUG=1` prints it).
-    compiled: Vec<Option<(Arc<C>, Origin)>>,
+    compiled: Vec<Option<(Arc<C>, Source)>>,
     /// After each step, the nodes whose buffers nothing later reads.
     release: Vec<Vec<NodeId>>,
-}
-
-/// Where a plan's compiled kernel came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    /// Compiled for this plan.
-    Compiled,
-    /// Loaded from the disk tier.
-    Disk,
-    /// Found in the memory tier.
-    Memory,
-}
-
-impl Origin {
-    fn name(self) -> &'static str {
-        match self {
-            Origin::Compiled => "compiled",
-            Origin::Disk => "disk hit",
-            Origin::Memory => "memory hit",
-        }
-    }
 }
 
 /// A kernel cache and the settings generation ([`config::cache_generation`]) it was opened for.
@@ -272,11 +251,8 @@ struct Engine<B: Backend> {
     identity: OnceLock<String>,
 }
 
-static COMPILED: AtomicU64 = AtomicU64::new(0);
-static KERNEL_HITS: AtomicU64 = AtomicU64::new(0);
 static PLAN_HITS: AtomicU64 = AtomicU64::new(0);
 static PLAN_MISSES: AtomicU64 = AtomicU64::new(0);
-static COMPILE_NS: AtomicU64 = AtomicU64::new(0);
 static KERNEL_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Counters of the executor since the process started.
@@ -296,15 +272,16 @@ pub struct Stats {
     pub compile_ns: u64,
 }
 
-/// The executor's counters.
+/// The executor's counters (the kernel ones are the kernel cache's, [`cache_stats`]).
 pub fn stats() -> Stats {
+    let c = cache_stats();
     Stats {
-        kernels_compiled: COMPILED.load(Ordering::Relaxed),
-        kernel_cache_hits: KERNEL_HITS.load(Ordering::Relaxed),
+        kernels_compiled: c.misses,
+        kernel_cache_hits: c.memory_hits + c.disk_hits,
         plan_hits: PLAN_HITS.load(Ordering::Relaxed),
         plan_misses: PLAN_MISSES.load(Ordering::Relaxed),
         kernel_runs: KERNEL_RUNS.load(Ordering::Relaxed),
-        compile_ns: COMPILE_NS.load(Ordering::Relaxed),
+        compile_ns: c.compile_ns,
     }
 }
 
@@ -354,7 +331,7 @@ impl<B: Backend> Engine<B> {
         let c = Arc::new(Cache::new(&cfg, self.backend.name()));
         if let Some((_, old)) = slot.replace((generation, c.clone())) {
             let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-            *r = add_stats(&r, &old.stats());
+            *r = *r + old.stats();
         }
         Ok(c)
     }
@@ -362,21 +339,16 @@ impl<B: Backend> Engine<B> {
     fn cache_stats(&self) -> StatsSnapshot {
         let retired = *self.retired.lock().unwrap_or_else(|p| p.into_inner());
         match &*self.cache.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((_, c)) => add_stats(&retired, &c.stats()),
+            Some((_, c)) => retired + c.stats(),
             None => retired,
         }
     }
 
-    fn compile(
-        &self,
-        kernel: &metajit_metaops::kernel::Kernel,
-        debug: u8,
-    ) -> Result<(Arc<B::Compiled>, Origin)> {
+    fn compile(&self, kernel: &Kernel, debug: u8) -> Result<(Arc<B::Compiled>, Source)> {
         let cache = self.kernel_cache()?;
         let identity = self.identity.get_or_init(|| self.backend.cache_identity());
         let key = kernel_cache_key(self.backend.name(), identity, kernel);
-        let before = cache.stats();
-        let c = cache.get_or_build(
+        Ok(cache.lookup(
             key,
             // SAFETY: the disk tier returns only a payload that verified against its header
             // (magic, format version, this key, length, blake3 checksum), and the key hashes
@@ -387,26 +359,11 @@ impl<B: Backend> Engine<B> {
                 if debug >= 3 {
                     eprintln!("metajit: compiling kernel:\n{}", kernel.text());
                 }
-                let t0 = Instant::now();
                 let c = self.backend.compile(kernel)?;
-                COMPILE_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                COMPILED.fetch_add(1, Ordering::Relaxed);
                 let bytes = self.backend.artifact(&c);
                 Ok::<_, metajit_codegen::BackendError>((c, bytes))
             },
-        )?;
-        let after = cache.stats();
-        let origin = if after.misses > before.misses {
-            Origin::Compiled
-        } else if after.disk_hits > before.disk_hits {
-            Origin::Disk
-        } else {
-            Origin::Memory
-        };
-        if origin != Origin::Compiled {
-            KERNEL_HITS.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok((c, origin))
+        )?)
     }
 
     fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
@@ -557,7 +514,7 @@ impl<B: Backend> Engine<B> {
                             n.dtype,
                             n.shape,
                             t0.elapsed(),
-                            origin.name()
+                            origin.describe()
                         );
                     }
                     for ((r, param), b) in bufs.iter().zip(&kernel.bufs).zip(args) {
@@ -658,21 +615,6 @@ pub fn run_graph_with(
         }
     };
     Ok(out.iter().map(|b| b.to_host()).collect())
-}
-
-/// The sum of two counter snapshots.
-fn add_stats(a: &StatsSnapshot, b: &StatsSnapshot) -> StatsSnapshot {
-    StatsSnapshot {
-        memory_hits: a.memory_hits + b.memory_hits,
-        disk_hits: a.disk_hits + b.disk_hits,
-        misses: a.misses + b.misses,
-        compile_ns: a.compile_ns + b.compile_ns,
-        load_ns: a.load_ns + b.load_ns,
-        damaged: a.damaged + b.damaged,
-        disk_writes: a.disk_writes + b.disk_writes,
-        disk_write_errors: a.disk_write_errors + b.disk_write_errors,
-        evictions: a.evictions + b.evictions,
-    }
 }
 
 /// Registers the `METAJIT_DEBUG>=1` line of cache statistics printed when the process exits.

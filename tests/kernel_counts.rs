@@ -27,6 +27,8 @@ fn softmax(x: &Tensor) -> Tensor {
 #[test]
 fn fusion_kernel_counts_and_zero_recompiles_on_a_new_batch_size() {
     metajit::set_mode(metajit::Mode::Compiled);
+    // Count real compiles: a warm disk cache from an earlier run would load the kernels instead.
+    metajit::set_cache_mode(metajit::CacheMode::Memory);
     // W1 is one kernel.
     let x = Tensor::randn([4096]);
     x.realize().unwrap();

@@ -25,6 +25,28 @@ fn warn_once(flag: &AtomicBool, message: fmt::Arguments<'_>) {
     }
 }
 
+/// Where [`Cache::lookup`] found its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The memory tier.
+    Memory,
+    /// The disk tier (loaded without building).
+    Disk,
+    /// Neither: it was built.
+    Built,
+}
+
+impl Source {
+    /// `memory hit`, `disk hit` or `compiled`, for log lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Memory => "memory hit",
+            Source::Disk => "disk hit",
+            Source::Built => "compiled",
+        }
+    }
+}
+
 /// A two-tier cache of artifacts `V` (e.g. loaded kernels) for one backend.
 pub struct Cache<V> {
     mode: CacheMode,
@@ -77,9 +99,20 @@ impl<V> Cache<V> {
         load: impl FnOnce(&[u8]) -> Result<V, E>,
         build: impl FnOnce() -> Result<(V, Vec<u8>), E>,
     ) -> Result<Arc<V>, E> {
+        self.lookup(key, load, build).map(|(value, _)| value)
+    }
+
+    /// [`get_or_build`](Self::get_or_build), also saying which tier answered (or that it was
+    /// built).
+    pub fn lookup<E: fmt::Display>(
+        &self,
+        key: Key,
+        load: impl FnOnce(&[u8]) -> Result<V, E>,
+        build: impl FnOnce() -> Result<(V, Vec<u8>), E>,
+    ) -> Result<(Arc<V>, Source), E> {
         if let Some(value) = self.memory.as_ref().and_then(|m| m.get(&key)) {
             self.stats.memory_hit();
-            return Ok(value);
+            return Ok((value, Source::Memory));
         }
         if let Some(disk) = &self.disk {
             let start = Instant::now();
@@ -87,7 +120,7 @@ impl<V> Cache<V> {
                 Lookup::Hit(bytes) => match load(&bytes) {
                     Ok(value) => {
                         self.stats.disk_hit(start.elapsed());
-                        return Ok(self.remember(key, value));
+                        return Ok((self.remember(key, value), Source::Disk));
                     }
                     Err(e) => {
                         self.stats.damaged();
@@ -132,7 +165,7 @@ impl<V> Cache<V> {
                 }
             }
         }
-        Ok(value)
+        Ok((value, Source::Built))
     }
 
     /// Stores `value` in the memory tier (if any) and returns the shared copy.

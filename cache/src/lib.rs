@@ -43,7 +43,7 @@ pub mod stats;
 use std::io;
 use std::path::PathBuf;
 
-pub use cache::Cache;
+pub use cache::{Cache, Source};
 pub use config::{CacheConfig, CacheMode, ConfigError};
 pub use disk::{DiskTier, EntryInfo, Lookup, VerifyReport};
 pub use key::{Key, KeyBuilder};

@@ -109,6 +109,25 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+impl std::ops::Add for StatsSnapshot {
+    type Output = StatsSnapshot;
+
+    /// Field-wise sum (e.g. the counters of a cache and of the ones it replaced).
+    fn add(self, o: StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            memory_hits: self.memory_hits + o.memory_hits,
+            disk_hits: self.disk_hits + o.disk_hits,
+            misses: self.misses + o.misses,
+            compile_ns: self.compile_ns + o.compile_ns,
+            load_ns: self.load_ns + o.load_ns,
+            damaged: self.damaged + o.damaged,
+            disk_writes: self.disk_writes + o.disk_writes,
+            disk_write_errors: self.disk_write_errors + o.disk_write_errors,
+            evictions: self.evictions + o.evictions,
+        }
+    }
+}
+
 impl StatsSnapshot {
     /// The counts accumulated since `earlier` (a snapshot of the same cache), e.g. per
     /// realize; saturates at zero if the stats were reset in between.
