@@ -308,7 +308,11 @@ mod tests {
 
 thread_local! {
     static ONE_OP_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static ONE_OP_GROUP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
+
+/// Numbers the high-level ops recorded as one unit (0 means none).
+static NEXT_GROUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Whether ops recorded now run at once: eager mode, outside a high-level op being lowered as
 /// one unit (see [`as_one_op`]).
@@ -316,15 +320,29 @@ pub(crate) fn eager_now() -> bool {
     mode() == Mode::Eager && ONE_OP_DEPTH.with(|d| d.get()) == 0
 }
 
+/// The unit (see [`as_one_op`]) that nodes recorded now belong to, or 0 outside any.
+pub(crate) fn current_group() -> u64 {
+    if ONE_OP_DEPTH.with(|d| d.get()) == 0 {
+        0
+    } else {
+        ONE_OP_GROUP.with(|g| g.get())
+    }
+}
+
 /// Records the meta-ops of one high-level op (matmul, ...) as one unit: in eager mode they run
 /// together when `f` returns, as PyTorch eager runs the op as one call — instead of each
-/// meta-op alone (a matmul's broadcast product alone would materialise n³ elements).
+/// meta-op alone (a matmul's broadcast product alone would materialise n³ elements). The
+/// nodes remember their unit, so that eager mode runs the op's backward as one unit too.
 pub(crate) fn as_one_op<T>(f: impl FnOnce() -> T) -> T {
     struct Guard;
     impl Drop for Guard {
         fn drop(&mut self) {
             ONE_OP_DEPTH.with(|d| d.set(d.get() - 1));
         }
+    }
+    if ONE_OP_DEPTH.with(|d| d.get()) == 0 {
+        let id = NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ONE_OP_GROUP.with(|g| g.set(id));
     }
     ONE_OP_DEPTH.with(|d| d.set(d.get() + 1));
     let _g = Guard;

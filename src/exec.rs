@@ -27,7 +27,7 @@ use metajit_metaops::{Graph, Node, NodeId, Op};
 
 use crate::config::{self, Device};
 use crate::error::{Error, Result};
-use crate::tensor::{State, Tensor};
+use crate::tensor::{NodeRef, State, Tensor};
 
 /// A hasher for unique integer ids (tensor ids): a multiplicative mix, no SipHash.
 #[derive(Default)]
@@ -49,40 +49,40 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Realizes `targets` together, as one graph.
-pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
+/// Realizes the nodes `targets` together, as one graph.
+pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
     // 1. Collect the pending nodes reachable from the targets, inputs before users.
-    let mut order: Vec<Tensor> = Vec::new();
+    let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
-    let mut stack: Vec<(Tensor, bool)> = targets.iter().map(|t| ((*t).clone(), false)).collect();
+    let mut stack: Vec<(NodeRef, bool)> = targets.iter().map(|t| (t.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
-        if index.contains_key(&t.id()) {
+        if index.contains_key(&t.id) {
             continue;
         }
         if expanded {
-            index.insert(t.id(), order.len());
+            index.insert(t.id, order.len());
             order.push(t);
             continue;
         }
-        let inputs: Vec<Tensor> = match &*t.0.lock() {
+        let inputs: Vec<NodeRef> = match &*t.lock() {
             State::Lazy { inputs, .. } => inputs.clone(),
             State::Realized(_) => Vec::new(),
         };
         stack.push((t, true));
         for i in inputs.into_iter().rev() {
-            if !index.contains_key(&i.id()) {
+            if !index.contains_key(&i.id) {
                 stack.push((i, false));
             }
         }
     }
     drop(stack);
 
-    // 2. Build the meta-op graph: realized tensors become inputs.
+    // 2. Build the meta-op graph: realized nodes become inputs.
     let mut g = Graph::new();
     let mut buffers: Vec<Arc<Buffer>> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
     for (k, t) in order.iter().enumerate() {
-        let node = match &*t.0.lock() {
+        let node = match &*t.lock() {
             State::Realized(d) => {
                 buffers.push(d.clone());
                 Node {
@@ -90,21 +90,18 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
                         slot: buffers.len() - 1,
                     },
                     inputs: vec![],
-                    dtype: t.dtype(),
-                    shape: t.shape().clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
                 }
             }
             State::Lazy { op, inputs } => {
                 pending.push(k);
-                let ids = inputs
-                    .iter()
-                    .map(|i| NodeId(index[&i.id()] as u32))
-                    .collect();
+                let ids = inputs.iter().map(|i| NodeId(index[&i.id] as u32)).collect();
                 Node {
                     op: op.clone(),
                     inputs: ids,
-                    dtype: t.dtype(),
-                    shape: t.shape().clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
                 }
             }
         };
@@ -119,11 +116,11 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
     //    the end of the statement, so holding cannot tell a kept variable from a temporary,
     //    and materialising every temporary would defeat fusion. `realize_all` computes several
     //    values in one graph.)
-    let target_ids: Vec<u64> = targets.iter().map(|t| t.id()).collect();
+    let target_ids: Vec<u64> = targets.iter().map(|t| t.id).collect();
     let outputs: Vec<usize> = pending
         .iter()
         .copied()
-        .filter(|&k| target_ids.contains(&order[k].id()))
+        .filter(|&k| target_ids.contains(&order[k].id))
         .collect();
     g.outputs = outputs.iter().map(|&k| NodeId(k as u32)).collect();
 
@@ -132,7 +129,7 @@ pub(crate) fn realize(targets: &[&Tensor]) -> Result<()> {
 
     // 5. Store: each output becomes a buffer, dropping its references to its inputs.
     for (&k, data) in outputs.iter().zip(results) {
-        *order[k].0.lock() = State::Realized(data);
+        *order[k].lock() = State::Realized(data);
     }
     Ok(())
 }
@@ -537,9 +534,20 @@ impl<B: Backend> Engine<B> {
     }
 }
 
-/// Realizes several tensors as one graph (shared work is computed once).
+/// Realizes several tensors as one graph: shared work is computed once, and everything is
+/// scheduled together. A training step realizes its loss, every updated parameter and the
+/// optimizer state this way, so forward, backward and update are one schedule.
+///
+/// ```
+/// use metajit::Tensor;
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], [3]);
+/// let (s, m) = (x.exp().sum_all(), x.exp().max_all());
+/// metajit::realize_all(&[&s, &m]).unwrap();
+/// assert!(s.is_realized() && m.is_realized());
+/// ```
 pub fn realize_all(tensors: &[&Tensor]) -> Result<()> {
-    realize(tensors)
+    let nodes: Vec<NodeRef> = tensors.iter().map(|t| t.node()).collect();
+    realize(&nodes)
 }
 
 /// How [`run_graph_with`] executes a graph.

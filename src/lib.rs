@@ -19,6 +19,7 @@
 //! cache (`metajit-cache`) → runtime. Settings come from `METAJIT_*` variables or [`config`].
 #![deny(missing_docs)]
 
+pub mod autograd;
 pub mod config;
 mod display;
 pub mod error;
@@ -26,6 +27,7 @@ mod exec;
 pub mod ops;
 mod tensor;
 
+pub use autograd::{is_grad_enabled, no_grad};
 pub use config::{
     CacheMode, Device, Mode, set_cache_dir, set_cache_max_mb, set_cache_mode, set_debug,
     set_device, set_mode, set_threads,

@@ -1,10 +1,20 @@
 //! The lazy [`Tensor`]: a handle to one node of the unified graph.
 //!
+//! Two levels, as Jittor's `VarHolder` → `Var`:
+//! - a **node** ([`Inner`]) is one value of the graph: a pending op over other nodes, or a
+//!   computed buffer, plus its autograd record. Graph edges point at nodes, and a node's value
+//!   never changes once recorded.
+//! - a **tensor** ([`Tensor`]) is a handle the user holds; clones share it. It points at one
+//!   node, and [`Tensor::assign`] points it at another (a parameter taking its updated value):
+//!   every holder of the handle (a module, an optimizer) sees the new value, while graphs
+//!   recorded earlier keep reading the old node.
+//!
 //! Every op call checks its arguments at once (panicking at the caller's line on misuse) and
 //! records a meta-op node; nothing is computed until a value is needed (`to_vec`, `item`,
 //! printing, [`Tensor::realize`]) or eager mode is on. Realizing replaces a node's op by its
 //! buffer, which drops the references to its inputs, so memory is freed as soon as nothing
-//! refers to it.
+//! refers to it. The backward edges of a node that needs a gradient live apart, in its
+//! autograd record ([`crate::autograd`]), so realizing a loss leaves `backward()` its graph.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,73 +23,130 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use metajit_codegen::buffer::Buffer;
 use metajit_metaops::{DType, Element, Graph, HostData, Node, Op, Shape};
 
+use crate::autograd::{self, Autograd};
 use crate::config;
 use crate::error::Result;
 
 /// A multi-dimensional array of one dtype, computed lazily.
 ///
-/// Cloning a `Tensor` is cheap and shares the node (like cloning an `Rc`).
+/// Cloning a `Tensor` is cheap and shares the handle (like cloning an `Rc`): an
+/// [`assign`](Tensor::assign) through one clone is seen by all.
 #[derive(Clone)]
-pub struct Tensor(pub(crate) Arc<Inner>);
+pub struct Tensor(pub(crate) Arc<Handle>);
 
+/// What a [`Tensor`] points at: its current node. The dtype and shape are fixed for the
+/// handle's life (`assign` keeps them).
+pub(crate) struct Handle {
+    dtype: DType,
+    shape: Shape,
+    node: Mutex<NodeRef>,
+}
+
+/// A shared reference to a node of the unified graph.
+pub(crate) type NodeRef = Arc<Inner>;
+
+/// One node of the unified graph.
 pub(crate) struct Inner {
     pub(crate) id: u64,
     pub(crate) dtype: DType,
     pub(crate) shape: Shape,
     pub(crate) state: Mutex<State>,
+    /// The autograd record: nothing, a leaf that accumulates `.grad`, or backward edges.
+    pub(crate) autograd: Mutex<Autograd>,
+    /// The high-level op (e.g. one matmul) this node was recorded in, or 0: eager mode runs a
+    /// group's backward as one unit too.
+    pub(crate) group: u64,
 }
 
-/// What a tensor currently is: a pending op over other tensors, or a computed buffer.
+/// What a node currently is: a pending op over other nodes, or a computed buffer.
 pub(crate) enum State {
-    Lazy { op: Op, inputs: Vec<Tensor> },
+    Lazy { op: Op, inputs: Vec<NodeRef> },
     Realized(Arc<Buffer>),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+/// Locks a mutex whose data stays consistent across a panic (every write is one assignment),
+/// so a poisoned lock is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State half-written (every write is one
-        // assignment), so a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
+    }
+
+    /// A new node.
+    pub(crate) fn new(dtype: DType, shape: Shape, state: State, autograd: Autograd) -> NodeRef {
+        Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            dtype,
+            shape,
+            state: Mutex::new(state),
+            autograd: Mutex::new(autograd),
+            group: config::current_group(),
+        })
+    }
+
+    /// True when a gradient flows to this node (a leaf that requires grad, or a result of
+    /// one).
+    pub(crate) fn requires_grad(&self) -> bool {
+        !matches!(*lock(&self.autograd), Autograd::None)
+    }
+
+    /// Moves this node's references to other nodes (pending inputs and backward edges) onto
+    /// `stack`.
+    fn take_edges(&mut self, stack: &mut Vec<NodeRef>) {
+        if let State::Lazy { inputs, .. } = self.state.get_mut().unwrap_or_else(|p| p.into_inner())
+        {
+            stack.append(inputs);
+        }
+        if let Autograd::Fn(f) = self.autograd.get_mut().unwrap_or_else(|p| p.into_inner()) {
+            stack.append(&mut f.inputs);
+        }
     }
 }
 
 impl Drop for Inner {
-    /// Drops the chain of pending inputs iteratively: a lazy graph can be arbitrarily deep
-    /// (`total = total + loss` over 100k steps), and the default recursive drop would overflow
-    /// the stack.
+    /// Drops the chain of pending inputs and backward edges iteratively: a graph can be
+    /// arbitrarily deep (`total = total + loss` over 100k steps), and the default recursive
+    /// drop would overflow the stack.
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let State::Lazy { inputs, .. } = state else {
-            return;
-        };
-        let mut stack = std::mem::take(inputs);
-        while let Some(t) = stack.pop() {
-            // Only the last owner unlinks a node's inputs; others just release their count.
-            if let Ok(mut inner) = Arc::try_unwrap(t.0)
-                && let State::Lazy { inputs, .. } =
-                    inner.state.get_mut().unwrap_or_else(|p| p.into_inner())
-            {
-                stack.append(inputs);
+        let mut stack = Vec::new();
+        self.take_edges(&mut stack);
+        while let Some(n) = stack.pop() {
+            // Only the last owner unlinks a node's edges; others just release their count.
+            if let Ok(mut inner) = Arc::try_unwrap(n) {
+                inner.take_edges(&mut stack);
             }
         }
     }
 }
 
 impl Tensor {
-    fn with_state(dtype: DType, shape: Shape, state: State) -> Tensor {
-        Tensor(Arc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            dtype,
-            shape,
-            state: Mutex::new(state),
+    /// A handle to `node`.
+    pub(crate) fn from_node(node: NodeRef) -> Tensor {
+        Tensor(Arc::new(Handle {
+            dtype: node.dtype,
+            shape: node.shape.clone(),
+            node: Mutex::new(node),
         }))
+    }
+
+    /// The node this tensor points at now.
+    pub(crate) fn node(&self) -> NodeRef {
+        lock(&self.0.node).clone()
+    }
+
+    fn with_state(dtype: DType, shape: Shape, state: State) -> Tensor {
+        Tensor::from_node(Inner::new(dtype, shape, state, Autograd::None))
     }
 
     /// Records `op` over `inputs` as a new node of `dtype` and `shape`. The node is checked
     /// against the verifier's rules; a failure here is a bug in the op's lowering (callers
     /// check user-facing rules first, with better messages), reported with the op's text.
+    /// When gradients are enabled and an input requires one, the node keeps backward edges.
     #[track_caller]
     pub(crate) fn from_op(op: Op, inputs: &[&Tensor], dtype: DType, shape: Shape) -> Tensor {
         let mut g = Graph::new();
@@ -110,20 +177,87 @@ impl Tensor {
             );
             panic!("metajit bug: lowering produced an invalid node: {e}\n  {text}");
         }
-        let t = Tensor::with_state(
+        let nodes: Vec<NodeRef> = inputs.iter().map(|t| t.node()).collect();
+        let grad = autograd::record(&node.op, node.dtype, &nodes);
+        let t = Tensor::from_node(Inner::new(
             node.dtype,
             node.shape,
             State::Lazy {
                 op: node.op,
-                inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+                inputs: nodes,
             },
-        );
+            grad,
+        ));
         if config::eager_now()
             && let Err(e) = t.realize()
         {
             panic!("eager execution failed: {e}");
         }
         t
+    }
+
+    /// The same value as a new leaf that does not require grad and shares nothing with this
+    /// tensor's autograd graph (PyTorch's `detach`). A computed value is shared, not copied.
+    ///
+    /// ```
+    /// use metajit::Tensor;
+    /// let w = Tensor::ones([2]).requires_grad_(true);
+    /// let y = (&w * 3.0).detach();
+    /// assert!(!y.requires_grad());
+    /// ```
+    pub fn detach(&self) -> Tensor {
+        Tensor::from_node(self.same_value_node(Autograd::None))
+    }
+
+    /// A new node with this tensor's value: the buffer when computed, else an identity
+    /// reshape of the current node (which fuses away).
+    fn same_value_node(&self, autograd: Autograd) -> NodeRef {
+        let node = self.node();
+        let state = match &*node.lock() {
+            State::Realized(b) => State::Realized(b.clone()),
+            State::Lazy { .. } => State::Lazy {
+                op: Op::Reshape,
+                inputs: vec![node.clone()],
+            },
+        };
+        Inner::new(self.dtype(), self.shape().clone(), state, autograd)
+    }
+
+    /// Gives this tensor (and every clone of it) the value of `value`, as a parameter update
+    /// does: graphs recorded earlier keep reading the old value, later ones read the new one.
+    /// The tensor stays a leaf that requires grad if it was one, with its accumulated
+    /// [`grad`](Tensor::grad); the new value is detached from `value`'s autograd graph.
+    /// Nothing is computed: realize the new values together with the loss
+    /// ([`crate::realize_all`]) to run a training step as one schedule.
+    ///
+    /// ```
+    /// use metajit::Tensor;
+    /// let w = Tensor::from_vec(vec![1.0f32, 2.0], [2]);
+    /// let old = &w * 10.0;                       // recorded with the old value
+    /// w.assign(&(&w + 1.0));
+    /// assert_eq!(w.to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+    /// assert_eq!(old.to_vec::<f32>().unwrap(), vec![10.0, 20.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// When `value`'s shape or dtype differs from this tensor's.
+    #[track_caller]
+    pub fn assign(&self, value: &Tensor) {
+        if value.shape() != self.shape() || value.dtype() != self.dtype() {
+            panic!(
+                "shape mismatch in assign: tensor {} {}, value {} {} (assign keeps the shape and dtype; reshape or cast the value)",
+                self.dtype(),
+                self.shape(),
+                value.dtype(),
+                value.shape()
+            );
+        }
+        let autograd = match &*crate::tensor::lock(&self.node().autograd) {
+            Autograd::Leaf(l) => Autograd::Leaf(l.clone()),
+            _ => Autograd::None,
+        };
+        let node = value.same_value_node(autograd);
+        *lock(&self.0.node) = node;
     }
 
     /// A tensor holding `data` with `shape`.
@@ -202,27 +336,29 @@ impl Tensor {
         self.dims()[a]
     }
 
-    /// A process-unique id of this tensor's node.
+    /// A process-unique id of the node this tensor points at (it changes on
+    /// [`assign`](Tensor::assign)).
     pub fn id(&self) -> u64 {
-        self.0.id
+        self.node().id
     }
 
     /// True when the value has been computed.
     pub fn is_realized(&self) -> bool {
-        matches!(*self.0.lock(), State::Realized(_))
+        matches!(*self.node().lock(), State::Realized(_))
     }
 
     /// Computes this tensor (and any pending tensor it needs that is still referenced
     /// elsewhere) now.
     pub fn realize(&self) -> Result<&Tensor> {
-        crate::exec::realize(&[self])?;
+        crate::exec::realize(&[self.node()])?;
         Ok(self)
     }
 
     /// The computed buffer.
     pub(crate) fn buffer(&self) -> Result<Arc<Buffer>> {
-        self.realize()?;
-        match &*self.0.lock() {
+        let node = self.node();
+        crate::exec::realize(std::slice::from_ref(&node))?;
+        match &*node.lock() {
             State::Realized(d) => Ok(d.clone()),
             State::Lazy { .. } => unreachable!("realize leaves the tensor realized"),
         }

@@ -474,7 +474,8 @@ impl Tensor {
         let neg = self.lt(0).cast(self.dtype());
         let s = pos.sub(&neg);
         if self.dtype().is_float() {
-            Tensor::where_(&self.isnan(), self, &s)
+            // A NaN constant, not `self`: sign's gradient is 0 everywhere, NaN included.
+            Tensor::where_(&self.isnan(), f64::NAN, &s)
         } else {
             s
         }
@@ -503,9 +504,13 @@ impl Tensor {
     }
 
     /// `max(x, 0)` (NaN stays NaN).
+    ///
+    /// Lowered as `where(x <= 0, 0, x)`, not `maximum(x, 0)`: maximum's gradient splits 50/50
+    /// at the tie x = 0, where PyTorch's relu'(0) is 0; the `where` also passes the gradient
+    /// at NaN, as PyTorch does.
     #[track_caller]
     pub fn relu(&self) -> Tensor {
-        self.maximum(&self.scalar_like(0.0))
+        Tensor::where_(&self.le(0), &self.scalar_like(0.0), self)
     }
 
     /// `x` where positive, else `slope * x`.
@@ -528,54 +533,103 @@ impl Tensor {
         x.mul(&x.sigmoid())
     }
 
-    /// Softplus `log(1 + e^x)`, computed stably as `max(x, 0) + log1p(e^-|x|)`, and `x` itself
-    /// above 20 (PyTorch's threshold).
+    /// Softplus `log(1 + e^x)`, and `x` itself above 20 (PyTorch's threshold). Below it,
+    /// `e^x` cannot overflow and `log1p` is accurate for tiny `e^x`.
+    ///
+    /// The double-`where` pattern: the branch not taken reads `where(x > 20, 0, x)`, so it is
+    /// finite and its gradient (multiplied by 0) cannot turn into NaN; softplus'(x) is
+    /// sigmoid(x) below the threshold and 1 above, as PyTorch.
     pub fn softplus(&self) -> Tensor {
         let x = self.to_float();
-        let stable = x.relu().add(&x.abs().neg().exp().log1p());
-        Tensor::where_(&x.gt(20.0), &x, &stable)
+        let above = x.gt(20.0);
+        let safe = Tensor::where_(&above, 0.0, &x);
+        Tensor::where_(&above, &x, &safe.exp().log1p())
     }
 
     /// `log(1 + x)`, accurate for small `x` (Kahan's trick: `log(w) * x / (w - 1)` with
     /// `w = 1 + x`, and `x` itself where `w` rounds to 1).
+    ///
+    /// Its gradient is declared (`g / (1 + x)`, [`crate::autograd`]): the chain rule through
+    /// the correction is NaN where `w` rounds to 1, overflows, or is 0.
     pub fn log1p(&self) -> Tensor {
         let x = self.to_float();
-        let w = x.add(1.0);
-        let corrected = w.log().mul(&x).div(&w.sub(1.0));
-        let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
-        // Infinite w: the correction is inf/inf; log(w) is right.
-        Tensor::where_(&w.isinf(), &w.log(), &r)
+        let out = crate::no_grad(|| {
+            let w = x.add(1.0);
+            let corrected = w.log().mul(&x).div(&w.sub(1.0));
+            let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+            // Infinite w: the correction is inf/inf; log(w) is right.
+            Tensor::where_(&w.isinf(), &w.log(), &r)
+        });
+        crate::autograd::with_custom_rule(out, crate::autograd::Custom::Log1p, &[&x])
     }
 
     /// `e^x - 1`, accurate for small `x` (`(w - 1) * x / log(w)` with `w = e^x`).
+    ///
+    /// Its gradient is declared (`g · (out + 1)`, as PyTorch): the chain rule through the
+    /// correction is NaN where `w` is 1, 0 or infinite.
     pub fn expm1(&self) -> Tensor {
         let x = self.to_float();
-        let w = x.exp();
-        let corrected = w.sub(1.0).mul(&x).div(&w.log());
-        let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
-        let r = Tensor::where_(&w.sub(1.0).eq(-1.0), -1.0, &r);
-        Tensor::where_(&w.isinf(), &w, &r)
+        let out = crate::no_grad(|| {
+            let w = x.exp();
+            let corrected = w.sub(1.0).mul(&x).div(&w.log());
+            let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+            let r = Tensor::where_(&w.sub(1.0).eq(-1.0), -1.0, &r);
+            Tensor::where_(&w.isinf(), &w, &r)
+        });
+        crate::autograd::with_custom_rule(out, crate::autograd::Custom::Expm1, &[&x])
     }
 
     /// Clamps into `[min, max]` (NaN stays NaN).
+    ///
+    /// Lowered as `where(min <= x <= max, x, bound)` rather than `maximum`/`minimum`, whose
+    /// gradient splits at a tie: PyTorch's clamp passes the whole gradient at the bounds and
+    /// none at NaN. `bound` is `min`, `max`, or a NaN constant for NaN inputs, so it carries
+    /// no gradient.
     #[track_caller]
     pub fn clamp(&self, min: f64, max: f64) -> Tensor {
         if min > max {
             panic!("bad arguments to clamp: min {min} is greater than max {max}");
         }
-        self.maximum(min).minimum(max)
+        self.clamp_between(Some(min), Some(max))
     }
 
-    /// `max(x, min)`.
+    /// `max(x, min)`, with clamp's gradient (passed at the bound, 0 at NaN).
     #[track_caller]
     pub fn clamp_min(&self, min: f64) -> Tensor {
-        self.maximum(min)
+        self.clamp_between(Some(min), None)
     }
 
-    /// `min(x, max)`.
+    /// `min(x, max)`, with clamp's gradient (passed at the bound, 0 at NaN).
     #[track_caller]
     pub fn clamp_max(&self, max: f64) -> Tensor {
-        self.minimum(max)
+        self.clamp_between(None, Some(max))
+    }
+
+    #[track_caller]
+    fn clamp_between(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
+        // The result dtype, as `maximum(x, min)` would give (a float bound makes ints f32).
+        let dtype = Operand::Float(min.or(max).unwrap_or(0.0)).result_dtype(self.dtype());
+        let x = self.cast(dtype);
+        let nan = if dtype.is_float() { f64::NAN } else { 0.0 };
+        let mut inside: Option<Tensor> = None;
+        let mut bound = Tensor::constant(
+            Scalar::F64(nan).cast(dtype),
+            metajit_metaops::Shape::scalar(),
+        );
+        for (b, is_min) in [(max, false), (min, true)] {
+            let Some(b) = b else { continue };
+            let ok = if is_min { x.ge(b) } else { x.le(b) };
+            let out = if is_min { x.lt(b) } else { x.gt(b) };
+            bound = Tensor::where_(&out, b, &bound);
+            inside = Some(match inside {
+                Some(i) => i.logical_and(&ok),
+                None => ok,
+            });
+        }
+        match inside {
+            Some(i) => Tensor::where_(&i, &x, &bound),
+            None => x,
+        }
     }
 }
 

@@ -15,10 +15,11 @@
 pub mod creation;
 pub mod elementwise;
 pub mod linalg;
+mod meta;
 pub mod reduce;
 pub mod shape;
 
-use metajit_metaops::{DType, Op, Scalar, Shape};
+use metajit_metaops::{DType, Scalar, Shape};
 
 use crate::tensor::Tensor;
 
@@ -176,59 +177,5 @@ impl Operand<'_> {
             Operand::Int(v) => Tensor::constant(Scalar::I64(v).cast(dtype), Shape::scalar()),
             Operand::Bool(v) => Tensor::constant(Scalar::Bool(v).cast(dtype), Shape::scalar()),
         }
-    }
-}
-
-impl Tensor {
-    /// A tensor of `shape` filled with `value` (its dtype is the value's).
-    pub(crate) fn constant(value: Scalar, shape: Shape) -> Tensor {
-        Tensor::from_op(Op::Const(value), &[], value.dtype(), shape)
-    }
-
-    /// Broadcasts to `target` by the NumPy rule (align at the right; extents equal or 1).
-    #[track_caller]
-    pub(crate) fn broadcast_as(&self, op: &str, target: &Shape) -> Tensor {
-        let (src, r) = (self.shape(), target.rank());
-        if src.rank() > r {
-            panic!(
-                "shape mismatch in {op}: cannot broadcast {src} to {target} (more axes than the target)"
-            );
-        }
-        if src == target {
-            return self.clone();
-        }
-        let off = r - src.rank();
-        let mut kept = Vec::new();
-        let mut new_axes = Vec::new();
-        for (k, &t) in target.dims().iter().enumerate() {
-            let s = if k >= off {
-                Some(src.dims()[k - off])
-            } else {
-                None
-            };
-            match s {
-                Some(s) if s == t => kept.push(t),
-                Some(1) | None => new_axes.push(k),
-                Some(s) => panic!(
-                    "shape mismatch in {op}: cannot broadcast {src} to {target} (axis {k}: extent {s} is neither {t} nor 1)"
-                ),
-            }
-        }
-        let squeezed = self.view_as(Shape::new(kept));
-        Tensor::from_op(
-            Op::BroadcastTo { axes: new_axes },
-            &[&squeezed],
-            self.dtype(),
-            target.clone(),
-        )
-    }
-
-    /// The same elements under a shape with the same element count (a `Reshape` node, or
-    /// nothing when the shape is unchanged).
-    pub(crate) fn view_as(&self, shape: Shape) -> Tensor {
-        if &shape == self.shape() {
-            return self.clone();
-        }
-        Tensor::from_op(Op::Reshape, &[self], self.dtype(), shape)
     }
 }

@@ -12,40 +12,6 @@ use super::{All, Dims, resolve_dims};
 use crate::tensor::Tensor;
 
 impl Tensor {
-    /// One `Reduce` node (after the caller's dtype handling).
-    #[track_caller]
-    fn reduce_raw(&self, name: &str, op: ReduceOp, axes: Vec<usize>, keepdim: bool) -> Tensor {
-        if matches!(op, ReduceOp::Max | ReduceOp::Min) {
-            let empty = axes.iter().find(|&&a| self.dims()[a] == 0);
-            if let Some(&a) = empty {
-                panic!(
-                    "empty reduction in {name}: axis {a} of shape {} has no elements ({name} has no identity; use a reduction with an initial value)",
-                    self.shape()
-                );
-            }
-        }
-        let shape: Vec<usize> = (0..self.rank())
-            .filter_map(|a| match (axes.contains(&a), keepdim) {
-                (true, true) => Some(1),
-                (true, false) => None,
-                (false, _) => Some(self.dims()[a]),
-            })
-            .collect();
-        if axes.is_empty() {
-            return self.clone();
-        }
-        Tensor::from_op(
-            Op::Reduce {
-                op,
-                axes,
-                keepdims: keepdim,
-            },
-            &[self],
-            self.dtype(),
-            Shape::new(shape),
-        )
-    }
-
     /// Integers and bools accumulate in i64, as in PyTorch.
     fn accumulating(&self) -> Tensor {
         if self.dtype().is_float() || self.dtype() == DType::I64 {
@@ -142,15 +108,43 @@ impl Tensor {
     }
 
     /// `torch.max(x, dim)`: the maxima along `dim` and their (first) indices.
+    ///
+    /// The values are read at the returned index (a gather), so their gradient goes to that
+    /// one element, as PyTorch's; [`Tensor::max`] (`amax`) splits it among ties instead.
     #[track_caller]
     pub fn max_dim(&self, dim: isize, keepdim: bool) -> (Tensor, Tensor) {
-        (self.max(dim, keepdim), self.argmax(dim, keepdim))
+        self.extreme_dim("max_dim", dim, keepdim, true)
     }
 
-    /// `torch.min(x, dim)`: the minima along `dim` and their (first) indices.
+    /// `torch.min(x, dim)`: the minima along `dim` and their (first) indices (the gradient of
+    /// the values goes to the returned index, as in [`Tensor::max_dim`]).
     #[track_caller]
     pub fn min_dim(&self, dim: isize, keepdim: bool) -> (Tensor, Tensor) {
-        (self.min(dim, keepdim), self.argmin(dim, keepdim))
+        self.extreme_dim("min_dim", dim, keepdim, false)
+    }
+
+    #[track_caller]
+    fn extreme_dim(&self, name: &str, dim: isize, keepdim: bool, max: bool) -> (Tensor, Tensor) {
+        let axis = super::norm_axis(name, dim, self.rank(), self.shape());
+        let op = if max { ReduceOp::Max } else { ReduceOp::Min };
+        if !self.dtype().is_float() {
+            let values = self.reduce_raw(name, op, vec![axis], keepdim);
+            return (values, self.arg_extreme(name, op, dim, keepdim));
+        }
+        let index = self.arg_extreme(name, op, dim, true);
+        let values = self.gather(axis as isize, &index);
+        if keepdim {
+            (values, index)
+        } else {
+            let shape: Vec<usize> = (0..self.rank())
+                .filter(|&a| a != axis)
+                .map(|a| self.dims()[a])
+                .collect();
+            (
+                values.view_as(Shape::new(shape.clone())),
+                index.view_as(Shape::new(shape)),
+            )
+        }
     }
 
     /// Index of the first maximum along `dim` (NaN counts as the maximum), as i64.
@@ -251,7 +245,11 @@ impl Tensor {
                 .collect();
             return Tensor::full_dtype(shape, f64::NEG_INFINITY, x.dtype());
         }
-        let m = x.reduce_raw("logsumexp", ReduceOp::Max, axes.clone(), true);
+        // The shift carries no gradient (it cancels analytically), so that the gradient is
+        // softmax exactly and an all -inf row gives NaN, as PyTorch.
+        let m = x
+            .reduce_raw("logsumexp", ReduceOp::Max, axes.clone(), true)
+            .detach();
         let m = Tensor::where_(&m.isinf(), 0.0, &m);
         let s = x
             .sub(&m)

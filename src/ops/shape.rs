@@ -24,7 +24,7 @@
 //! range-checked when the op is recorded: an out-of-range or negative index reads 0 (gather,
 //! index_select) or gives an all-zero row (one_hot), where PyTorch raises.
 
-use metajit_metaops::{DType, IndexExpr, IndexMap, Op, Scalar, Shape};
+use metajit_metaops::{DType, IndexExpr, Op, Scalar, Shape};
 
 use super::{Dims, norm_axis, resolve_dims};
 use crate::tensor::Tensor;
@@ -141,38 +141,6 @@ fn idx_except(rank: usize, a: usize, e: IndexExpr) -> Vec<IndexExpr> {
 }
 
 impl Tensor {
-    /// [`Tensor::reindex_raw`] with no conditions and no extra inputs, for ops that only move
-    /// elements (out-of-range coordinates read 0).
-    fn reindex_plain(&self, shape: Shape, exprs: Vec<IndexExpr>) -> Tensor {
-        self.reindex_raw(shape, exprs, Scalar::zero(self.dtype()), vec![], &[])
-    }
-
-    /// One `Reindex` node: output element `i` (of `shape`) reads `self` at `exprs(i)`, one
-    /// expression per axis of `self`; out-of-range coordinates or a nonzero condition read
-    /// `overflow`. `extras` are the integer tensors that `IndexExpr::Extra(j, ..)` reads.
-    #[track_caller]
-    pub(crate) fn reindex_raw(
-        &self,
-        shape: Shape,
-        exprs: Vec<IndexExpr>,
-        overflow: Scalar,
-        conds: Vec<IndexExpr>,
-        extras: &[&Tensor],
-    ) -> Tensor {
-        let mut inputs = vec![self];
-        inputs.extend_from_slice(extras);
-        Tensor::from_op(
-            Op::Reindex(IndexMap {
-                exprs,
-                overflow,
-                conds,
-            }),
-            &inputs,
-            self.dtype(),
-            shape,
-        )
-    }
-
     /// The same row-major elements under a new shape; one extent may be `-1` (inferred).
     ///
     /// ```
