@@ -67,8 +67,14 @@ fn max_dim_sends_the_gradient_to_the_returned_index() {
 
 #[test]
 fn full_max_splits_the_gradient_among_ties() {
-    assert_grad(grad_of(&[3.0, 1.0, 3.0, 3.0], |x| x.max_all()), &[1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0]);
-    assert_grad(grad_of(&[0.0, -2.0, -2.0], |x| x.min_all()), &[0.0, 0.5, 0.5]);
+    assert_grad(
+        grad_of(&[3.0, 1.0, 3.0, 3.0], |x| x.max_all()),
+        &[1.0 / 3.0, 0.0, 1.0 / 3.0, 1.0 / 3.0],
+    );
+    assert_grad(
+        grad_of(&[0.0, -2.0, -2.0], |x| x.min_all()),
+        &[0.0, 0.5, 0.5],
+    );
     // Over a dim too (amax): per row.
     let x = Tensor::from_vec(vec![2.0f32, 2.0, 1.0, 5.0], [2, 2]).requires_grad_(true);
     x.max(1, false).sum_all().backward();
@@ -77,7 +83,10 @@ fn full_max_splits_the_gradient_among_ties() {
 
 #[test]
 fn relu_at_zero_and_nan() {
-    assert_grad(grad_of(&[-1.0, 0.0, 2.0, f32::NAN], |x| x.relu()), &[0.0, 0.0, 1.0, 1.0]);
+    assert_grad(
+        grad_of(&[-1.0, 0.0, 2.0, f32::NAN], |x| x.relu()),
+        &[0.0, 0.0, 1.0, 1.0],
+    );
     // The forward keeps NaN.
     let y = Tensor::from_vec(vec![f32::NAN, -0.5], [2]).relu();
     let v = f32s(&y);
@@ -86,7 +95,10 @@ fn relu_at_zero_and_nan() {
 
 #[test]
 fn leaky_relu_at_zero_is_the_slope() {
-    assert_grad(grad_of(&[-1.0, 0.0, 2.0], |x| x.leaky_relu(0.25)), &[0.25, 0.25, 1.0]);
+    assert_grad(
+        grad_of(&[-1.0, 0.0, 2.0], |x| x.leaky_relu(0.25)),
+        &[0.25, 0.25, 1.0],
+    );
 }
 
 #[test]
@@ -102,9 +114,18 @@ fn sqrt_at_zero_is_inf() {
 #[test]
 fn clamp_passes_at_its_bounds_and_stops_at_nan() {
     let x = [-2.0, -1.0, 0.0, 1.0, 2.0, f32::NAN];
-    assert_grad(grad_of(&x, |x| x.clamp(-1.0, 1.0)), &[0.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
-    assert_grad(grad_of(&x, |x| x.clamp_min(0.0)), &[0.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
-    assert_grad(grad_of(&x, |x| x.clamp_max(0.0)), &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    assert_grad(
+        grad_of(&x, |x| x.clamp(-1.0, 1.0)),
+        &[0.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+    );
+    assert_grad(
+        grad_of(&x, |x| x.clamp_min(0.0)),
+        &[0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+    );
+    assert_grad(
+        grad_of(&x, |x| x.clamp_max(0.0)),
+        &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+    );
     // The forward keeps NaN and clamps.
     let v = f32s(&Tensor::from_vec(x.to_vec(), [6]).clamp(-1.0, 1.0));
     assert_eq!(&v[..5], &[-1.0, -1.0, 0.0, 1.0, 1.0]);
@@ -124,9 +145,15 @@ fn rounding_has_zero_gradient() {
 #[test]
 fn prod_with_zeros() {
     // A lone zero gets the product of the others; the others get 0.
-    assert_grad(grad_of(&[2.0, 0.0, 3.0], |x| x.prod(0, false)), &[0.0, 6.0, 0.0]);
+    assert_grad(
+        grad_of(&[2.0, 0.0, 3.0], |x| x.prod(0, false)),
+        &[0.0, 6.0, 0.0],
+    );
     // Two zeros: every gradient is 0.
-    assert_grad(grad_of(&[2.0, 0.0, 0.0], |x| x.prod(0, false)), &[0.0, 0.0, 0.0]);
+    assert_grad(
+        grad_of(&[2.0, 0.0, 0.0], |x| x.prod(0, false)),
+        &[0.0, 0.0, 0.0],
+    );
     // No zero: out / x.
     assert_grad(grad_of(&[2.0, 4.0], |x| x.prod(0, false)), &[4.0, 2.0]);
     // Per row.
@@ -178,10 +205,16 @@ fn log1p_softplus_expm1_corners() {
     let g = grad_of(&[-1.0, 0.0, 1e-30], |x| x.log1p());
     assert_grad(g, &[f32::INFINITY, 1.0, 1.0]);
     // softplus' = sigmoid below the threshold, 1 above, 0 at -inf, no NaN anywhere.
-    let g = grad_of(&[0.0, 30.0, f32::NEG_INFINITY, -100.0, 100.0], |x| x.softplus());
+    let g = grad_of(&[0.0, 30.0, f32::NEG_INFINITY, -100.0, 100.0], |x| {
+        x.softplus()
+    });
     assert_eq!(g[0], 0.5);
     assert_eq!(&g[1..3], &[1.0, 0.0]);
-    assert!(g[3] > 0.0 && g[3] < 1e-40, "sigmoid(-100) is a subnormal: {}", g[3]);
+    assert!(
+        g[3] > 0.0 && g[3] < 1e-40,
+        "sigmoid(-100) is a subnormal: {}",
+        g[3]
+    );
     assert_eq!(g[4], 1.0);
     let g = grad_of(&[0.0, 1e-30, -100.0], |x| x.expm1());
     assert_grad(g, &[1.0, 1.0, 0.0]);
@@ -212,7 +245,11 @@ fn realizing_the_loss_keeps_its_graph() {
     loss.backward();
     let want: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).collect();
     let got = f32s(&x.grad().unwrap());
-    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5 * b));
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * b)
+    );
 }
 
 #[test]
@@ -268,9 +305,17 @@ fn assign_swaps_the_value_without_disturbing_recorded_graphs() {
     let g = w.grad().unwrap();
     w.assign(&no_grad(|| &w - &g * 0.5));
     assert_eq!(f32s(&holder), vec![-4.0, -3.0]);
-    assert_eq!(old.item::<f32>().unwrap(), 30.0, "the old graph reads the old value");
+    assert_eq!(
+        old.item::<f32>().unwrap(),
+        30.0,
+        "the old graph reads the old value"
+    );
     assert!(holder.requires_grad() && holder.is_leaf());
-    assert_eq!(f32s(&holder.grad().unwrap()), vec![10.0, 10.0], ".grad is kept");
+    assert_eq!(
+        f32s(&holder.grad().unwrap()),
+        vec![10.0, 10.0],
+        ".grad is kept"
+    );
     holder.zero_grad();
     (&w * &w).sum_all().backward();
     assert_eq!(f32s(&w.grad().unwrap()), vec![-8.0, -6.0]);

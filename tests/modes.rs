@@ -1,7 +1,12 @@
 //! Eager and compiled modes give the same results. (Its own test binary: the mode is a
 //! process-wide setting.)
 
+use std::sync::Mutex;
+
 use metajit::{Mode, Tensor};
+
+/// The mode is process-wide: the tests of this binary take turns.
+static MODE: Mutex<()> = Mutex::new(());
 
 fn workload() -> Vec<f32> {
     metajit::manual_seed(7);
@@ -16,6 +21,7 @@ fn workload() -> Vec<f32> {
 
 #[test]
 fn eager_equals_compiled() {
+    let _turn = MODE.lock().unwrap_or_else(|p| p.into_inner());
     metajit::set_mode(Mode::Compiled);
     let lazy = workload();
     metajit::set_mode(Mode::Eager);
@@ -37,5 +43,60 @@ fn eager_equals_compiled() {
     assert_eq!(lazy.len(), eager.len());
     for (a, b) in lazy.iter().zip(&eager) {
         assert_eq!(a.to_bits(), b.to_bits(), "{lazy:?} vs {eager:?}");
+    }
+}
+
+/// A small model's gradients: `(loss, grads)`.
+fn gradients() -> Vec<Vec<f32>> {
+    metajit::manual_seed(11);
+    let x = Tensor::randn([6, 5]);
+    let w = Tensor::randn([5, 4]).requires_grad_(true);
+    let b = Tensor::randn([4]).requires_grad_(true);
+    let h = (x.matmul(&w) + &b).relu();
+    let y = (&h - h.logsumexp(1, true))
+        .exp()
+        .transpose(0, 1)
+        .slice(1, 1, 6, 2);
+    let loss = (y.square().sum_all() + h.max_dim(1, false).0.mean_all()) * 0.5;
+    loss.backward();
+    vec![
+        vec![loss.item::<f32>().unwrap()],
+        w.grad().unwrap().to_vec::<f32>().unwrap(),
+        b.grad().unwrap().to_vec::<f32>().unwrap(),
+    ]
+}
+
+/// The gradient of an element-wise chain (no reduction anywhere, forward or backward).
+fn elementwise_gradient() -> Vec<f32> {
+    let x = Tensor::from_vec(vec![-2.0f32, -0.5, 0.0, 0.25, 1.0, 3.0], [6]).requires_grad_(true);
+    let y = (&x * 1.5 + 0.5).relu() * x.sigmoid() + x.tanh() * x.exp() - x.softplus();
+    y.backward_with(&Tensor::full([6], 0.75));
+    x.grad().unwrap().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn eager_and_compiled_gradients_agree() {
+    let _turn = MODE.lock().unwrap_or_else(|p| p.into_inner());
+    metajit::set_mode(Mode::Compiled);
+    let lazy = gradients();
+    let lazy_ew = elementwise_gradient();
+    metajit::set_mode(Mode::Eager);
+    let eager = gradients();
+    let eager_ew = elementwise_gradient();
+    metajit::set_mode(Mode::Compiled);
+    // Without reductions, bitwise.
+    assert_eq!(lazy_ew.len(), eager_ew.len());
+    for (a, b) in lazy_ew.iter().zip(&eager_ew) {
+        assert_eq!(a.to_bits(), b.to_bits(), "{lazy_ew:?} vs {eager_ew:?}");
+    }
+    // Reductions may be reordered by fusion: within a few ulps, not bitwise.
+    for (l, e) in lazy.iter().zip(&eager) {
+        assert_eq!(l.len(), e.len());
+        for (a, b) in l.iter().zip(e) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "compiled {lazy:?} vs eager {eager:?}"
+            );
+        }
     }
 }
