@@ -256,17 +256,32 @@ fn workloads(quick: bool) -> (Vec<Workload>, Vec<Missing>) {
         });
     }
 
+    // W6 MLP: one training step (forward, backward, SGD update) realized as one schedule.
+    let (batch, hidden) = if quick { (32, 128) } else { (128, 512) };
+    let dims = [784usize, hidden, hidden, 10];
+    let mlp_flops = 6.0 * batch as f64 * dims.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>();
+    w.push(Workload {
+        id: "W6",
+        name: format!("W6 MLP train step 784-{hidden}-{hidden}-10 b{batch}"),
+        description: format!(
+            "forward + backward + SGD update of an MLP (relu, cross-entropy via logsumexp), \
+             batch {batch}, realized together; ~{mlp_flops:.3e} flops (6·batch·weights). \
+             lr = 1e-7 so the loss stays comparable across modes and runs"
+        ),
+        metric: Metric::Flops(mlp_flops),
+        work: mlp_flops,
+        eager_bytes: None,
+        setup: Box::new(move || mlp_setup(&dims, batch)),
+        run: Box::new(|t| mlp_step(t, 1e-7)),
+    });
+
     let not_yet = [
         ("W5", "W5 conv2d 16x64x56x56, 64 out, 3x3", "conv2d"),
-        (
-            "W6",
-            "W6 training step LeNet-5 / MLP",
-            "autograd, conv2d and an optimizer",
-        ),
+        ("W6", "W6 training step LeNet-5", "conv2d and max_pool2d"),
         (
             "W7",
             "W7 compile latency cold/warm cache",
-            "W6 (W1's cold and warm first call: `cargo run --release --example cold_start`)",
+            "the LeNet step (W1's cold and warm first call: `cargo run --release --example cold_start`)",
         ),
     ];
     for (id, name, needs) in not_yet {
@@ -301,6 +316,85 @@ fn workloads(quick: bool) -> (Vec<Workload>, Vec<Missing>) {
     });
 
     (w, missing)
+}
+
+/// The MLP's inputs: `x`, the labels, then (weight, bias) per layer, initialised as PyTorch's
+/// `nn.Linear` (uniform within ±1/√fan_in), realized and marked as requiring grad.
+fn mlp_setup(dims: &[usize], batch: usize) -> Vec<Tensor> {
+    let x = Tensor::randn([batch, dims[0]]);
+    let labels = (Tensor::rand([batch]) * dims[dims.len() - 1] as f64)
+        .floor()
+        .cast(metajit::DType::I64);
+    let mut t = vec![x, labels];
+    for w in dims.windows(2) {
+        let bound = 1.0 / (w[0] as f64).sqrt();
+        t.push(Tensor::rand([w[0], w[1]]) * (2.0 * bound) - bound);
+        t.push(Tensor::rand([w[1]]) * (2.0 * bound) - bound);
+    }
+    let refs: Vec<&Tensor> = t.iter().collect();
+    if let Err(e) = metajit::realize_all(&refs) {
+        panic!("making the MLP's inputs failed: {e}");
+    }
+    t.into_iter()
+        .enumerate()
+        .map(|(k, v)| {
+            if k >= 2 {
+                v.detach().requires_grad_(true)
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// One SGD step of the MLP in `t` (see [`mlp_setup`]); realizes the loss and every new
+/// parameter together and returns the loss.
+fn mlp_step(t: &[Tensor], lr: f64) -> Tensor {
+    let (x, labels, params) = (&t[0], &t[1], &t[2..]);
+    let mut h = x.clone();
+    for (k, wb) in params.chunks(2).enumerate() {
+        h = h.matmul(&wb[0]) + &wb[1];
+        if 2 * (k + 1) < params.len() {
+            h = h.relu();
+        }
+    }
+    let logp = &h - h.logsumexp(1, true);
+    let loss = -logp.gather(1, &labels.unsqueeze(1)).mean_all();
+    loss.backward();
+    metajit::no_grad(|| {
+        for p in params {
+            if let Some(g) = p.grad() {
+                p.assign(&(p - &g * lr));
+            }
+            p.zero_grad();
+        }
+    });
+    let mut all: Vec<&Tensor> = vec![&loss];
+    all.extend(params.iter());
+    if let Err(e) = metajit::realize_all(&all) {
+        panic!("the MLP step failed: {e}");
+    }
+    loss
+}
+
+/// Resident memory (MiB) after 50 and after 1000 MLP steps in compiled mode: a training loop
+/// must keep memory flat.
+fn mlp_rss(quick: bool) -> Option<(f64, f64, usize)> {
+    let (batch, hidden) = if quick { (32, 128) } else { (128, 512) };
+    let t = mlp_setup(&[784, hidden, hidden, 10], batch);
+    let steps = if quick { 200 } else { 1000 };
+    let mut at50 = None;
+    for k in 1..=steps {
+        drop(mlp_step(&t, 1e-7));
+        if k == 50 {
+            at50 = proc_kib("/proc/self/status", "VmRSS:");
+        }
+    }
+    Some((
+        at50? / MIB,
+        proc_kib("/proc/self/status", "VmRSS:")? / MIB,
+        steps,
+    ))
 }
 
 /// `2^k` when `n` is a power of two, else `n`.
@@ -842,6 +936,7 @@ fn loadavg() -> Option<f64> {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// A `kB` field of `/proc/self/status` or `/proc/meminfo`, in bytes.
 fn proc_kib(file: &str, field: &str) -> Option<f64> {
@@ -1410,6 +1505,15 @@ fn main() {
     }
 
     print_table(&results, &missing, &settings);
+    if settings.selects("W6 MLP rss") {
+        base.apply(RunMode::Compiled);
+        if let Some((a, b, n)) = mlp_rss(settings.quick) {
+            println!(
+                "W6 MLP training loop, compiled: RSS {a:.1} MiB after 50 steps, {b:.1} MiB after {n} ({:+.1} MiB)",
+                b - a
+            );
+        }
+    }
 
     let unix_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)

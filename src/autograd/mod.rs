@@ -246,12 +246,15 @@ fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) {
 
 /// Eager mode: computes the gradients that the unit just finished left pending.
 fn flush(grads: &HashMap<u64, Tensor>, found: &HashMap<u64, Tensor>, leaf: &[(Arc<Leaf>, Tensor)]) {
-    let pending: Vec<NodeRef> = grads
+    let mut pending: Vec<NodeRef> = grads
         .values()
         .chain(found.values())
         .chain(leaf.iter().map(|(_, g)| g))
         .map(|t| t.node())
         .collect();
+    // A deterministic order, so that the same step gives the same graph (a plan-cache hit).
+    pending.sort_by_key(|n| n.id);
+    pending.dedup_by_key(|n| n.id);
     if let Err(e) = crate::exec::realize(&pending) {
         panic!("eager execution failed in backward: {e}");
     }
