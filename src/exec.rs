@@ -49,9 +49,21 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Realizes the nodes `targets` together, as one graph.
-pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
-    // 1. Collect the pending nodes reachable from the targets, inputs before users.
+/// The pending part of the unified graph below some targets, as a meta-op graph.
+struct Pending {
+    /// The nodes in graph order (inputs before users).
+    order: Vec<NodeRef>,
+    /// The meta-op graph: realized nodes are inputs; the outputs are the pending targets.
+    graph: Graph,
+    /// The buffer of each input slot.
+    buffers: Vec<Arc<Buffer>>,
+    /// The position in `order` of each output.
+    outputs: Vec<usize>,
+}
+
+/// Collects the pending nodes reachable from `targets` into a graph.
+fn collect(targets: &[NodeRef]) -> Pending {
+    // 1. The nodes reachable from the targets through pending ops, inputs before users.
     let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
     let mut stack: Vec<(NodeRef, bool)> = targets.iter().map(|t| (t.clone(), false)).collect();
@@ -77,8 +89,8 @@ pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
     }
     drop(stack);
 
-    // 2. Build the meta-op graph: realized nodes become inputs.
-    let mut g = Graph::new();
+    // 2. The meta-op graph: realized nodes become inputs.
+    let mut graph = Graph::new();
     let mut buffers: Vec<Arc<Buffer>> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
     for (k, t) in order.iter().enumerate() {
@@ -105,10 +117,7 @@ pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
                 }
             }
         };
-        g.push_unchecked(node);
-    }
-    if pending.is_empty() {
-        return Ok(());
+        graph.push_unchecked(node);
     }
 
     // 3. Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
@@ -122,16 +131,94 @@ pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
         .copied()
         .filter(|&k| target_ids.contains(&order[k].id))
         .collect();
-    g.outputs = outputs.iter().map(|&k| NodeId(k as u32)).collect();
+    graph.outputs = outputs.iter().map(|&k| NodeId(k as u32)).collect();
+    Pending {
+        order,
+        graph,
+        buffers,
+        outputs,
+    }
+}
 
-    // 4. Run.
-    let results = run_graph(&g, &buffers)?;
-
-    // 5. Store: each output becomes a buffer, dropping its references to its inputs.
-    for (&k, data) in outputs.iter().zip(results) {
-        *order[k].lock() = State::Realized(data);
+/// Realizes the nodes `targets` together, as one graph.
+pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
+    let p = collect(targets);
+    if p.outputs.is_empty() {
+        return Ok(());
+    }
+    let results = run_graph(&p.graph, &p.buffers)?;
+    // Each output becomes a buffer, dropping its references to its inputs.
+    for (&k, data) in p.outputs.iter().zip(results) {
+        *p.order[k].lock() = State::Realized(data);
     }
     Ok(())
+}
+
+/// The pending graph that realizing `tensors` together would run, with a copy of each input
+/// buffer, computing nothing (for tests and fuzzing: run it with [`run_graph_with`] in every
+/// mode). The graph's outputs are the tensors, in order; a tensor already computed is read
+/// through a `contiguous` node.
+#[doc(hidden)]
+pub fn pending_graph(tensors: &[&Tensor]) -> (Graph, Vec<metajit_metaops::HostData>) {
+    let nodes: Vec<NodeRef> = tensors.iter().map(|t| t.node()).collect();
+    let mut p = collect(&nodes);
+    let mut outputs = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let k = p
+            .order
+            .iter()
+            .position(|o| o.id == n.id)
+            .expect("every target is collected");
+        let id = NodeId(k as u32);
+        let node = p.graph.node(id).clone();
+        outputs.push(if matches!(node.op, Op::Input { .. }) {
+            p.graph.push_unchecked(Node {
+                op: Op::Contiguous,
+                inputs: vec![id],
+                dtype: node.dtype,
+                shape: node.shape.clone(),
+            })
+        } else {
+            id
+        });
+    }
+    p.graph.outputs = outputs;
+    let data = p.buffers.iter().map(|b| b.to_host()).collect();
+    (p.graph, data)
+}
+
+/// Records a meta-op graph as lazy tensors over `inputs` (one per input slot), node by node
+/// through the same path as every Tensor op (so the nodes get autograd records); returns the
+/// graph's outputs. For tests and fuzzing: the inverse of [`pending_graph`].
+///
+/// # Panics
+/// When an input's dtype or shape differs from its slot's node, or the graph is invalid.
+#[doc(hidden)]
+#[track_caller]
+pub fn replay_graph(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut vals: Vec<Tensor> = Vec::with_capacity(g.nodes.len());
+    for node in &g.nodes {
+        let t = match node.op {
+            Op::Input { slot } => {
+                let t = &inputs[slot];
+                assert!(
+                    t.dtype() == node.dtype && t.shape() == &node.shape,
+                    "shape mismatch in replay_graph: slot {slot} is {} {}, input {} {}",
+                    node.dtype,
+                    node.shape,
+                    t.dtype(),
+                    t.shape()
+                );
+                t.clone()
+            }
+            _ => {
+                let ins: Vec<&Tensor> = node.inputs.iter().map(|i| &vals[i.index()]).collect();
+                Tensor::from_op(node.op.clone(), &ins, node.dtype, node.shape.clone())
+            }
+        };
+        vals.push(t);
+    }
+    g.outputs.iter().map(|o| vals[o.index()].clone()).collect()
 }
 
 /// Simplifies and runs a graph on the selected device.

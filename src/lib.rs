@@ -34,8 +34,8 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use exec::{
-    GraphMode, Stats, cache_stats, kernel_cache_key, print_cache_stats, realize_all,
-    run_graph_with, stats,
+    GraphMode, Stats, cache_stats, kernel_cache_key, pending_graph, print_cache_stats, realize_all,
+    replay_graph, run_graph_with, stats,
 };
 pub use metajit_cache as cache;
 pub use metajit_metaops as metaops;

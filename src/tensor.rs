@@ -270,6 +270,24 @@ impl Tensor {
         )
     }
 
+    /// A tensor holding a copy of `data` with `shape` (for tests and tools that work with the
+    /// meta-op layer's host buffers).
+    ///
+    /// # Panics
+    /// When `data.len()` is not the number of elements of `shape`.
+    #[doc(hidden)]
+    #[track_caller]
+    pub fn from_host_data(data: &HostData, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            panic!(
+                "shape mismatch in from_host_data: {} element(s) cannot fill shape {shape}",
+                data.len()
+            );
+        }
+        Tensor::from_host(data.clone(), shape)
+    }
+
     /// A tensor from a vector and a shape (row-major).
     ///
     /// ```
