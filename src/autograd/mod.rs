@@ -14,6 +14,30 @@
 //! ([`crate::realize_all`]). In eager mode the backward of a high-level op recorded as one
 //! unit (a matmul) runs as one unit too.
 //!
+//! A hand-written training loop (the README's):
+//!
+//! ```
+//! use metajit::{Tensor, no_grad, realize_all};
+//! # fn main() -> metajit::Result<()> {
+//! let x = Tensor::randn([64, 784]);
+//! let labels = Tensor::from_vec((0..64).map(|i| i % 10).collect::<Vec<i64>>(), [64]);
+//! let w = Tensor::randn([784, 10]).mul(0.01).detach().requires_grad_(true);
+//! let mut losses = Vec::new();
+//! for _step in 0..10 {
+//!     let logits = x.matmul(&w);
+//!     let logp = &logits - logits.logsumexp(1, true);
+//!     let loss = -logp.gather(1, &labels.unsqueeze(1)).mean_all();
+//!     loss.backward();
+//!     no_grad(|| w.assign(&(&w - w.grad().unwrap() * 0.1))); // every holder of w sees it
+//!     w.zero_grad();
+//!     realize_all(&[&loss, &w])?; // forward + backward + update: one schedule
+//!     losses.push(loss.item::<f32>()?);
+//! }
+//! assert!(losses[9] < losses[0]);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Semantics follow PyTorch, with two choices stated: the graph is kept after `backward()`
 //! (as `retain_graph=True`; it is freed with the output), and [`grad`] returns zeros for an
 //! input the outputs do not depend on (PyTorch raises unless `allow_unused`).
