@@ -409,3 +409,55 @@ fn compositions() {
         -picked.mean_all()
     });
 }
+
+/// A random shape of rank 1–3 with extents 1–4.
+fn rand_shape(rng: &mut Rng) -> Vec<usize> {
+    let rank = 1 + rng.below(3);
+    (0..rank).map(|_| 1 + rng.below(4)).collect()
+}
+
+/// A shape that broadcasts against `s`: some axes set to 1, maybe fewer leading axes.
+fn broadcast_partner(rng: &mut Rng, s: &[usize]) -> Vec<usize> {
+    let drop = rng.below(s.len());
+    s[drop..]
+        .iter()
+        .map(|&d| if rng.below(3) == 0 { 1 } else { d })
+        .collect()
+}
+
+#[test]
+fn random_shapes_broadcasting_and_reductions() {
+    let mut rng = Rng(0xb0a7);
+    for case in 0..24 {
+        let sa = rand_shape(&mut rng);
+        let sb = broadcast_partner(&mut rng, &sa);
+        let (sa, sb) = if rng.below(2) == 0 {
+            (sa, sb)
+        } else {
+            (sb, sa)
+        };
+        let a = rand_in(&mut rng, &sa, |r| r.away(2.0));
+        let b = rand_in(&mut rng, &sb, |r| r.uniform(0.5, 2.0));
+        let op = rng.below(5);
+        let rank = sa.len().max(sb.len());
+        let axis = rng.below(rank);
+        let keep = rng.below(2) == 0;
+        let red = rng.below(4);
+        let name = format!("case {case}: op {op} on {sa:?}, {sb:?}; reduction {red} over {axis}");
+        check(&name, &[a, b], |t| {
+            let y = match op {
+                0 => &t[0] + &t[1],
+                1 => &t[0] * &t[1],
+                2 => &t[0] / &t[1],
+                3 => t[0].maximum(&t[1]),
+                _ => t[0].abs().pow(&t[1].mul(0.5)).mul(&t[0].sign()),
+            };
+            match red {
+                0 => y.sum(axis, keep),
+                1 => y.mean(axis, keep),
+                2 => y.logsumexp(axis, keep),
+                _ => y.square().sum_all().sqrt(),
+            }
+        });
+    }
+}
