@@ -42,7 +42,7 @@
 //! (as `retain_graph=True`; it is freed with the output), and [`grad`] returns zeros for an
 //! input the outputs do not depend on (PyTorch raises unless `allow_unused`).
 
-mod rules;
+pub mod rules;
 
 use std::cell::Cell;
 use std::collections::HashMap;

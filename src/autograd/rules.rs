@@ -31,7 +31,9 @@
 //! High-level ops whose PyTorch gradient at a corner point does not come out of these rules are
 //! lowered so that it does (relu as `where(x <= 0, 0, x)`, clamp as a `where` on the in-range
 //! mask, `max(dim)` as a gather at the returned index, softplus with the double-`where`
-//! pattern, logsumexp with its shift detached — see their docs), except the two in [`Custom`].
+//! pattern, logsumexp with its shift detached — see their docs), except `log1p` and `expm1`,
+//! which declare their own rule (`Custom`): the chain rule through their accurate lowerings is
+//! NaN at points where PyTorch gives a finite value or inf.
 
 use metajit_metaops::{BinaryOp, DType, IndexMap, Op, ReduceOp, Scalar, Shape, UnaryOp};
 
