@@ -359,3 +359,25 @@ fn long_chains_drop_without_recursion() {
     assert!(y.requires_grad());
     drop(y); // would overflow the stack if dropped recursively
 }
+
+#[test]
+fn scatter_prod_and_max_corners() {
+    use metajit::metaops::parse::parse;
+    // Groups of two along axis 0: [2, 0] has a lone zero, [0, 0] two, [3, 3] a tie for max.
+    let x = || Tensor::from_vec(vec![2.0f32, 0.0, 0.0, 0.0, 3.0, 3.0], [6]).requires_grad_(true);
+    let run = |op: &str, x: &Tensor| {
+        let text = format!(
+            "%0 = input #0 : f32[6]\n%1 = reindex_reduce {op} %0 [i0/2] : f32[3]\nreturn %1\n"
+        );
+        let g = parse(&text).unwrap();
+        metajit::replay_graph(&g, std::slice::from_ref(x))
+            .pop()
+            .unwrap()
+    };
+    let t = x();
+    run("prod", &t).sum_all().backward();
+    assert_grad(f32s(&t.grad().unwrap()), &[0.0, 2.0, 0.0, 0.0, 3.0, 3.0]);
+    let t = x();
+    run("max", &t).sum_all().backward();
+    assert_grad(f32s(&t.grad().unwrap()), &[1.0, 0.0, 0.5, 0.5, 0.5, 0.5]);
+}

@@ -461,3 +461,51 @@ fn random_shapes_broadcasting_and_reductions() {
         });
     }
 }
+
+/// Meta-op graphs no Tensor op builds yet (scatter max/min/prod, a reindex with conditions),
+/// written as IR text and replayed as tensors.
+#[test]
+fn scatter_reductions_and_conditional_reindex() {
+    use metajit::metaops::parse::parse;
+    let idx = Tensor::from_vec(vec![2i64, 0, 2, 1, 0, 2], [6]);
+    let cases = [
+        ("scatter sum", "sum %0 [i0/2, i1]"),
+        ("scatter max (pooling)", "max %0 [i0/2, i1]"),
+        ("scatter min", "min %0 [i0/2, i1]"),
+        ("scatter prod", "prod %0 [i0/2, i1]"),
+        ("scatter max, gathered rows", "max %0, %1 [e0[i0], i1]"),
+        (
+            "scatter sum, skipped rows",
+            "sum %0, %1 [e0[i0], i1] if [i1 == 2]",
+        ),
+    ];
+    for (name, op) in cases {
+        let text = format!(
+            "%0 = input #0 : f64[6, 4]\n%1 = input #1 : i64[6]\n%2 = reindex_reduce {op} : f64[3, 4]\nreturn %2\n"
+        );
+        let g = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let idx = idx.clone();
+        one(
+            name,
+            &[6, 4],
+            |r| r.uniform(0.5, 3.0),
+            move |x| {
+                metajit::replay_graph(&g, &[x.clone(), idx.clone()])
+                    .pop()
+                    .expect("one output")
+            },
+        );
+    }
+    let text = "%0 = input #0 : f64[3, 4]\n%1 = reindex %0 [i1-1, i0] if [i0 == 1] overflow=0.5 : f64[4, 5]\nreturn %1\n";
+    let g = parse(text).unwrap();
+    one(
+        "reindex with a condition and overflow",
+        &[3, 4],
+        |r| r.away(2.0),
+        move |x| {
+            metajit::replay_graph(&g, std::slice::from_ref(x))
+                .pop()
+                .expect("one output")
+        },
+    );
+}
