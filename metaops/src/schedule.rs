@@ -194,11 +194,13 @@ pub fn schedule(g: &Graph) -> Schedule {
         v
     };
     let mut root = vec![false; n];
+    let mut light = Light::new(n);
     for (k, node) in g.nodes.iter().enumerate() {
+        let recompute = light.visit(g, k, &root);
         root[k] = match node.op {
             Op::Input { .. } => false,
             Op::Reduce { .. } | Op::ReindexReduce { .. } | Op::Contiguous => true,
-            _ => is_output[k] || (users[k].len() > 1 && !cheap(&node.op)),
+            _ => is_output[k] || (users[k].len() > 1 && !cheap(&node.op) && !recompute),
         };
         if is_output[k] && !matches!(node.op, Op::Input { .. }) {
             root[k] = true;
@@ -314,6 +316,74 @@ pub fn schedule(g: &Graph) -> Schedule {
                 forced[failed] = true;
             }
         }
+    }
+}
+
+/// Element-wise nodes that are as cheap to recompute in each kernel that uses them as to load
+/// them from a buffer: a few arithmetic ops (no transcendental function, division, power or
+/// remainder) over at most one buffer of the node's own size, plus broadcasts of smaller
+/// buffers and constants. Recomputing such a node reads the same bytes as loading its result
+/// would, and saves writing it and a kernel launch — e.g. a bias add after a GEMM, and the
+/// relu mask the backward pass reads again.
+struct Light {
+    /// For each visited node: `None` when it is not light, else the count of arithmetic ops
+    /// it inlines and the materialised nodes it reads.
+    info: Vec<Option<(usize, Vec<usize>)>>,
+}
+
+impl Light {
+    /// The most arithmetic ops a recomputed expression may hold.
+    const MAX_OPS: usize = 4;
+
+    fn new(n: usize) -> Light {
+        Light {
+            info: vec![None; n],
+        }
+    }
+
+    /// Records node `k` (its inputs visited before; `root` fixed for them) and says whether
+    /// it is light.
+    fn visit(&mut self, g: &Graph, k: usize, root: &[bool]) -> bool {
+        let node = &g.nodes[k];
+        let own_op = match &node.op {
+            Op::Unary(u) => {
+                use crate::op::UnaryOp::*;
+                matches!(u, Neg | Abs | Floor | Ceil | Round | Not)
+            }
+            Op::Binary(b) => !matches!(b, BinaryOp::Pow | BinaryOp::Mod | BinaryOp::Div),
+            Op::Where | Op::Cast(_) => true,
+            _ => false,
+        };
+        let passes = cheap(&node.op) && !matches!(node.op, Op::Input { .. });
+        if !own_op && !passes {
+            return false;
+        }
+        let mut ops = usize::from(own_op);
+        let mut reads: Vec<usize> = Vec::new();
+        for i in &node.inputs {
+            let i = i.index();
+            if root[i] || matches!(g.nodes[i].op, Op::Input { .. }) {
+                reads.push(i);
+                continue;
+            }
+            match &self.info[i] {
+                Some((o, r)) => {
+                    ops += o;
+                    reads.extend_from_slice(r);
+                }
+                None => return false,
+            }
+        }
+        reads.sort_unstable();
+        reads.dedup();
+        let numel = node.shape.numel();
+        let full = reads
+            .iter()
+            .filter(|&&r| g.nodes[r].shape.numel() >= numel)
+            .count();
+        let ok = ops <= Self::MAX_OPS && full <= 1;
+        self.info[k] = ok.then_some((ops, reads));
+        ok && own_op
     }
 }
 
