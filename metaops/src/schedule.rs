@@ -14,10 +14,12 @@
 //!   Reduce phases before the Store phase of one kernel; `sum(x) / n` stores the divided value.
 //!
 //! Kernels are generic in sizes: each distinct extent (other than 1) of the graph is one size
-//! symbol, passed at run time. The schedule depends only on the graph's structure and on which
-//! extents are equal or 1 ([`plan_key`]), so a new batch size reuses the schedule and kernels.
-//! Random seeds and constants (other than bools) are runtime parameters too: fresh random numbers
-//! and new scalar values reuse everything.
+//! symbol, passed at run time. The schedule depends only on the graph's structure
+//! ([`Graph::same_structure`]) and on [`plan_facts`] (which extents are equal or 1, which index
+//! expressions are provably in range), so a new batch size reuses the schedule and kernels.
+//! Random seeds, constants (other than bools) and index parameters (slice offsets,
+//! [`IndexExpr::Param`]) are runtime parameters too: fresh random numbers, new scalar values and
+//! a minibatch at a new offset reuse everything.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -46,6 +48,10 @@ pub enum Param {
     Seed(NodeId),
     /// The value of a `Const` node ([`crate::kernel::param_bits`]).
     Const(NodeId),
+    /// The value of the `j`-th runtime index parameter ([`IndexExpr::Param`]) of a `Reindex`
+    /// or `ReindexReduce` node, counting its expressions then its conditions, each in pre-order
+    /// ([`map_param`]).
+    Index(NodeId, usize),
 }
 
 /// One step of a schedule.
@@ -138,34 +144,162 @@ impl Schedule {
     }
 }
 
-/// The plan-cache key of a graph: its structure, plus which extents are 1 and which are equal
-/// to each other (everything the scheduler looks at), but not the extents themselves.
-pub fn plan_key(g: &Graph) -> u64 {
-    let mut h = Fnv::default();
-    g.structural_hash().hash(&mut h);
-    let mut first: HashMap<usize, usize, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
-    let mut slot = 0usize;
+/// What a schedule depends on besides the graph's structure ([`Graph::same_structure`]), as
+/// numbers: for each extent of each node, in order, its class — `u32::MAX` for 1, else the
+/// position of the first extent of the graph equal to it — then, for each index expression of
+/// each `reindex`, whether [`in_range`] proves it in range (1) or not (0). Extents themselves,
+/// seeds, constants and index parameters are left out, so a new batch size or a new slice
+/// offset has the same facts unless it changes one of these decisions.
+pub fn plan_facts(g: &Graph) -> Vec<u32> {
+    let mut first: HashMap<usize, u32, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
+    let mut facts = Vec::new();
     for n in &g.nodes {
         for &d in n.shape.dims() {
-            let class = if d == 1 {
-                usize::MAX
+            let slot = facts.len() as u32;
+            facts.push(if d == 1 {
+                u32::MAX
             } else {
                 *first.entry(d).or_insert(slot)
-            };
-            class.hash(&mut h);
-            slot += 1;
+            });
         }
     }
-    h.0
+    for n in &g.nodes {
+        if let Op::Reindex(map) = &n.op {
+            let src = g.node(n.inputs[0]).shape.dims();
+            let out = n.shape.dims();
+            for (a, e) in map.exprs.iter().enumerate() {
+                facts.push(in_range(e, src[a], out, src) as u32);
+            }
+        }
+    }
+    facts
+}
+
+/// A graph's plan-cache key: the structural hash and the [`plan_facts`]. Two graphs whose keys
+/// are equal and whose structures are equal ([`PlanKey::same_plan`]) have the same schedule;
+/// equal hashes alone prove nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanKey {
+    /// A hash of the structure and the facts.
+    pub hash: u64,
+    /// The graph's [`plan_facts`].
+    pub facts: Vec<u32>,
+}
+
+impl PlanKey {
+    /// The key of `g`.
+    pub fn of(g: &Graph) -> PlanKey {
+        let facts = plan_facts(g);
+        let mut h = Fnv::default();
+        g.structural_hash().hash(&mut h);
+        facts.hash(&mut h);
+        PlanKey { hash: h.0, facts }
+    }
+
+    /// Whether the schedule built for `built_for` (whose key is `self`) is the schedule of
+    /// `g` (whose key is `key`): equal facts and equal structure, whatever the hashes say.
+    pub fn same_plan(&self, built_for: &Graph, key: &PlanKey, g: &Graph) -> bool {
+        self.facts == key.facts && built_for.same_structure(g)
+    }
+}
+
+/// The plan-cache hash of a graph ([`PlanKey::hash`]): its structure, plus which extents are 1
+/// and which are equal to each other, and which index expressions are provably in range
+/// (everything the scheduler looks at), but not the extents or offsets themselves.
+pub fn plan_key(g: &Graph) -> u64 {
+    PlanKey::of(g).hash
+}
+
+/// Whether a schedule built for graph `a` is the schedule of graph `b` (the check a plan-cache
+/// hit must pass).
+pub fn same_plan(a: &Graph, b: &Graph) -> bool {
+    let (ka, kb) = (PlanKey::of(a), PlanKey::of(b));
+    ka.same_plan(a, &kb, b)
 }
 
 /// The longest chain of ops inlined into one kernel before a node is materialised.
 pub const MAX_INLINE_DEPTH: usize = 64;
 
-/// Whether an index expression's value is in `0..extent` by construction: a bare iteration
-/// index over an axis of the same extent.
-fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize]) -> bool {
-    matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent)
+/// Whether an index expression's value is in `0..extent` at every point of the iteration
+/// space `iter_dims` (of a graph's concrete extents and index parameter values): a bare
+/// iteration index over an axis of the same extent, or an expression whose bounds
+/// ([`bounds`]) lie inside. The answer depends on values, so it is part of the plan key
+/// ([`plan_facts`]); that is what lets a slice at a runtime offset load without range checks.
+pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: &[usize]) -> bool {
+    if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
+        return true;
+    }
+    if iter_dims.contains(&0) {
+        return false; // nothing runs; keep the checks, as for any unproven expression
+    }
+    matches!(bounds(e, iter_dims, target_dims), Some((lo, hi)) if lo >= 0 && hi < extent as i64)
+}
+
+/// The least and greatest values of an index expression over a non-empty iteration space, by
+/// interval arithmetic on sums, differences, products, min and max of indices, extents,
+/// constants and index parameters; `None` for anything else or on overflow.
+fn bounds(e: &IndexExpr, iter_dims: &[usize], target_dims: &[usize]) -> Option<(i64, i64)> {
+    let b = |x: &IndexExpr| bounds(x, iter_dims, target_dims);
+    let dim = |d: usize| i64::try_from(d).ok();
+    Some(match e {
+        IndexExpr::Const(c) | IndexExpr::Param(c) => (*c, *c),
+        IndexExpr::Idx(j) => (0, dim(iter_dims[*j])? - 1),
+        IndexExpr::IterDim(j) => (dim(iter_dims[*j])?, dim(iter_dims[*j])?),
+        IndexExpr::TargetDim(j) => (dim(target_dims[*j])?, dim(target_dims[*j])?),
+        IndexExpr::Bin(op, x, y) => {
+            let ((a, c), (p, q)) = (b(x)?, b(y)?);
+            match op {
+                IdxBin::Add => (a.checked_add(p)?, c.checked_add(q)?),
+                IdxBin::Sub => (a.checked_sub(q)?, c.checked_sub(p)?),
+                IdxBin::Mul => {
+                    let v = [
+                        a.checked_mul(p)?,
+                        a.checked_mul(q)?,
+                        c.checked_mul(p)?,
+                        c.checked_mul(q)?,
+                    ];
+                    (*v.iter().min()?, *v.iter().max()?)
+                }
+                IdxBin::Min => (a.min(p), c.min(q)),
+                IdxBin::Max => (a.max(p), c.max(q)),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Where an index expression is lowered: the op's node (whose index parameters it reads), the
+/// iteration coordinates and extents, the target's extents, the op's inputs, and the ordinal
+/// of the next index parameter.
+struct IdxCx<'a> {
+    node: usize,
+    coords: &'a [V],
+    iter_dims: &'a [usize],
+    target_dims: &'a [usize],
+    inputs: &'a [usize],
+    next_param: usize,
+}
+
+/// The value of the `j`-th index parameter of node `n`'s index map (expressions, then
+/// conditions, each in pre-order: the order in which [`schedule`] lowers them).
+pub fn map_param(g: &Graph, n: NodeId, j: usize) -> i64 {
+    let (Op::Reindex(map) | Op::ReindexReduce { map, .. }) = &g.node(n).op else {
+        return 0;
+    };
+    let mut k = 0;
+    let mut found = 0;
+    for e in map.exprs.iter().chain(&map.conds) {
+        e.visit(&mut |x| {
+            if let IndexExpr::Param(v) = x {
+                if k == j {
+                    found = *v;
+                }
+                k += 1;
+            }
+        });
+    }
+    found
 }
 
 /// Loop structure of a kernel root.
@@ -710,42 +844,64 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         self.and(valid, both)
     }
 
-    /// The target coordinates of an index map at `coords`, and when they can be invalid, the
-    /// bool that says they are valid (every coordinate in range, no condition set). With
-    /// `prove`, coordinates in range by construction are not checked.
+    /// The target coordinates of an index map of node `node` at `coords`, and when they can be
+    /// invalid, the bool that says they are valid (every coordinate in range, no condition set)
+    /// with, per coordinate, whether it was checked. With `prove`, coordinates in range by
+    /// [`in_range`] are not checked (nor need a guard before a load).
+    #[allow(clippy::too_many_arguments)]
     fn map_target(
         &mut self,
+        node: usize,
         map: &crate::op::IndexMap,
         coords: &[V],
         iter_dims: &[usize],
         target_dims: &[usize],
         inputs: &[usize],
         prove: bool,
-    ) -> Result<(Vec<V>, Option<V>), usize> {
+    ) -> Result<(Vec<V>, Option<V>, Vec<bool>), usize> {
+        let mut cx = IdxCx {
+            node,
+            coords,
+            iter_dims,
+            target_dims,
+            inputs,
+            next_param: 0,
+        };
         let mut valid: Option<V> = None;
         let mut target = Vec::with_capacity(map.exprs.len());
+        let mut checked = Vec::with_capacity(map.exprs.len());
         for (a, e) in map.exprs.iter().enumerate() {
-            let t = self.index_expr(e, coords, iter_dims, target_dims, inputs)?;
-            if !(prove && in_range(e, target_dims[a], iter_dims)) {
+            let t = self.index_expr(e, &mut cx)?;
+            let check = !(prove && in_range(e, target_dims[a], iter_dims, target_dims));
+            if check {
                 valid = Some(self.in_bounds(valid, t, target_dims[a]));
             }
             target.push(t);
+            checked.push(check);
         }
         for c in &map.conds {
-            let t = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
+            let t = self.index_expr(c, &mut cx)?;
             let zero = self.ci(0);
             let ok = self.ibin(BinaryOp::Eq, t, zero);
             valid = Some(self.and(valid, ok));
         }
-        Ok((target, valid))
+        Ok((target, valid, checked))
     }
 
-    /// Coordinates made safe to read: `where(valid, t, 0)` for each.
-    fn guarded(&mut self, target: &[V], valid: V) -> Vec<V> {
+    /// Coordinates made safe to read: `where(valid, t, 0)` for each checked one (the others are
+    /// in range already, so the address is in range whatever `valid` says).
+    fn guarded(&mut self, target: &[V], checked: &[bool], valid: V) -> Vec<V> {
         let zero = self.ci(0);
         target
             .iter()
-            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
+            .zip(checked)
+            .map(|(&t, &c)| {
+                if c {
+                    self.push(Inst::Where(valid, t, zero), DType::I64)
+                } else {
+                    t
+                }
+            })
             .collect()
     }
 
@@ -871,12 +1027,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             Op::Reindex(map) => {
                 let src_dims = g.node(node.inputs[0]).shape.dims().to_vec();
                 let out_dims = node.shape.dims().to_vec();
-                let (target, valid) =
-                    self.map_target(map, coords, &out_dims, &src_dims, &inputs, true)?;
+                let (target, valid, checked) =
+                    self.map_target(k, map, coords, &out_dims, &src_dims, &inputs, true)?;
                 match valid {
                     None => self.eval(inputs[0], &target)?,
                     Some(valid) => {
-                        let safe = self.guarded(&target, valid);
+                        let safe = self.guarded(&target, &checked, valid);
                         let v = self.eval(inputs[0], &safe)?;
                         let o = self.push(Inst::Const(map.overflow), dt);
                         self.push(Inst::Where(valid, v, o), dt)
@@ -890,31 +1046,30 @@ impl<'g, 's> KernelBuilder<'g, 's> {
     }
 
     /// Lowers an index expression to i64 SSA.
-    fn index_expr(
-        &mut self,
-        e: &IndexExpr,
-        coords: &[V],
-        iter_dims: &[usize],
-        target_dims: &[usize],
-        inputs: &[usize],
-    ) -> Result<V, usize> {
+    fn index_expr(&mut self, e: &IndexExpr, cx: &mut IdxCx<'_>) -> Result<V, usize> {
         Ok(match e {
             IndexExpr::Const(c) => self.ci(*c),
-            IndexExpr::Idx(k) => coords[*k],
-            IndexExpr::IterDim(k) => self.size(iter_dims[*k]),
-            IndexExpr::TargetDim(k) => self.size(target_dims[*k]),
+            IndexExpr::Param(_) => {
+                // Its value is data: a kernel parameter, read per launch by `size_values`.
+                let p = self.param(Param::Index(NodeId(cx.node as u32), cx.next_param));
+                cx.next_param += 1;
+                self.push(Inst::Param(p), DType::I64)
+            }
+            IndexExpr::Idx(k) => cx.coords[*k],
+            IndexExpr::IterDim(k) => self.size(cx.iter_dims[*k]),
+            IndexExpr::TargetDim(k) => self.size(cx.target_dims[*k]),
             IndexExpr::Extra(j, ix) => {
-                let extra = inputs[1 + j];
+                let extra = cx.inputs[1 + j];
                 let edims = self.g.node(NodeId(extra as u32)).shape.dims().to_vec();
                 let mut valid: Option<V> = None;
                 let mut c = Vec::new();
                 for (a, x) in ix.iter().enumerate() {
-                    let t = self.index_expr(x, coords, iter_dims, target_dims, inputs)?;
+                    let t = self.index_expr(x, cx)?;
                     valid = Some(self.in_bounds(valid, t, edims[a]));
                     c.push(t);
                 }
                 let (safe, valid) = match valid {
-                    Some(v) => (self.guarded(&c, v), Some(v)),
+                    Some(v) => (self.guarded(&c, &vec![true; c.len()], v), Some(v)),
                     None => (c, None),
                 };
                 let raw = self.eval(extra, &safe)?;
@@ -932,8 +1087,8 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 }
             }
             IndexExpr::Bin(op, a, b) => {
-                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
-                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let x = self.index_expr(a, cx)?;
+                let y = self.index_expr(b, cx)?;
                 let bop = match op {
                     IdxBin::Add => BinaryOp::Add,
                     IdxBin::Sub => BinaryOp::Sub,
@@ -967,9 +1122,9 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 }
             }
             IndexExpr::Select(c, a, b) => {
-                let cv = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
-                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
-                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let cv = self.index_expr(c, cx)?;
+                let x = self.index_expr(a, cx)?;
+                let y = self.index_expr(b, cx)?;
                 let zero = self.ci(0);
                 let cb = self.ibin(BinaryOp::Ne, cv, zero);
                 self.push(Inst::Where(cb, x, y), DType::I64)
@@ -1086,11 +1241,11 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 self.begin_phase();
                 let coords = self.loop_coords(in_dims.len());
                 let v = self.eval(src, &coords)?;
-                let (target, valid) =
-                    self.map_target(map, &coords, &in_dims, &out_dims, &inputs, false)?;
+                let (target, valid, checked) =
+                    self.map_target(k, map, &coords, &in_dims, &out_dims, &inputs, false)?;
                 let off = match valid {
                     Some(valid) => {
-                        let safe = self.guarded(&target, valid);
+                        let safe = self.guarded(&target, &checked, valid);
                         self.ravel(&safe, &out_dims)
                     }
                     None => self.ravel(&target, &out_dims),
@@ -1181,6 +1336,7 @@ pub fn size_values(g: &Graph, sizes: &[Param]) -> Vec<i64> {
                 Op::Const(c) => crate::kernel::param_bits(c),
                 _ => 0,
             },
+            Param::Index(n, j) => map_param(g, n, j),
         })
         .collect()
 }
