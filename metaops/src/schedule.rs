@@ -281,6 +281,35 @@ struct IdxCx<'a> {
     next_param: usize,
 }
 
+impl<'a> IdxCx<'a> {
+    fn new(
+        node: usize,
+        coords: &'a [V],
+        iter_dims: &'a [usize],
+        target_dims: &'a [usize],
+        inputs: &'a [usize],
+    ) -> Self {
+        IdxCx {
+            node,
+            coords,
+            iter_dims,
+            target_dims,
+            inputs,
+            next_param: 0,
+        }
+    }
+}
+
+/// An index map's target coordinates at one point ([`KernelBuilder::map_target`]).
+struct Mapped {
+    target: Vec<V>,
+    /// When the coordinates can be invalid: the bool that says they are valid (every checked
+    /// coordinate in range, no condition set).
+    valid: Option<V>,
+    /// Per coordinate, whether `valid` checks it.
+    checked: Vec<bool>,
+}
+
 /// The value of the `j`-th index parameter of node `n`'s index map (expressions, then
 /// conditions, each in pre-order: the order in which [`schedule`] lowers them).
 pub fn map_param(g: &Graph, n: NodeId, j: usize) -> i64 {
@@ -844,37 +873,23 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         self.and(valid, both)
     }
 
-    /// The target coordinates of an index map of node `node` at `coords`, and when they can be
-    /// invalid, the bool that says they are valid (every coordinate in range, no condition set)
-    /// with, per coordinate, whether it was checked. With `prove`, coordinates in range by
-    /// [`in_range`] are not checked (nor need a guard before a load).
-    #[allow(clippy::too_many_arguments)]
+    /// The target coordinates of an index map at the point `cx` describes. With `prove`,
+    /// coordinates in range by [`in_range`] are not checked (nor need a guard before a load).
     fn map_target(
         &mut self,
-        node: usize,
         map: &crate::op::IndexMap,
-        coords: &[V],
-        iter_dims: &[usize],
-        target_dims: &[usize],
-        inputs: &[usize],
+        mut cx: IdxCx<'_>,
         prove: bool,
-    ) -> Result<(Vec<V>, Option<V>, Vec<bool>), usize> {
-        let mut cx = IdxCx {
-            node,
-            coords,
-            iter_dims,
-            target_dims,
-            inputs,
-            next_param: 0,
-        };
+    ) -> Result<Mapped, usize> {
         let mut valid: Option<V> = None;
         let mut target = Vec::with_capacity(map.exprs.len());
         let mut checked = Vec::with_capacity(map.exprs.len());
         for (a, e) in map.exprs.iter().enumerate() {
             let t = self.index_expr(e, &mut cx)?;
-            let check = !(prove && in_range(e, target_dims[a], iter_dims, target_dims));
+            let extent = cx.target_dims[a];
+            let check = !(prove && in_range(e, extent, cx.iter_dims, cx.target_dims));
             if check {
-                valid = Some(self.in_bounds(valid, t, target_dims[a]));
+                valid = Some(self.in_bounds(valid, t, extent));
             }
             target.push(t);
             checked.push(check);
@@ -885,16 +900,23 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             let ok = self.ibin(BinaryOp::Eq, t, zero);
             valid = Some(self.and(valid, ok));
         }
-        Ok((target, valid, checked))
+        Ok(Mapped {
+            target,
+            valid,
+            checked,
+        })
     }
 
-    /// Coordinates made safe to read: `where(valid, t, 0)` for each checked one (the others are
-    /// in range already, so the address is in range whatever `valid` says).
-    fn guarded(&mut self, target: &[V], checked: &[bool], valid: V) -> Vec<V> {
+    /// The target coordinates made safe to read: `where(valid, t, 0)` for each checked one (the
+    /// others are in range already, so the address is in range whatever `valid` says).
+    fn safe_target(&mut self, m: &Mapped) -> Vec<V> {
+        let Some(valid) = m.valid else {
+            return m.target.clone();
+        };
         let zero = self.ci(0);
-        target
+        m.target
             .iter()
-            .zip(checked)
+            .zip(&m.checked)
             .map(|(&t, &c)| {
                 if c {
                     self.push(Inst::Where(valid, t, zero), DType::I64)
@@ -1027,12 +1049,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             Op::Reindex(map) => {
                 let src_dims = g.node(node.inputs[0]).shape.dims().to_vec();
                 let out_dims = node.shape.dims().to_vec();
-                let (target, valid, checked) =
-                    self.map_target(k, map, coords, &out_dims, &src_dims, &inputs, true)?;
-                match valid {
-                    None => self.eval(inputs[0], &target)?,
+                let cx = IdxCx::new(k, coords, &out_dims, &src_dims, &inputs);
+                let m = self.map_target(map, cx, true)?;
+                let safe = self.safe_target(&m);
+                match m.valid {
+                    None => self.eval(inputs[0], &safe)?,
                     Some(valid) => {
-                        let safe = self.guarded(&target, &checked, valid);
                         let v = self.eval(inputs[0], &safe)?;
                         let o = self.push(Inst::Const(map.overflow), dt);
                         self.push(Inst::Where(valid, v, o), dt)
@@ -1068,10 +1090,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                     valid = Some(self.in_bounds(valid, t, edims[a]));
                     c.push(t);
                 }
-                let (safe, valid) = match valid {
-                    Some(v) => (self.guarded(&c, &vec![true; c.len()], v), Some(v)),
-                    None => (c, None),
-                };
+                let checked = vec![true; c.len()];
+                let safe = self.safe_target(&Mapped {
+                    target: c,
+                    valid,
+                    checked,
+                });
                 let raw = self.eval(extra, &safe)?;
                 let as_i64 = if self.body[raw.0 as usize].1 == DType::I64 {
                     raw
@@ -1241,15 +1265,11 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 self.begin_phase();
                 let coords = self.loop_coords(in_dims.len());
                 let v = self.eval(src, &coords)?;
-                let (target, valid, checked) =
-                    self.map_target(k, map, &coords, &in_dims, &out_dims, &inputs, false)?;
-                let off = match valid {
-                    Some(valid) => {
-                        let safe = self.guarded(&target, &checked, valid);
-                        self.ravel(&safe, &out_dims)
-                    }
-                    None => self.ravel(&target, &out_dims),
-                };
+                let cx = IdxCx::new(k, &coords, &in_dims, &out_dims, &inputs);
+                let m = self.map_target(map, cx, false)?;
+                let safe = self.safe_target(&m);
+                let off = self.ravel(&safe, &out_dims);
+                let valid = m.valid;
                 let inner: Vec<Extent> = in_dims.iter().map(|&d| self.extent(d)).collect();
                 self.end_phase(
                     inner,
