@@ -47,6 +47,15 @@ fn main() {
     let after = metajit::stats();
     let contiguous_cols = time(&|_| f(&yt));
     let cols_moving = time(&|r| f(&x.narrow(1, col_start(r), take / 4)));
+    // All of x (twice the elements): the same rows as the column narrow, read whole.
+    let whole = time(&|_| f(&x)) / 2.0;
+    // A minibatch of an MLP's input times its first weight: [128, 784] @ [784, 512].
+    let data = Tensor::randn([1024, 784]);
+    let batch = Tensor::randn([128, 784]);
+    let w = Tensor::randn([784, 512]);
+    metajit::realize_all(&[&data, &batch, &w]).unwrap_or_else(|e| panic!("{e}"));
+    let mm_contiguous = time(&|_| batch.matmul(&w));
+    let mm_narrow = time(&|r| data.narrow(0, (r % 8 * 128) as isize, 128).matmul(&w));
     let gbs = |ms: f64, n: usize| (2 * n * 4) as f64 / ms / 1e6;
     let n = take * cols;
     println!("{n} f32 elements per run, median of {reps} runs");
@@ -66,6 +75,19 @@ fn main() {
         contiguous_cols,
     );
     line("f(x.narrow(1, moving, 1024))", cols_moving, contiguous_cols);
+    line("f(x) [8192, 2048], per 8M elements", whole, contiguous_cols);
+    let gflops = |ms: f64| 2.0 * 128.0 * 784.0 * 512.0 / ms / 1e6;
+    println!(
+        "{:34} {mm_contiguous:8.3} ms {:6.1} GFLOP/s",
+        "batch @ w [128,784]@[784,512]",
+        gflops(mm_contiguous)
+    );
+    println!(
+        "{:34} {mm_narrow:8.3} ms {:6.1} GFLOP/s  ratio {:.2}",
+        "data.narrow(0, moving, 128) @ w",
+        gflops(mm_narrow),
+        mm_narrow / mm_contiguous
+    );
     println!(
         "moving row start: {} kernels compiled, {} plan misses, {} plan hits",
         after.kernels_compiled - before.kernels_compiled,

@@ -89,8 +89,27 @@ fn new_offsets_compile_nothing_and_the_plan_cache_is_bounded() {
         assert!(v[..21].iter().all(|&e| e == 2.0) && v[21..].iter().all(|&e| e == 0.0));
     }
 
-    // The plan cache keeps at most its capacity (256 by default) of plans.
+    // A minibatch times a weight stays a GEMM (after a copy of the minibatch) at every offset.
     metajit::set_mode(metajit::Mode::Compiled);
+    let (n, k, m, b) = (32usize, 6usize, 5usize, 8usize);
+    let xd: Vec<f32> = (0..n * k).map(|v| (v % 7) as f32 - 3.0).collect();
+    let wd: Vec<f32> = (0..k * m).map(|v| (v % 5) as f32 * 0.5).collect();
+    let x = Tensor::from_vec(xd.clone(), [n, k]);
+    let w = Tensor::from_vec(wd.clone(), [k, m]);
+    reuses_plans("narrowed matmul", &[0, 8, 24, 16], |o| {
+        let (d, got) = count(|| vals(&x.narrow(0, o as isize, b).matmul(&w)));
+        assert_eq!(d.kernel_runs, 2, "a copy of the minibatch and a GEMM");
+        let want: Vec<f32> = (0..b * m)
+            .map(|e| {
+                let (r, c) = (o + e / m, e % m);
+                (0..k).map(|j| xd[r * k + j] * wd[j * m + c]).sum()
+            })
+            .collect();
+        assert_eq!(got, want, "narrowed matmul at {o}");
+        got
+    });
+
+    // The plan cache keeps at most its capacity (256 by default) of plans.
     assert_eq!(metajit::DEFAULT_PLAN_CACHE_CAPACITY, 256);
     assert_eq!(
         metajit::set_plan_cache_capacity(8),

@@ -376,11 +376,12 @@ pub fn schedule(g: &Graph) -> Schedule {
         if !matches!(node.op, Op::Reduce { .. }) {
             continue;
         }
-        let view = |p: NodeId| {
-            matches!(
-                g.node(p).op,
-                Op::BroadcastTo { .. } | Op::Reshape | Op::Reindex(_)
-            )
+        // Views the matcher reads through. Other reindexes (a minibatch slice at an offset,
+        // padding, gathers) are materialised first, so the product still runs as a GEMM.
+        let view = |p: NodeId| match g.node(p).op {
+            Op::BroadcastTo { .. } | Op::Reshape => true,
+            Op::Reindex(_) => is_permutation(g, p),
+            _ => false,
         };
         let found = crate::contraction::match_contraction(g, NodeId(k as u32), &|p| !view(p));
         if let Some(c) = found {
@@ -478,6 +479,28 @@ pub fn schedule(g: &Graph) -> Schedule {
             }
         }
     }
+}
+
+/// Whether node `p` is a `Reindex` that only permutes axes (each source axis reads a distinct
+/// output index of the same extent, no conditions, no extras): the reindexes a contraction
+/// reads through as strided views.
+fn is_permutation(g: &Graph, p: NodeId) -> bool {
+    let n = g.node(p);
+    let Op::Reindex(map) = &n.op else {
+        return false;
+    };
+    let (out, src) = (n.shape.dims(), g.node(n.inputs[0]).shape.dims());
+    let mut seen = vec![false; out.len()];
+    n.inputs.len() == 1
+        && map.conds.is_empty()
+        && map.exprs.len() == out.len()
+        && map.exprs.iter().enumerate().all(|(a, e)| match *e {
+            IndexExpr::Idx(k) if k < out.len() && !seen[k] && out[k] == src[a] => {
+                seen[k] = true;
+                true
+            }
+            _ => false,
+        })
 }
 
 /// Ops that cost no more than a load: recomputing them in several kernels is free.
