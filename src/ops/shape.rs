@@ -535,6 +535,9 @@ impl Tensor {
     /// `length` elements along `dim` from `start` (negative `start` counts from the end), as
     /// `torch.narrow`: unlike [`Tensor::slice`], the range must lie inside the axis.
     ///
+    /// The start is a runtime parameter of the kernels, not part of them: minibatches taken
+    /// with `x.narrow(0, i * b, b)` compile nothing and reuse one plan after the first `i`.
+    ///
     /// ```
     /// use metajit::Tensor;
     /// let x = Tensor::from_vec((0..5).map(|v| v as f32).collect(), [5]);
