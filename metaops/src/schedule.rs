@@ -222,8 +222,8 @@ pub const MAX_INLINE_DEPTH: usize = 64;
 
 /// Whether an index expression's value is in `0..extent` at every point of the iteration
 /// space `iter_dims` (of a graph's concrete extents and index parameter values): a bare
-/// iteration index over an axis of the same extent, or an expression whose bounds
-/// ([`bounds`]) lie inside. The answer depends on values, so it is part of the plan key
+/// iteration index over an axis of the same extent, or an expression whose bounds by interval
+/// arithmetic lie inside. The answer depends on values, so it is part of the plan key
 /// ([`plan_facts`]); that is what lets a slice at a runtime offset load without range checks.
 pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: &[usize]) -> bool {
     if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
