@@ -13,7 +13,7 @@
 //! 3 the graph before and after simplification and each kernel's IR; 4 the pass trace.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use metajit_codegen::buffer::Buffer;
 use metajit_codegen::{Backend, reference};
 use metajit_metaops::kernel::Kernel;
 use metajit_metaops::passes::{self, PassCx, PassTrace};
-use metajit_metaops::schedule::{self, BufRef, Schedule, Step};
+use metajit_metaops::schedule::{self, BufRef, PlanKey, Schedule, Step};
 use metajit_metaops::{Graph, Node, NodeId, Op};
 
 use crate::config::{self, Device};
@@ -319,14 +319,112 @@ struct Plan<C> {
 /// A kernel cache and the settings generation ([`config::cache_generation`]) it was opened for.
 type OpenCache<C> = (u64, Arc<Cache<C>>);
 
-/// A plan's identity: `plan_key` and the node count.
-type PlanKey = (u64, usize);
+/// How many plans the plan cache keeps by default ([`set_plan_cache_capacity`]).
+pub const DEFAULT_PLAN_CACHE_CAPACITY: usize = 256;
+
+static PLAN_CACHE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_PLAN_CACHE_CAPACITY);
+
+/// Plans by [`PlanKey`], bounded: beyond the capacity the least recently used plan is dropped.
+/// A lookup is a hit only when the stored graph has the same structure and plan facts as the
+/// graph asking ([`PlanKey::same_plan`]), so colliding hashes can cost a miss, never a wrong plan.
+struct PlanCache<C> {
+    entries: HashMap<u64, PlanEntry<C>>,
+    /// Advances on every lookup and insertion; entries remember when they were last used.
+    clock: u64,
+}
+
+struct PlanEntry<C> {
+    /// The graph the plan was scheduled for: its structure is compared on every hit.
+    graph: Graph,
+    key: PlanKey,
+    plan: Arc<Plan<C>>,
+    last_used: u64,
+}
+
+impl<C> PlanCache<C> {
+    fn new() -> Self {
+        PlanCache {
+            entries: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    /// The plan of `g` (whose key is `key`), if cached.
+    fn get(&mut self, key: &PlanKey, g: &Graph) -> Option<Arc<Plan<C>>> {
+        self.clock += 1;
+        let e = self.entries.get_mut(&key.hash)?;
+        if !e.key.same_plan(&e.graph, key, g) {
+            return None;
+        }
+        e.last_used = self.clock;
+        Some(e.plan.clone())
+    }
+
+    /// Stores the plan of `graph` (replacing a plan whose key hash collides), then evicts down
+    /// to `capacity`.
+    fn insert(&mut self, key: PlanKey, graph: Graph, plan: Arc<Plan<C>>, capacity: usize) {
+        self.clock += 1;
+        let last_used = self.clock;
+        self.entries.insert(
+            key.hash,
+            PlanEntry {
+                graph,
+                key,
+                plan,
+                last_used,
+            },
+        );
+        self.shrink(capacity);
+    }
+
+    /// Drops least recently used plans until at most `capacity` remain.
+    fn shrink(&mut self, capacity: usize) {
+        while self.entries.len() > capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(h, _)| *h);
+            match oldest {
+                Some(h) => self.entries.remove(&h),
+                None => break,
+            };
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Number of plans in the CPU engine's plan cache (for tests of its bound).
+#[doc(hidden)]
+pub fn plan_cache_len() -> usize {
+    cpu_engine_if_started().map_or(0, |e| {
+        e.plans.lock().unwrap_or_else(|p| p.into_inner()).len()
+    })
+}
+
+/// Sets how many plans the plan cache keeps (least recently used dropped first; at least 1);
+/// returns the previous capacity.
+#[doc(hidden)]
+pub fn set_plan_cache_capacity(capacity: usize) -> usize {
+    let capacity = capacity.max(1);
+    let old = PLAN_CACHE_CAPACITY.swap(capacity, Ordering::Relaxed);
+    if let Some(e) = cpu_engine_if_started() {
+        e.plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shrink(capacity);
+    }
+    old
+}
 
 /// A backend with its plan cache and its compiled-kernel cache (memory and disk tiers,
 /// `metajit_cache`).
 struct Engine<B: Backend> {
     backend: B,
-    plans: Mutex<HashMap<PlanKey, Arc<Plan<B::Compiled>>>>,
+    plans: Mutex<PlanCache<B::Compiled>>,
     /// The kernel cache, with the settings generation it was opened for.
     cache: Mutex<Option<OpenCache<B::Compiled>>>,
     /// The counters of caches replaced after a settings change.
@@ -395,7 +493,7 @@ impl<B: Backend> Engine<B> {
     fn new(backend: B) -> Self {
         Engine {
             backend,
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(PlanCache::new()),
             cache: Mutex::new(None),
             retired: Mutex::new(StatsSnapshot::default()),
             identity: OnceLock::new(),
@@ -451,13 +549,12 @@ impl<B: Backend> Engine<B> {
     }
 
     fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
-        // plan_key covers the structural hash; the node count guards against collisions.
-        let key = (schedule::plan_key(g), g.nodes.len());
+        let key = PlanKey::of(g);
         if let Some(p) = self
             .plans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(&key, g)
         {
             PLAN_HITS.fetch_add(1, Ordering::Relaxed);
             return Ok(p.clone());
@@ -510,10 +607,12 @@ impl<B: Backend> Engine<B> {
             compiled,
             release,
         });
-        self.plans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, plan.clone());
+        self.plans.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key,
+            g.clone(),
+            plan.clone(),
+            PLAN_CACHE_CAPACITY.load(Ordering::Relaxed),
+        );
         Ok(plan)
     }
 
@@ -727,5 +826,70 @@ fn at_exit_print_cache_stats() {
     // that are never destroyed.
     unsafe {
         atexit(print);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metajit_metaops::parse::parse;
+
+    fn plan_of(g: &Graph) -> Arc<Plan<()>> {
+        Arc::new(Plan {
+            schedule: schedule::schedule(g),
+            compiled: Vec::new(),
+            release: Vec::new(),
+        })
+    }
+
+    fn graph(text: &str) -> Graph {
+        parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn a_colliding_hash_is_a_miss_not_a_wrong_plan() {
+        let a = graph("%0 = input #0 : f32[4]\n%1 = exp %0 : f32[4]\nreturn %1\n");
+        let b = graph("%0 = input #0 : f32[4]\n%1 = log %0 : f32[4]\nreturn %1\n");
+        let (ka, mut kb) = (PlanKey::of(&a), PlanKey::of(&b));
+        assert_ne!(ka.hash, kb.hash);
+        kb.hash = ka.hash; // force a collision
+        let mut cache = PlanCache::new();
+        cache.insert(ka.clone(), a.clone(), plan_of(&a), 8);
+        assert!(cache.get(&ka, &a).is_some(), "the same graph hits");
+        assert!(cache.get(&kb, &b).is_none(), "a colliding graph must miss");
+        // Its plan replaces the colliding one; each graph then gets its own schedule.
+        cache.insert(kb.clone(), b.clone(), plan_of(&b), 8);
+        let p = cache.get(&kb, &b).expect("b's own plan");
+        assert_eq!(p.schedule, schedule::schedule(&b));
+        assert!(cache.get(&ka, &a).is_none());
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_plans_within_its_bound() {
+        let graphs: Vec<Graph> = (1..=6)
+            .map(|r| {
+                let dims = vec!["2"; r].join(", ");
+                graph(&format!(
+                    "%0 = input #0 : f32[{dims}]\n%1 = exp %0 : f32[{dims}]\nreturn %1\n"
+                ))
+            })
+            .collect();
+        let keys: Vec<PlanKey> = graphs.iter().map(PlanKey::of).collect();
+        let mut cache = PlanCache::new();
+        for (g, k) in graphs.iter().zip(&keys).take(3) {
+            cache.insert(k.clone(), g.clone(), plan_of(g), 3);
+        }
+        assert!(cache.get(&keys[0], &graphs[0]).is_some()); // 0 is now the most recent
+        for (g, k) in graphs.iter().zip(&keys).skip(3) {
+            cache.insert(k.clone(), g.clone(), plan_of(g), 3);
+            assert!(cache.len() <= 3);
+        }
+        // 1 and 2 were least recently used when 3 and 4 came; 0 went when 5 came.
+        let present: Vec<bool> = graphs
+            .iter()
+            .zip(&keys)
+            .map(|(g, k)| cache.get(k, g).is_some())
+            .collect();
+        assert_eq!(present, [false, false, false, true, true, true]);
     }
 }

@@ -34,9 +34,11 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use exec::{
-    GraphMode, Stats, cache_stats, kernel_cache_key, pending_graph, print_cache_stats, realize_all,
-    replay_graph, run_graph_with, stats,
+    DEFAULT_PLAN_CACHE_CAPACITY, GraphMode, Stats, cache_stats, kernel_cache_key, pending_graph,
+    print_cache_stats, realize_all, replay_graph, run_graph_with, stats,
 };
+#[doc(hidden)]
+pub use exec::{plan_cache_len, set_plan_cache_capacity};
 pub use metajit_cache as cache;
 pub use metajit_metaops as metaops;
 pub use metajit_metaops::{DType, Element, Shape};

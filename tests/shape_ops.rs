@@ -1112,3 +1112,62 @@ fn tril_of_a_vector() {
 fn one_hot_of_floats() {
     Tensor::zeros([3]).one_hot(4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slices at many offsets: one structure, so after the first offset every realization reuses a
+// plan built for another offset (the offset is a runtime parameter), fused with element-wise
+// math, on vector-sized rows with scalar tails.
+
+/// `x[.., start + k*step, ..]` along `axis` of a row-major `[rows, cols]` buffer, times 2 plus 1.
+fn naive_slice_2d(
+    data: &[f32],
+    (rows, cols): (usize, usize),
+    axis: usize,
+    start: usize,
+    len: usize,
+    step: usize,
+) -> Vec<f32> {
+    let mut out = Vec::new();
+    let (r_out, c_out) = if axis == 0 { (len, cols) } else { (rows, len) };
+    for r in 0..r_out {
+        for c in 0..c_out {
+            let (sr, sc) = if axis == 0 {
+                (start + r * step, c)
+            } else {
+                (r, start + c * step)
+            };
+            out.push(data[sr * cols + sc] * 2.0 + 1.0);
+        }
+    }
+    out
+}
+
+#[test]
+fn narrow_and_slice_at_every_offset_match_plain_rust() {
+    let (rows, cols) = (13usize, 37usize);
+    let (x, data) = iota(&[rows, cols]);
+    for axis in 0..2 {
+        let n = [rows, cols][axis];
+        for len in [1, 5, n - 1, n] {
+            for start in 0..=n - len {
+                let y = x.narrow(axis as isize, start as isize, len) * 2.0 + 1.0;
+                let want = naive_slice_2d(&data, (rows, cols), axis, start, len, 1);
+                assert_eq!(vals(&y), want, "narrow axis {axis} start {start} len {len}");
+                // The same through a negative start.
+                let neg = start as isize - n as isize;
+                if start < n {
+                    let y = x.narrow(axis as isize - 2, neg, len) * 2.0 + 1.0;
+                    assert_eq!(vals(&y), want, "narrow axis {axis} start {neg} len {len}");
+                }
+            }
+        }
+        for step in [2, 3] {
+            for start in 0..n {
+                let y = x.slice(axis as isize, start as isize, isize::MAX, step) * 2.0 + 1.0;
+                let len = (n - start).div_ceil(step);
+                let want = naive_slice_2d(&data, (rows, cols), axis, start, len, step);
+                assert_eq!(vals(&y), want, "slice axis {axis} {start}::{step}");
+            }
+        }
+    }
+}

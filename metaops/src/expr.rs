@@ -6,7 +6,10 @@
 //! input of a `Reindex`, the output of a `ReindexReduce`). Sizes are named symbolically
 //! ([`IndexExpr::IterDim`], [`IndexExpr::TargetDim`]) rather than baked in, so a kernel built from
 //! the expression stays valid when a batch size changes. Structural parameters (stride, padding,
-//! kernel size) are constants.
+//! kernel size) are constants. Offsets that are data rather than structure (a slice's start, a
+//! concatenated piece's position) are [`IndexExpr::Param`] leaves: they evaluate to their value
+//! like a constant, but a schedule passes them to kernels at run time and the plan key ignores
+//! them, so taking a minibatch at a new offset reuses the plan and the kernels.
 //!
 //! Arithmetic is on i64 and wraps; `/` and `%` are floor division and floor modulo (the
 //! remainder takes the divisor's sign), so `(a / b) * b + a % b == a`; division or modulo by
@@ -133,6 +136,10 @@ pub fn floor_mod(a: i64, b: i64) -> i64 {
 pub enum IndexExpr {
     /// An integer constant.
     Const(i64),
+    /// An integer whose value is a runtime parameter of the kernels that read it (`param(v)` in
+    /// text): it evaluates to `v`, but graphs that differ only in such values share plans and
+    /// kernels ([`crate::graph::Graph::same_structure`]).
+    Param(i64),
     /// The iteration index along axis `k` (`i<k>` in text).
     Idx(usize),
     /// The iteration space's extent along axis `k` (`n<k>` in text).
@@ -224,7 +231,7 @@ impl IndexExpr {
     /// Evaluates the expression at one point.
     pub fn eval(&self, env: &IdxEnv<'_>) -> i64 {
         match self {
-            IndexExpr::Const(c) => *c,
+            IndexExpr::Const(c) | IndexExpr::Param(c) => *c,
             IndexExpr::Idx(k) => env.idx[*k] as i64,
             IndexExpr::IterDim(k) => env.iter_dims[*k] as i64,
             IndexExpr::TargetDim(k) => env.target_dims[*k] as i64,
@@ -260,6 +267,50 @@ impl IndexExpr {
             _ => {}
         }
     }
+
+    /// Whether two expressions are equal up to the values of their [`IndexExpr::Param`] leaves.
+    pub fn same_structure(&self, o: &IndexExpr) -> bool {
+        use IndexExpr::*;
+        match (self, o) {
+            (Param(_), Param(_)) => true,
+            (Extra(e, a), Extra(f, b)) => {
+                e == f && a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_structure(y))
+            }
+            (Bin(p, a, b), Bin(q, c, d)) => p == q && a.same_structure(c) && b.same_structure(d),
+            (Select(a, b, c), Select(d, e, f)) => {
+                a.same_structure(d) && b.same_structure(e) && c.same_structure(f)
+            }
+            (Param(_) | Extra(..) | Bin(..) | Select(..), _) => false,
+            (a, b) => a == b,
+        }
+    }
+
+    /// Hashes the expression without the values of its [`IndexExpr::Param`] leaves (consistent
+    /// with [`IndexExpr::same_structure`]).
+    pub fn hash_structure<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        std::mem::discriminant(self).hash(h);
+        match self {
+            IndexExpr::Param(_) => {}
+            IndexExpr::Const(c) => c.hash(h),
+            IndexExpr::Idx(k) | IndexExpr::IterDim(k) | IndexExpr::TargetDim(k) => k.hash(h),
+            IndexExpr::Extra(e, ix) => {
+                e.hash(h);
+                ix.len().hash(h);
+                ix.iter().for_each(|x| x.hash_structure(h));
+            }
+            IndexExpr::Bin(op, a, b) => {
+                op.hash(h);
+                a.hash_structure(h);
+                b.hash_structure(h);
+            }
+            IndexExpr::Select(c, a, b) => {
+                c.hash_structure(h);
+                a.hash_structure(h);
+                b.hash_structure(h);
+            }
+        }
+    }
 }
 
 macro_rules! idx_op {
@@ -290,6 +341,7 @@ impl fmt::Display for IndexExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IndexExpr::Const(c) => write!(f, "{c}"),
+            IndexExpr::Param(v) => write!(f, "param({v})"),
             IndexExpr::Idx(k) => write!(f, "i{k}"),
             IndexExpr::IterDim(k) => write!(f, "n{k}"),
             IndexExpr::TargetDim(k) => write!(f, "m{k}"),
@@ -364,5 +416,29 @@ mod tests {
             extra: &|_, _| 0,
         };
         assert_eq!(e.eval(&env), 4);
+        let p = IndexExpr::idx(0) + IndexExpr::Param(-3);
+        assert_eq!(p.to_string(), "i0+param(-3)");
+        assert_eq!(p.eval(&env), -3);
+    }
+
+    #[test]
+    fn structure_ignores_param_values_only() {
+        use std::hash::Hasher;
+        let h = |e: &IndexExpr| {
+            let mut s = std::collections::hash_map::DefaultHasher::new();
+            e.hash_structure(&mut s);
+            s.finish()
+        };
+        let a = IndexExpr::idx(1) * 2 + IndexExpr::Param(5);
+        let b = IndexExpr::idx(1) * 2 + IndexExpr::Param(9);
+        assert!(a.same_structure(&b) && h(&a) == h(&b));
+        for c in [
+            IndexExpr::idx(1) * 2 + 5,
+            IndexExpr::idx(0) * 2 + IndexExpr::Param(5),
+            IndexExpr::idx(1) * 3 + IndexExpr::Param(5),
+            IndexExpr::idx(1) * 2 - IndexExpr::Param(5),
+        ] {
+            assert!(!a.same_structure(&c), "{a} vs {c}");
+        }
     }
 }

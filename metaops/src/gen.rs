@@ -7,7 +7,8 @@
 //! element-wise ops find partners; dtypes are mostly f32, also f64, i32, i64, u8 and bool.
 //! Every op appears: sources (`Input`, `Const`, `Index`, `Random`), element-wise ops,
 //! `BroadcastTo` (also to express numpy broadcasting), `Reindex` (transpose, flip, slice with
-//! step, padding, repeat, clamp, diagonal, gather through extras, overflow conditions),
+//! step and a constant or runtime-parameter start, padding, repeat, clamp, diagonal, gather
+//! through extras, overflow conditions),
 //! `Reduce` (with and without keepdims), `ReindexReduce` (reduce-like, pooling-like, shifted and
 //! scattered maps), `Reshape` and `Contiguous`. Constants favour the values that constant folding
 //! treats specially (0, -0.0, 1, NaN, ±inf). Values may overflow to inf or become NaN; that is
@@ -640,7 +641,14 @@ impl Gen<'_> {
                         // slice start::step, sometimes reading one past the end
                         let (s, t) = (self.rng.below(2), 1 + self.rng.below(3));
                         let ext = m.saturating_sub(s).div_ceil(t) + self.rng.chance(0.2) as usize;
-                        (ext, idx(j) * t as i64 + s as i64)
+                        // The start is a runtime index parameter for odd steps (as the Tensor
+                        // API's slices), a constant otherwise.
+                        let start = if t % 2 == 1 {
+                            IndexExpr::Param(s as i64)
+                        } else {
+                            IndexExpr::c(s as i64)
+                        };
+                        (ext, idx(j) * t as i64 + start)
                     }
                     4 => {
                         // pad before and after
@@ -747,7 +755,16 @@ impl Gen<'_> {
                     let k = 2 + self.rng.below(2);
                     (m.div_ceil(k), idx(j) / k as i64)
                 }
-                4 => (m, idx(j) + 1), // shifted: the last input is skipped
+                4 => {
+                    // shifted: the last input is skipped (by a runtime index parameter on
+                    // even axes, as a slice's gradient; a constant on odd ones)
+                    let shift = if j % 2 == 0 {
+                        IndexExpr::Param(1)
+                    } else {
+                        IndexExpr::c(1)
+                    };
+                    (m, idx(j) + shift)
+                }
                 5 => (m + 1, idx(j)), // one output nothing reaches
                 6 => (1 + self.rng.below(2), IndexExpr::c(0)),
                 _ => {

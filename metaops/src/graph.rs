@@ -9,8 +9,9 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use crate::dtype::DType;
-use crate::op::Op;
+use crate::dtype::{DType, Scalar};
+use crate::expr::IndexExpr;
+use crate::op::{IndexMap, Op};
 use crate::shape::Shape;
 
 /// The id of a node: its position in [`Graph::nodes`].
@@ -104,18 +105,13 @@ impl Graph {
     }
 
     /// A hash of the graph's structure: ops, wiring, dtypes, and ranks — but not extents,
-    /// random seeds or (non-bool) constant values, so graphs that differ only in those hash
-    /// alike. Stable within one
-    /// build of metajit.
+    /// random seeds, (non-bool) constant values or the values of runtime index parameters
+    /// ([`crate::expr::IndexExpr::Param`]), so graphs that differ only in those hash alike.
+    /// Consistent with [`Graph::same_structure`]; stable within one build of metajit.
     pub fn structural_hash(&self) -> u64 {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         for n in &self.nodes {
-            match &n.op {
-                Op::Random { dist, .. } => ("random", dist).hash(&mut h),
-                // Constant values are kernel parameters, except bools (see schedule.rs).
-                Op::Const(c) if c.dtype() != DType::Bool => ("const", c.dtype()).hash(&mut h),
-                op => op.hash(&mut h),
-            }
+            hash_op_structure(&n.op, &mut h);
             n.inputs.hash(&mut h);
             n.dtype.hash(&mut h);
             n.shape.rank().hash(&mut h);
@@ -123,6 +119,72 @@ impl Graph {
         self.outputs.hash(&mut h);
         h.0
     }
+
+    /// Whether two graphs have the same structure, the equality that
+    /// [`Graph::structural_hash`] hashes: the same ops node by node (up to random seeds,
+    /// non-bool constant values and runtime index parameter values), inputs, dtypes, ranks and
+    /// outputs. Extents are not compared.
+    pub fn same_structure(&self, other: &Graph) -> bool {
+        self.nodes.len() == other.nodes.len()
+            && self.outputs == other.outputs
+            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| {
+                a.inputs == b.inputs
+                    && a.dtype == b.dtype
+                    && a.shape.rank() == b.shape.rank()
+                    && same_op_structure(&a.op, &b.op)
+            })
+    }
+}
+
+/// Whether a constant's value is a kernel parameter (all but bools, which steer selects; see
+/// schedule.rs) rather than structure.
+fn const_is_param(c: &Scalar) -> bool {
+    c.dtype() != DType::Bool
+}
+
+fn hash_op_structure(op: &Op, h: &mut Fnv) {
+    match op {
+        Op::Random { dist, .. } => ("random", dist).hash(h),
+        Op::Const(c) if const_is_param(c) => ("const", c.dtype()).hash(h),
+        Op::Reindex(map) => {
+            "reindex".hash(h);
+            hash_map_structure(map, h);
+        }
+        Op::ReindexReduce { op, map } => {
+            ("reindex_reduce", op).hash(h);
+            hash_map_structure(map, h);
+        }
+        op => op.hash(h),
+    }
+}
+
+fn hash_map_structure(map: &IndexMap, h: &mut Fnv) {
+    map.overflow.hash(h);
+    for list in [&map.exprs, &map.conds] {
+        list.len().hash(h);
+        list.iter().for_each(|e| e.hash_structure(h));
+    }
+}
+
+fn same_op_structure(a: &Op, b: &Op) -> bool {
+    match (a, b) {
+        (Op::Random { dist: d, .. }, Op::Random { dist: e, .. }) => d == e,
+        (Op::Const(c), Op::Const(d)) if const_is_param(c) || const_is_param(d) => {
+            c.dtype() == d.dtype()
+        }
+        (Op::Reindex(m), Op::Reindex(n)) => same_map_structure(m, n),
+        (Op::ReindexReduce { op: o, map: m }, Op::ReindexReduce { op: p, map: n }) => {
+            o == p && same_map_structure(m, n)
+        }
+        (a, b) => a == b,
+    }
+}
+
+fn same_map_structure(m: &IndexMap, n: &IndexMap) -> bool {
+    let same_list = |a: &[IndexExpr], b: &[IndexExpr]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_structure(y))
+    };
+    m.overflow == n.overflow && same_list(&m.exprs, &n.exprs) && same_list(&m.conds, &n.conds)
 }
 
 /// FNV-1a: a small, deterministic hasher (std's `DefaultHasher` is not stable across releases).

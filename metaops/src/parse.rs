@@ -20,7 +20,8 @@
 //! Node ids need not be dense: `%k` names the node defined by the line `%k = ...`, and the graph
 //! numbers nodes by position. A `const` or `overflow=` value is read in the node's dtype. The
 //! index expressions are those of `IndexExpr`'s `Display`: fully parenthesised binaries,
-//! `min(a, b)`, `max(a, b)`, `select(c, a, b)`, `e0[i0, i1]`, `i<k>`, `n<k>`, `m<k>`.
+//! `min(a, b)`, `max(a, b)`, `select(c, a, b)`, `e0[i0, i1]`, `i<k>`, `n<k>`, `m<k>`, and
+//! `param(v)` (a runtime index parameter of value `v`).
 //!
 //! The parsed graph goes through [`crate::verify::verify`]; a failure is reported with the line of
 //! the first offending node. `reindex_reduce` prints no overflow value (it is unused), so the
@@ -521,7 +522,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `operand := '(' expr ')' | integer | i<k> | n<k> | m<k> | e<j>[..] | min(..) | max(..) |
-    /// select(..)`
+    /// select(..) | param(integer)`
     fn operand(&mut self) -> Result<IndexExpr, ParseError> {
         const WHAT: &str = "an index expression";
         if self.eat("(") {
@@ -565,6 +566,12 @@ impl<'a> Cursor<'a> {
                 let b = self.expr()?;
                 self.expect(")")?;
                 IndexExpr::select(c, a, b)
+            }
+            "param" => {
+                self.expect("(")?;
+                let v = self.number::<i64>("an i64 parameter value")?;
+                self.expect(")")?;
+                IndexExpr::Param(v)
             }
             "i" | "n" | "m" | "e" if self.rest().starts_with(|c: char| c.is_ascii_digit()) => {
                 let k = self.number::<usize>("an axis number")?;
@@ -623,14 +630,16 @@ return %5
 %3 = reindex %10 [min((i0*2)+1, m0-1), select(i0<(-3), 0, (n0-1)-i0)] if [(i0%2)==0] overflow=-5 : i64[3, 4]
 %4 = reindex %10, %3 [e0[i0, i1], 2] overflow=0 : i64[3, 4]
 %5 = reindex_reduce max %10 [i0] if [(i0 <= 1) || (i1 != 2)] : i64[3]
-return %4, %5, %3
+%6 = reindex %10 [i0+param(-2), (i1*2)+param(1)] overflow=0 : i64[3, 2]
+return %4, %5, %3, %6
 ";
         let g = parse(text).expect("parses");
-        assert_eq!(g.nodes.len(), 5);
-        assert_eq!(g.outputs, vec![NodeId(3), NodeId(4), NodeId(2)]);
+        assert_eq!(g.nodes.len(), 6);
+        assert_eq!(g.outputs, vec![NodeId(3), NodeId(4), NodeId(2), NodeId(5)]);
         assert_eq!(g.nodes[1].op, Op::Const(Scalar::F64(f64::NEG_INFINITY)));
         let printed = print(&g);
         assert!(printed.contains("[min((i0*2)+1, m0-1), select(i0<(-3), 0, (n0-1)-i0)]"));
+        assert!(printed.contains("[i0+param(-2), (i1*2)+param(1)]"));
         assert_eq!(parse(&printed).expect("parses again"), g);
     }
 

@@ -14,10 +14,12 @@
 //!   Reduce phases before the Store phase of one kernel; `sum(x) / n` stores the divided value.
 //!
 //! Kernels are generic in sizes: each distinct extent (other than 1) of the graph is one size
-//! symbol, passed at run time. The schedule depends only on the graph's structure and on which
-//! extents are equal or 1 ([`plan_key`]), so a new batch size reuses the schedule and kernels.
-//! Random seeds and constants (other than bools) are runtime parameters too: fresh random numbers
-//! and new scalar values reuse everything.
+//! symbol, passed at run time. The schedule depends only on the graph's structure
+//! ([`Graph::same_structure`]) and on [`plan_facts`] (which extents are equal or 1, which index
+//! expressions are provably in range), so a new batch size reuses the schedule and kernels.
+//! Random seeds, constants (other than bools) and index parameters (slice offsets,
+//! [`IndexExpr::Param`]) are runtime parameters too: fresh random numbers, new scalar values and
+//! a minibatch at a new offset reuse everything.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -46,6 +48,10 @@ pub enum Param {
     Seed(NodeId),
     /// The value of a `Const` node ([`crate::kernel::param_bits`]).
     Const(NodeId),
+    /// The value of the `j`-th runtime index parameter ([`IndexExpr::Param`]) of a `Reindex`
+    /// or `ReindexReduce` node, counting its expressions then its conditions, each in pre-order
+    /// ([`map_param`]).
+    Index(NodeId, usize),
 }
 
 /// One step of a schedule.
@@ -138,34 +144,191 @@ impl Schedule {
     }
 }
 
-/// The plan-cache key of a graph: its structure, plus which extents are 1 and which are equal
-/// to each other (everything the scheduler looks at), but not the extents themselves.
-pub fn plan_key(g: &Graph) -> u64 {
-    let mut h = Fnv::default();
-    g.structural_hash().hash(&mut h);
-    let mut first: HashMap<usize, usize, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
-    let mut slot = 0usize;
+/// What a schedule depends on besides the graph's structure ([`Graph::same_structure`]), as
+/// numbers: for each extent of each node, in order, its class — `u32::MAX` for 1, else the
+/// position of the first extent of the graph equal to it — then, for each index expression of
+/// each `reindex`, whether [`in_range`] proves it in range (1) or not (0). Extents themselves,
+/// seeds, constants and index parameters are left out, so a new batch size or a new slice
+/// offset has the same facts unless it changes one of these decisions.
+pub fn plan_facts(g: &Graph) -> Vec<u32> {
+    let mut first: HashMap<usize, u32, std::hash::BuildHasherDefault<Fnv>> = HashMap::default();
+    let mut facts = Vec::new();
     for n in &g.nodes {
         for &d in n.shape.dims() {
-            let class = if d == 1 {
-                usize::MAX
+            let slot = facts.len() as u32;
+            facts.push(if d == 1 {
+                u32::MAX
             } else {
                 *first.entry(d).or_insert(slot)
-            };
-            class.hash(&mut h);
-            slot += 1;
+            });
         }
     }
-    h.0
+    for n in &g.nodes {
+        if let Op::Reindex(map) = &n.op {
+            let src = g.node(n.inputs[0]).shape.dims();
+            let out = n.shape.dims();
+            for (a, e) in map.exprs.iter().enumerate() {
+                facts.push(in_range(e, src[a], out, src) as u32);
+            }
+        }
+    }
+    facts
+}
+
+/// A graph's plan-cache key: the structural hash and the [`plan_facts`]. Two graphs whose keys
+/// are equal and whose structures are equal ([`PlanKey::same_plan`]) have the same schedule;
+/// equal hashes alone prove nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanKey {
+    /// A hash of the structure and the facts.
+    pub hash: u64,
+    /// The graph's [`plan_facts`].
+    pub facts: Vec<u32>,
+}
+
+impl PlanKey {
+    /// The key of `g`.
+    pub fn of(g: &Graph) -> PlanKey {
+        let facts = plan_facts(g);
+        let mut h = Fnv::default();
+        g.structural_hash().hash(&mut h);
+        facts.hash(&mut h);
+        PlanKey { hash: h.0, facts }
+    }
+
+    /// Whether the schedule built for `built_for` (whose key is `self`) is the schedule of
+    /// `g` (whose key is `key`): equal facts and equal structure, whatever the hashes say.
+    pub fn same_plan(&self, built_for: &Graph, key: &PlanKey, g: &Graph) -> bool {
+        self.facts == key.facts && built_for.same_structure(g)
+    }
+}
+
+/// The plan-cache hash of a graph ([`PlanKey::hash`]): its structure, plus which extents are 1
+/// and which are equal to each other, and which index expressions are provably in range
+/// (everything the scheduler looks at), but not the extents or offsets themselves.
+pub fn plan_key(g: &Graph) -> u64 {
+    PlanKey::of(g).hash
+}
+
+/// Whether a schedule built for graph `a` is the schedule of graph `b` (the check a plan-cache
+/// hit must pass).
+pub fn same_plan(a: &Graph, b: &Graph) -> bool {
+    let (ka, kb) = (PlanKey::of(a), PlanKey::of(b));
+    ka.same_plan(a, &kb, b)
 }
 
 /// The longest chain of ops inlined into one kernel before a node is materialised.
 pub const MAX_INLINE_DEPTH: usize = 64;
 
-/// Whether an index expression's value is in `0..extent` by construction: a bare iteration
-/// index over an axis of the same extent.
-fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize]) -> bool {
-    matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent)
+/// Whether an index expression's value is in `0..extent` at every point of the iteration
+/// space `iter_dims` (of a graph's concrete extents and index parameter values): a bare
+/// iteration index over an axis of the same extent, or an expression whose bounds by interval
+/// arithmetic lie inside. The answer depends on values, so it is part of the plan key
+/// ([`plan_facts`]); that is what lets a slice at a runtime offset load without range checks.
+pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: &[usize]) -> bool {
+    if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
+        return true;
+    }
+    if iter_dims.contains(&0) {
+        return false; // nothing runs; keep the checks, as for any unproven expression
+    }
+    matches!(bounds(e, iter_dims, target_dims), Some((lo, hi)) if lo >= 0 && hi < extent as i64)
+}
+
+/// The least and greatest values of an index expression over a non-empty iteration space, by
+/// interval arithmetic on sums, differences, products, min and max of indices, extents,
+/// constants and index parameters; `None` for anything else or on overflow.
+fn bounds(e: &IndexExpr, iter_dims: &[usize], target_dims: &[usize]) -> Option<(i64, i64)> {
+    let b = |x: &IndexExpr| bounds(x, iter_dims, target_dims);
+    let dim = |d: usize| i64::try_from(d).ok();
+    Some(match e {
+        IndexExpr::Const(c) | IndexExpr::Param(c) => (*c, *c),
+        IndexExpr::Idx(j) => (0, dim(iter_dims[*j])? - 1),
+        IndexExpr::IterDim(j) => (dim(iter_dims[*j])?, dim(iter_dims[*j])?),
+        IndexExpr::TargetDim(j) => (dim(target_dims[*j])?, dim(target_dims[*j])?),
+        IndexExpr::Bin(op, x, y) => {
+            let ((a, c), (p, q)) = (b(x)?, b(y)?);
+            match op {
+                IdxBin::Add => (a.checked_add(p)?, c.checked_add(q)?),
+                IdxBin::Sub => (a.checked_sub(q)?, c.checked_sub(p)?),
+                IdxBin::Mul => {
+                    let v = [
+                        a.checked_mul(p)?,
+                        a.checked_mul(q)?,
+                        c.checked_mul(p)?,
+                        c.checked_mul(q)?,
+                    ];
+                    (*v.iter().min()?, *v.iter().max()?)
+                }
+                IdxBin::Min => (a.min(p), c.min(q)),
+                IdxBin::Max => (a.max(p), c.max(q)),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Where an index expression is lowered: the op's node (whose index parameters it reads), the
+/// iteration coordinates and extents, the target's extents, the op's inputs, and the ordinal
+/// of the next index parameter.
+struct IdxCx<'a> {
+    node: usize,
+    coords: &'a [V],
+    iter_dims: &'a [usize],
+    target_dims: &'a [usize],
+    inputs: &'a [usize],
+    next_param: usize,
+}
+
+impl<'a> IdxCx<'a> {
+    fn new(
+        node: usize,
+        coords: &'a [V],
+        iter_dims: &'a [usize],
+        target_dims: &'a [usize],
+        inputs: &'a [usize],
+    ) -> Self {
+        IdxCx {
+            node,
+            coords,
+            iter_dims,
+            target_dims,
+            inputs,
+            next_param: 0,
+        }
+    }
+}
+
+/// An index map's target coordinates at one point ([`KernelBuilder::map_target`]).
+struct Mapped {
+    target: Vec<V>,
+    /// When the coordinates can be invalid: the bool that says they are valid (every checked
+    /// coordinate in range, no condition set).
+    valid: Option<V>,
+    /// Per coordinate, whether `valid` checks it.
+    checked: Vec<bool>,
+}
+
+/// The value of the `j`-th index parameter of node `n`'s index map (expressions, then
+/// conditions, each in pre-order: the order in which [`schedule`] lowers them).
+pub fn map_param(g: &Graph, n: NodeId, j: usize) -> i64 {
+    let (Op::Reindex(map) | Op::ReindexReduce { map, .. }) = &g.node(n).op else {
+        return 0;
+    };
+    let mut k = 0;
+    let mut found = 0;
+    for e in map.exprs.iter().chain(&map.conds) {
+        e.visit(&mut |x| {
+            if let IndexExpr::Param(v) = x {
+                if k == j {
+                    found = *v;
+                }
+                k += 1;
+            }
+        });
+    }
+    found
 }
 
 /// Loop structure of a kernel root.
@@ -215,11 +378,12 @@ pub fn schedule(g: &Graph) -> Schedule {
         if !matches!(node.op, Op::Reduce { .. }) {
             continue;
         }
-        let view = |p: NodeId| {
-            matches!(
-                g.node(p).op,
-                Op::BroadcastTo { .. } | Op::Reshape | Op::Reindex(_)
-            )
+        // Views the matcher reads through. Other reindexes (a minibatch slice at an offset,
+        // padding, gathers) are materialised first, so the product still runs as a GEMM.
+        let view = |p: NodeId| match g.node(p).op {
+            Op::BroadcastTo { .. } | Op::Reshape => true,
+            Op::Reindex(_) => is_permutation(g, p),
+            _ => false,
         };
         let found = crate::contraction::match_contraction(g, NodeId(k as u32), &|p| !view(p));
         if let Some(c) = found {
@@ -385,6 +549,28 @@ impl Light {
         self.info[k] = ok.then_some((ops, reads));
         ok && own_op
     }
+}
+
+/// Whether node `p` is a `Reindex` that only permutes axes (each source axis reads a distinct
+/// output index of the same extent, no conditions, no extras): the reindexes a contraction
+/// reads through as strided views.
+fn is_permutation(g: &Graph, p: NodeId) -> bool {
+    let n = g.node(p);
+    let Op::Reindex(map) = &n.op else {
+        return false;
+    };
+    let (out, src) = (n.shape.dims(), g.node(n.inputs[0]).shape.dims());
+    let mut seen = vec![false; out.len()];
+    n.inputs.len() == 1
+        && map.conds.is_empty()
+        && map.exprs.len() == out.len()
+        && map.exprs.iter().enumerate().all(|(a, e)| match *e {
+            IndexExpr::Idx(k) if k < out.len() && !seen[k] && out[k] == src[a] => {
+                seen[k] = true;
+                true
+            }
+            _ => false,
+        })
 }
 
 /// Ops that cost no more than a load: recomputing them in several kernels is free.
@@ -780,42 +966,57 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         self.and(valid, both)
     }
 
-    /// The target coordinates of an index map at `coords`, and when they can be invalid, the
-    /// bool that says they are valid (every coordinate in range, no condition set). With
-    /// `prove`, coordinates in range by construction are not checked.
+    /// The target coordinates of an index map at the point `cx` describes. With `prove`,
+    /// coordinates in range by [`in_range`] are not checked (nor need a guard before a load).
     fn map_target(
         &mut self,
         map: &crate::op::IndexMap,
-        coords: &[V],
-        iter_dims: &[usize],
-        target_dims: &[usize],
-        inputs: &[usize],
+        mut cx: IdxCx<'_>,
         prove: bool,
-    ) -> Result<(Vec<V>, Option<V>), usize> {
+    ) -> Result<Mapped, usize> {
         let mut valid: Option<V> = None;
         let mut target = Vec::with_capacity(map.exprs.len());
+        let mut checked = Vec::with_capacity(map.exprs.len());
         for (a, e) in map.exprs.iter().enumerate() {
-            let t = self.index_expr(e, coords, iter_dims, target_dims, inputs)?;
-            if !(prove && in_range(e, target_dims[a], iter_dims)) {
-                valid = Some(self.in_bounds(valid, t, target_dims[a]));
+            let t = self.index_expr(e, &mut cx)?;
+            let extent = cx.target_dims[a];
+            let check = !(prove && in_range(e, extent, cx.iter_dims, cx.target_dims));
+            if check {
+                valid = Some(self.in_bounds(valid, t, extent));
             }
             target.push(t);
+            checked.push(check);
         }
         for c in &map.conds {
-            let t = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
+            let t = self.index_expr(c, &mut cx)?;
             let zero = self.ci(0);
             let ok = self.ibin(BinaryOp::Eq, t, zero);
             valid = Some(self.and(valid, ok));
         }
-        Ok((target, valid))
+        Ok(Mapped {
+            target,
+            valid,
+            checked,
+        })
     }
 
-    /// Coordinates made safe to read: `where(valid, t, 0)` for each.
-    fn guarded(&mut self, target: &[V], valid: V) -> Vec<V> {
+    /// The target coordinates made safe to read: `where(valid, t, 0)` for each checked one (the
+    /// others are in range already, so the address is in range whatever `valid` says).
+    fn safe_target(&mut self, m: &Mapped) -> Vec<V> {
+        let Some(valid) = m.valid else {
+            return m.target.clone();
+        };
         let zero = self.ci(0);
-        target
+        m.target
             .iter()
-            .map(|&t| self.push(Inst::Where(valid, t, zero), DType::I64))
+            .zip(&m.checked)
+            .map(|(&t, &c)| {
+                if c {
+                    self.push(Inst::Where(valid, t, zero), DType::I64)
+                } else {
+                    t
+                }
+            })
             .collect()
     }
 
@@ -941,12 +1142,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             Op::Reindex(map) => {
                 let src_dims = g.node(node.inputs[0]).shape.dims().to_vec();
                 let out_dims = node.shape.dims().to_vec();
-                let (target, valid) =
-                    self.map_target(map, coords, &out_dims, &src_dims, &inputs, true)?;
-                match valid {
-                    None => self.eval(inputs[0], &target)?,
+                let cx = IdxCx::new(k, coords, &out_dims, &src_dims, &inputs);
+                let m = self.map_target(map, cx, true)?;
+                let safe = self.safe_target(&m);
+                match m.valid {
+                    None => self.eval(inputs[0], &safe)?,
                     Some(valid) => {
-                        let safe = self.guarded(&target, valid);
                         let v = self.eval(inputs[0], &safe)?;
                         let o = self.push(Inst::Const(map.overflow), dt);
                         self.push(Inst::Where(valid, v, o), dt)
@@ -960,33 +1161,34 @@ impl<'g, 's> KernelBuilder<'g, 's> {
     }
 
     /// Lowers an index expression to i64 SSA.
-    fn index_expr(
-        &mut self,
-        e: &IndexExpr,
-        coords: &[V],
-        iter_dims: &[usize],
-        target_dims: &[usize],
-        inputs: &[usize],
-    ) -> Result<V, usize> {
+    fn index_expr(&mut self, e: &IndexExpr, cx: &mut IdxCx<'_>) -> Result<V, usize> {
         Ok(match e {
             IndexExpr::Const(c) => self.ci(*c),
-            IndexExpr::Idx(k) => coords[*k],
-            IndexExpr::IterDim(k) => self.size(iter_dims[*k]),
-            IndexExpr::TargetDim(k) => self.size(target_dims[*k]),
+            IndexExpr::Param(_) => {
+                // Its value is data: a kernel parameter, read per launch by `size_values`.
+                let p = self.param(Param::Index(NodeId(cx.node as u32), cx.next_param));
+                cx.next_param += 1;
+                self.push(Inst::Param(p), DType::I64)
+            }
+            IndexExpr::Idx(k) => cx.coords[*k],
+            IndexExpr::IterDim(k) => self.size(cx.iter_dims[*k]),
+            IndexExpr::TargetDim(k) => self.size(cx.target_dims[*k]),
             IndexExpr::Extra(j, ix) => {
-                let extra = inputs[1 + j];
+                let extra = cx.inputs[1 + j];
                 let edims = self.g.node(NodeId(extra as u32)).shape.dims().to_vec();
                 let mut valid: Option<V> = None;
                 let mut c = Vec::new();
                 for (a, x) in ix.iter().enumerate() {
-                    let t = self.index_expr(x, coords, iter_dims, target_dims, inputs)?;
+                    let t = self.index_expr(x, cx)?;
                     valid = Some(self.in_bounds(valid, t, edims[a]));
                     c.push(t);
                 }
-                let (safe, valid) = match valid {
-                    Some(v) => (self.guarded(&c, v), Some(v)),
-                    None => (c, None),
-                };
+                let checked = vec![true; c.len()];
+                let safe = self.safe_target(&Mapped {
+                    target: c,
+                    valid,
+                    checked,
+                });
                 let raw = self.eval(extra, &safe)?;
                 let as_i64 = if self.body[raw.0 as usize].1 == DType::I64 {
                     raw
@@ -1002,8 +1204,8 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 }
             }
             IndexExpr::Bin(op, a, b) => {
-                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
-                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let x = self.index_expr(a, cx)?;
+                let y = self.index_expr(b, cx)?;
                 let bop = match op {
                     IdxBin::Add => BinaryOp::Add,
                     IdxBin::Sub => BinaryOp::Sub,
@@ -1037,9 +1239,9 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 }
             }
             IndexExpr::Select(c, a, b) => {
-                let cv = self.index_expr(c, coords, iter_dims, target_dims, inputs)?;
-                let x = self.index_expr(a, coords, iter_dims, target_dims, inputs)?;
-                let y = self.index_expr(b, coords, iter_dims, target_dims, inputs)?;
+                let cv = self.index_expr(c, cx)?;
+                let x = self.index_expr(a, cx)?;
+                let y = self.index_expr(b, cx)?;
                 let zero = self.ci(0);
                 let cb = self.ibin(BinaryOp::Ne, cv, zero);
                 self.push(Inst::Where(cb, x, y), DType::I64)
@@ -1156,15 +1358,11 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 self.begin_phase();
                 let coords = self.loop_coords(in_dims.len());
                 let v = self.eval(src, &coords)?;
-                let (target, valid) =
-                    self.map_target(map, &coords, &in_dims, &out_dims, &inputs, false)?;
-                let off = match valid {
-                    Some(valid) => {
-                        let safe = self.guarded(&target, valid);
-                        self.ravel(&safe, &out_dims)
-                    }
-                    None => self.ravel(&target, &out_dims),
-                };
+                let cx = IdxCx::new(k, &coords, &in_dims, &out_dims, &inputs);
+                let m = self.map_target(map, cx, false)?;
+                let safe = self.safe_target(&m);
+                let off = self.ravel(&safe, &out_dims);
+                let valid = m.valid;
                 let inner: Vec<Extent> = in_dims.iter().map(|&d| self.extent(d)).collect();
                 self.end_phase(
                     inner,
@@ -1251,6 +1449,7 @@ pub fn size_values(g: &Graph, sizes: &[Param]) -> Vec<i64> {
                 Op::Const(c) => crate::kernel::param_bits(c),
                 _ => 0,
             },
+            Param::Index(n, j) => map_param(g, n, j),
         })
         .collect()
 }

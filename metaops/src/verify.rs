@@ -21,7 +21,8 @@
 //! - `Reindex(map)`: one expression per input (target) axis; expressions use `i<k>`/`n<k>` with
 //!   `k < rank(out)` (the iteration space), `m<k>` with `k < rank(input)`; extra `e<j>` is
 //!   input `1 + j`, has an integer dtype and is read with one index per axis; `overflow`'s
-//!   dtype = out dtype = input dtype. Conditions obey the same rules.
+//!   dtype = out dtype = input dtype. Conditions obey the same rules. Constants and runtime
+//!   parameters (`param(v)`) may take any i64 value.
 //! - `Reduce{op, axes, keepdims}`: axes ascending, unique, `< rank(input)`; out shape is the
 //!   input's without the axes (with 1s when keepdims); dtype accepted by `op`, out = input;
 //!   `max`/`min` over an axis of extent 0 is an error (they have no identity).

@@ -1189,6 +1189,17 @@ fn reindex_transpose_flip_slice() {
         map(vec![Idx(0), Idx(1) * 2], zero, vec![]),
     );
     assert_same(&s, &fd(F32, &[0.0, 2.0, 3.0, 5.0]), "step slice");
+    // A runtime index parameter reads like a constant: x[:, 1:3] = x[i][j + param(1)], and
+    // param(2) reads past the end into the overflow value.
+    let p = |v: i64| map(vec![Idx(0), Idx(1) + IndexExpr::Param(v)], zero, vec![]);
+    let n = reindex(&x, &[2, 3], &[], &[2, 2], p(1));
+    assert_same(&n, &fd(F32, &[1.0, 2.0, 4.0, 5.0]), "param slice");
+    let n = reindex(&x, &[2, 3], &[], &[2, 2], p(2));
+    assert_same(
+        &n,
+        &fd(F32, &[2.0, 0.0, 5.0, 0.0]),
+        "param slice past the end",
+    );
 }
 
 #[test]

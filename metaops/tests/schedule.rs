@@ -20,6 +20,7 @@ fn check(g: &Graph, inputs: &[HostData]) -> Result<(), String> {
     let want = interp::run(g, &refs).map_err(|e| e.to_string())?;
     let s = schedule(g);
     let got = run_interpreted(g, &s, &refs);
+    assert_eq!(want.len(), got.len(), "one buffer per output");
     // Scatter-adds of floats round at every step in the kernel interpreter, but once in the
     // reference interpreter: allow a tolerance there.
     let scatter_float = g
@@ -169,4 +170,116 @@ return %4
             .collect()
     };
     assert_eq!(texts(&g1), texts(&g2));
+}
+
+/// The kernels' texts of a graph's schedule.
+fn kernel_texts(g: &Graph) -> Vec<String> {
+    schedule(g)
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            metajit_metaops::schedule::Step::Kernel { kernel, .. } => Some(kernel.text()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn slice_offsets_are_runtime_parameters_without_range_checks() {
+    use metajit_metaops::schedule::{plan_key, same_plan};
+    // A row slice, a column slice and a strided column slice of an [8, 9] input, each at a
+    // runtime offset, then element-wise math (what `x.narrow(..) * 2` lowers to).
+    let text = |r: i64, c: i64, s: i64| {
+        format!(
+            "%0 = input #0 : f32[8, 9]
+%1 = reindex %0 [i0+param({r}), i1] overflow=0.0 : f32[3, 9]
+%2 = reindex %0 [i0, i1+param({c})] overflow=0.0 : f32[8, 4]
+%3 = reindex %0 [i0, (i1*2)+param({s})] overflow=0.0 : f32[8, 4]
+%4 = exp %1 : f32[3, 9]
+%5 = add %2, %3 : f32[8, 4]
+return %4, %5
+"
+        )
+    };
+    let x = HostData::from_vec((0..72).map(|v| v as f32 * 0.25 - 4.0).collect::<Vec<f32>>());
+    let g0 = graph(&text(0, 0, 0));
+    let k0 = kernel_texts(&g0);
+    for k in &k0 {
+        // In range whatever the offset (the plan facts say so): no checks, no guards.
+        assert!(!k.contains("where") && !k.contains(" lt "), "{k}");
+    }
+    for (r, c, s) in [(0, 0, 0), (5, 5, 1), (2, 3, 0), (4, 1, 1)] {
+        let g = graph(&text(r, c, s));
+        assert_eq!(plan_key(&g), plan_key(&g0), "offsets {r} {c} {s}");
+        assert!(same_plan(&g0, &g));
+        assert_eq!(kernel_texts(&g), k0);
+        check(&g, std::slice::from_ref(&x)).unwrap_or_else(|e| panic!("{r} {c} {s}: {e}"));
+        // The plan of g0 runs g (what a plan-cache hit does).
+        let refs = [&x];
+        let want = interp::run(&g, &refs).unwrap();
+        let got = run_interpreted(&g, &schedule(&g0), &refs);
+        assert_eq!(want.len(), got.len());
+        for (w, o) in want.iter().zip(&got) {
+            assert!(same(w, o), "offsets {r} {c} {s}: want {w:?} got {o:?}");
+        }
+    }
+    // An offset that reads past the end is a different plan (with checks), and still exact.
+    let past = graph(&text(6, 0, 0));
+    assert_ne!(plan_key(&past), plan_key(&g0));
+    assert!(!same_plan(&g0, &past));
+    check(&past, &[x]).unwrap();
+}
+
+#[test]
+fn a_scatter_at_a_runtime_offset_shares_its_kernel() {
+    // The gradient of a slice: scatter-add [3, 4] into [8, 4] at row offset r.
+    let text = |r: i64| {
+        format!(
+            "%0 = input #0 : f32[3, 4]
+%1 = reindex_reduce sum %0 [i0+param({r}), i1] : f32[8, 4]
+return %1
+"
+        )
+    };
+    let x = HostData::from_vec((0..12).map(|v| v as f32 - 5.5).collect::<Vec<f32>>());
+    let k0 = kernel_texts(&graph(&text(0)));
+    for r in [0, 1, 4, 5, 7, -2] {
+        let g = graph(&text(r));
+        assert_eq!(kernel_texts(&g), k0);
+        check(&g, std::slice::from_ref(&x)).unwrap_or_else(|e| panic!("offset {r}: {e}"));
+    }
+}
+
+#[test]
+fn structurally_different_graphs_are_never_the_same_plan() {
+    use metajit_metaops::schedule::same_plan;
+    let base = "%0 = input #0 : f32[4, 6]
+%1 = reindex %0 [i0+param(1), i1] overflow=0.0 : f32[2, 6]
+%2 = exp %1 : f32[2, 6]
+return %2
+";
+    let g = graph(base);
+    // Same shapes and node count, one difference each: an op, an index expression, a constant
+    // where a parameter was, an overflow value, the outputs.
+    for other in [
+        base.replace("exp", "log"),
+        base.replace("i0+param(1)", "i0+1"),
+        base.replace("i0+param(1), i1", "i0+param(1), i1+param(0)"),
+        base.replace("overflow=0.0", "overflow=1.0"),
+        base.replace("return %2", "return %1"),
+    ] {
+        let o = graph(&other);
+        assert!(!same_plan(&g, &o), "{other}");
+        assert!(!same_plan(&o, &g), "{other}");
+    }
+    // Differences of value only: the same plan.
+    for other in [
+        base.replace("param(1)", "param(2)"),
+        base.replace("f32[4, 6]", "f32[5, 6]"),
+    ] {
+        assert!(same_plan(&g, &graph(&other)), "{other}");
+    }
+    // Extents that become equal change the plan (4 and 6 were two size symbols).
+    let other = base.replace("input #0 : f32[4, 6]", "input #0 : f32[6, 6]");
+    assert!(!same_plan(&g, &graph(&other)), "{other}");
 }

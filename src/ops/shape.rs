@@ -18,7 +18,10 @@
 //!
 //! Index expressions name extents symbolically (`m<k>`, the input's extent) where a size enters
 //! the arithmetic (flip, repeat), so a kernel stays valid when a batch size changes; structural
-//! parameters (slice start and step, pad widths, cat offsets) are constants.
+//! parameters (slice step, pad widths) are constants. Offsets that are data — a slice's or
+//! narrow's start (so also each piece of split and chunk), a piece's position in cat — are
+//! runtime index parameters (`IndexExpr::Param`): taking a minibatch with
+//! `x.narrow(0, i * b, b)` at a new `i` compiles nothing and reuses the plan.
 //!
 //! Indices read from tensors (gather, index_select, one_hot) are lazy values, so they cannot be
 //! range-checked when the op is recorded: an out-of-range or negative index reads 0 (gather,
@@ -111,7 +114,17 @@ fn clamp_bound(i: isize, n: usize) -> usize {
     i.clamp(0, n) as usize
 }
 
-/// `Idx(k) * step + start`, without the trivial parts.
+/// `Idx(k) * step + param(start)`: a slice along axis `k` whose start is a runtime parameter
+/// (present even when 0, so every offset shares one kernel).
+fn affine_at(k: usize, step: usize, start: i64) -> IndexExpr {
+    let mut e = IndexExpr::Idx(k);
+    if step != 1 {
+        e = e * step as i64;
+    }
+    e + IndexExpr::Param(start)
+}
+
+/// `Idx(k) * step + start`, without the trivial parts (`start` is structure).
 fn affine(k: usize, step: usize, start: i64) -> IndexExpr {
     let mut e = IndexExpr::Idx(k);
     if step != 1 {
@@ -483,12 +496,15 @@ impl Tensor {
         }
         let mut out = self.dims().to_vec();
         out[a] = len;
-        let exprs = idx_except(self.rank(), a, affine(a, step, start as i64));
+        let exprs = idx_except(self.rank(), a, affine_at(a, step, start as i64));
         self.reindex_plain(Shape::new(out), exprs)
     }
 
     /// `length` elements along `dim` from `start` (negative `start` counts from the end), as
     /// `torch.narrow`: unlike [`Tensor::slice`], the range must lie inside the axis.
+    ///
+    /// The start is a runtime parameter of the kernels, not part of them: minibatches taken
+    /// with `x.narrow(0, i * b, b)` compile nothing and reuse one plan after the first `i`.
     ///
     /// ```
     /// use metajit::Tensor;
@@ -675,7 +691,7 @@ impl Tensor {
         let mut result: Option<Tensor> = None;
         let mut offset = 0usize;
         for t in nonempty {
-            let exprs = idx_except(out.rank(), a, affine(a, 1, -(offset as i64)));
+            let exprs = idx_except(out.rank(), a, affine_at(a, 1, -(offset as i64)));
             let placed =
                 t.cast(dtype)
                     .reindex_raw(out.clone(), exprs, Scalar::zero(dtype), vec![], &[]);
