@@ -116,6 +116,32 @@ fn an_mlp_training_step_is_one_schedule_and_steady_state_compiles_nothing() {
     }
     assert!(last.is_finite() && last < first, "loss {first} -> {last}");
 
+    // Minibatches taken with narrow from one dataset: a new offset compiles nothing and
+    // schedules nothing new (the offset is a kernel argument).
+    let (data, targets) = batch(64 * 6, 77);
+    let mut plans = None;
+    for i in 0..6 {
+        let x = data.narrow(0, (i * 64) as isize, 64);
+        let labels = targets.narrow(0, (i * 64) as isize, 64);
+        let c0 = counters();
+        model.step(&x, &labels, 0.1);
+        let c1 = counters();
+        if i > 0 {
+            assert_eq!(
+                c1.1 - c0.1,
+                0,
+                "a minibatch at a new offset compiled kernels"
+            );
+            assert_eq!(
+                c1.2 - c0.2,
+                0,
+                "a minibatch at a new offset scheduled a plan"
+            );
+            assert_eq!(Some(c1.0 - c0.0), plans, "the same kernels at every offset");
+        }
+        plans = Some(c1.0 - c0.0);
+    }
+
     // A new batch size compiles nothing either.
     let (x, labels) = batch(40, 7);
     let c0 = counters();
