@@ -17,7 +17,7 @@
 //! autograd record ([`crate::autograd`]), so realizing a loss leaves `backward()` its graph.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use metajit_codegen::buffer::Buffer;
@@ -52,7 +52,10 @@ pub(crate) struct Inner {
     pub(crate) shape: Shape,
     pub(crate) state: Mutex<State>,
     /// The autograd record: nothing, a leaf that accumulates `.grad`, or backward edges.
+    /// Change it only through [`Inner::set_autograd`], which keeps `grad_flag` in step.
     pub(crate) autograd: Mutex<Autograd>,
+    /// Whether `autograd` is not `Autograd::None` (read on every op without locking).
+    grad_flag: AtomicBool,
     /// The high-level op (e.g. one matmul) this node was recorded in, or 0: eager mode runs a
     /// group's backward as one unit too.
     pub(crate) group: u64,
@@ -84,6 +87,7 @@ impl Inner {
             dtype,
             shape,
             state: Mutex::new(state),
+            grad_flag: AtomicBool::new(!matches!(autograd, Autograd::None)),
             autograd: Mutex::new(autograd),
             group: config::current_group(),
         })
@@ -92,7 +96,14 @@ impl Inner {
     /// True when a gradient flows to this node (a leaf that requires grad, or a result of
     /// one).
     pub(crate) fn requires_grad(&self) -> bool {
-        !matches!(*lock(&self.autograd), Autograd::None)
+        self.grad_flag.load(Ordering::Acquire)
+    }
+
+    /// Replaces the autograd record (`slot` is this node's locked record).
+    pub(crate) fn set_autograd(&self, slot: &mut MutexGuard<'_, Autograd>, rec: Autograd) {
+        self.grad_flag
+            .store(!matches!(rec, Autograd::None), Ordering::Release);
+        **slot = rec;
     }
 
     /// Moves this node's references to other nodes (pending inputs and backward edges) onto

@@ -63,7 +63,7 @@ pub(crate) enum Autograd {
     /// [`Tensor::assign`]).
     Leaf(Arc<Leaf>),
     /// A result of a differentiable op with an input that requires grad.
-    Fn(GradFn),
+    Fn(Box<GradFn>),
 }
 
 /// Where a leaf's gradient accumulates.
@@ -120,10 +120,10 @@ fn record_rule(rule: impl FnOnce() -> Rule, dtype: DType, inputs: &[NodeRef]) ->
     {
         return Autograd::None;
     }
-    Autograd::Fn(GradFn {
+    Autograd::Fn(Box::new(GradFn {
         rule: rule(),
         inputs: inputs.to_vec(),
-    })
+    }))
 }
 
 /// Gives `out` — a fresh node just computed from `inputs` with recording off — the declared
@@ -140,7 +140,7 @@ pub(crate) fn with_custom_rule(out: Tensor, custom: Custom, inputs: &[&Tensor]) 
         matches!(*slot, Autograd::None),
         "a custom rule goes on a fresh node"
     );
-    *slot = rec;
+    node.set_autograd(&mut slot, rec);
     drop(slot);
     out
 }
@@ -391,7 +391,7 @@ impl Tensor {
                 self.shape()
             ),
             (Autograd::Fn(_) | Autograd::Leaf(_), true) => {}
-            (_, false) => *rec = Autograd::None,
+            (_, false) => node.set_autograd(&mut rec, Autograd::None),
             (Autograd::None, true) => {
                 if !rules::differentiable(self.dtype()) {
                     panic!(
@@ -400,7 +400,7 @@ impl Tensor {
                         self.shape()
                     );
                 }
-                *rec = Autograd::Leaf(Arc::new(Leaf::default()));
+                node.set_autograd(&mut rec, Autograd::Leaf(Arc::new(Leaf::default())));
             }
         }
         drop(rec);

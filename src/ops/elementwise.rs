@@ -510,27 +510,29 @@ impl Tensor {
     /// at NaN, as PyTorch does.
     #[track_caller]
     pub fn relu(&self) -> Tensor {
-        Tensor::where_(&self.le(0), &self.scalar_like(0.0), self)
+        super::one_op(|| Tensor::where_(&self.le(0), &self.scalar_like(0.0), self))
     }
 
     /// `x` where positive, else `slope * x`.
     #[track_caller]
     pub fn leaky_relu(&self, slope: f64) -> Tensor {
         let x = self.to_float();
-        Tensor::where_(&x.gt(0.0), &x, &x.mul(slope))
+        super::one_op(|| Tensor::where_(&x.gt(0.0), &x, &x.mul(slope)))
     }
 
     /// GELU, the exact form `x/2 * (1 + erf(x / sqrt(2)))`.
     pub fn gelu(&self) -> Tensor {
         let x = self.to_float();
-        x.mul(0.5)
-            .mul(&x.mul(std::f64::consts::FRAC_1_SQRT_2).erf().add(1.0))
+        super::one_op(|| {
+            x.mul(0.5)
+                .mul(&x.mul(std::f64::consts::FRAC_1_SQRT_2).erf().add(1.0))
+        })
     }
 
     /// SiLU (swish): `x * sigmoid(x)`.
     pub fn silu(&self) -> Tensor {
         let x = self.to_float();
-        x.mul(&x.sigmoid())
+        super::one_op(|| x.mul(&x.sigmoid()))
     }
 
     /// Softplus `log(1 + e^x)`, and `x` itself above 20 (PyTorch's threshold). Below it,
@@ -541,9 +543,11 @@ impl Tensor {
     /// sigmoid(x) below the threshold and 1 above, as PyTorch.
     pub fn softplus(&self) -> Tensor {
         let x = self.to_float();
-        let above = x.gt(20.0);
-        let safe = Tensor::where_(&above, 0.0, &x);
-        Tensor::where_(&above, &x, &safe.exp().log1p())
+        super::one_op(|| {
+            let above = x.gt(20.0);
+            let safe = Tensor::where_(&above, 0.0, &x);
+            Tensor::where_(&above, &x, &safe.exp().log1p())
+        })
     }
 
     /// `log(1 + x)`, accurate for small `x` (Kahan's trick: `log(w) * x / (w - 1)` with
@@ -553,12 +557,14 @@ impl Tensor {
     /// the correction is NaN where `w` rounds to 1, overflows, or is 0.
     pub fn log1p(&self) -> Tensor {
         let x = self.to_float();
-        let out = crate::no_grad(|| {
-            let w = x.add(1.0);
-            let corrected = w.log().mul(&x).div(&w.sub(1.0));
-            let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
-            // Infinite w: the correction is inf/inf; log(w) is right.
-            Tensor::where_(&w.isinf(), &w.log(), &r)
+        let out = super::one_op(|| {
+            crate::no_grad(|| {
+                let w = x.add(1.0);
+                let corrected = w.log().mul(&x).div(&w.sub(1.0));
+                let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+                // Infinite w: the correction is inf/inf; log(w) is right.
+                Tensor::where_(&w.isinf(), &w.log(), &r)
+            })
         });
         crate::autograd::with_custom_rule(out, crate::autograd::Custom::Log1p, &[&x])
     }
@@ -569,12 +575,14 @@ impl Tensor {
     /// correction is NaN where `w` is 1, 0 or infinite.
     pub fn expm1(&self) -> Tensor {
         let x = self.to_float();
-        let out = crate::no_grad(|| {
-            let w = x.exp();
-            let corrected = w.sub(1.0).mul(&x).div(&w.log());
-            let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
-            let r = Tensor::where_(&w.sub(1.0).eq(-1.0), -1.0, &r);
-            Tensor::where_(&w.isinf(), &w, &r)
+        let out = super::one_op(|| {
+            crate::no_grad(|| {
+                let w = x.exp();
+                let corrected = w.sub(1.0).mul(&x).div(&w.log());
+                let r = Tensor::where_(&w.eq(1.0), &x, &corrected);
+                let r = Tensor::where_(&w.sub(1.0).eq(-1.0), -1.0, &r);
+                Tensor::where_(&w.isinf(), &w, &r)
+            })
         });
         crate::autograd::with_custom_rule(out, crate::autograd::Custom::Expm1, &[&x])
     }
@@ -610,6 +618,12 @@ impl Tensor {
         // The result dtype, as `maximum(x, min)` would give (a float bound makes ints f32).
         let dtype = Operand::Float(min.or(max).unwrap_or(0.0)).result_dtype(self.dtype());
         let x = self.cast(dtype);
+        super::one_op(|| x.clamp_where(min, max))
+    }
+
+    /// [`Tensor::clamp_between`]'s lowering, on `self` of the result dtype.
+    fn clamp_where(&self, min: Option<f64>, max: Option<f64>) -> Tensor {
+        let (x, dtype) = (self, self.dtype());
         let nan = if dtype.is_float() { f64::NAN } else { 0.0 };
         let mut inside: Option<Tensor> = None;
         let mut bound = Tensor::constant(
@@ -627,8 +641,8 @@ impl Tensor {
             });
         }
         match inside {
-            Some(i) => Tensor::where_(&i, &x, &bound),
-            None => x,
+            Some(i) => Tensor::where_(&i, x, &bound),
+            None => x.clone(),
         }
     }
 }

@@ -179,3 +179,17 @@ impl Operand<'_> {
         }
     }
 }
+
+/// Records a high-level op built of several meta-ops (relu as `where(x <= 0, 0, x)`, ...) as
+/// one unit: in eager mode it runs as one kernel when `f` returns, as PyTorch eager runs it,
+/// and its backward runs as one unit too.
+#[track_caller]
+pub(crate) fn one_op(f: impl FnOnce() -> Tensor) -> Tensor {
+    let t = crate::config::as_one_op(f);
+    if crate::config::eager_now()
+        && let Err(e) = t.realize()
+    {
+        panic!("eager execution failed: {e}");
+    }
+    t
+}
