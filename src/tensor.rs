@@ -40,6 +40,8 @@ pub(crate) struct Handle {
     dtype: DType,
     shape: Shape,
     node: Mutex<NodeRef>,
+    /// The gradient cell of a leaf that requires grad (its nodes hold it weakly).
+    pub(crate) leaf: Mutex<Option<Arc<crate::autograd::Leaf>>>,
 }
 
 /// A shared reference to a node of the unified graph.
@@ -142,6 +144,7 @@ impl Tensor {
             dtype: node.dtype,
             shape: node.shape.clone(),
             node: Mutex::new(node),
+            leaf: Mutex::new(None),
         }))
     }
 

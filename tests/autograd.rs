@@ -138,7 +138,7 @@ fn rounding_has_zero_gradient() {
     assert_grad(grad_of(&x, |x| x.floor()), &[0.0; 3]);
     assert_grad(grad_of(&x, |x| x.ceil()), &[0.0; 3]);
     assert_grad(grad_of(&x, |x| x.round()), &[0.0; 3]);
-    // sign is piecewise constant: recorded from comparisons, it carries no gradient at all.
+    assert_grad(grad_of(&x, |x| x.sign()), &[0.0; 3]);
     assert_grad(grad_of(&x, |x| x.sign() + x), &[1.0; 3]);
 }
 
@@ -380,4 +380,82 @@ fn scatter_prod_and_max_corners() {
     let t = x();
     run("max", &t).sum_all().backward();
     assert_grad(f32s(&t.grad().unwrap()), &[1.0, 0.0, 0.5, 0.5, 0.5, 0.5]);
+}
+
+#[test]
+fn repeated_inputs_each_get_the_gradient() {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]).requires_grad_(true);
+    let y = (&x * &x).sum_all();
+    let g = autograd::grad(&[&y], &[&x, &x], None);
+    assert_eq!(f32s(&g[0]), vec![2.0, 4.0]);
+    assert_eq!(f32s(&g[1]), vec![2.0, 4.0]);
+}
+
+#[test]
+fn gradients_are_distinct_handles() {
+    // Gradients pass through add and contiguous unchanged; each must still be its own handle,
+    // so that assigning to one (clipping, a momentum buffer) leaves the others alone.
+    let a = Tensor::from_vec(vec![1.0f32, 2.0], [2]).requires_grad_(true);
+    let b = Tensor::from_vec(vec![3.0f32, 4.0], [2]).requires_grad_(true);
+    let seed = Tensor::from_vec(vec![1.0f32, 1.0], [2]);
+    (&a + &b).contiguous().backward_with(&seed);
+    let ga = a.grad().unwrap();
+    ga.assign(&(&ga * 10.0));
+    seed.assign(&Tensor::from_vec(vec![7.0f32, 7.0], [2]));
+    assert_eq!(f32s(&a.grad().unwrap()), vec![10.0, 10.0]);
+    assert_eq!(f32s(&b.grad().unwrap()), vec![1.0, 1.0]);
+}
+
+#[test]
+fn marking_a_tensor_later_does_not_change_recorded_graphs() {
+    let a = Tensor::from_vec(vec![1.0f32, 2.0], [2]);
+    let w = Tensor::from_vec(vec![3.0f32, 4.0], [2]).requires_grad_(true);
+    let y = (&a * &w).sum_all();
+    a.requires_grad_(true);
+    y.backward();
+    assert!(a.grad().is_none(), "a was not tracked when y was recorded");
+    assert_eq!(f32s(&w.grad().unwrap()), vec![1.0, 2.0]);
+}
+
+#[test]
+fn enable_grad_inside_no_grad() {
+    let w = Tensor::ones([2]).requires_grad_(true);
+    let y = no_grad(|| {
+        let inner = autograd::enable_grad(|| (&w * 3.0).sum_all());
+        assert!(
+            !metajit::is_grad_enabled(),
+            "no_grad resumes after enable_grad"
+        );
+        inner
+    });
+    y.backward();
+    assert_eq!(f32s(&w.grad().unwrap()), vec![3.0, 3.0]);
+}
+
+#[test]
+fn softplus_in_half_precision_does_not_overflow() {
+    let x = Tensor::from_vec(vec![5.0f32, 12.0, 15.0, 19.0, 25.0], [5])
+        .cast(DType::F16)
+        .requires_grad_(true);
+    let y = x.softplus();
+    let v = y.cast(DType::F32).to_vec::<f32>().unwrap();
+    for (got, want) in v.iter().zip([5.0067f32, 12.0, 15.0, 19.0, 25.0]) {
+        assert!((got - want).abs() <= 0.02, "softplus f16 {v:?}");
+    }
+    y.sum_all().backward();
+    let g = x.grad().unwrap().cast(DType::F32).to_vec::<f32>().unwrap();
+    assert!(
+        g.iter().all(|v| v.is_finite() && *v > 0.99 && *v <= 1.0),
+        "{g:?}"
+    );
+}
+
+#[test]
+fn gradient_with_respect_to_a_reshaped_intermediate() {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [4]).requires_grad_(true);
+    let h = x.reshape([4, 1]);
+    let y = (h.reshape([2, 2]) * 3.0).sum_all();
+    let g = autograd::grad(&[&y], &[&h, &x], None);
+    assert_eq!(f32s(&g[0]), vec![3.0; 4]);
+    assert_eq!(f32s(&g[1]), vec![3.0; 4]);
 }

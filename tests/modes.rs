@@ -75,6 +75,26 @@ fn elementwise_gradient() -> Vec<f32> {
 }
 
 #[test]
+fn eager_backward_computes_each_gradient_once() {
+    let _turn = MODE.lock().unwrap_or_else(|p| p.into_inner());
+    metajit::set_mode(Mode::Eager);
+    let x = Tensor::randn([64, 64]);
+    let s = Tensor::randn([64, 64]).requires_grad_(true);
+    let w = Tensor::randn([64, 64]).requires_grad_(true);
+    let loss = (&x * &s).matmul(&w).relu().sum_all();
+    let before = metajit::stats().kernel_runs;
+    loss.backward();
+    let runs = metajit::stats().kernel_runs - before;
+    // Gradients are computed during backward, once each: nothing is left to run.
+    let (gs, gw) = (s.grad().unwrap(), w.grad().unwrap());
+    assert!(gs.is_realized() && gw.is_realized());
+    metajit::set_mode(Mode::Compiled);
+    // The relu's backward (a unit), the sum's broadcast, the matmul's two GEMMs, and the
+    // product's gradient for s: no GEMM runs twice.
+    assert!(runs <= 6, "eager backward ran {runs} kernels");
+}
+
+#[test]
 fn eager_and_compiled_gradients_agree() {
     let _turn = MODE.lock().unwrap_or_else(|p| p.into_inner());
     metajit::set_mode(Mode::Compiled);

@@ -46,7 +46,7 @@ pub mod rules;
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use metajit_metaops::{DType, Op};
 
@@ -59,9 +59,12 @@ use crate::tensor::{NodeRef, Tensor, lock};
 pub(crate) enum Autograd {
     /// No gradient flows here.
     None,
-    /// A leaf that requires grad: `.grad` accumulates in the shared cell (kept across
-    /// [`Tensor::assign`]).
-    Leaf(Arc<Leaf>),
+    /// A leaf that requires grad: `.grad` accumulates in the cell, which the tensor's handle
+    /// owns (kept across [`Tensor::assign`]). The node holds it weakly: a gradient usually
+    /// reads the leaf's value, and a strong reference would make a cycle (node → cell →
+    /// gradient → node) that nothing frees. With no handle left, no one can read the
+    /// gradient, and backward skips it.
+    Leaf(Weak<Leaf>),
     /// A result of a differentiable op with an input that requires grad.
     Fn(Box<GradFn>),
 }
@@ -75,7 +78,21 @@ pub(crate) struct Leaf {
 /// Backward edges: how to send a node's gradient to its inputs.
 pub(crate) struct GradFn {
     pub(crate) rule: Rule,
+    /// Every input (rules read their values).
     pub(crate) inputs: Vec<NodeRef>,
+    /// Which inputs required grad when the op was recorded: only those get a gradient, so
+    /// marking a tensor later does not change graphs recorded before (as in PyTorch).
+    pub(crate) tracked: Vec<bool>,
+}
+
+impl GradFn {
+    /// The inputs a gradient flows to.
+    fn tracked_inputs(&self) -> impl Iterator<Item = &NodeRef> {
+        self.inputs
+            .iter()
+            .zip(&self.tracked)
+            .filter_map(|(i, t)| t.then_some(i))
+    }
 }
 
 thread_local! {
@@ -103,6 +120,26 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f` with gradient recording on, even inside [`no_grad`] (PyTorch's
+/// `torch.enable_grad()`).
+///
+/// ```
+/// use metajit::Tensor;
+/// let w = Tensor::ones([3]).requires_grad_(true);
+/// let y = metajit::no_grad(|| metajit::autograd::enable_grad(|| &w * 2.0));
+/// assert!(y.requires_grad());
+/// ```
+pub fn enable_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            NO_GRAD_DEPTH.with(|d| d.set(self.0));
+        }
+    }
+    let _g = Guard(NO_GRAD_DEPTH.with(|d| d.replace(0)));
+    f()
+}
+
 /// Whether ops recorded now on this thread create backward edges (false inside [`no_grad`]).
 pub fn is_grad_enabled() -> bool {
     NO_GRAD_DEPTH.with(|d| d.get()) == 0
@@ -123,6 +160,7 @@ fn record_rule(rule: impl FnOnce() -> Rule, dtype: DType, inputs: &[NodeRef]) ->
     Autograd::Fn(Box::new(GradFn {
         rule: rule(),
         inputs: inputs.to_vec(),
+        tracked: inputs.iter().map(|n| n.requires_grad()).collect(),
     }))
 }
 
@@ -163,7 +201,7 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
             continue;
         }
         if let Autograd::Fn(f) = &*lock(&n.autograd) {
-            stack.extend(f.inputs.iter().cloned());
+            stack.extend(f.tracked_inputs().cloned());
         }
         seen.insert(n.id, n);
     }
@@ -181,8 +219,7 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
             (Goal::Leaves, Autograd::Leaf(_)) => true,
             (Goal::Nodes(_), _) if targets.contains(&n.id) => true,
             (_, Autograd::Fn(f)) => f
-                .inputs
-                .iter()
+                .tracked_inputs()
                 .any(|i| needed.get(&i.id).copied().unwrap_or(false)),
             _ => false,
         };
@@ -196,38 +233,46 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
     }
     let mut found: HashMap<u64, Tensor> = HashMap::new();
     let mut leaf_updates: Vec<(Arc<Leaf>, Tensor)> = Vec::new();
+    // Gradients are stored as fresh handles: rules pass `g` through (add, reshape, ...), and
+    // two gradients must never be one handle that an `assign` to one would change for both.
+    let fresh = |t: &Tensor| Tensor::from_node(t.node());
     let eager = config::mode() == config::Mode::Eager;
     let mut unit = 0u64;
     no_grad(|| {
         for n in nodes.iter().rev() {
-            if !needed[&n.id] {
+            if !needed[&n.id] || !grads.contains_key(&n.id) {
                 continue;
             }
-            let Some(g) = grads.remove(&n.id) else {
-                continue;
-            };
+            // Eager mode: a unit (one high-level op) ends; compute what it left pending —
+            // including this node's gradient — before anything reads it.
             if eager && n.group != unit {
                 if unit != 0 {
                     flush(&grads, &found, &leaf_updates);
                 }
                 unit = n.group;
             }
+            let Some(g) = grads.remove(&n.id) else {
+                continue;
+            };
             if targets.contains(&n.id) {
-                found.insert(n.id, g.clone());
+                found.insert(n.id, fresh(&g));
             }
-            let (rule, inputs) = match &*lock(&n.autograd) {
+            let (rule, inputs, tracked) = match &*lock(&n.autograd) {
                 Autograd::Leaf(l) => {
-                    if matches!(goal, Goal::Leaves) {
-                        leaf_updates.push((l.clone(), g));
+                    if matches!(goal, Goal::Leaves)
+                        && let Some(l) = l.upgrade()
+                    {
+                        leaf_updates.push((l, fresh(&g)));
                     }
                     continue;
                 }
-                Autograd::Fn(f) => (f.rule.clone(), f.inputs.clone()),
+                Autograd::Fn(f) => (f.rule.clone(), f.inputs.clone(), f.tracked.clone()),
                 Autograd::None => continue,
             };
             let want: Vec<bool> = inputs
                 .iter()
-                .map(|i| needed.get(&i.id).copied().unwrap_or(false))
+                .zip(&tracked)
+                .map(|(i, &t)| t && needed.get(&i.id).copied().unwrap_or(false))
                 .collect();
             let out = Tensor::from_node(n.clone());
             let xs: Vec<Tensor> = inputs.iter().cloned().map(Tensor::from_node).collect();
@@ -240,7 +285,8 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
             for (i, gi) in inputs.iter().zip(gi) {
                 if let Some(gi) = gi {
                     debug_assert_eq!(gi.shape(), &i.shape, "gradient shape of {:?}", rule);
-                    accumulate(&mut grads, i.id, gi);
+                    debug_assert!(i.id < n.id, "inputs are recorded before their users");
+                    accumulate(&mut grads, i.id, fresh(&gi));
                 }
             }
         }
@@ -346,11 +392,14 @@ pub fn grad(
         roots.push((o.node(), g));
     }
     let nodes: Vec<NodeRef> = inputs.iter().map(|t| t.node()).collect();
-    let mut found = walk(&roots, Goal::Nodes(&nodes));
+    let found = walk(&roots, Goal::Nodes(&nodes));
     nodes
         .iter()
         .zip(inputs)
-        .map(|(n, t)| found.remove(&n.id).unwrap_or_else(|| t.zeros_like()))
+        .map(|(n, t)| match found.get(&n.id) {
+            Some(g) => Tensor::from_node(g.node()),
+            None => t.zeros_like(),
+        })
         .collect()
 }
 
@@ -385,14 +434,19 @@ impl Tensor {
     pub fn requires_grad_(&self, requires_grad: bool) -> Tensor {
         let node = self.node();
         let mut rec = lock(&node.autograd);
+        let live_leaf = matches!(&*rec, Autograd::Leaf(w) if w.strong_count() > 0);
         match (&*rec, requires_grad) {
             (Autograd::Fn(_), false) => panic!(
                 "bad use of requires_grad_: tensor of shape {} is computed from tensors that require grad; only leaves can be unmarked (use detach())",
                 self.shape()
             ),
-            (Autograd::Fn(_) | Autograd::Leaf(_), true) => {}
-            (_, false) => node.set_autograd(&mut rec, Autograd::None),
-            (Autograd::None, true) => {
+            (Autograd::Fn(_), true) => {}
+            (Autograd::Leaf(_), true) if live_leaf => {}
+            (_, false) => {
+                node.set_autograd(&mut rec, Autograd::None);
+                *lock(&self.0.leaf) = None;
+            }
+            (_, true) => {
                 if !rules::differentiable(self.dtype()) {
                     panic!(
                         "dtype mismatch in requires_grad_: only float tensors can require gradients, got {} (shape {})",
@@ -400,7 +454,9 @@ impl Tensor {
                         self.shape()
                     );
                 }
-                node.set_autograd(&mut rec, Autograd::Leaf(Arc::new(Leaf::default())));
+                let cell = Arc::new(Leaf::default());
+                node.set_autograd(&mut rec, Autograd::Leaf(Arc::downgrade(&cell)));
+                *lock(&self.0.leaf) = Some(cell);
             }
         }
         drop(rec);
@@ -421,7 +477,7 @@ impl Tensor {
     /// tensor that is not a leaf requiring grad.
     pub fn grad(&self) -> Option<Tensor> {
         match &*lock(&self.node().autograd) {
-            Autograd::Leaf(l) => lock(&l.grad).clone(),
+            Autograd::Leaf(l) => l.upgrade().and_then(|l| lock(&l.grad).clone()),
             _ => None,
         }
     }
@@ -437,7 +493,11 @@ impl Tensor {
             check_seed("set_grad", self, g);
         }
         match &*lock(&self.node().autograd) {
-            Autograd::Leaf(l) => *lock(&l.grad) = grad,
+            Autograd::Leaf(l) => {
+                if let Some(l) = l.upgrade() {
+                    *lock(&l.grad) = grad;
+                }
+            }
             _ => {
                 if grad.is_some() {
                     panic!(
@@ -496,5 +556,25 @@ impl Tensor {
             );
         }
         walk(&[(self.node(), grad.clone())], Goal::Leaves);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::Tensor;
+
+    #[test]
+    fn a_leaf_and_its_unread_gradient_are_freed() {
+        // The gradient of x·x reads x: with a strong cell in the node this was a cycle.
+        let x = Tensor::from_vec(vec![1.0f32; 1024], [1024]).requires_grad_(true);
+        (&x * &x).sum_all().backward();
+        let node = Arc::downgrade(&x.node());
+        drop(x);
+        assert!(
+            node.upgrade().is_none(),
+            "the leaf's node outlived every handle"
+        );
     }
 }

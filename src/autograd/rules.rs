@@ -49,6 +49,10 @@ pub(crate) enum Custom {
     /// `expm1(x)`: lowered with the correction `(w-1)·x/log(w)`, same trouble; the rule is
     /// `g · (out + 1)`, as PyTorch.
     Expm1,
+    /// A result that is piecewise constant in its input (`sign`) or reads none of it (a
+    /// reduction over an empty axis): built without a differentiable path, its gradient is
+    /// zero, and PyTorch still gives one (rather than "does not require grad").
+    Zero,
 }
 
 /// How a node's gradient is computed.
@@ -85,6 +89,11 @@ pub(crate) fn input_grads(
         Rule::Custom(Custom::Expm1) => {
             if wants(0) {
                 r[0] = Some(g.mul(&out.add(1.0)));
+            }
+        }
+        Rule::Custom(Custom::Zero) => {
+            if wants(0) {
+                r[0] = Some(x[0].zeros_like());
             }
         }
         Rule::Meta(op) => match op {
@@ -192,7 +201,8 @@ fn binary(
         BinaryOp::Add => (ga(&|| g.clone()), gb(&|| g.clone())),
         BinaryOp::Sub => (ga(&|| g.clone()), gb(&|| g.neg())),
         BinaryOp::Mul => (ga(&|| g.mul(b)), gb(&|| g.mul(a))),
-        BinaryOp::Div => (ga(&|| g.div(b)), gb(&|| g.neg().mul(a).div(&b.mul(b)))),
+        // PyTorch's -g·(a/b)/b, which overflows later than -g·a/b².
+        BinaryOp::Div => (ga(&|| g.div(b)), gb(&|| g.neg().mul(&a.div(b)).div(b))),
         BinaryOp::Pow => (
             // PyTorch: (b · a^(b-1)) masked to 0 where b == 0 (so 0^0 has gradient 0).
             ga(&|| {

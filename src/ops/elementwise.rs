@@ -475,7 +475,8 @@ impl Tensor {
         let s = pos.sub(&neg);
         if self.dtype().is_float() {
             // A NaN constant, not `self`: sign's gradient is 0 everywhere, NaN included.
-            Tensor::where_(&self.isnan(), f64::NAN, &s)
+            let out = crate::no_grad(|| Tensor::where_(&self.isnan(), f64::NAN, &s));
+            crate::autograd::with_custom_rule(out, crate::autograd::Custom::Zero, &[self])
         } else {
             s
         }
@@ -543,6 +544,10 @@ impl Tensor {
     /// sigmoid(x) below the threshold and 1 above, as PyTorch.
     pub fn softplus(&self) -> Tensor {
         let x = self.to_float();
+        if matches!(x.dtype(), DType::F16 | DType::BF16) {
+            // e^x overflows f16 past x ≈ 11: compute in f32, as PyTorch does.
+            return x.cast(DType::F32).softplus().cast(x.dtype());
+        }
         super::one_op(|| {
             let above = x.gt(20.0);
             let safe = Tensor::where_(&above, 0.0, &x);

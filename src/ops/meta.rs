@@ -4,7 +4,7 @@
 
 use metajit_metaops::{IndexExpr, IndexMap, Op, ReduceOp, Scalar, Shape};
 
-use crate::tensor::Tensor;
+use crate::tensor::{State, Tensor};
 
 impl Tensor {
     /// A tensor of `shape` filled with `value` (its dtype is the value's).
@@ -51,10 +51,24 @@ impl Tensor {
     }
 
     /// The same elements under a shape with the same element count (a `Reshape` node, or
-    /// nothing when the shape is unchanged).
+    /// nothing when the shape is unchanged). A pending reshape of a reshape reads the first
+    /// one's input (so `[m, k] -> [m, k, 1] -> [m, k]` is nothing) where no gradient flows
+    /// (gradient graphs, `no_grad`): with autograd, the first reshape may be a node someone
+    /// differentiates with respect to, or a `detach`.
     pub(crate) fn view_as(&self, shape: Shape) -> Tensor {
         if &shape == self.shape() {
             return self.clone();
+        }
+        let node = self.node();
+        let src = match &*node.lock() {
+            State::Lazy {
+                op: Op::Reshape,
+                inputs,
+            } if !node.requires_grad() && !inputs[0].requires_grad() => Some(inputs[0].clone()),
+            _ => None,
+        };
+        if let Some(src) = src {
+            return Tensor::from_node(src).view_as(shape);
         }
         Tensor::from_op(Op::Reshape, &[self], self.dtype(), shape)
     }

@@ -243,7 +243,8 @@ impl Tensor {
                     (false, _) => Some(x.dims()[a]),
                 })
                 .collect();
-            return Tensor::full_dtype(shape, f64::NEG_INFINITY, x.dtype());
+            let out = Tensor::full_dtype(shape, f64::NEG_INFINITY, x.dtype());
+            return crate::autograd::with_custom_rule(out, crate::autograd::Custom::Zero, &[&x]);
         }
         // The shift carries no gradient (it cancels analytically), so that the gradient is
         // softmax exactly and an all -inf row gives NaN, as PyTorch.
