@@ -459,3 +459,17 @@ fn gradient_with_respect_to_a_reshaped_intermediate() {
     assert_eq!(f32s(&g[0]), vec![3.0; 4]);
     assert_eq!(f32s(&g[1]), vec![3.0; 4]);
 }
+
+#[test]
+fn grad_of_an_output_that_does_not_require_grad_panics() {
+    let x = Tensor::ones([2]).requires_grad_(true);
+    let c = Tensor::ones([1]).sum_all();
+    let m = panic_message(|| {
+        autograd::grad(&[&c], &[&x], None);
+    })
+    .unwrap();
+    assert!(
+        m.contains("output 0") && m.contains("does not require grad"),
+        "{m}"
+    );
+}

@@ -38,6 +38,10 @@
 //! # }
 //! ```
 //!
+//! In eager mode a failure to run a kernel during `backward()` panics, as it does for every
+//! eager op (the value cannot be returned lazily); compiled mode reports it as an `Err` from
+//! the realize that runs the gradient.
+//!
 //! Semantics follow PyTorch, with two choices stated: the graph is kept after `backward()`
 //! (as `retain_graph=True`; it is freed with the output), and [`grad`] returns zeros for an
 //! input the outputs do not depend on (PyTorch raises unless `allow_unused`).
@@ -333,7 +337,9 @@ fn flush(grads: &HashMap<u64, Tensor>, found: &HashMap<u64, Tensor>, leaf: &[(Ar
 /// The gradients of `outputs` with respect to `inputs`, without touching any `.grad`
 /// (PyTorch's `torch.autograd.grad`). `grad_outputs` gives the gradient flowing into each
 /// output (`None`: ones, which needs one-element outputs). An input the outputs do not depend
-/// on gets zeros. The gradients are lazy tensors that do not require grad.
+/// on gets zeros (PyTorch raises unless `allow_unused`); that includes a tensor given a new
+/// value by [`Tensor::assign`] after the outputs were recorded — they read its old value.
+/// The gradients are lazy tensors that do not require grad.
 ///
 /// ```
 /// use metajit::Tensor;
@@ -345,8 +351,8 @@ fn flush(grads: &HashMap<u64, Tensor>, found: &HashMap<u64, Tensor>, leaf: &[(Ar
 /// ```
 ///
 /// # Panics
-/// When an input does not require grad, an output is not one element and no `grad_outputs`
-/// is given, or a given gradient's shape or dtype differs from its output's.
+/// When an input or an output does not require grad, an output is not one element and no
+/// `grad_outputs` is given, or a given gradient's shape or dtype differs from its output's.
 #[track_caller]
 pub fn grad(
     outputs: &[&Tensor],
@@ -373,6 +379,12 @@ pub fn grad(
     }
     let mut roots = Vec::new();
     for (k, o) in outputs.iter().enumerate() {
+        if !o.requires_grad() {
+            panic!(
+                "bad input to autograd::grad: output {k} (shape {}) does not require grad (no input was marked with requires_grad_, or it was computed under no_grad)",
+                o.shape()
+            );
+        }
         let g = match grad_outputs {
             Some(gs) => {
                 check_seed("autograd::grad", o, gs[k]);

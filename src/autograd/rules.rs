@@ -21,7 +21,7 @@
 //! | `reindex` | `reindex_reduce(sum)` with the same index map and extras |
 //! | `reduce sum` | `g` broadcast back |
 //! | `reduce prod` | `g·out/x` without zeros; with one zero, the product of the others at the zero and 0 elsewhere; 0 with two or more |
-//! | `reduce max`/`min` | `g` split evenly among the elements equal to the result (NaN counts as equal to a NaN result) |
+//! | `reduce max`/`min` | `g` split evenly among the elements equal to the result; NaN counts as equal to a NaN result (PyTorch's `max()`; its `amax(dim)` gives NaN to the whole group there) |
 //! | `reindex_reduce sum` | `reindex` of `g` with the same map (0 where skipped) |
 //! | `reindex_reduce max`/`min`/`prod` | as `reduce`, with `reindex` gathering the result, `g` and the counts |
 //! | `reshape`, `contiguous` | `g` reshaped, `g` |
