@@ -1107,7 +1107,9 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                     }]),
                 );
                 self.init.push((out, op.identity(dt)));
-                self.parallel = false;
+                // Loop 0 is iteration axis 0: its iterations may run on different threads when
+                // distinct values of it write distinct elements (transposes, slices, pads...).
+                self.parallel = map.disjoint_along(0);
             }
             _ => {
                 // An element-wise root (possibly with absorbed reductions): store every element.
