@@ -1786,6 +1786,197 @@ fn privatised_max_keeps_the_serial_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Launch checks.
+
+/// `Backend::launch` refuses buffers that do not fit the kernel's declared extents (and wrong
+/// dtypes, missing sizes, an output passed twice) with an error instead of running; with the
+/// right buffers it runs.
+#[test]
+fn launch_checks_buffers_against_the_kernel() {
+    use metajit_codegen::buffer::Buffer;
+    use metajit_codegen::cpu::backend::Cpu;
+    use metajit_codegen::{Backend, BackendError};
+    let cpu = Cpu::new(2);
+    // out[o, i] = x[o, i] * sc[o]
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let row = b.mul(o, n);
+    let off = b.add(row, i);
+    let x = b.load(0, off, DType::F32);
+    let sc = b.load(1, o, DType::F32);
+    let v = b.mul(x, sc);
+    let k = Kernel {
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, false), (DType::F32, true)]),
+            &[(0, &[s(0), s(1)]), (2, &[s(0), s(1)])],
+        ),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![b.store(vec![s(1)], vec![st(2, off, v)])],
+        parallel: true,
+    };
+    let ck = cpu.compile(&k).expect("compiles");
+    let host = |v: Vec<f32>| Buffer::from_host(&HostData::F32(v));
+    let (r, c) = (3usize, 5usize);
+    let x = host(f32_data(r * c, 30));
+    let sc = host(f32_data(r, 31));
+    let out = Buffer::new(DType::F32, r * c);
+    let sizes = [r as i64, c as i64];
+    // SAFETY (every launch below): `ck` is `k`'s code, `k` stays within its declared extents
+    // (row-major [s0, s1] and [s0]), and no other thread touches the buffers.
+    unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &sizes) }.expect("fitting buffers run");
+    let want = interpret(
+        &k,
+        &[
+            x.to_host(),
+            sc.to_host(),
+            HostData::zeros(DType::F32, r * c),
+        ],
+        &sizes,
+    );
+    assert_close(&[out.to_host()], &want[2..], Tol::Exact, "launch");
+
+    // An output one element short, and an input one element long.
+    let short = Buffer::new(DType::F32, r * c - 1);
+    match unsafe { cpu.launch(&ck, &k, &[&x, &sc, &short], &sizes) } {
+        Err(BackendError::BufferLength {
+            param,
+            expected,
+            actual,
+            ..
+        }) => assert_eq!((param.as_str(), expected, actual), ("b2", r * c, r * c - 1)),
+        other => panic!("short output: {other:?}"),
+    }
+    let long = host(f32_data(r + 1, 32));
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &long, &out], &sizes) }.expect_err("long input");
+    assert!(
+        e.to_string().contains("buffer b1 holds 4 elements, but 3"),
+        "{e}"
+    );
+    // Sizes that make the buffers too small, missing and negative sizes.
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[r as i64, c as i64 + 1]) }
+        .expect_err("sizes beyond the buffers");
+    assert!(matches!(e, BackendError::BufferLength { .. }), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[r as i64]) }.expect_err("a size");
+    assert!(
+        e.to_string().contains("1 sizes passed, the kernel reads 2"),
+        "{e}"
+    );
+    let e =
+        unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[-1, c as i64]) }.expect_err("negative");
+    assert!(e.to_string().contains("negative"), "{e}");
+    // Wrong dtype, wrong count, an output that is also an input, a different kernel.
+    let xi = Buffer::from_host(&HostData::I32(vec![0; r * c]));
+    let e = unsafe { cpu.launch(&ck, &k, &[&xi, &sc, &out], &sizes) }.expect_err("dtype");
+    assert!(e.to_string().contains("buffer b0 holds i32"), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc], &sizes) }.expect_err("count");
+    assert!(e.to_string().contains("2 buffers passed for 3"), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&out, &sc, &out], &sizes) }.expect_err("aliasing");
+    assert!(e.to_string().contains("also passed as b0"), "{e}");
+    let mut other = k.clone();
+    other.bufs[1].dims = vec![s(1)];
+    let e = unsafe { cpu.launch(&ck, &other, &[&x, &sc, &out], &sizes) }.expect_err("kernel");
+    assert!(
+        e.to_string()
+            .contains("not the one the code was compiled for"),
+        "{e}"
+    );
+}
+
+/// `Backend::contraction` checks every offset its layout reaches against the buffers, and
+/// refuses a destination layout that writes an element twice.
+#[test]
+fn contraction_checks_buffers_against_the_layout() {
+    use metajit_codegen::buffer::Buffer;
+    use metajit_codegen::cpu::backend::Cpu;
+    use metajit_codegen::{Backend, BackendError};
+    use metajit_metaops::contraction::{BatchAxis, GemmLayout, MatStrides};
+    let cpu = Cpu::new(2);
+    let (m, n, kk, batch) = (4usize, 3usize, 5usize, 2usize);
+    let layout = GemmLayout {
+        m,
+        n,
+        k: kk,
+        dst: MatStrides {
+            rs: n as isize,
+            cs: 1,
+        },
+        lhs: MatStrides {
+            rs: kk as isize,
+            cs: 1,
+        },
+        rhs: MatStrides {
+            rs: n as isize,
+            cs: 1,
+        },
+        batch: vec![BatchAxis {
+            extent: batch,
+            dst: (m * n) as isize,
+            lhs: (m * kk) as isize,
+            rhs: 0,
+        }],
+    };
+    let host = |v: Vec<f32>| Buffer::from_host(&HostData::F32(v));
+    let lhs = host(positive_data(batch * m * kk, 40));
+    let rhs = host(positive_data(kk * n, 41));
+    let mut dst = Buffer::new(DType::F32, batch * m * n);
+    cpu.contraction(&layout, DType::F32, &mut dst, &lhs, &rhs)
+        .expect("fitting buffers run");
+    let mut want = HostData::zeros(DType::F32, batch * m * n);
+    metajit_metaops::contraction::gemm_reference(
+        &layout,
+        &mut want,
+        &lhs.to_host(),
+        &rhs.to_host(),
+    );
+    assert_close(&[dst.to_host()], &[want], Tol::Rel(1e-5), "gemm");
+
+    // An lhs one element short.
+    let short = host(positive_data(batch * m * kk - 1, 42));
+    match cpu.contraction(&layout, DType::F32, &mut dst, &short, &rhs) {
+        Err(BackendError::BufferLength {
+            param,
+            expected,
+            actual,
+            ..
+        }) => assert_eq!(
+            (param.as_str(), expected, actual),
+            ("lhs", batch * m * kk, batch * m * kk - 1)
+        ),
+        other => panic!("short lhs: {other:?}"),
+    }
+    // A destination too small for the batch.
+    let mut small = Buffer::new(DType::F32, m * n);
+    let e = cpu
+        .contraction(&layout, DType::F32, &mut small, &lhs, &rhs)
+        .expect_err("small dst");
+    assert!(
+        e.to_string()
+            .contains("buffer dst holds 12 elements, but 24"),
+        "{e}"
+    );
+    // Destination batch entries that overlap, a negative stride, a wrong dtype.
+    let mut overlap = layout.clone();
+    overlap.batch[0].dst = 1;
+    let e = cpu
+        .contraction(&overlap, DType::F32, &mut dst, &lhs, &rhs)
+        .expect_err("overlap");
+    assert!(e.to_string().contains("write some elements twice"), "{e}");
+    let mut negative = layout.clone();
+    negative.rhs.cs = -1;
+    let e = cpu
+        .contraction(&negative, DType::F32, &mut dst, &lhs, &rhs)
+        .expect_err("negative");
+    assert!(e.to_string().contains("before the buffer"), "{e}");
+    let e = cpu
+        .contraction(&layout, DType::F64, &mut dst, &lhs, &rhs)
+        .expect_err("dtype");
+    assert!(e.to_string().contains("dst holds f32, not f64"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Timing (ignored: run by hand).
 
 /// The scatter kernels of three gradients of 2048x2048 f32 views, the way they ran before
@@ -1801,8 +1992,16 @@ fn scatter_timings() {
     use std::time::Instant;
     let n = 2048usize;
     let (i0, i1) = (E::idx(0), E::idx(1));
-    let cases: Vec<(&str, Vec<usize>, Vec<usize>, Vec<E>, Option<usize>)> = vec![
-        ("transpose", vec![n, n], vec![n, n], vec![i1.clone(), i0.clone()], None),
+    /// Name, iteration shape, target shape, index expressions, embedding rows.
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<E>, Option<usize>);
+    let cases: Vec<Case> = vec![
+        (
+            "transpose",
+            vec![n, n],
+            vec![n, n],
+            vec![i1.clone(), i0.clone()],
+            None,
+        ),
         (
             "slice [1:-1, 1:-1]",
             vec![n - 2, n - 2],

@@ -464,6 +464,16 @@ impl CompiledKernel {
         self.compile_time
     }
 
+    /// The buffer parameters of the kernel this code was compiled (or loaded) for.
+    pub fn params(&self) -> &[BufParam] {
+        &self.launch.bufs
+    }
+
+    /// The number of runtime parameters the code reads.
+    pub fn n_sizes(&self) -> usize {
+        self.launch.n_sizes
+    }
+
     /// Whether a launch with these sizes and threads would split loop 0 with private copies of
     /// the outputs (see [`CompiledKernel::run`]).
     pub fn privatises(&self, sizes: &[i64], threads: usize) -> bool {
