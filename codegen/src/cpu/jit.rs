@@ -24,7 +24,7 @@
 //! [`eval_binary`], [`Scalar::cast`], `half`), so what the
 //! helpers compute equals the interpreter bit for bit.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::ir::types::{F32, F64, I32, I64};
@@ -38,7 +38,6 @@ use metajit_metaops::interp::eval_reduce_combine;
 use metajit_metaops::interp::{eval_binary, eval_unary};
 use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, PhaseKind};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
-use rayon::prelude::*;
 
 use super::lower;
 use super::math::MathFn;
@@ -348,6 +347,21 @@ struct LaunchPtrs {
     helpers: *const usize,
 }
 
+/// Runs `task(0)` on the calling thread and `task(1)`..`task(n - 1)` on rayon's pool, and
+/// returns when all are done. The caller takes part rather than blocking while the pool runs
+/// every task (as `rayon::scope` from outside the pool does): measured on a 2-core machine,
+/// the worker woken for the second task was then often scheduled on the core already busy with
+/// the first, and a launch split in two took as long as one call.
+fn on_threads(n: usize, task: impl Fn(usize) + Sync) {
+    let task = &task;
+    rayon::in_place_scope(|s| {
+        for c in 1..n {
+            s.spawn(move |_| task(c));
+        }
+        task(0);
+    });
+}
+
 /// A buffer address made sendable for the chunks of a privatised launch.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut u8);
@@ -428,7 +442,7 @@ unsafe fn combine_into(op: ReduceOp, dt: DType, dst: *mut u8, src: *const u8, n:
 }
 
 // SAFETY: the pointers are only read during `CompiledKernel::run`, which outlives every chunk
-// (rayon::scope joins them). The buffers they lead to are written by several threads at once,
+// (`on_threads` joins them). The buffers they lead to are written by several threads at once,
 // which is sound because the kernel is `parallel`: distinct iterations of loop 0 write
 // distinct elements, and each chunk runs distinct iterations.
 unsafe impl Send for LaunchPtrs {}
@@ -539,18 +553,12 @@ impl CompiledKernel {
         };
         let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
         let entry = self.entry;
-        rayon::scope(|s| {
-            for c in 1..chunks {
-                s.spawn(move |_| {
-                    let p = ptrs;
-                    // SAFETY: as below, for chunk `c`: its iterations of loop 0 write elements
-                    // no other chunk writes (the kernel is `parallel`), and `run` outlives the
-                    // scope.
-                    unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
-                });
-            }
-            // SAFETY: the caller's contract covers the whole range; chunk 0 runs here.
-            unsafe { entry(ptrs.bufs, ptrs.sizes, bound(0), bound(1), ptrs.helpers) };
+        on_threads(chunks as usize, |c| {
+            let (p, c) = (ptrs, c as i64);
+            // SAFETY: the caller's contract, for chunk `c`: its iterations of loop 0 write
+            // elements no other chunk writes (the kernel is `parallel`), and `run` outlives
+            // every chunk (`on_threads` joins them).
+            unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
         });
     }
 
@@ -586,35 +594,37 @@ impl CompiledKernel {
         let sizes_ptr = SendConstPtr(sizes.as_ptr());
         let entry = self.entry;
         // Chunk 0 combines into the outputs; chunk c > 0 into its own copies.
-        let copies: Vec<Vec<Buffer>> = (0..chunks)
-            .into_par_iter()
-            .map(|c| {
-                let mut copies: Vec<Buffer> = Vec::new();
-                let mut ptrs: Vec<*mut u8> = base.iter().map(|p| p.0).collect();
-                if c > 0 {
-                    for &(b, op, dt, n) in outs {
-                        let mut copy = Buffer::new(dt, n);
-                        copy.fill(op.identity(dt));
-                        ptrs[b] = copy.as_mut_ptr();
-                        copies.push(copy);
-                    }
+        let copies: Vec<Mutex<Vec<Buffer>>> = (0..chunks).map(|_| Mutex::default()).collect();
+        on_threads(chunks as usize, |c| {
+            let mut mine: Vec<Buffer> = Vec::new();
+            let mut ptrs: Vec<*mut u8> = base.iter().map(|p| p.get()).collect();
+            if c > 0 {
+                for &(b, op, dt, n) in outs {
+                    let mut copy = Buffer::new(dt, n);
+                    copy.fill(op.identity(dt));
+                    ptrs[b] = copy.as_mut_ptr();
+                    mine.push(copy);
                 }
-                let sizes = sizes_ptr;
-                // SAFETY: the caller's contract for the inputs; the outputs of chunk c > 0 are
-                // its own copies, of the outputs' dtypes and lengths; chunk 0 alone writes the
-                // outputs themselves. Nothing else writes what any chunk reads (the kernel
-                // loads no output).
-                unsafe {
-                    entry(
-                        ptrs.as_ptr(),
-                        sizes.0,
-                        bound(c),
-                        bound(c + 1),
-                        helper_table().as_ptr(),
-                    )
-                };
-                copies
-            })
+            }
+            let (sizes, c) = (sizes_ptr, c as i64);
+            // SAFETY: the caller's contract for the inputs; the outputs of chunk c > 0 are its
+            // own copies, of the outputs' dtypes and lengths; chunk 0 alone writes the outputs
+            // themselves. Nothing else writes what any chunk reads (the kernel loads no
+            // output).
+            unsafe {
+                entry(
+                    ptrs.as_ptr(),
+                    sizes.0,
+                    bound(c),
+                    bound(c + 1),
+                    helper_table().as_ptr(),
+                )
+            };
+            *copies[c as usize].lock().unwrap_or_else(|e| e.into_inner()) = mine;
+        });
+        let copies: Vec<Vec<Buffer>> = copies
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
             .collect();
         // Fold the copies into the outputs in chunk order, element ranges in parallel.
         for (o, &(b, op, dt, n)) in outs.iter().enumerate() {
@@ -625,7 +635,7 @@ impl CompiledKernel {
                 .collect();
             let pieces = threads.max(1).min(n.max(1));
             let dst = base[b];
-            (0..pieces).into_par_iter().for_each(|piece| {
+            on_threads(pieces, |piece| {
                 let (lo, hi) = (n * piece / pieces, n * (piece + 1) / pieces);
                 for src in &srcs {
                     // SAFETY: `dst` holds `n` elements of `dt` (the caller's contract) and each
