@@ -244,14 +244,18 @@ impl Buffer {
 
     /// Sets every element (and the spare first element of an empty buffer) to `value`.
     pub fn fill(&mut self, value: Scalar) {
-        let v = value.cast(self.dtype);
-        let bytes = v.to_bits().to_le_bytes();
-        let size = self.dtype.size_in_bytes();
+        let bits = value.cast(self.dtype).to_bits();
         let n = self.numel.max(1);
-        // SAFETY: the allocation holds at least max(numel, 1) elements.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr, n * size) };
-        for c in all.chunks_exact_mut(size) {
-            c.copy_from_slice(&bytes[..size]);
+        // Typed stores of the element's bits (in native order, as kernels read them): a memset.
+        // SAFETY: the allocation holds at least max(numel, 1) elements and is 64-byte aligned
+        // (aligned for every element type); `&mut self` gives exclusive access.
+        unsafe {
+            match self.dtype.size_in_bytes() {
+                1 => std::slice::from_raw_parts_mut(self.ptr, n).fill(bits as u8),
+                2 => std::slice::from_raw_parts_mut(self.ptr.cast::<u16>(), n).fill(bits as u16),
+                4 => std::slice::from_raw_parts_mut(self.ptr.cast::<u32>(), n).fill(bits as u32),
+                _ => std::slice::from_raw_parts_mut(self.ptr.cast::<u64>(), n).fill(bits),
+            }
         }
     }
 

@@ -36,6 +36,35 @@ pub enum BackendError {
         /// The kernel IR text.
         kernel: String,
     },
+    /// A buffer argument has the wrong number of elements for what the kernel or GEMM indexes.
+    #[error(
+        "{backend}: {op}: buffer {param} holds {actual} elements, but {expected} are indexed ({why})"
+    )]
+    BufferLength {
+        /// The backend's name.
+        backend: &'static str,
+        /// The launch: the kernel's signature line, or the GEMM's shape.
+        op: String,
+        /// The parameter (`b1`, `lhs`).
+        param: String,
+        /// The elements the kernel indexes for the given sizes.
+        expected: usize,
+        /// The elements the buffer holds.
+        actual: usize,
+        /// Where `expected` comes from (extents and sizes, or strides).
+        why: String,
+    },
+    /// Arguments of a launch that do not fit the kernel or GEMM: buffer count or dtype, sizes,
+    /// aliasing.
+    #[error("{backend}: {op}: {message}")]
+    Arguments {
+        /// The backend's name.
+        backend: &'static str,
+        /// The launch: the kernel's signature line, or the GEMM's shape.
+        op: String,
+        /// What does not fit.
+        message: String,
+    },
     /// The device failed.
     #[error("{backend}: {message}")]
     Device {
@@ -76,8 +105,25 @@ pub trait Backend: Send + Sync {
     unsafe fn load(&self, kernel: &Kernel, bytes: &[u8]) -> Result<Self::Compiled, BackendError>;
 
     /// Runs a compiled kernel over buffers (one per kernel parameter) with the given size
-    /// parameters. Output buffers must hold their elements (at least one).
-    fn launch(
+    /// parameters, writing its output parameters' buffers.
+    ///
+    /// Checked first, with an error and nothing run when they fail: that `kernel`'s parameters
+    /// are those `compiled` was built for; the number of buffers and their dtypes; that there
+    /// are enough sizes, none negative; that every buffer holds exactly the elements its
+    /// parameter's declared extents ([`metajit_metaops::kernel::BufParam::dims`]) give for
+    /// these sizes ([`BackendError::BufferLength`]); that no output buffer is also passed for
+    /// another parameter.
+    ///
+    /// # Safety
+    ///
+    /// What cannot be checked cheaply:
+    /// - `compiled` is the code of `kernel` (from [`Backend::compile`] or a faithful
+    ///   [`Backend::load`]), and `kernel` keeps every load and store within the extents its
+    ///   buffer parameters declare — as every kernel of `metajit_metaops::schedule` does by
+    ///   construction; a hand-written kernel could index anywhere;
+    /// - nobody else reads or writes the output buffers during the call (they are shared
+    ///   references, so this is not enforced by the borrow checker).
+    unsafe fn launch(
         &self,
         compiled: &Self::Compiled,
         kernel: &Kernel,
@@ -87,11 +133,16 @@ pub trait Backend: Send + Sync {
 
     /// Computes a (batched) matrix product into `dst` (see
     /// [`metajit_metaops::contraction::GemmLayout`]), elements of `dtype` (f32 or f64).
+    ///
+    /// Checked first, with an error and nothing computed when they fail: the dtypes of the
+    /// buffers; that every offset the layout reaches lies within its buffer
+    /// ([`BackendError::BufferLength`]); that the destination's strides never write one
+    /// element twice.
     fn contraction(
         &self,
         layout: &GemmLayout,
         dtype: DType,
-        dst: &Buffer,
+        dst: &mut Buffer,
         lhs: &Buffer,
         rhs: &Buffer,
     ) -> Result<(), BackendError>;

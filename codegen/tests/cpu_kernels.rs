@@ -101,10 +101,23 @@ fn st(buf: usize, offset: V, value: V) -> Store {
     }
 }
 
+/// Buffer parameters of one extent, size 0 (the common case here); [`dims`] sets others.
 fn bufs(spec: &[(DType, bool)]) -> Vec<BufParam> {
     spec.iter()
-        .map(|&(dtype, output)| BufParam { dtype, output })
+        .map(|&(dtype, output)| BufParam {
+            dtype,
+            output,
+            dims: vec![s(0)],
+        })
         .collect()
+}
+
+/// `ps` with the declared extents of some parameters replaced.
+fn dims(mut ps: Vec<BufParam>, set: &[(usize, &[Extent])]) -> Vec<BufParam> {
+    for (b, d) in set {
+        ps[*b].dims = d.to_vec();
+    }
+    ps
 }
 
 fn s(i: usize) -> Extent {
@@ -400,13 +413,21 @@ fn broadcast_loads() {
     let v = b.add(v, bi);
     let v = b.add(v, c);
     let k = Kernel {
-        bufs: bufs(&[
-            (DType::F32, false),
-            (DType::F32, false),
-            (DType::F32, false),
-            (DType::F32, false),
-            (DType::F32, true),
-        ]),
+        bufs: dims(
+            bufs(&[
+                (DType::F32, false),
+                (DType::F32, false),
+                (DType::F32, false),
+                (DType::F32, false),
+                (DType::F32, true),
+            ]),
+            &[
+                (0, &[s(0), s(1)]),
+                (2, &[s(1)]),
+                (3, &[]),
+                (4, &[s(0), s(1)]),
+            ],
+        ),
         n_sizes: 2,
         outer: vec![s(0)],
         phases: vec![b.store(vec![s(1)], vec![st(4, off, v)])],
@@ -453,7 +474,10 @@ fn transposed_gather_and_scatter() {
     let d2 = b.mul(ri, r);
     let d2 = b.add(d2, o);
     let k = Kernel {
-        bufs: bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+            &[(0, &[s(1), s(0)]), (1, &[s(0), s(1)]), (2, &[s(0), s(1)])],
+        ),
         n_sizes: 2,
         outer: vec![s(0)],
         phases: vec![b.store(vec![s(1)], vec![st(1, dst, v), st(2, d2, x)])],
@@ -522,7 +546,10 @@ fn combine_stores_scatter_with_collisions() {
         let mut store = st(2, t, x);
         store.combine = Some(op);
         let k = Kernel {
-            bufs: bufs(&[(DType::F32, false), (DType::I32, false), (dt, true)]),
+            bufs: dims(
+                bufs(&[(DType::F32, false), (DType::I32, false), (dt, true)]),
+                &[(2, &[Extent::Const(5)])],
+            ),
             n_sizes: 1,
             outer: vec![],
             phases: vec![b.store(vec![s(0)], vec![store])],
@@ -565,7 +592,7 @@ fn row_reduce(op: ReduceOp, dt: DType) -> Kernel {
     let r = b.res(0, dt);
     let p1 = b.store(vec![], vec![st(1, o, r)]);
     Kernel {
-        bufs: bufs(&[(dt, false), (dt, true)]),
+        bufs: dims(bufs(&[(dt, false), (dt, true)]), &[(0, &[s(0), s(1)])]),
         n_sizes: 2,
         outer: vec![s(0)],
         phases: vec![p0, p1],
@@ -695,7 +722,10 @@ fn full_and_two_axis_reductions() {
     let r = b.res(0, DType::F32);
     let p1 = b.store(vec![], vec![st(1, z, r)]);
     let k = Kernel {
-        bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true)]),
+            &[(1, &[])],
+        ),
         n_sizes: 1,
         outer: vec![],
         phases: vec![p0, p1],
@@ -728,7 +758,10 @@ fn full_and_two_axis_reductions() {
     let r = b.res(0, DType::F32);
     let p1 = b.store(vec![], vec![st(1, o, r)]);
     let k = Kernel {
-        bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true)]),
+            &[(0, &[s(0), s(1), s(2)]), (1, &[s(1)])],
+        ),
         n_sizes: 3,
         outer: vec![s(1)],
         phases: vec![p0, p1],
@@ -779,7 +812,10 @@ fn softmax_rows() {
     let y = b.bin(BinaryOp::Div, e, sum);
     let p2 = b.store(vec![s(1)], vec![st(1, off, y)]);
     let k = Kernel {
-        bufs: bufs(&[(f, false), (f, true)]),
+        bufs: dims(
+            bufs(&[(f, false), (f, true)]),
+            &[(0, &[s(0), s(1)]), (1, &[s(0), s(1)])],
+        ),
         n_sizes: 2,
         outer: vec![s(0)],
         phases: vec![p0, p1, p2],
@@ -1043,7 +1079,7 @@ fn integer_index_math() {
         spec.push((DType::F32, false));
         spec.push((DType::F32, true));
         let k = Kernel {
-            bufs: bufs(&spec),
+            bufs: dims(bufs(&spec), &[(20, &[Extent::Const(5)])]),
             n_sizes: 1,
             outer: vec![],
             phases: vec![b.store(vec![s(0)], stores)],
@@ -1489,4 +1525,606 @@ fn scheduled_random_graphs() {
     }
     println!("{kernels} scheduled kernels, {vectorised} with an f32x4 loop");
     assert!(kernels > 250);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scatters (`ReindexReduce`) split across threads.
+
+/// A small deterministic generator for the scatter cases.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// One scatter graph: `ReindexReduce(op)` of an input of shape `[a, b]` through the index map
+/// of kind `kind` (the gradient of a transpose, a strided slice, a pad, a flip, a gather along
+/// axis 1 with colliding and out-of-range indices, a gather along axis 0 (embedding), a
+/// diagonal sum, a map under a condition, a halving map), and its inputs. Returns whether the
+/// map writes disjoint elements per value of iteration axis 0.
+fn scatter_case(
+    kind: u64,
+    a: usize,
+    b: usize,
+    op: ReduceOp,
+    dt: DType,
+    rng: &mut Rng,
+) -> (metajit_metaops::Graph, Vec<HostData>, bool) {
+    use metajit_metaops::{Graph, IndexExpr as E, IndexMap, Node, Op, Shape};
+    let mut g = Graph::new();
+    let mut inputs = Vec::new();
+    let n = a * b;
+    let x = match (op, dt) {
+        // Sums of positive values: reassociating them moves the result by an ulp or so.
+        (ReduceOp::Sum | ReduceOp::Prod, DType::F32) => HostData::F32(
+            positive_data(n, rng.next())
+                .iter()
+                .map(|v| v + 0.5)
+                .collect(),
+        ),
+        (_, DType::F32) => HostData::F32(f32_data(n, rng.next())),
+        _ => HostData::I32(i32_data(n, rng.next())),
+    };
+    inputs.push(x);
+    let src = g
+        .push(Node {
+            op: Op::Input { slot: 0 },
+            inputs: vec![],
+            dtype: dt,
+            shape: Shape::new(vec![a, b]),
+        })
+        .expect("valid input");
+    let mut extras = Vec::new();
+    let mut extra = |g: &mut Graph, inputs: &mut Vec<HostData>, shape: Vec<usize>, hi: i64| {
+        let m: usize = shape.iter().product();
+        // Indices in -1..=hi: many collide, and -1 and hi are out of range.
+        let v: Vec<i64> = (0..m)
+            .map(|_| rng.below(hi as u64 + 2) as i64 - 1)
+            .collect();
+        inputs.push(HostData::I64(v));
+        let id = g
+            .push(Node {
+                op: Op::Input {
+                    slot: inputs.len() - 1,
+                },
+                inputs: vec![],
+                dtype: DType::I64,
+                shape: Shape::new(shape),
+            })
+            .expect("valid extra");
+        extras.push(id);
+    };
+    let (i0, i1) = (E::idx(0), E::idx(1));
+    let (target, exprs, conds) = match kind {
+        // Transpose.
+        0 => (vec![b, a], vec![i1, i0], vec![]),
+        // x[1::2] of a [2a + 1, b] tensor.
+        1 => (vec![2 * a + 1, b], vec![i0 * 2 + 1, i1], vec![]),
+        // Pad by one on each side of axis 0: the border is skipped.
+        2 => (
+            vec![a.saturating_sub(2).max(1), b],
+            vec![i0 - 1, i1],
+            vec![],
+        ),
+        // Flip along axis 0.
+        3 => (vec![a, b], vec![E::TargetDim(0) - 1 - i0, i1], vec![]),
+        // Gather along axis 1 (take_along_dim): indices collide within a row.
+        4 => {
+            extra(&mut g, &mut inputs, vec![a, b], 3);
+            (
+                vec![a, 3],
+                vec![i0.clone(), E::Extra(0, vec![i0, i1])],
+                vec![],
+            )
+        }
+        // Embedding backward: rows gathered along axis 0 collide across iterations of axis 0.
+        5 => {
+            let v = (a / 3).max(1);
+            extra(&mut g, &mut inputs, vec![a], v as i64);
+            (vec![v, b], vec![E::Extra(0, vec![i0]), i1], vec![])
+        }
+        // A diagonal sum: i0 + i1 collides across rows.
+        6 => (vec![a + b - 1], vec![i0 + i1], vec![]),
+        // A transpose under a condition (only where i0 + i1 is even).
+        7 => (
+            vec![b, a],
+            vec![i1.clone(), i0.clone()],
+            vec![(i0 + i1) % 2],
+        ),
+        // Halving: i0 / 2 collides in pairs of rows.
+        _ => (vec![a.div_ceil(2), b], vec![i0 / 2, i1], vec![]),
+    };
+    let map = IndexMap {
+        exprs,
+        overflow: Scalar::zero(dt),
+        conds,
+    };
+    let disjoint = map.disjoint_along(0);
+    let mut ins = vec![src];
+    ins.extend(extras);
+    let out = g
+        .push(Node {
+            op: Op::ReindexReduce { op, map },
+            inputs: ins,
+            dtype: dt,
+            shape: Shape::new(target),
+        })
+        .unwrap_or_else(|e| panic!("kind {kind}: {e}"));
+    g.outputs = vec![out];
+    (g, inputs, disjoint)
+}
+
+/// Scatter kernels from the scheduler, run on 1 and 4 threads, against the graph interpreter
+/// (the oracle): the gradients of transposes, slices, pads and flips split iteration axis 0
+/// in place (`parallel`); gathers along axis 0, diagonals and halvings, whose writes collide
+/// across axis 0, run with private copies when large enough. Max/min and integer sums are
+/// exact (NaN, ±0 and ties included); f32 sums within the bound of summing in another order
+/// (privatised partial sums are reassociated).
+#[test]
+fn parallel_scatters_match_the_interpreter() {
+    use metajit_metaops::schedule::{run_steps, schedule};
+    let mut rng = Rng(0x5ca7_7e12);
+    let (mut parallel, mut privatised, mut serial) = (0, 0, 0);
+    let cases = std::env::var("SCATTER_CASES").map_or(72, |s| s.parse().unwrap_or(72));
+    for case in 0..cases {
+        let kind = case % 9;
+        let (op, dt) = rng.pick(&[
+            (ReduceOp::Sum, DType::F32),
+            (ReduceOp::Max, DType::F32),
+            (ReduceOp::Min, DType::F32),
+            (ReduceOp::Sum, DType::I32),
+        ]);
+        // Half the cases big enough to split (>= 4 chunks of PARALLEL_GRAIN iterations).
+        let (a, b) = if case % 2 == 0 {
+            (
+                rng.pick(&[300usize, 517, 1030]),
+                rng.pick(&[256usize, 450, 601]),
+            )
+        } else {
+            (rng.pick(&[1usize, 2, 3, 17]), rng.pick(&[1usize, 5, 64]))
+        };
+        let (g, inputs, disjoint) = scatter_case(kind as u64, a, b, op, dt, &mut rng);
+        let refs: Vec<&HostData> = inputs.iter().collect();
+        let want = metajit_metaops::interp::run(&g, &refs).expect("the oracle runs");
+        let sched = schedule(&g);
+        for threads in [1usize, 4] {
+            let got = run_steps(&g, &sched, &refs, &mut |kernel, args, sv, _| {
+                let ck = compile(kernel);
+                let scatter = matches!(&kernel.phases[0].kind,
+                    PhaseKind::Store(sts) if sts.iter().any(|s| s.combine.is_some()));
+                if threads > 1 && scatter {
+                    assert_eq!(kernel.parallel, disjoint, "kind {kind}\n{kernel}");
+                    if ck.privatises(sv, threads) {
+                        privatised += 1;
+                    } else if kernel.parallel && a * b >= 2 * jit::PARALLEL_GRAIN as usize {
+                        parallel += 1;
+                    } else {
+                        serial += 1;
+                    }
+                }
+                let out = run_compiled(&ck, args, sv, threads);
+                for (a, o) in args.iter_mut().zip(out) {
+                    *a = o;
+                }
+            });
+            let tol = if op == ReduceOp::Sum && dt == DType::F32 {
+                // n positive terms summed in another order: within (n - 1)·2^-24 relative, and
+                // no element receives more than 2·max(a, b) terms here.
+                Tol::Rel((2 * a.max(b)) as f64 * f64::powi(2.0, -24))
+            } else {
+                Tol::Exact
+            };
+            assert_eq!(got.len(), want.len());
+            assert_close(
+                &got,
+                &want,
+                tol,
+                &format!("case {case}: kind {kind}, {op:?} {dt}, [{a}, {b}], {threads} threads"),
+            );
+        }
+    }
+    println!("scatters: {parallel} split in place, {privatised} privatised, {serial} serial");
+    assert!(parallel >= 8 && privatised >= 4 && serial >= 8);
+}
+
+/// A privatised scatter-max over one output element hit by every iteration: the result is the
+/// first NaN, else the last of the equal maxima (`-0.0` after `+0.0`), as on one thread.
+#[test]
+fn privatised_max_keeps_the_serial_order() {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let z = b.i64(0);
+    let mut store = st(1, z, x);
+    store.combine = Some(ReduceOp::Max);
+    let k = Kernel {
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true)]),
+            &[(1, &[])],
+        ),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.store(vec![s(0)], vec![store])],
+        parallel: false,
+    };
+    let ck = compile(&k);
+    let n = 1usize << 18;
+    for (at, v) in [
+        (None, 0.0),
+        (Some(n / 2), f32::NAN),
+        (Some(n - 1), f32::NAN),
+        (Some(3), f32::NAN),
+    ] {
+        // +0.0 everywhere, -0.0 in the last quarter: the serial answer is -0.0.
+        let mut x: Vec<f32> = (0..n)
+            .map(|j| if j >= 3 * n / 4 { -0.0 } else { 0.0 })
+            .collect();
+        if let Some(at) = at {
+            x[at] = v;
+            x[n - 2] = -f32::NAN; // another NaN (sign bit set): the first of them wins
+        }
+        let data = [HostData::F32(x), HostData::F32(vec![f32::NEG_INFINITY])];
+        assert!(ck.privatises(&[n as i64], 4));
+        let one = run_compiled(&ck, &data, &[n as i64], 1);
+        let four = run_compiled(&ck, &data, &[n as i64], 4);
+        assert_eq!(
+            one[1].get(0).to_bits(),
+            four[1].get(0).to_bits(),
+            "NaN at {at:?}"
+        );
+        assert_close(&four, &interpret(&k, &data, &[n as i64]), Tol::Exact, "max");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch checks.
+
+/// `Backend::launch` refuses buffers that do not fit the kernel's declared extents (and wrong
+/// dtypes, missing sizes, an output passed twice) with an error instead of running; with the
+/// right buffers it runs.
+#[test]
+fn launch_checks_buffers_against_the_kernel() {
+    use metajit_codegen::buffer::Buffer;
+    use metajit_codegen::cpu::backend::Cpu;
+    use metajit_codegen::{Backend, BackendError};
+    let cpu = Cpu::new(2);
+    // out[o, i] = x[o, i] * sc[o]
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let row = b.mul(o, n);
+    let off = b.add(row, i);
+    let x = b.load(0, off, DType::F32);
+    let sc = b.load(1, o, DType::F32);
+    let v = b.mul(x, sc);
+    let k = Kernel {
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, false), (DType::F32, true)]),
+            &[(0, &[s(0), s(1)]), (2, &[s(0), s(1)])],
+        ),
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![b.store(vec![s(1)], vec![st(2, off, v)])],
+        parallel: true,
+    };
+    let ck = cpu.compile(&k).expect("compiles");
+    let host = |v: Vec<f32>| Buffer::from_host(&HostData::F32(v));
+    let (r, c) = (3usize, 5usize);
+    let x = host(f32_data(r * c, 30));
+    let sc = host(f32_data(r, 31));
+    let out = Buffer::new(DType::F32, r * c);
+    let sizes = [r as i64, c as i64];
+    // SAFETY (every launch below): `ck` is `k`'s code, `k` stays within its declared extents
+    // (row-major [s0, s1] and [s0]), and no other thread touches the buffers.
+    unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &sizes) }.expect("fitting buffers run");
+    let want = interpret(
+        &k,
+        &[
+            x.to_host(),
+            sc.to_host(),
+            HostData::zeros(DType::F32, r * c),
+        ],
+        &sizes,
+    );
+    assert_close(&[out.to_host()], &want[2..], Tol::Exact, "launch");
+
+    // An output one element short, and an input one element long.
+    let short = Buffer::new(DType::F32, r * c - 1);
+    match unsafe { cpu.launch(&ck, &k, &[&x, &sc, &short], &sizes) } {
+        Err(BackendError::BufferLength {
+            param,
+            expected,
+            actual,
+            ..
+        }) => assert_eq!((param.as_str(), expected, actual), ("b2", r * c, r * c - 1)),
+        other => panic!("short output: {other:?}"),
+    }
+    let long = host(f32_data(r + 1, 32));
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &long, &out], &sizes) }.expect_err("long input");
+    assert!(
+        e.to_string().contains("buffer b1 holds 4 elements, but 3"),
+        "{e}"
+    );
+    // Sizes that make the buffers too small, missing and negative sizes.
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[r as i64, c as i64 + 1]) }
+        .expect_err("sizes beyond the buffers");
+    assert!(matches!(e, BackendError::BufferLength { .. }), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[r as i64]) }.expect_err("a size");
+    assert!(
+        e.to_string().contains("1 sizes passed, the kernel reads 2"),
+        "{e}"
+    );
+    let e =
+        unsafe { cpu.launch(&ck, &k, &[&x, &sc, &out], &[-1, c as i64]) }.expect_err("negative");
+    assert!(e.to_string().contains("negative"), "{e}");
+    // Wrong dtype, wrong count, an output that is also an input, a different kernel.
+    let xi = Buffer::from_host(&HostData::I32(vec![0; r * c]));
+    let e = unsafe { cpu.launch(&ck, &k, &[&xi, &sc, &out], &sizes) }.expect_err("dtype");
+    assert!(e.to_string().contains("buffer b0 holds i32"), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&x, &sc], &sizes) }.expect_err("count");
+    assert!(e.to_string().contains("2 buffers passed for 3"), "{e}");
+    let e = unsafe { cpu.launch(&ck, &k, &[&out, &sc, &out], &sizes) }.expect_err("aliasing");
+    assert!(e.to_string().contains("also passed as b0"), "{e}");
+    let mut other = k.clone();
+    other.bufs[1].dims = vec![s(1)];
+    let e = unsafe { cpu.launch(&ck, &other, &[&x, &sc, &out], &sizes) }.expect_err("kernel");
+    assert!(
+        e.to_string()
+            .contains("not the one the code was compiled for"),
+        "{e}"
+    );
+}
+
+/// `Backend::contraction` checks every offset its layout reaches against the buffers, and
+/// refuses a destination layout that writes an element twice.
+#[test]
+fn contraction_checks_buffers_against_the_layout() {
+    use metajit_codegen::buffer::Buffer;
+    use metajit_codegen::cpu::backend::Cpu;
+    use metajit_codegen::{Backend, BackendError};
+    use metajit_metaops::contraction::{BatchAxis, GemmLayout, MatStrides};
+    let cpu = Cpu::new(2);
+    let (m, n, kk, batch) = (4usize, 3usize, 5usize, 2usize);
+    let layout = GemmLayout {
+        m,
+        n,
+        k: kk,
+        dst: MatStrides {
+            rs: n as isize,
+            cs: 1,
+        },
+        lhs: MatStrides {
+            rs: kk as isize,
+            cs: 1,
+        },
+        rhs: MatStrides {
+            rs: n as isize,
+            cs: 1,
+        },
+        batch: vec![BatchAxis {
+            extent: batch,
+            dst: (m * n) as isize,
+            lhs: (m * kk) as isize,
+            rhs: 0,
+        }],
+    };
+    let host = |v: Vec<f32>| Buffer::from_host(&HostData::F32(v));
+    let lhs = host(positive_data(batch * m * kk, 40));
+    let rhs = host(positive_data(kk * n, 41));
+    let mut dst = Buffer::new(DType::F32, batch * m * n);
+    cpu.contraction(&layout, DType::F32, &mut dst, &lhs, &rhs)
+        .expect("fitting buffers run");
+    let mut want = HostData::zeros(DType::F32, batch * m * n);
+    metajit_metaops::contraction::gemm_reference(
+        &layout,
+        &mut want,
+        &lhs.to_host(),
+        &rhs.to_host(),
+    );
+    assert_close(&[dst.to_host()], &[want], Tol::Rel(1e-5), "gemm");
+
+    // An lhs one element short.
+    let short = host(positive_data(batch * m * kk - 1, 42));
+    match cpu.contraction(&layout, DType::F32, &mut dst, &short, &rhs) {
+        Err(BackendError::BufferLength {
+            param,
+            expected,
+            actual,
+            ..
+        }) => assert_eq!(
+            (param.as_str(), expected, actual),
+            ("lhs", batch * m * kk, batch * m * kk - 1)
+        ),
+        other => panic!("short lhs: {other:?}"),
+    }
+    // A destination too small for the batch.
+    let mut small = Buffer::new(DType::F32, m * n);
+    let e = cpu
+        .contraction(&layout, DType::F32, &mut small, &lhs, &rhs)
+        .expect_err("small dst");
+    assert!(
+        e.to_string()
+            .contains("buffer dst holds 12 elements, but 24"),
+        "{e}"
+    );
+    // Destination batch entries that overlap, a negative stride, a wrong dtype.
+    let mut overlap = layout.clone();
+    overlap.batch[0].dst = 1;
+    let e = cpu
+        .contraction(&overlap, DType::F32, &mut dst, &lhs, &rhs)
+        .expect_err("overlap");
+    assert!(e.to_string().contains("write some elements twice"), "{e}");
+    let mut negative = layout.clone();
+    negative.rhs.cs = -1;
+    let e = cpu
+        .contraction(&negative, DType::F32, &mut dst, &lhs, &rhs)
+        .expect_err("negative");
+    assert!(e.to_string().contains("before the buffer"), "{e}");
+    let e = cpu
+        .contraction(&layout, DType::F64, &mut dst, &lhs, &rhs)
+        .expect_err("dtype");
+    assert!(e.to_string().contains("dst holds f32, not f64"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing (ignored: run by hand).
+
+/// The scatter kernels of three gradients of 2048x2048 f32 views, the way they ran before
+/// scatters were split (one call over the whole loop, `parallel = false`) and now, on 2
+/// threads; plus an embedding-style scatter (privatised). Prints the median (and the best) of
+/// 21 interleaved runs of the kernel alone (buffers allocated beforehand, as the executor's).
+/// Run with
+/// `cargo test --release -p metajit-codegen --test cpu_kernels scatter_timings -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scatter_timings() {
+    use metajit_metaops::schedule::{BufRef, Step, schedule, size_values};
+    use metajit_metaops::{Graph, IndexExpr as E, IndexMap, Node, Op, Shape};
+    use std::time::Instant;
+    let n = 2048usize;
+    let (i0, i1) = (E::idx(0), E::idx(1));
+    /// Name, iteration shape, target shape, index expressions, embedding rows.
+    type Case = (&'static str, Vec<usize>, Vec<usize>, Vec<E>, Option<usize>);
+    let cases: Vec<Case> = vec![
+        (
+            "transpose",
+            vec![n, n],
+            vec![n, n],
+            vec![i1.clone(), i0.clone()],
+            None,
+        ),
+        (
+            "slice [1:-1, 1:-1]",
+            vec![n - 2, n - 2],
+            vec![n, n],
+            vec![i0.clone() + 1, i1.clone() + 1],
+            None,
+        ),
+        (
+            "pad 1",
+            vec![n + 2, n + 2],
+            vec![n, n],
+            vec![i0.clone() - 1, i1.clone() - 1],
+            None,
+        ),
+        (
+            "embedding rows (gather axis 0)",
+            vec![n, n],
+            vec![n / 8, n],
+            vec![E::Extra(0, vec![i0.clone()]), i1.clone()],
+            Some(n / 8),
+        ),
+    ];
+    for (name, iter, target, exprs, vocab) in cases {
+        let mut g = Graph::new();
+        let x = g
+            .push(Node {
+                op: Op::Input { slot: 0 },
+                inputs: vec![],
+                dtype: DType::F32,
+                shape: Shape::new(iter.clone()),
+            })
+            .expect("input");
+        let mut ins = vec![x];
+        let mut data = vec![HostData::F32(positive_data(iter.iter().product(), 50))];
+        if let Some(v) = vocab {
+            ins.push(
+                g.push(Node {
+                    op: Op::Input { slot: 1 },
+                    inputs: vec![],
+                    dtype: DType::I64,
+                    shape: Shape::new(vec![iter[0]]),
+                })
+                .expect("indices"),
+            );
+            data.push(HostData::I64(
+                (0..iter[0]).map(|j| (j * 7 % v) as i64).collect(),
+            ));
+        }
+        let out = g
+            .push(Node {
+                op: Op::ReindexReduce {
+                    op: ReduceOp::Sum,
+                    map: IndexMap {
+                        exprs,
+                        overflow: Scalar::F32(0.0),
+                        conds: vec![],
+                    },
+                },
+                inputs: ins,
+                dtype: DType::F32,
+                shape: Shape::new(target.clone()),
+            })
+            .expect("scatter");
+        g.outputs = vec![out];
+        let sched = schedule(&g);
+        let Some(Step::Kernel {
+            kernel,
+            sizes,
+            bufs: refs,
+            ..
+        }) = sched.steps.first()
+        else {
+            panic!("one kernel step")
+        };
+        let sv = size_values(&g, sizes);
+        let now = compile(kernel);
+        let before = compile(&Kernel {
+            parallel: false,
+            ..kernel.clone()
+        });
+        // The executor's buffers (pooled, huge-page-advised when large), in parameter order.
+        use metajit_codegen::buffer::Buffer;
+        let mut bufs: Vec<Buffer> = refs
+            .iter()
+            .map(|r| match r {
+                BufRef::Input(slot) => Buffer::from_host(&data[*slot]),
+                BufRef::Node(_) => Buffer::new(DType::F32, target.iter().product()),
+            })
+            .collect();
+        let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let split = now.split_len(&sv).expect("a loop to split");
+        let time = |f: &dyn Fn()| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        };
+        // Interleaved, so that load from other processes hits both alike.
+        let (mut tb, mut tn) = (Vec::new(), Vec::new());
+        for _ in 0..21 {
+            // SAFETY: the buffers are the kernel's, sized by its declared extents; the output
+            // accumulates over repeated runs, which changes its values, not its accesses.
+            tb.push(time(&|| unsafe { before.call_range(&ptrs, &sv, 0, split) }));
+            tn.push(time(&|| unsafe { now.run(&ptrs, &sv, 2) }));
+        }
+        let median_min = |mut t: Vec<f64>| {
+            t.sort_by(f64::total_cmp);
+            (t[t.len() / 2], t[0])
+        };
+        let ((t_before, b_before), (t_now, b_now)) = (median_min(tb), median_min(tn));
+        println!(
+            "{name:30} {iter:?} -> {target:?}: before {t_before:.2} ms (best {b_before:.2}), \
+             now {t_now:.2} ms (best {b_now:.2}) on 2 threads: {:.2}x{}",
+            t_before / t_now,
+            if now.privatises(&sv, 2) {
+                ", privatised"
+            } else if kernel.parallel {
+                ", split in place"
+            } else {
+                ""
+            }
+        );
+    }
 }

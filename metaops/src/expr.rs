@@ -250,6 +250,41 @@ impl IndexExpr {
         }
     }
 
+    /// Whether the expression is the same for every point of one launch: built from constants
+    /// and extents only (no iteration index, no extra tensor).
+    pub fn is_uniform(&self) -> bool {
+        match self {
+            IndexExpr::Const(_) | IndexExpr::IterDim(_) | IndexExpr::TargetDim(_) => true,
+            IndexExpr::Bin(_, a, b) => a.is_uniform() && b.is_uniform(),
+            IndexExpr::Select(c, a, b) => c.is_uniform() && a.is_uniform() && b.is_uniform(),
+            IndexExpr::Idx(_) | IndexExpr::Extra(..) => false,
+        }
+    }
+
+    /// Whether the expression is an injective function of iteration index `k` alone: distinct
+    /// values of `i<k>` give distinct values, whatever the other indices are. Recognised forms:
+    /// `i<k>`, and from an injective `e` and a uniform `u` (see [`IndexExpr::is_uniform`]):
+    /// `e + u`, `u + e`, `e - u`, `u - e`, and `e * c`, `c * e` for a constant `0 < |c| <= 2^24`
+    /// (index extents are below 2^39, so the product does not wrap). This covers transposes and
+    /// permutes, slices with steps, pads, flips and windows' outer coordinates. Conservative:
+    /// anything else (division, modulo, min/max, selects, extra tensors) is `false`.
+    pub fn injective_in(&self, k: usize) -> bool {
+        const MAX_FACTOR: i64 = 1 << 24;
+        match self {
+            IndexExpr::Idx(j) => *j == k,
+            IndexExpr::Bin(IdxBin::Add | IdxBin::Sub, a, b) => {
+                (a.injective_in(k) && b.is_uniform()) || (a.is_uniform() && b.injective_in(k))
+            }
+            IndexExpr::Bin(IdxBin::Mul, a, b) => match (&**a, &**b) {
+                (e, IndexExpr::Const(c)) | (IndexExpr::Const(c), e) => {
+                    *c != 0 && c.unsigned_abs() <= MAX_FACTOR as u64 && e.injective_in(k)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Calls `f` on this node and every sub-expression (pre-order).
     pub fn visit(&self, f: &mut dyn FnMut(&IndexExpr)) {
         f(self);
@@ -403,6 +438,29 @@ mod tests {
                 assert_eq!(floor_div(a, b) * b + floor_mod(a, b), a);
             }
         }
+    }
+
+    #[test]
+    fn injectivity_is_recognised_conservatively() {
+        use IndexExpr as E;
+        let i0 = || E::idx(0);
+        // Injective in i0: transpose, slice with step, pad, flip.
+        assert!(i0().injective_in(0));
+        assert!((i0() * 2 + 1).injective_in(0));
+        assert!((i0() - 3).injective_in(0));
+        assert!((E::TargetDim(0) - 1 - i0()).injective_in(0));
+        assert!((E::c(-2) * i0()).injective_in(0));
+        // Not injective in i0, or not in i0 alone.
+        assert!(!i0().injective_in(1));
+        assert!(!(i0() + E::idx(1)).injective_in(0));
+        assert!(!E::bin(IdxBin::Mul, i0(), E::c(0)).injective_in(0));
+        assert!(!(i0() / 2).injective_in(0));
+        assert!(!(i0() % 3).injective_in(0));
+        assert!(!i0().min(E::c(4)).injective_in(0));
+        assert!(!E::Extra(0, vec![i0()]).injective_in(0));
+        assert!(!(i0() + E::Extra(0, vec![E::idx(1)])).injective_in(0));
+        assert!(!(i0() * E::IterDim(1)).injective_in(0));
+        assert!((E::IterDim(1) * 2 - E::c(1)).is_uniform());
     }
 
     #[test]

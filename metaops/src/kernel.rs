@@ -30,8 +30,14 @@
 //!   are filled with the combine op's identity by the runtime before the kernel runs).
 //! - Loads are always in bounds: offsets are clamped to valid elements by construction (masked
 //!   reads select offset 0 and discard the value), and every buffer has at least one element.
+//!   "Valid" is with respect to the buffer's declared extents ([`BufParam::dims`]), which a
+//!   launch checks the buffers against.
 //! - When `parallel` is true, iterations of loop 0 are independent and may run on different
-//!   threads; otherwise the kernel runs as one call.
+//!   threads. Otherwise the kernel runs as one call, except that a backend may split loop 0 of
+//!   a kernel whose every store into an output combines (with one op per buffer) and which
+//!   never loads its outputs: each part combines into its own copy of the outputs, filled with
+//!   the op's identity, and the copies are folded in the order of loop 0. Max/min/and/or and
+//!   integer results are unchanged by this; float sums and products are reassociated.
 
 use std::fmt::{self, Write};
 
@@ -156,6 +162,23 @@ pub struct BufParam {
     pub dtype: DType,
     /// True when the kernel writes it.
     pub output: bool,
+    /// The buffer's extents: it holds their product of elements (row-major), and every load
+    /// and store of the kernel stays within them. Launches check buffers against them.
+    pub dims: Vec<Extent>,
+}
+
+impl BufParam {
+    /// The number of elements for these sizes; `None` when a size is negative, missing or the
+    /// product overflows.
+    pub fn numel(&self, sizes: &[i64]) -> Option<usize> {
+        self.dims.iter().try_fold(1usize, |n, e| {
+            let d = match *e {
+                Extent::Size(s) => usize::try_from(*sizes.get(s)?).ok()?,
+                Extent::Const(c) => usize::try_from(c).ok()?,
+            };
+            n.checked_mul(d)
+        })
+    }
 }
 
 /// One kernel.
@@ -200,7 +223,19 @@ impl Kernel {
             if k > 0 {
                 f.push_str(", ");
             }
-            write!(f, "{}b{k}: {}", if b.output { "out " } else { "" }, b.dtype)?;
+            write!(
+                f,
+                "{}b{k}: {}[",
+                if b.output { "out " } else { "" },
+                b.dtype
+            )?;
+            for (j, e) in b.dims.iter().enumerate() {
+                if j > 0 {
+                    f.push_str(", ");
+                }
+                write!(f, "{e}")?;
+            }
+            f.push(']');
         }
         writeln!(f, ") sizes={} parallel={}", self.n_sizes, self.parallel)?;
         f.push_str("  outer [");

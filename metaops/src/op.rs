@@ -328,6 +328,17 @@ pub struct IndexMap {
     pub conds: Vec<IndexExpr>,
 }
 
+impl IndexMap {
+    /// Whether iterations with distinct values of iteration index `k` reach distinct target
+    /// elements: some target coordinate is injective in `i<k>` alone
+    /// ([`IndexExpr::injective_in`]). Then a `ReindexReduce` may split axis `k` across threads
+    /// without two threads combining into one element. (Skipped iterations, out of range or
+    /// under a condition, write nothing, so they cannot collide either.)
+    pub fn disjoint_along(&self, k: usize) -> bool {
+        self.exprs.iter().any(|e| e.injective_in(k))
+    }
+}
+
 /// The class of a meta-operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpClass {

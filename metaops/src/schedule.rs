@@ -822,12 +822,20 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         }
     }
 
-    fn buffer(&mut self, r: BufRef, dtype: DType, output: bool) -> usize {
+    /// The parameter index of buffer `r`, which holds node `node` (of that dtype and shape).
+    fn buffer(&mut self, r: BufRef, node: NodeId, output: bool) -> usize {
         if let Some(&i) = self.buf_index.get(&r) {
             return i;
         }
+        let n = self.g.node(node);
+        let dtype = n.dtype;
+        let dims = n.shape.dims().iter().map(|&d| self.extent(d)).collect();
         let i = self.bufs.len();
-        self.bufs.push(BufParam { dtype, output });
+        self.bufs.push(BufParam {
+            dtype,
+            output,
+            dims,
+        });
         self.buf_refs.push(r);
         self.buf_index.insert(r, i);
         i
@@ -1061,7 +1069,7 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             return Ok(self.push(Inst::PhaseResult(p), dt));
         }
         if matches!(node.op, Op::Input { .. }) || self.is_root[k] {
-            let b = self.buffer(buf_of(g, NodeId(k as u32)), dt, false);
+            let b = self.buffer(buf_of(g, NodeId(k as u32)), NodeId(k as u32), false);
             let off = self.ravel(coords, node.shape.dims());
             return Ok(self.push(
                 Inst::Load {
@@ -1322,7 +1330,7 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         let g = self.g;
         let node = g.node(NodeId(k as u32));
         let dt = node.dtype;
-        let out = self.buffer(BufRef::Node(NodeId(k as u32)), dt, true);
+        let out = self.buffer(BufRef::Node(NodeId(k as u32)), NodeId(k as u32), true);
         match &node.op {
             Op::Reduce { op, axes, .. } => {
                 // The root reduction itself: a Reduce phase, then store its result.
@@ -1375,7 +1383,9 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                     }]),
                 );
                 self.init.push((out, op.identity(dt)));
-                self.parallel = false;
+                // Loop 0 is iteration axis 0: its iterations may run on different threads when
+                // distinct values of it write distinct elements (transposes, slices, pads...).
+                self.parallel = map.disjoint_along(0);
             }
             _ => {
                 // An element-wise root (possibly with absorbed reductions): store every element.

@@ -24,7 +24,7 @@
 //! [`eval_binary`], [`Scalar::cast`], `half`), so what the
 //! helpers compute equals the interpreter bit for bit.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::ir::types::{F32, F64, I32, I64};
@@ -34,12 +34,14 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, control::ControlPlane};
 use half::f16;
 use memmap2::{Mmap, MmapMut};
+use metajit_metaops::interp::eval_reduce_combine;
 use metajit_metaops::interp::{eval_binary, eval_unary};
-use metajit_metaops::kernel::{Extent, Kernel};
-use metajit_metaops::{BinaryOp, DType, HostData, Scalar, UnaryOp};
+use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, PhaseKind};
+use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 use super::lower;
 use super::math::MathFn;
+use crate::buffer::Buffer;
 
 /// The version of the code format: bump it whenever generated code may change for the same
 /// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
@@ -57,6 +59,10 @@ pub type KernelFn = unsafe extern "C" fn(
 /// Least work (elements, estimated as the product of the loop extents) per thread before
 /// [`CompiledKernel::run`] splits loop 0 across threads.
 pub const PARALLEL_GRAIN: i64 = 1 << 15;
+
+/// The most memory that the private copies of one privatised launch may take (see
+/// [`CompiledKernel::run`]).
+pub const PRIVATE_LIMIT_BYTES: usize = 256 << 20;
 
 /// Why a kernel did not compile or load.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,12 @@ struct Launch {
     /// Every loop's extent (outer loops, then each phase's inner loops).
     outer: Vec<Extent>,
     inner: Vec<Vec<Extent>>,
+    /// The buffer parameters (dtypes and declared extents).
+    bufs: Vec<BufParam>,
+    /// For a kernel that is not `parallel` but whose every store into an output buffer combines
+    /// with one op per buffer, and which never loads its output buffers: those buffers and
+    /// their ops. Loop 0 may then be split with a private copy of each per chunk.
+    private: Option<Vec<(usize, ReduceOp)>>,
 }
 
 impl Launch {
@@ -150,8 +162,39 @@ impl Launch {
             parallel: k.parallel,
             outer: k.outer.clone(),
             inner: k.phases.iter().map(|p| p.inner.clone()).collect(),
+            bufs: k.bufs.clone(),
+            private: privatisable(k),
         }
     }
+}
+
+/// The output buffers of a non-parallel kernel and the op every store into each combines with,
+/// when privatising them is sound: every store into an output combines, with one op per buffer,
+/// and no phase loads an output buffer (a chunk would see only its own partial values).
+fn privatisable(k: &Kernel) -> Option<Vec<(usize, ReduceOp)>> {
+    if k.parallel || k.split_extent().is_none() {
+        return None;
+    }
+    let mut ops: Vec<(usize, ReduceOp)> = Vec::new();
+    for ph in &k.phases {
+        let loads_output = ph.body.iter().any(
+            |(inst, _)| matches!(inst, Inst::Load { buf, .. } if k.bufs.get(*buf).is_none_or(|b| b.output)),
+        );
+        if loads_output {
+            return None;
+        }
+        if let PhaseKind::Store(stores) = &ph.kind {
+            for st in stores {
+                let op = st.combine?;
+                match ops.iter().find(|(b, _)| *b == st.buf) {
+                    Some((_, o)) if *o != op => return None,
+                    Some(_) => {}
+                    None => ops.push((st.buf, op)),
+                }
+            }
+        }
+    }
+    (!ops.is_empty()).then_some(ops)
 }
 
 fn extent_value(e: Extent, sizes: &[i64]) -> i64 {
@@ -304,8 +347,102 @@ struct LaunchPtrs {
     helpers: *const usize,
 }
 
+/// Runs `task(0)` on the calling thread and `task(1)`..`task(n - 1)` on rayon's pool, and
+/// returns when all are done. The caller takes part rather than blocking while the pool runs
+/// every task (as `rayon::scope` from outside the pool does): measured on a 2-core machine,
+/// the worker woken for the second task was then often scheduled on the core already busy with
+/// the first, and a launch split in two took as long as one call.
+fn on_threads(n: usize, task: impl Fn(usize) + Sync) {
+    let task = &task;
+    rayon::in_place_scope(|s| {
+        for c in 1..n {
+            s.spawn(move |_| task(c));
+        }
+        task(0);
+    });
+}
+
+/// A buffer address made sendable for the chunks of a privatised launch.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut u8);
+
+impl SendPtr {
+    /// The address (a method, so that closures capture the whole sendable wrapper).
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+// SAFETY: used only inside `CompiledKernel::run_privatised`, which joins every task before it
+// returns; what each task writes through it is disjoint (see there).
+unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for SendPtr {}
+
+/// A read-only address made sendable for the tasks of a privatised launch.
+#[derive(Clone, Copy)]
+struct SendConstPtr<T = i64>(*const T);
+// SAFETY: only read, by tasks joined before `run_privatised` returns; nothing writes what it
+// points to meanwhile.
+unsafe impl<T> Send for SendConstPtr<T> {}
+// SAFETY: as for Send.
+unsafe impl<T> Sync for SendConstPtr<T> {}
+
+/// `dst[i] = op(dst[i], src[i])` for `n` elements of `dt`: the interpreter's combine
+/// ([`eval_reduce_combine`]), with a direct path for f32.
+///
+/// # Safety
+///
+/// `dst` and `src` are valid for `n` elements of `dt` (reads; `dst` also writes), aligned for
+/// it, and do not overlap.
+unsafe fn combine_into(op: ReduceOp, dt: DType, dst: *mut u8, src: *const u8, n: usize) {
+    if n == 0 {
+        return;
+    }
+    if dt == DType::F32 {
+        // SAFETY: the caller's contract, for f32.
+        let (d, s) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(dst.cast::<f32>(), n),
+                std::slice::from_raw_parts(src.cast::<f32>(), n),
+            )
+        };
+        // One loop per op, each inlined (and vectorised by LLVM). The interpreter's float rules
+        // (interp.rs `float_binary`): max/min keep the first NaN.
+        fn fold(d: &mut [f32], s: &[f32], f: impl Fn(f32, f32) -> f32) {
+            for (a, b) in d.iter_mut().zip(s) {
+                *a = f(*a, *b);
+            }
+        }
+        match op {
+            ReduceOp::Sum => fold(d, s, |a, b| a + b),
+            ReduceOp::Prod => fold(d, s, |a, b| a * b),
+            ReduceOp::Max => fold(d, s, |a, b| if a > b || a.is_nan() { a } else { b }),
+            ReduceOp::Min => fold(d, s, |a, b| if a < b || a.is_nan() { a } else { b }),
+            ReduceOp::And | ReduceOp::Or => unreachable!("and/or take bools"),
+        }
+        return;
+    }
+    let size = dt.size_in_bytes();
+    // SAFETY: the caller's contract, as bytes.
+    let (d, s) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(dst, n * size),
+            std::slice::from_raw_parts(src, n * size),
+        )
+    };
+    let read = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..size].copy_from_slice(b);
+        Scalar::from_bits(u64::from_le_bytes(w), dt)
+    };
+    for (a, b) in d.chunks_exact_mut(size).zip(s.chunks_exact(size)) {
+        let r = eval_reduce_combine(op, read(a), read(b));
+        a.copy_from_slice(&r.to_bits().to_le_bytes()[..size]);
+    }
+}
+
 // SAFETY: the pointers are only read during `CompiledKernel::run`, which outlives every chunk
-// (rayon::scope joins them). The buffers they lead to are written by several threads at once,
+// (`on_threads` joins them). The buffers they lead to are written by several threads at once,
 // which is sound because the kernel is `parallel`: distinct iterations of loop 0 write
 // distinct elements, and each chunk runs distinct iterations.
 unsafe impl Send for LaunchPtrs {}
@@ -344,14 +481,40 @@ impl CompiledKernel {
         self.compile_time
     }
 
+    /// The buffer parameters of the kernel this code was compiled (or loaded) for.
+    pub fn params(&self) -> &[BufParam] {
+        &self.launch.bufs
+    }
+
+    /// The number of runtime parameters the code reads.
+    pub fn n_sizes(&self) -> usize {
+        self.launch.n_sizes
+    }
+
+    /// Whether a launch with these sizes and threads would split loop 0 with private copies of
+    /// the outputs (see [`CompiledKernel::run`]).
+    pub fn privatises(&self, sizes: &[i64], threads: usize) -> bool {
+        !self.launch.parallel
+            && self
+                .split_len(sizes)
+                .is_some_and(|split| self.chunks(sizes, split, threads) > 1)
+    }
+
     /// The extent of loop 0 for these sizes (`None`: the kernel has no loop to split).
     pub fn split_len(&self, sizes: &[i64]) -> Option<i64> {
         self.launch.split.map(|e| extent_value(e, sizes))
     }
 
     /// Runs the kernel over the whole of loop 0, split into up to `threads` chunks on rayon's
-    /// global pool when the kernel is `parallel` and there is at least [`PARALLEL_GRAIN`] work
-    /// per chunk.
+    /// global pool when there is at least [`PARALLEL_GRAIN`] work per chunk and either
+    /// - the kernel is `parallel`: each chunk runs its iterations of loop 0 in place; or
+    /// - the kernel is not, but all its stores into each output combine with one op and it
+    ///   never loads its outputs (a scatter whose writes may collide): chunk 0 combines into the
+    ///   output, every other chunk into a private copy filled with the op's identity, and the
+    ///   copies are then folded into the output in chunk order. This reassociates float sums
+    ///   and products (as vectorised Reduce phases do); max, min, and, or and integer results
+    ///   are the same as on one thread. It is done only where the copies are worth it: at most
+    ///   as many elements in all copies as iterations, and [`PRIVATE_LIMIT_BYTES`] of memory.
     ///
     /// # Panics
     ///
@@ -359,10 +522,10 @@ impl CompiledKernel {
     ///
     /// # Safety
     ///
-    /// `bufs[k]` must point to a live buffer of buffer parameter `k`'s dtype, large enough for
-    /// every element the kernel reaches with these `sizes` (the layout the scheduler computed
-    /// them for), not accessed by anyone else during the call; buffers the kernel writes must
-    /// be writable and must not overlap buffers it reads, except where it is the same parameter.
+    /// `bufs[k]` must point to a live buffer of buffer parameter `k`'s dtype holding the number
+    /// of elements its declared extents give for these `sizes` (at least one), not accessed by
+    /// anyone else during the call; buffers the kernel writes must be writable and must not
+    /// overlap buffers it reads, except where it is the same parameter.
     pub unsafe fn run(&self, bufs: &[*mut u8], sizes: &[i64], threads: usize) {
         let l = &self.launch;
         assert_eq!(bufs.len(), l.n_bufs, "kernel takes {} buffers", l.n_bufs);
@@ -378,6 +541,11 @@ impl CompiledKernel {
             unsafe { self.call_range(bufs, sizes, 0, split) };
             return;
         }
+        if !l.parallel {
+            // SAFETY: the caller's contract; `chunks` > 1 only for privatisable kernels.
+            unsafe { self.run_privatised(bufs, sizes, split, chunks, threads) };
+            return;
+        }
         let ptrs = LaunchPtrs {
             bufs: bufs.as_ptr(),
             sizes: sizes.as_ptr(),
@@ -385,25 +553,111 @@ impl CompiledKernel {
         };
         let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
         let entry = self.entry;
-        rayon::scope(|s| {
-            for c in 1..chunks {
-                s.spawn(move |_| {
-                    let p = ptrs;
-                    // SAFETY: as below, for chunk `c`: its iterations of loop 0 write elements
-                    // no other chunk writes (the kernel is `parallel`), and `run` outlives the
-                    // scope.
-                    unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
-                });
-            }
-            // SAFETY: the caller's contract covers the whole range; chunk 0 runs here.
-            unsafe { entry(ptrs.bufs, ptrs.sizes, bound(0), bound(1), ptrs.helpers) };
+        on_threads(chunks as usize, |c| {
+            let (p, c) = (ptrs, c as i64);
+            // SAFETY: the caller's contract, for chunk `c`: its iterations of loop 0 write
+            // elements no other chunk writes (the kernel is `parallel`), and `run` outlives
+            // every chunk (`on_threads` joins them).
+            unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
         });
+    }
+
+    /// The privatised parallel launch of a kernel that [`privatisable`] accepted (see
+    /// [`CompiledKernel::run`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`CompiledKernel::run`]; the kernel's `private` list is set.
+    unsafe fn run_privatised(
+        &self,
+        bufs: &[*mut u8],
+        sizes: &[i64],
+        split: i64,
+        chunks: i64,
+        threads: usize,
+    ) {
+        let l = &self.launch;
+        let Some(private) = &l.private else {
+            unreachable!("chunks() splits a kernel that is not parallel only when privatisable")
+        };
+        // (buffer, op, dtype, elements) of each privatised output.
+        let outs: Vec<(usize, ReduceOp, DType, usize)> = private
+            .iter()
+            .map(|&(b, op)| {
+                let p = &l.bufs[b];
+                (b, op, p.dtype, p.numel(sizes).unwrap_or(0))
+            })
+            .collect();
+        let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
+        let base: Vec<SendPtr> = bufs.iter().map(|&p| SendPtr(p)).collect();
+        let (base, outs) = (&base, &outs);
+        let sizes_ptr = SendConstPtr(sizes.as_ptr());
+        let entry = self.entry;
+        // Chunk 0 combines into the outputs; chunk c > 0 into its own copies.
+        let copies: Vec<Mutex<Vec<Buffer>>> = (0..chunks).map(|_| Mutex::default()).collect();
+        on_threads(chunks as usize, |c| {
+            let mut mine: Vec<Buffer> = Vec::new();
+            let mut ptrs: Vec<*mut u8> = base.iter().map(|p| p.get()).collect();
+            if c > 0 {
+                for &(b, op, dt, n) in outs {
+                    let mut copy = Buffer::new(dt, n);
+                    copy.fill(op.identity(dt));
+                    ptrs[b] = copy.as_mut_ptr();
+                    mine.push(copy);
+                }
+            }
+            let (sizes, c) = (sizes_ptr, c as i64);
+            // SAFETY: the caller's contract for the inputs; the outputs of chunk c > 0 are its
+            // own copies, of the outputs' dtypes and lengths; chunk 0 alone writes the outputs
+            // themselves. Nothing else writes what any chunk reads (the kernel loads no
+            // output).
+            unsafe {
+                entry(
+                    ptrs.as_ptr(),
+                    sizes.0,
+                    bound(c),
+                    bound(c + 1),
+                    helper_table().as_ptr(),
+                )
+            };
+            *copies[c as usize].lock().unwrap_or_else(|e| e.into_inner()) = mine;
+        });
+        let copies: Vec<Vec<Buffer>> = copies
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        // Fold the copies into the outputs in chunk order, element ranges in parallel.
+        for (o, &(b, op, dt, n)) in outs.iter().enumerate() {
+            let size = dt.size_in_bytes();
+            let srcs: Vec<SendConstPtr<u8>> = copies[1..]
+                .iter()
+                .map(|c| SendConstPtr(c[o].as_ptr()))
+                .collect();
+            let pieces = threads.max(1).min(n.max(1));
+            let dst = base[b];
+            on_threads(pieces, |piece| {
+                let (lo, hi) = (n * piece / pieces, n * (piece + 1) / pieces);
+                for src in &srcs {
+                    // SAFETY: `dst` holds `n` elements of `dt` (the caller's contract) and each
+                    // copy too; pieces are disjoint element ranges, and the chunks are done.
+                    unsafe {
+                        combine_into(
+                            op,
+                            dt,
+                            dst.get().add(lo * size),
+                            src.0.add(lo * size),
+                            hi - lo,
+                        )
+                    };
+                }
+            });
+        }
     }
 
     /// How many chunks `run` splits loop 0 (of extent `split`) into.
     fn chunks(&self, sizes: &[i64], split: i64, threads: usize) -> i64 {
         let l = &self.launch;
-        if !l.parallel || threads <= 1 || split < 2 {
+        if threads <= 1 || split < 2 || !(l.parallel || l.private.is_some()) {
             return 1;
         }
         let outer: i64 = l
@@ -422,7 +676,27 @@ impl CompiledKernel {
             .fold(0i64, |a, b| a.saturating_add(b))
             .max(1);
         let work = outer.saturating_mul(inner);
-        (work / PARALLEL_GRAIN).clamp(1, (threads as i64).min(split))
+        let chunks = (work / PARALLEL_GRAIN).clamp(1, (threads as i64).min(split));
+        let Some(private) = l.private.as_ref().filter(|_| !l.parallel) else {
+            return chunks;
+        };
+        // Each further chunk fills and folds a copy of every privatised output: worth it while
+        // the copies hold no more elements than there are iterations.
+        let (mut elems, mut bytes) = (0usize, 0usize);
+        for &(b, _) in private {
+            let p = &l.bufs[b];
+            let Some(n) = p.numel(sizes) else { return 1 };
+            elems = elems.saturating_add(n);
+            bytes = bytes.saturating_add(n.saturating_mul(p.dtype.size_in_bytes()));
+        }
+        let mut c = chunks;
+        while c > 1
+            && ((elems as i64).saturating_mul(c - 1) > work
+                || bytes.saturating_mul(c as usize - 1) > PRIVATE_LIMIT_BYTES)
+        {
+            c -= 1;
+        }
+        c
     }
 
     /// One call over `start..end` of loop 0, on this thread.
