@@ -250,11 +250,14 @@ impl IndexExpr {
         }
     }
 
-    /// Whether the expression is the same for every point of one launch: built from constants
-    /// and extents only (no iteration index, no extra tensor).
+    /// Whether the expression is the same for every point of one launch: built from constants,
+    /// runtime parameters and extents only (no iteration index, no extra tensor).
     pub fn is_uniform(&self) -> bool {
         match self {
-            IndexExpr::Const(_) | IndexExpr::IterDim(_) | IndexExpr::TargetDim(_) => true,
+            IndexExpr::Const(_)
+            | IndexExpr::Param(_)
+            | IndexExpr::IterDim(_)
+            | IndexExpr::TargetDim(_) => true,
             IndexExpr::Bin(_, a, b) => a.is_uniform() && b.is_uniform(),
             IndexExpr::Select(c, a, b) => c.is_uniform() && a.is_uniform() && b.is_uniform(),
             IndexExpr::Idx(_) | IndexExpr::Extra(..) => false,
@@ -450,6 +453,8 @@ mod tests {
         assert!((i0() - 3).injective_in(0));
         assert!((E::TargetDim(0) - 1 - i0()).injective_in(0));
         assert!((E::c(-2) * i0()).injective_in(0));
+        // A slice at a runtime offset (its gradient's scatter splits across threads too).
+        assert!(E::bin(IdxBin::Add, i0() * 2, E::Param(5)).injective_in(0));
         // Not injective in i0, or not in i0 alone.
         assert!(!i0().injective_in(1));
         assert!(!(i0() + E::idx(1)).injective_in(0));
