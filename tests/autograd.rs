@@ -473,3 +473,36 @@ fn grad_of_an_output_that_does_not_require_grad_panics() {
         "{m}"
     );
 }
+
+#[test]
+fn injective_reindex_gradients_are_gathers_and_collisions_scatter() {
+    use metajit::metaops::Op;
+    let scatters = |y: &Tensor, x: &Tensor| {
+        let g = autograd::grad(&[&y.exp().sum_all()], &[x], None);
+        let (graph, _) = metajit::pending_graph(&[&g[0]]);
+        graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::ReindexReduce { .. }))
+            .count()
+    };
+    let x = Tensor::randn([6, 5]).requires_grad_(true);
+    let cases = [
+        ("transpose", x.t()),
+        ("permute", x.unsqueeze(0).permute(&[2, 0, 1])),
+        ("slice with step", x.slice(0, 1, 6, 2)),
+        ("narrow", x.narrow(1, 1, 3)),
+        ("pad", x.pad(&[(1, 2), (0, 1)], 0.0)),
+        ("flip", x.flip([0, 1])),
+    ];
+    for (name, y) in &cases {
+        assert_eq!(
+            scatters(y, &x),
+            0,
+            "{name}: the gradient should be a gather"
+        );
+    }
+    // Rows read twice (a gather with repeats) need a scatter-add.
+    let rows = Tensor::from_slice(&[1i64, 1, 4]);
+    assert_eq!(scatters(&x.index_select(0, &rows), &x), 1);
+}

@@ -18,7 +18,7 @@
 //! | `where(c, a, b)` | `where(c, g, 0)`, `where(c, 0, g)` |
 //! | `cast` (float → float) | `g` cast back |
 //! | `broadcast` | `reduce(sum)` over the new axes |
-//! | `reindex` | `reindex_reduce(sum)` with the same index map and extras |
+//! | `reindex` | `reindex_reduce(sum)` with the same index map and extras; for an injective affine map (transpose, permute, slice, narrow, pad, flip, squeeze) the equivalent gather by the inverse map, which fuses |
 //! | `reduce sum` | `g` broadcast back |
 //! | `reduce prod` | `g·out/x` without zeros; with one zero, the product of the others at the zero and 0 elsewhere; 0 with two or more |
 //! | `reduce max`/`min` | `g` split evenly among the elements equal to the result; NaN counts as equal to a NaN result (PyTorch's `max()`; its `amax(dim)` gives NaN to the whole group there) |
@@ -35,7 +35,9 @@
 //! which declare their own rule (`Custom`): the chain rule through their accurate lowerings is
 //! NaN at points where PyTorch gives a finite value or inf.
 
-use metajit_metaops::{BinaryOp, DType, IndexMap, Op, ReduceOp, Scalar, Shape, UnaryOp};
+use metajit_metaops::{
+    BinaryOp, DType, IdxBin, IndexExpr, IndexMap, Op, ReduceOp, Scalar, Shape, UnaryOp,
+};
 
 use crate::tensor::Tensor;
 
@@ -130,14 +132,28 @@ pub(crate) fn input_grads(
             }
             Op::Reindex(map) => {
                 if wants(0) {
-                    let extras: Vec<&Tensor> = x[1..].iter().collect();
-                    r[0] = Some(g.reindex_reduce_raw(
-                        ReduceOp::Sum,
-                        x[0].shape().clone(),
-                        map.exprs.clone(),
-                        map.conds.clone(),
-                        &extras,
-                    ));
+                    r[0] = Some(match invert(map, x.len() - 1, g.shape()) {
+                        // An injective map (transpose, slice, pad, flip, ...): each input
+                        // element gets the gradient of at most one output element, so the
+                        // gradient is a gather that fuses into its consumer.
+                        Some(inv) => g.reindex_raw(
+                            x[0].shape().clone(),
+                            inv.exprs,
+                            Scalar::zero(g.dtype()),
+                            inv.conds,
+                            &[],
+                        ),
+                        None => {
+                            let extras: Vec<&Tensor> = x[1..].iter().collect();
+                            g.reindex_reduce_raw(
+                                ReduceOp::Sum,
+                                x[0].shape().clone(),
+                                map.exprs.clone(),
+                                map.conds.clone(),
+                                &extras,
+                            )
+                        }
+                    });
                 }
             }
             Op::Reduce { op, axes, keepdims } => {
@@ -371,6 +387,104 @@ fn reindex_reduce(
             Some(masked(&reached, &grad))
         }
     }
+}
+
+/// `e = c·i<j> + u` with `u` uniform: `(j, c, u)`.
+fn affine(e: &IndexExpr) -> Option<(usize, i64, IndexExpr)> {
+    use IdxBin::{Add, Mul, Sub};
+    match e {
+        IndexExpr::Idx(j) => Some((*j, 1, IndexExpr::Const(0))),
+        IndexExpr::Bin(op @ (Add | Sub), a, b) => {
+            if b.is_uniform() {
+                let (j, c, u) = affine(a)?;
+                Some((j, c, IndexExpr::bin(*op, u, (**b).clone())))
+            } else if a.is_uniform() {
+                let (j, c, u) = affine(b)?;
+                match op {
+                    Add => Some((j, c, IndexExpr::bin(Add, (**a).clone(), u))),
+                    _ => Some((j, -c, IndexExpr::bin(Sub, (**a).clone(), u))),
+                }
+            } else {
+                None
+            }
+        }
+        IndexExpr::Bin(Mul, a, b) => {
+            let (k, inner) = match (&**a, &**b) {
+                (IndexExpr::Const(k), e) | (e, IndexExpr::Const(k)) => (*k, e),
+                _ => return None,
+            };
+            let (j, c, u) = affine(inner)?;
+            let c = c.checked_mul(k)?;
+            (c != 0).then(|| (j, c, IndexExpr::bin(Mul, u, IndexExpr::Const(k))))
+        }
+        _ => None,
+    }
+}
+
+/// `e` with the iteration and target extents swapped (the inverse map's point of view).
+fn swap_dims(e: &IndexExpr) -> IndexExpr {
+    match e {
+        IndexExpr::IterDim(k) => IndexExpr::TargetDim(*k),
+        IndexExpr::TargetDim(k) => IndexExpr::IterDim(*k),
+        IndexExpr::Bin(op, a, b) => IndexExpr::bin(*op, swap_dims(a), swap_dims(b)),
+        IndexExpr::Select(c, a, b) => IndexExpr::select(swap_dims(c), swap_dims(a), swap_dims(b)),
+        IndexExpr::Extra(k, ix) => IndexExpr::Extra(*k, ix.iter().map(swap_dims).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The inverse of a `Reindex` map that sends distinct output elements to distinct input
+/// elements: each input axis reads `c·i<j> + u` (`c != 0`, `u` uniform) for a distinct output
+/// axis `j`, or a uniform coordinate; output axes read by no input axis have extent 1; no
+/// conditions and no extras. The result maps an input element `t` back to the output element
+/// that read it (`(t - u) / c` per axis), with conditions where none did (`c` does not divide
+/// `t - u`, or `t` differs from a uniform coordinate); out-of-range results read 0.
+fn invert(map: &IndexMap, extras: usize, out: &Shape) -> Option<IndexMap> {
+    use IdxBin::{Div, Mod, Ne, Sub};
+    if extras > 0 || !map.conds.is_empty() {
+        return None;
+    }
+    let mut exprs: Vec<Option<IndexExpr>> = vec![None; out.rank()];
+    let mut conds = Vec::new();
+    for (a, e) in map.exprs.iter().enumerate() {
+        let t = IndexExpr::Idx(a);
+        if e.is_uniform() {
+            conds.push(IndexExpr::bin(Ne, t, swap_dims(e)));
+            continue;
+        }
+        let (j, c, u) = affine(e)?;
+        if exprs[j].is_some() {
+            return None;
+        }
+        let u = swap_dims(&u);
+        exprs[j] = Some(match c {
+            1 => IndexExpr::bin(Sub, t, u),
+            -1 => IndexExpr::bin(Sub, u, t),
+            c => {
+                let d = IndexExpr::bin(Sub, t, u);
+                conds.push(IndexExpr::bin(
+                    Ne,
+                    IndexExpr::bin(Mod, d.clone(), IndexExpr::Const(c)),
+                    IndexExpr::Const(0),
+                ));
+                IndexExpr::bin(Div, d, IndexExpr::Const(c))
+            }
+        });
+    }
+    let exprs = exprs
+        .into_iter()
+        .enumerate()
+        .map(|(j, e)| match e {
+            Some(e) => Some(e),
+            // An output axis no input axis reads is a broadcast: invertible only at extent 1.
+            None => (out.dims()[j] == 1).then_some(IndexExpr::Const(0)),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(IndexMap {
+        exprs,
+        overflow: Scalar::F64(0.0),
+        conds,
+    })
 }
 
 /// Whether nodes of `dtype` can carry a gradient.
