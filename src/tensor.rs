@@ -128,9 +128,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let mut stack = Vec::new();
         self.take_edges(&mut stack);
-        while let Some(n) = stack.pop() {
-            // Only the last owner unlinks a node's edges; others just release their count.
-            if let Ok(mut inner) = Arc::try_unwrap(n) {
+        while let Some(mut n) = stack.pop() {
+            // Only the last owner unlinks a node's edges (in place: moving a node out of its
+            // Arc would copy it); others just release their count.
+            if let Some(inner) = Arc::get_mut(&mut n) {
                 inner.take_edges(&mut stack);
             }
         }
