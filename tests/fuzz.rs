@@ -8,8 +8,12 @@
 //! `METAJIT_FUZZ_SEEDS=100000 cargo test --release --test fuzz -- --ignored` runs a long soak.
 
 use metajit::metaops::r#gen::{GenConfig, random_graph};
-use metajit::metaops::{Graph, HostData, Op, UnaryOp};
+use metajit::metaops::{Graph, Op, UnaryOp};
 use metajit::{GraphMode, run_graph_with};
+
+mod common;
+
+use common::agree;
 
 /// Whether the graph uses an op whose backends may differ from the reference by rounding.
 fn inexact(g: &Graph) -> bool {
@@ -27,25 +31,6 @@ fn inexact(g: &Graph) -> bool {
         Op::Random { .. } => true,
         Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
         _ => false,
-    })
-}
-
-fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
-    if a.dtype() != b.dtype() || a.len() != b.len() {
-        return false;
-    }
-    (0..a.len()).all(|i| {
-        let (x, y) = (a.get(i), b.get(i));
-        if x == y || (x.is_nan() && y.is_nan()) {
-            return true;
-        }
-        if !tolerant || !x.dtype().is_float() {
-            return false;
-        }
-        let (x, y) = (x.to_f64(), y.to_f64());
-        // Values computed through inexact ops may differ by a few ulp, and the difference can be
-        // amplified by later ops; allow a relative 1e-3 (with an absolute floor).
-        x == y || (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
     })
 }
 

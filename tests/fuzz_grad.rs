@@ -11,26 +11,12 @@
 //!
 //! `METAJIT_FUZZ_SEEDS=5000 cargo test --release --test fuzz_grad -- --ignored` runs a soak.
 
+mod common;
+
+use common::agree;
 use metajit::metaops::r#gen::{GenConfig, random_graph};
 use metajit::metaops::{DType, Graph, HostData};
 use metajit::{GraphMode, Tensor, autograd, pending_graph, replay_graph, run_graph_with};
-
-fn agree(a: &HostData, b: &HostData) -> bool {
-    if a.dtype() != b.dtype() || a.len() != b.len() {
-        return false;
-    }
-    (0..a.len()).all(|i| {
-        let (x, y) = (a.get(i), b.get(i));
-        if x == y || (x.is_nan() && y.is_nan()) {
-            return true;
-        }
-        if !x.dtype().is_float() {
-            return false;
-        }
-        let (x, y) = (x.to_f64(), y.to_f64());
-        (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
-    })
-}
 
 /// The gradient graph of `g` (None when no float output depends on a float input).
 fn gradient_graph(g: &Graph, data: &[HostData]) -> Option<(Graph, Vec<HostData>)> {
@@ -95,7 +81,7 @@ fn check(seed: u64) -> Result<bool, String> {
             return Err(format!("seed {seed}: {mode:?} gave {} outputs", got.len()));
         }
         for (k, (w, o)) in want.iter().zip(&got).enumerate() {
-            if !agree(w, o) {
+            if !agree(w, o, true) {
                 return Err(format!(
                     "seed {seed}: {mode:?} gradient {k} differs from the reference\nwant {w:?}\ngot  {o:?}\nforward graph:\n{g}\ngradient graph:\n{gg}"
                 ));
