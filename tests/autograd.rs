@@ -477,6 +477,9 @@ fn grad_of_an_output_that_does_not_require_grad_panics() {
 #[test]
 fn injective_reindex_gradients_are_gathers_and_collisions_scatter() {
     use metajit::metaops::Op;
+    if metajit::config::mode() == metajit::Mode::Eager {
+        return; // the graph structure is a compiled-mode property (eager ran it already)
+    }
     let scatters = |y: &Tensor, x: &Tensor| {
         let g = autograd::grad(&[&y.exp().sum_all()], &[x], None);
         let (graph, _) = metajit::pending_graph(&[&g[0]]);
