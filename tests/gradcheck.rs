@@ -509,3 +509,67 @@ fn scatter_reductions_and_conditional_reindex() {
         },
     );
 }
+
+/// Second derivatives: `d/dx sum(w2 · d/dx L(x))` through `grad_create_graph`, against central
+/// differences of the first derivative (itself from `autograd::grad`). Same tolerance.
+#[track_caller]
+fn check_second(name: &str, input: &In, f: impl Fn(&Tensor) -> Tensor) {
+    let w2 = {
+        let mut rng = Rng(0x2d ^ input.0.len() as u64);
+        Tensor::from_vec(rng.vec(input.0.len(), |r| r.away(1.5)), input.1.clone())
+    };
+    let first = |x: &Tensor, create: bool| {
+        let loss = weighted(&f(x));
+        let g = if create {
+            autograd::grad_create_graph(&[&loss], &[x], None)
+        } else {
+            autograd::grad(&[&loss], &[x], None)
+        };
+        (&g[0] * &w2).sum_all()
+    };
+    let x = input.tensor().requires_grad_(true);
+    let g2 = first(&x, true);
+    // A gradient with no differentiable path to x (relu's is a mask times constants) does
+    // not require grad: its derivative is zero.
+    let analytic = if g2.requires_grad() {
+        autograd::grad(&[&g2], &[&x], None)[0]
+            .to_vec::<f64>()
+            .unwrap()
+    } else {
+        vec![0.0; input.0.len()]
+    };
+    let h = 1e-6;
+    for (j, &a) in analytic.iter().enumerate() {
+        let at = |d: f64| {
+            let mut v = input.0.clone();
+            v[j] += d;
+            let xj = Tensor::from_vec(v, input.1.clone()).requires_grad_(true);
+            first(&xj, false).item::<f64>().unwrap()
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h);
+        assert!(
+            (a - numeric).abs() <= 1e-5 + 1e-4 * numeric.abs(),
+            "{name}: second derivative [{j}]: analytic {a}, numeric {numeric}"
+        );
+    }
+}
+
+#[test]
+fn second_derivatives() {
+    let mut rng = Rng(77);
+    let x = rand_in(&mut rng, &[2, 3], |r| r.away(1.5));
+    let pos = rand_in(&mut rng, &[2, 3], |r| r.uniform(0.3, 2.0));
+    check_second("cube", &x, |x| x * x * x);
+    check_second("tanh, sin, exp", &x, |x| x.tanh() + x.sin() * x.exp());
+    check_second("sigmoid, erf", &x, |x| x.sigmoid() * x.erf());
+    check_second("div, sqrt, log", &pos, |x| x.sqrt() / (x.log() + 3.0));
+    check_second("pow", &pos, |x| x.pow(2.5) + x.pow(x));
+    check_second("relu (flat second derivative)", &x, |x| x.relu() * 2.0);
+    check_second("relu times x", &x, |x| x.relu() * x);
+    check_second("softmax", &x, |x| (x - x.logsumexp(1, true)).exp());
+    check_second("log1p, softplus", &pos, |x| x.log1p() * x.softplus());
+    check_second("transpose and matmul", &x, |x| x.matmul(&x.t()).square());
+    check_second("max and sum", &x, |x| {
+        x.max(1, false).square().sum_all() + x.sum(0, false).exp().sum_all()
+    });
+}

@@ -42,6 +42,10 @@
 //! eager op (the value cannot be returned lazily); compiled mode reports it as an `Err` from
 //! the realize that runs the gradient.
 //!
+//! Higher derivatives: [`grad_create_graph`] records the gradient computation itself, so its
+//! result can be differentiated again (a gradient with no differentiable path to the inputs,
+//! such as relu's mask, does not require grad: its derivative is zero).
+//!
 //! Semantics follow PyTorch, with two choices stated: the graph is kept after `backward()`
 //! (as `retain_graph=True`; it is freed with the output), and [`grad`] returns zeros for an
 //! input the outputs do not depend on (PyTorch raises unless `allow_unused`).
@@ -195,8 +199,10 @@ enum Goal<'a> {
 
 /// Walks the recorded graph from `roots` (each with the gradient flowing into it).
 /// Returns the gradients of the goal's nodes by node id (for `Goal::Nodes`); for
-/// `Goal::Leaves` it accumulates into each leaf's `.grad` and returns nothing.
-fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
+/// `Goal::Leaves` it accumulates into each leaf's `.grad` and returns nothing. With
+/// `create_graph`, the rules are recorded for autograd too, so the gradients can be
+/// differentiated again.
+fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>, create_graph: bool) -> HashMap<u64, Tensor> {
     // 1. The nodes that carry a gradient, reachable from the roots.
     let mut seen: HashMap<u64, NodeRef> = HashMap::new();
     let mut stack: Vec<NodeRef> = roots.iter().map(|(n, _)| n.clone()).collect();
@@ -242,7 +248,14 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
     let fresh = |t: &Tensor| Tensor::from_node(t.node());
     let eager = config::mode() == config::Mode::Eager;
     let mut unit = 0u64;
-    no_grad(|| {
+    let recording = |f: &mut dyn FnMut()| {
+        if create_graph {
+            enable_grad(f)
+        } else {
+            no_grad(f)
+        }
+    };
+    recording(&mut || {
         for n in nodes.iter().rev() {
             if !needed[&n.id] || !grads.contains_key(&n.id) {
                 continue;
@@ -297,7 +310,7 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>) -> HashMap<u64, Tensor> {
         if eager && unit != 0 {
             flush(&grads, &found, &leaf_updates);
         }
-        for (leaf, g) in leaf_updates {
+        for (leaf, g) in leaf_updates.drain(..) {
             let mut slot = lock(&leaf.grad);
             let sum = match slot.take() {
                 Some(old) => old.add(&g),
@@ -359,6 +372,42 @@ pub fn grad(
     inputs: &[&Tensor],
     grad_outputs: Option<&[&Tensor]>,
 ) -> Vec<Tensor> {
+    grad_impl(outputs, inputs, grad_outputs, false)
+}
+
+/// Like [`grad`], with the gradient computation itself recorded for autograd (PyTorch's
+/// `create_graph=True`): the gradients require grad where they depend on inputs that do, and
+/// can be differentiated again — second derivatives, Hessian-vector products, gradient
+/// penalties.
+///
+/// ```
+/// use metajit::Tensor;
+/// use metajit::autograd::{grad, grad_create_graph};
+/// let x = Tensor::from_vec(vec![1.0f64, 2.0], [2]).requires_grad_(true);
+/// let y = (&x * &x * &x).sum_all();                  // x³
+/// let dy = grad_create_graph(&[&y], &[&x], None);    // 3x²
+/// let d2y = grad(&[&dy[0].sum_all()], &[&x], None);  // 6x
+/// assert_eq!(d2y[0].to_vec::<f64>().unwrap(), vec![6.0, 12.0]);
+/// ```
+///
+/// # Panics
+/// As [`grad`].
+#[track_caller]
+pub fn grad_create_graph(
+    outputs: &[&Tensor],
+    inputs: &[&Tensor],
+    grad_outputs: Option<&[&Tensor]>,
+) -> Vec<Tensor> {
+    grad_impl(outputs, inputs, grad_outputs, true)
+}
+
+#[track_caller]
+fn grad_impl(
+    outputs: &[&Tensor],
+    inputs: &[&Tensor],
+    grad_outputs: Option<&[&Tensor]>,
+    create_graph: bool,
+) -> Vec<Tensor> {
     for (k, t) in inputs.iter().enumerate() {
         if !t.requires_grad() {
             panic!(
@@ -404,7 +453,7 @@ pub fn grad(
         roots.push((o.node(), g));
     }
     let nodes: Vec<NodeRef> = inputs.iter().map(|t| t.node()).collect();
-    let found = walk(&roots, Goal::Nodes(&nodes));
+    let found = walk(&roots, Goal::Nodes(&nodes), create_graph);
     nodes
         .iter()
         .zip(inputs)
@@ -567,7 +616,7 @@ impl Tensor {
                 self.shape()
             );
         }
-        walk(&[(self.node(), grad.clone())], Goal::Leaves);
+        walk(&[(self.node(), grad.clone())], Goal::Leaves, false);
     }
 }
 
