@@ -509,3 +509,23 @@ fn injective_reindex_gradients_are_gathers_and_collisions_scatter() {
     let rows = Tensor::from_slice(&[1i64, 1, 4]);
     assert_eq!(scatters(&x.index_select(0, &rows), &x), 1);
 }
+
+#[test]
+fn retain_grad_keeps_an_intermediate_gradient() {
+    let x = Tensor::from_vec(vec![1.0f32, -2.0], [2]).requires_grad_(true);
+    let h = x.exp();
+    h.retain_grad();
+    let y = (&h * 2.0).sum_all();
+    y.backward();
+    y.backward();
+    assert_eq!(
+        f32s(&h.grad().unwrap()),
+        vec![4.0, 4.0],
+        "accumulated over two calls"
+    );
+    assert!(!h.is_leaf());
+    h.zero_grad();
+    assert!(h.grad().is_none());
+    let m = panic_message(|| Tensor::ones([2]).retain_grad()).unwrap();
+    assert!(m.contains("retain_grad"), "{m}");
+}

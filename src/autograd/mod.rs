@@ -91,6 +91,9 @@ pub(crate) struct GradFn {
     /// Which inputs required grad when the op was recorded: only those get a gradient, so
     /// marking a tensor later does not change graphs recorded before (as in PyTorch).
     pub(crate) tracked: Vec<bool>,
+    /// Where `backward()` also accumulates this node's own gradient ([`Tensor::retain_grad`];
+    /// the handle owns the cell, as a leaf's).
+    pub(crate) retain: Option<Weak<Leaf>>,
 }
 
 impl GradFn {
@@ -169,6 +172,7 @@ fn record_rule(rule: impl FnOnce() -> Rule, dtype: DType, inputs: &[NodeRef]) ->
         rule: rule(),
         inputs: inputs.to_vec(),
         tracked: inputs.iter().map(|n| n.requires_grad()).collect(),
+        retain: None,
     }))
 }
 
@@ -227,6 +231,7 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>, create_graph: bool) -> Hash
     for n in &nodes {
         let need = match (&goal, &*lock(&n.autograd)) {
             (Goal::Leaves, Autograd::Leaf(_)) => true,
+            (Goal::Leaves, Autograd::Fn(f)) if f.retain.is_some() => true,
             (Goal::Nodes(_), _) if targets.contains(&n.id) => true,
             (_, Autograd::Fn(f)) => f
                 .tracked_inputs()
@@ -283,7 +288,14 @@ fn walk(roots: &[(NodeRef, Tensor)], goal: Goal<'_>, create_graph: bool) -> Hash
                     }
                     continue;
                 }
-                Autograd::Fn(f) => (f.rule.clone(), f.inputs.clone(), f.tracked.clone()),
+                Autograd::Fn(f) => {
+                    if matches!(goal, Goal::Leaves)
+                        && let Some(cell) = f.retain.as_ref().and_then(Weak::upgrade)
+                    {
+                        leaf_updates.push((cell, fresh(&g)));
+                    }
+                    (f.rule.clone(), f.inputs.clone(), f.tracked.clone())
+                }
                 Autograd::None => continue,
             };
             let want: Vec<bool> = inputs
@@ -534,35 +546,72 @@ impl Tensor {
         !matches!(*lock(&self.node().autograd), Autograd::Fn(_))
     }
 
-    /// The gradient accumulated by `backward()` (a lazy tensor), or `None` before any or for a
-    /// tensor that is not a leaf requiring grad.
+    /// The gradient accumulated by `backward()` (a lazy tensor), or `None` before any, or for
+    /// a tensor that is neither a leaf requiring grad nor marked with
+    /// [`retain_grad`](Tensor::retain_grad).
     pub fn grad(&self) -> Option<Tensor> {
+        self.grad_cell().and_then(|l| lock(&l.grad).clone())
+    }
+
+    /// Where this tensor's gradient accumulates, if anywhere.
+    fn grad_cell(&self) -> Option<Arc<Leaf>> {
         match &*lock(&self.node().autograd) {
-            Autograd::Leaf(l) => l.upgrade().and_then(|l| lock(&l.grad).clone()),
-            _ => None,
+            Autograd::Leaf(l) => l.upgrade(),
+            Autograd::Fn(f) => f.retain.as_ref().and_then(Weak::upgrade),
+            Autograd::None => None,
+        }
+    }
+
+    /// Makes `backward()` keep this non-leaf tensor's gradient in [`grad`](Tensor::grad) too
+    /// (PyTorch's `retain_grad`); a no-op on a leaf.
+    ///
+    /// ```
+    /// use metajit::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]).requires_grad_(true);
+    /// let h = &x * 3.0;
+    /// h.retain_grad();
+    /// (&h * &h).sum_all().backward();
+    /// assert_eq!(h.grad().unwrap().to_vec::<f32>().unwrap(), vec![6.0, 12.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// When the tensor does not require grad.
+    #[track_caller]
+    pub fn retain_grad(&self) {
+        let node = self.node();
+        let mut rec = lock(&node.autograd);
+        match &mut *rec {
+            Autograd::None => panic!(
+                "bad use of retain_grad: tensor of shape {} does not require grad",
+                self.shape()
+            ),
+            Autograd::Leaf(_) => {}
+            Autograd::Fn(f) => {
+                if f.retain.as_ref().and_then(Weak::upgrade).is_none() {
+                    let cell = Arc::new(Leaf::default());
+                    f.retain = Some(Arc::downgrade(&cell));
+                    *lock(&self.0.leaf) = Some(cell);
+                }
+            }
         }
     }
 
     /// Replaces the accumulated gradient (`None` clears it, as PyTorch's `zero_grad` does).
     ///
     /// # Panics
-    /// When the tensor is not a leaf that requires grad, or the gradient's shape or dtype
-    /// differs from the tensor's.
+    /// When the tensor is not a leaf that requires grad (nor marked with `retain_grad`), or the
+    /// gradient's shape or dtype differs from the tensor's.
     #[track_caller]
     pub fn set_grad(&self, grad: Option<Tensor>) {
         if let Some(g) = &grad {
             check_seed("set_grad", self, g);
         }
-        match &*lock(&self.node().autograd) {
-            Autograd::Leaf(l) => {
-                if let Some(l) = l.upgrade() {
-                    *lock(&l.grad) = grad;
-                }
-            }
-            _ => {
+        match self.grad_cell() {
+            Some(cell) => *lock(&cell.grad) = grad,
+            None => {
                 if grad.is_some() {
                     panic!(
-                        "bad use of set_grad: tensor of shape {} is not a leaf that requires grad",
+                        "bad use of set_grad: tensor of shape {} is not a leaf that requires grad (nor marked with retain_grad)",
                         self.shape()
                     );
                 }
