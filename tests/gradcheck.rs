@@ -573,3 +573,84 @@ fn second_derivatives() {
         x.max(1, false).square().sum_all() + x.sum(0, false).exp().sum_all()
     });
 }
+
+#[test]
+fn nn_functional_ops() {
+    use metajit::nn::functional::{self as F, ClassLossOptions, Reduction};
+    let mut rng = Rng(99);
+    let any = |r: &mut Rng| r.away(2.0);
+    one("softmax", &[3, 4], any, |x| F::softmax(x, 1));
+    one("log_softmax", &[3, 4], any, |x| F::log_softmax(x, 0));
+    let labels = Tensor::from_slice(&[2i64, -100, 0, 1]);
+    let weight = Tensor::from_vec(vec![0.5f64, 2.0, 1.5], [3]);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let (l, w) = (labels.clone(), weight.clone());
+        one(
+            "cross_entropy, weights, ignore_index",
+            &[4, 3],
+            any,
+            move |x| {
+                let opts = ClassLossOptions {
+                    weight: Some(&w),
+                    reduction,
+                    ..Default::default()
+                };
+                F::cross_entropy(x, &l, &opts)
+            },
+        );
+    }
+    let l4 = Tensor::from_vec(vec![0i64, 2, 1, 1, 2, 0, 0, 1], [2, 2, 2]);
+    one("cross_entropy [N, C, H, W]", &[2, 3, 2, 2], any, move |x| {
+        F::cross_entropy(x, &l4, &Default::default())
+    });
+    let l = Tensor::from_slice(&[1i64, 0, 2]);
+    one("nll_loss", &[3, 3], any, move |x| {
+        F::nll_loss(x, &l, &Default::default())
+    });
+    let t = rand_in(&mut rng, &[2, 3], any);
+    check(
+        "mse_loss",
+        &[rand_in(&mut rng, &[2, 3], any), t.clone()],
+        |v| F::mse_loss(&v[0], &v[1], Reduction::Mean),
+    );
+    let probs = rand_in(&mut rng, &[2, 3], |r| r.uniform(0.0, 1.0));
+    let pw = Tensor::from_vec(vec![2.0f64, 0.5, 1.0], [3]);
+    check(
+        "bce_with_logits",
+        &[rand_in(&mut rng, &[2, 3], any), probs],
+        move |v| F::binary_cross_entropy_with_logits(&v[0], &v[1], Some(&pw), Reduction::Mean),
+    );
+    check(
+        "layer_norm",
+        &[
+            rand_in(&mut rng, &[3, 2, 4], any),
+            rand_in(&mut rng, &[2, 4], any),
+            rand_in(&mut rng, &[2, 4], any),
+        ],
+        |v| F::layer_norm(&v[0], &[2, 4], Some(&v[1]), Some(&v[2]), 1e-5),
+    );
+    check(
+        "batch_norm (train)",
+        &[
+            rand_in(&mut rng, &[3, 2, 4], any),
+            rand_in(&mut rng, &[2], any),
+            rand_in(&mut rng, &[2], any),
+        ],
+        |v| F::batch_norm(&v[0], None, None, Some(&v[1]), Some(&v[2]), true, 0.1, 1e-5),
+    );
+    let rm = Tensor::from_vec(vec![0.1f64, -0.2], [2]);
+    let rv = Tensor::from_vec(vec![1.5f64, 0.7], [2]);
+    one("batch_norm (eval)", &[3, 2, 4], any, move |x| {
+        F::batch_norm(x, Some(&rm), Some(&rv), None, None, false, 0.1, 1e-5)
+    });
+    let idx = Tensor::from_vec(vec![3i64, 0, 1, 3, 0, 2], [2, 3]);
+    // (With padding_idx the padding row's gradient is 0 by definition, not the derivative:
+    // tests/nn_functional.rs checks that.)
+    one("embedding", &[4, 3], any, move |w| {
+        F::embedding(&idx, w, None)
+    });
+    one("dropout (a fixed mask)", &[4, 5], any, |x| {
+        metajit::manual_seed(7);
+        F::dropout(x, 0.4, true)
+    });
+}

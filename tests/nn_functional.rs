@@ -1,0 +1,334 @@
+//! `nn::functional` forward values against independent plain-Rust implementations (f64 loops
+//! written here, not metajit ops), and the checked errors for bad labels and indices.
+//! Gradients are checked by central differences in tests/gradcheck.rs.
+
+mod common;
+
+use common::panic_message;
+use metajit::Tensor;
+use metajit::nn::functional::{self as F, ClassLossOptions, Reduction};
+
+fn vals(t: &Tensor) -> Vec<f64> {
+    t.to_f64_vec().unwrap()
+}
+
+#[track_caller]
+fn close_all(got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "lengths differ: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            common::close(*g, *w, tol, tol),
+            "got {got:?}\nwant {want:?}"
+        );
+    }
+}
+
+/// log-softmax of each row of a row-major [rows, n] matrix, in f64.
+fn naive_log_softmax(x: &[f64], n: usize) -> Vec<f64> {
+    x.chunks(n)
+        .flat_map(|row| {
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
+            row.iter().map(move |v| v - m - s.ln()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn softmax_and_log_softmax_are_stable() {
+    let x = vec![80.0, -80.0, 0.0, f64::NEG_INFINITY, 1.0, 2.0];
+    let t = Tensor::from_vec(x.clone(), [2, 3]);
+    let want = naive_log_softmax(&x, 3);
+    close_all(&vals(&F::log_softmax(&t, 1)), &want, 1e-12);
+    let sm: Vec<f64> = want.iter().map(|v| v.exp()).collect();
+    close_all(&vals(&F::softmax(&t, -1)), &sm, 1e-12);
+    // Along axis 0 of the transpose: the same numbers.
+    close_all(
+        &vals(&F::log_softmax(&t.t(), 0).t().contiguous()),
+        &want,
+        1e-12,
+    );
+    // A row of only -inf is NaN, as PyTorch.
+    let r = vals(&F::softmax(&Tensor::full([1, 2], f64::NEG_INFINITY), 1));
+    assert!(r.iter().all(|v| v.is_nan()), "{r:?}");
+}
+
+/// PyTorch's nll over [N, C, S] (S = product of the extra axes) in f64.
+fn naive_nll(
+    logp: &[f64],
+    (n, c, s): (usize, usize, usize),
+    target: &[i64],
+    weight: Option<&[f64]>,
+    ignore: i64,
+) -> (Vec<f64>, f64, f64) {
+    let mut per = Vec::new();
+    let (mut sum, mut wsum) = (0.0, 0.0);
+    for b in 0..n {
+        for k in 0..s {
+            let t = target[b * s + k];
+            if t == ignore {
+                per.push(0.0);
+                continue;
+            }
+            let w = weight.map_or(1.0, |w| w[t as usize]);
+            let v = -w * logp[(b * c + t as usize) * s + k];
+            per.push(v);
+            sum += v;
+            wsum += w;
+        }
+    }
+    (per, sum, sum / wsum)
+}
+
+#[test]
+fn cross_entropy_matches_a_naive_implementation() {
+    // [N, C] with class weights and an ignored target.
+    let x: Vec<f64> = (0..12).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.7).collect();
+    let logits = Tensor::from_vec(x.clone(), [4, 3]);
+    let target = Tensor::from_slice(&[2i64, -100, 0, 1]);
+    let weight = Tensor::from_vec(vec![0.5f64, 2.0, 1.5], [3]);
+    let logp = naive_log_softmax(&x, 3);
+    let tv = [2i64, -100, 0, 1];
+    let (per, sum, mean) = naive_nll(&logp, (4, 3, 1), &tv, Some(&[0.5, 2.0, 1.5]), -100);
+    let opts = |reduction| ClassLossOptions {
+        weight: Some(&weight),
+        reduction,
+        ..Default::default()
+    };
+    close_all(
+        &vals(&F::cross_entropy(&logits, &target, &opts(Reduction::None))),
+        &per,
+        1e-12,
+    );
+    close_all(
+        &vals(&F::cross_entropy(&logits, &target, &opts(Reduction::Sum))),
+        &[sum],
+        1e-12,
+    );
+    close_all(
+        &vals(&F::cross_entropy(&logits, &target, &opts(Reduction::Mean))),
+        &[mean],
+        1e-12,
+    );
+    // nll_loss on log-probabilities is the same thing.
+    let lp = Tensor::from_vec(logp.clone(), [4, 3]);
+    close_all(
+        &vals(&F::nll_loss(&lp, &target, &opts(Reduction::Mean))),
+        &[mean],
+        1e-12,
+    );
+
+    // [N, C, H, W] without weights, a custom ignore_index.
+    let (n, c, h, w) = (2, 3, 2, 2);
+    let x: Vec<f64> = (0..n * c * h * w)
+        .map(|i| ((i * 5 % 11) as f64) * 0.3 - 1.2)
+        .collect();
+    let logits = Tensor::from_vec(x.clone(), [n, c, h, w]);
+    let tv: Vec<i64> = vec![0, 1, 2, 7, 2, 2, 0, 1];
+    let target = Tensor::from_vec(tv.clone(), [n, h, w]);
+    // log-softmax over C of [N, C, S]: transpose to rows of C.
+    let s = h * w;
+    let mut rows = vec![0.0; n * c * s];
+    for b in 0..n {
+        for k in 0..s {
+            for j in 0..c {
+                rows[(b * s + k) * c + j] = x[(b * c + j) * s + k];
+            }
+        }
+    }
+    let lrows = naive_log_softmax(&rows, c);
+    let mut logp = vec![0.0; n * c * s];
+    for b in 0..n {
+        for k in 0..s {
+            for j in 0..c {
+                logp[(b * c + j) * s + k] = lrows[(b * s + k) * c + j];
+            }
+        }
+    }
+    let (_, _, mean) = naive_nll(&logp, (n, c, s), &tv, None, 7);
+    let opts = ClassLossOptions {
+        ignore_index: 7,
+        ..Default::default()
+    };
+    close_all(
+        &vals(&F::cross_entropy(&logits, &target, &opts)),
+        &[mean],
+        1e-12,
+    );
+}
+
+#[test]
+fn out_of_range_labels_and_indices_are_errors() {
+    let logits = Tensor::zeros([2, 3]);
+    let m = panic_message(|| {
+        F::cross_entropy(
+            &logits,
+            &Tensor::from_slice(&[1i64, 3]),
+            &Default::default(),
+        );
+    })
+    .unwrap();
+    assert!(
+        m.contains("nll_loss") && m.contains("value 3") && m.contains("0..3"),
+        "{m}"
+    );
+    let m = panic_message(|| {
+        F::nll_loss(
+            &logits,
+            &Tensor::from_slice(&[-1i64, 0]),
+            &Default::default(),
+        );
+    })
+    .unwrap();
+    assert!(m.contains("value -1"), "{m}");
+    let w = Tensor::zeros([4, 2]);
+    let m = panic_message(|| {
+        F::embedding(&Tensor::from_slice(&[0i64, 4]), &w, None);
+    })
+    .unwrap();
+    assert!(
+        m.contains("embedding") && m.contains("value 4") && m.contains("0..4"),
+        "{m}"
+    );
+}
+
+#[test]
+fn mse_and_bce_with_logits() {
+    let a = vec![0.5, -1.0, 2.0, 3.0];
+    let b = vec![1.0, 1.0, -2.0, 3.0];
+    let (ta, tb) = (
+        Tensor::from_vec(a.clone(), [4]),
+        Tensor::from_vec(b.clone(), [4]),
+    );
+    let sq: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).collect();
+    close_all(&vals(&F::mse_loss(&ta, &tb, Reduction::None)), &sq, 1e-12);
+    close_all(
+        &vals(&F::mse_loss(&ta, &tb, Reduction::Mean)),
+        &[sq.iter().sum::<f64>() / 4.0],
+        1e-12,
+    );
+    // BCE with logits, stable at ±100, with pos_weight along the last axis.
+    let x = vec![-100.0, 100.0, 0.3, -2.0];
+    let t = vec![1.0, 0.0, 0.25, 1.0];
+    let pw = [2.0, 0.5, 1.0, 3.0];
+    let naive = |x: f64, t: f64, p: f64| {
+        // -(p·t·log σ(x) + (1 - t)·log(1 - σ(x))), with log σ(x) = -softplus(-x).
+        let sp = |z: f64| z.max(0.0) + (-z.abs()).exp().ln_1p();
+        p * t * sp(-x) + (1.0 - t) * sp(x)
+    };
+    let want: Vec<f64> = (0..4).map(|i| naive(x[i], t[i], pw[i])).collect();
+    let got = F::binary_cross_entropy_with_logits(
+        &Tensor::from_vec(x.clone(), [1, 4]),
+        &Tensor::from_vec(t.clone(), [1, 4]),
+        Some(&Tensor::from_vec(pw.to_vec(), [4])),
+        Reduction::None,
+    );
+    close_all(&vals(&got), &want, 1e-12);
+    let plain: Vec<f64> = (0..4).map(|i| naive(x[i], t[i], 1.0)).collect();
+    let got = F::binary_cross_entropy_with_logits(
+        &Tensor::from_vec(x, [4]),
+        &Tensor::from_vec(t, [4]),
+        None,
+        Reduction::Sum,
+    );
+    close_all(&vals(&got), &[plain.iter().sum()], 1e-12);
+}
+
+#[test]
+fn layer_norm_and_batch_norm() {
+    let x: Vec<f64> = (0..24)
+        .map(|i| ((i * 13 % 7) as f64) - 3.0 + i as f64 * 0.1)
+        .collect();
+    // layer_norm over the last axis of [4, 6], with weight and bias.
+    let w: Vec<f64> = (0..6).map(|i| 0.5 + i as f64 * 0.1).collect();
+    let b: Vec<f64> = (0..6).map(|i| i as f64 * -0.2).collect();
+    let mut want = Vec::new();
+    for row in x.chunks(6) {
+        let m = row.iter().sum::<f64>() / 6.0;
+        let v = row.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / 6.0;
+        for (k, a) in row.iter().enumerate() {
+            want.push((a - m) / (v + 1e-5).sqrt() * w[k] + b[k]);
+        }
+    }
+    let y = F::layer_norm(
+        &Tensor::from_vec(x.clone(), [4, 6]),
+        &[6],
+        Some(&Tensor::from_vec(w, [6])),
+        Some(&Tensor::from_vec(b, [6])),
+        1e-5,
+    );
+    close_all(&vals(&y), &want, 1e-10);
+
+    // batch_norm of [N=2, C=3, L=4] in training: batch statistics per channel, running stats
+    // updated with the unbiased variance.
+    let (n, c, l) = (2, 3, 4);
+    let t = Tensor::from_vec(x.clone(), [n, c, l]);
+    let rm = Tensor::from_vec(vec![0.1f64, 0.2, 0.3], [3]);
+    let rv = Tensor::from_vec(vec![1.0f64, 2.0, 3.0], [3]);
+    let y = F::batch_norm(&t, Some(&rm), Some(&rv), None, None, true, 0.1, 1e-5);
+    let mut want = vec![0.0; n * c * l];
+    let (mut new_m, mut new_v) = (vec![], vec![]);
+    for ch in 0..c {
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|b| (0..l).map(move |k| (b * c + ch) * l + k))
+            .collect();
+        let m = idx.iter().map(|&i| x[i]).sum::<f64>() / 8.0;
+        let v = idx.iter().map(|&i| (x[i] - m).powi(2)).sum::<f64>() / 8.0;
+        for &i in &idx {
+            want[i] = (x[i] - m) / (v + 1e-5).sqrt();
+        }
+        new_m.push(0.9 * [0.1, 0.2, 0.3][ch] + 0.1 * m);
+        new_v.push(0.9 * [1.0, 2.0, 3.0][ch] + 0.1 * v * 8.0 / 7.0);
+    }
+    close_all(&vals(&y), &want, 1e-10);
+    close_all(&vals(&rm), &new_m, 1e-12);
+    close_all(&vals(&rv), &new_v, 1e-12);
+    // Evaluation uses the running statistics.
+    let y = F::batch_norm(&t, Some(&rm), Some(&rv), None, None, false, 0.1, 1e-5);
+    let want: Vec<f64> = (0..n * c * l)
+        .map(|i| {
+            let ch = (i / l) % c;
+            (x[i] - new_m[ch]) / (new_v[ch] + 1e-5).sqrt()
+        })
+        .collect();
+    close_all(&vals(&y), &want, 1e-10);
+}
+
+#[test]
+fn embedding_and_dropout() {
+    let w: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let weight = Tensor::from_vec(w, [4, 3]).requires_grad_(true);
+    let idx = Tensor::from_vec(vec![3i64, 0, 0, 2], [2, 2]);
+    let e = F::embedding(&idx, &weight, Some(0));
+    assert_eq!(e.dims(), &[2, 2, 3]);
+    assert_eq!(
+        e.to_vec::<f32>().unwrap(),
+        vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0]
+    );
+    // The padding row gets no gradient; the others one per use.
+    e.sum_all().backward();
+    assert_eq!(
+        weight.grad().unwrap().to_vec::<f32>().unwrap(),
+        vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    );
+
+    // Dropout: about p zeroed, the rest scaled by 1/(1-p); the same seed, the same mask.
+    let x = Tensor::ones([100_000]);
+    metajit::manual_seed(42);
+    let a = F::dropout(&x, 0.3, true).to_vec::<f32>().unwrap();
+    metajit::manual_seed(42);
+    let b = F::dropout(&x, 0.3, true).to_vec::<f32>().unwrap();
+    assert_eq!(a, b, "reproducible by seed");
+    let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+    assert!((zeros - 0.3).abs() < 0.01, "zeroed fraction {zeros}");
+    assert!(a.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.7).abs() < 1e-6));
+    assert_eq!(
+        F::dropout(&x, 0.3, false).to_vec::<f32>().unwrap(),
+        vec![1.0; 100_000]
+    );
+    let m = panic_message(|| {
+        F::dropout(&x, 1.5, true);
+    })
+    .unwrap();
+    assert!(m.contains("dropout") && m.contains("1.5"), "{m}");
+}
