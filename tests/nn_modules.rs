@@ -1,0 +1,159 @@
+//! `nn` modules: PyTorch's parameter names and initialisation, train/eval behaviour, and a
+//! training loop over `Module::parameters`.
+
+use metajit::nn::functional as F;
+use metajit::nn::{
+    Activation, BatchNorm2d, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Sequential,
+};
+use metajit::{Tensor, no_grad};
+
+fn names(v: &[(String, Tensor)]) -> Vec<&str> {
+    v.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn parameter_and_buffer_names_follow_pytorch() {
+    let net = Sequential::new()
+        .add(Linear::new(6, 4))
+        .add(BatchNorm2d::new(4))
+        .add(Activation::ReLU)
+        .add(Flatten::default())
+        .add(Linear::with_bias(4, 2, false));
+    assert_eq!(
+        names(&net.named_parameters()),
+        ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight"]
+    );
+    assert_eq!(
+        names(&net.named_buffers()),
+        ["1.running_mean", "1.running_var"]
+    );
+    assert_eq!(net.state_dict().len(), 7);
+    assert_eq!(net.parameters().len(), 5);
+    assert!(
+        net.parameters()
+            .iter()
+            .all(|p| p.requires_grad() && p.is_leaf() && p.is_realized())
+    );
+}
+
+#[test]
+fn linear_initialisation_is_pytorchs_and_seeded() {
+    metajit::manual_seed(5);
+    let a = Linear::new(400, 300);
+    let w = a.weight.to_vec::<f32>().unwrap();
+    let bound = 1.0 / 400f32.sqrt();
+    assert!(w.iter().all(|v| v.abs() <= bound));
+    let mean = w.iter().sum::<f32>() / w.len() as f32;
+    let var = w.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w.len() as f32;
+    // U(-b, b): mean 0, variance b²/3.
+    assert!(mean.abs() < 0.02 * bound, "mean {mean}");
+    assert!(
+        (var / (bound * bound / 3.0) - 1.0).abs() < 0.02,
+        "variance {var}"
+    );
+    let b = a.bias.as_ref().unwrap().to_vec::<f32>().unwrap();
+    assert!(b.iter().all(|v| v.abs() <= bound));
+    metajit::manual_seed(5);
+    let again = Linear::new(400, 300);
+    assert_eq!(
+        again.weight.to_vec::<f32>().unwrap(),
+        w,
+        "the same seed, the same init"
+    );
+}
+
+#[test]
+fn modules_match_their_functional_forms() {
+    metajit::manual_seed(1);
+    let x = Tensor::randn([3, 5]);
+    let lin = Linear::new(5, 4);
+    let want = x.matmul(&lin.weight.t()) + lin.bias.as_ref().unwrap();
+    assert_eq!(
+        lin.forward(&x).to_vec::<f32>().unwrap(),
+        want.to_vec::<f32>().unwrap()
+    );
+    let ln = LayerNorm::new(&[5]);
+    assert_eq!(
+        ln.forward(&x).to_vec::<f32>().unwrap(),
+        F::layer_norm(&x, &[5], None, None, 1e-5)
+            .to_vec::<f32>()
+            .unwrap()
+    );
+    let e = Embedding::new(6, 3, Some(2));
+    let rows = e.weight.to_vec::<f32>().unwrap();
+    assert_eq!(
+        &rows[6..9],
+        &[0.0, 0.0, 0.0],
+        "the padding row starts at zero"
+    );
+    let y = e.forward(&Tensor::from_slice(&[2i64, 5]));
+    assert_eq!(y.dims(), &[2, 3]);
+}
+
+#[test]
+fn train_and_eval_modes() {
+    let d = Dropout::new(0.5);
+    let x = Tensor::ones([1000]);
+    let dropped = d.forward(&x).to_vec::<f32>().unwrap();
+    assert!(dropped.contains(&0.0) && dropped.contains(&2.0));
+    d.eval();
+    assert_eq!(d.forward(&x).to_vec::<f32>().unwrap(), vec![1.0; 1000]);
+
+    metajit::manual_seed(3);
+    let bn = BatchNorm2d::new(2);
+    let x = Tensor::randn([4, 2, 3, 3]) * 2.0 + 1.0;
+    let y = bn.forward(&x);
+    // Training: per-channel batch statistics, and the running stats move towards them.
+    let (rm, rv) = (bn.running_mean.clone(), bn.running_var.clone());
+    metajit::realize_all(&[&y, &rm, &rv]).unwrap();
+    let m = x.mean([0, 2, 3], false).to_vec::<f32>().unwrap();
+    let got = rm.to_vec::<f32>().unwrap();
+    for c in 0..2 {
+        assert!((got[c] - 0.1 * m[c]).abs() < 1e-5, "{got:?} vs {m:?}");
+    }
+    let ym = y.mean([0, 2, 3], false).to_vec::<f32>().unwrap();
+    assert!(ym.iter().all(|v| v.abs() < 1e-5), "normalised mean {ym:?}");
+    // Evaluation: the running statistics.
+    let net = Sequential::new().add(bn);
+    net.eval();
+    let z = net.forward(&x).to_vec::<f32>().unwrap();
+    let want = F::batch_norm(&x, Some(&rm), Some(&rv), None, None, false, 0.1, 1e-5)
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(z, want);
+}
+
+#[test]
+fn a_sequential_mlp_trains_with_a_hand_written_sgd_step() {
+    metajit::manual_seed(11);
+    let net = Sequential::new()
+        .add(Linear::new(8, 16))
+        .add(Activation::Tanh)
+        .add(Linear::new(16, 3));
+    let x = Tensor::randn([64, 8]);
+    let labels = x.narrow(1, 0, 3).argmax(1, false);
+    metajit::realize_all(&[&x, &labels]).unwrap();
+    let params = net.parameters();
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        let loss = F::cross_entropy(&net.forward(&x), &labels, &Default::default());
+        loss.backward();
+        no_grad(|| {
+            for p in &params {
+                let g = p.grad().expect("a gradient");
+                p.assign(&(p - &g * 0.5));
+                p.zero_grad();
+            }
+        });
+        let mut all: Vec<&Tensor> = vec![&loss];
+        all.extend(params.iter());
+        metajit::realize_all(&all).unwrap();
+        losses.push(loss.item::<f32>().unwrap());
+    }
+    assert!(losses[29] < 0.5 * losses[0], "losses {losses:?}");
+    // The module sees the updated parameters (the optimizer and it share the handles).
+    assert_eq!(
+        net.parameters()[0].to_vec::<f32>().unwrap(),
+        params[0].to_vec::<f32>().unwrap()
+    );
+}
