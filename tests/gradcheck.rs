@@ -654,3 +654,46 @@ fn nn_functional_ops() {
         F::dropout(x, 0.4, true)
     });
 }
+
+#[test]
+fn convolution_and_pooling() {
+    use metajit::nn::functional as F;
+    let mut rng = Rng(123);
+    let any = |r: &mut Rng| r.away(1.5);
+    for (k, (xs, o, kk, stride, pad, dil, g)) in [
+        ([2, 2, 5, 4], 3, (3, 2), (1, 1), (1, 0), (1, 1), 1),
+        ([1, 4, 6, 5], 2, (2, 2), (2, 1), (1, 1), (1, 2), 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = rand_in(&mut rng, &xs, any);
+        let w = rand_in(&mut rng, &[o, xs[1] / g, kk.0, kk.1], any);
+        let b = rand_in(&mut rng, &[o], any);
+        check(&format!("conv2d case {k}"), &[x, w, b], |t| {
+            F::conv2d(&t[0], &t[1], Some(&t[2]), stride, pad, dil, g)
+        });
+    }
+    let x = rand_in(&mut rng, &[2, 2, 7], any);
+    let w = rand_in(&mut rng, &[3, 2, 3], any);
+    check("conv1d", &[x, w], |t| {
+        F::conv1d(&t[0], &t[1], None, 2, 1, 1, 1)
+    });
+    // Distinct values, so that no window has a tie (max is not differentiable at a tie).
+    let distinct = |r: &mut Rng| r.uniform(-3.0, 3.0);
+    one("max_pool2d", &[1, 2, 5, 6], distinct, |x| {
+        F::max_pool2d(x, (3, 2), Some((2, 2)), (1, 1), (1, 1), true)
+    });
+    one("max_pool2d dilated", &[1, 1, 6, 6], distinct, |x| {
+        F::max_pool2d(x, (2, 2), Some((1, 2)), (0, 1), (2, 1), false)
+    });
+    one("avg_pool2d", &[2, 1, 5, 6], any, |x| {
+        F::avg_pool2d(x, (3, 3), Some((2, 2)), (1, 1), true, true)
+    });
+    one("avg_pool2d without the padding", &[1, 2, 5, 5], any, |x| {
+        F::avg_pool2d(x, (2, 3), None, (1, 1), false, false)
+    });
+    one("adaptive_avg_pool2d", &[1, 2, 7, 5], any, |x| {
+        F::adaptive_avg_pool2d(x, (3, 2))
+    });
+}

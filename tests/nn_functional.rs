@@ -332,3 +332,230 @@ fn embedding_and_dropout() {
     .unwrap();
     assert!(m.contains("dropout") && m.contains("1.5"), "{m}");
 }
+
+/// A deterministic pseudo-random vector.
+fn data(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// PyTorch's conv2d in plain loops.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv2d(
+    x: &[f64],
+    [n, c, h, w]: [usize; 4],
+    wt: &[f64],
+    [o, kh, kw]: [usize; 3],
+    bias: Option<&[f64]>,
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+    (dh, dw): (usize, usize),
+    g: usize,
+) -> (Vec<f64>, [usize; 4]) {
+    let oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (w + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    let (cg, og) = (c / g, o / g);
+    let mut y = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            let grp = oc / og;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = bias.map_or(0.0, |b| b[oc]);
+                    for ic in 0..cg {
+                        let ch = grp * cg + ic;
+                        for a in 0..kh {
+                            for e in 0..kw {
+                                let hi = (i * sh + a * dh) as i64 - ph as i64;
+                                let wi = (j * sw + e * dw) as i64 - pw as i64;
+                                if hi < 0 || wi < 0 || hi >= h as i64 || wi >= w as i64 {
+                                    continue;
+                                }
+                                acc += x[((b * c + ch) * h + hi as usize) * w + wi as usize]
+                                    * wt[((oc * cg + ic) * kh + a) * kw + e];
+                            }
+                        }
+                    }
+                    y[((b * o + oc) * oh + i) * ow + j] = acc;
+                }
+            }
+        }
+    }
+    (y, [n, o, oh, ow])
+}
+
+#[test]
+fn conv2d_matches_a_naive_implementation() {
+    for (k, (shape, o, kk, stride, pad, dil, g, bias)) in [
+        ([2, 3, 7, 6], 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, true),
+        ([1, 4, 9, 8], 6, (3, 2), (2, 3), (2, 0), (2, 1), 2, false),
+        ([2, 6, 5, 5], 6, (1, 3), (1, 2), (0, 1), (1, 2), 3, true),
+        ([1, 1, 28, 28], 6, (5, 5), (1, 1), (0, 0), (1, 1), 1, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let [n, c, h, w] = shape;
+        let x = data(n * c * h * w, 10 + k as u64);
+        let wt = data(o * (c / g) * kk.0 * kk.1, 20 + k as u64);
+        let b = data(o, 30 + k as u64);
+        let (want, oshape) = naive_conv2d(
+            &x,
+            shape,
+            &wt,
+            [o, kk.0, kk.1],
+            bias.then_some(&b[..]),
+            stride,
+            pad,
+            dil,
+            g,
+        );
+        let bt = Tensor::from_vec(b.clone(), [o]);
+        let y = F::conv2d(
+            &Tensor::from_vec(x, shape),
+            &Tensor::from_vec(wt, [o, c / g, kk.0, kk.1]),
+            bias.then_some(&bt),
+            stride,
+            pad,
+            dil,
+            g,
+        );
+        assert_eq!(y.dims(), &oshape, "case {k}");
+        close_all(&vals(&y), &want, 1e-12);
+    }
+    // conv1d is conv2d over a height of 1.
+    let x = data(2 * 3 * 10, 1);
+    let wt = data(4 * 3 * 3, 2);
+    let (want, _) = naive_conv2d(
+        &x,
+        [2, 3, 1, 10],
+        &wt,
+        [4, 1, 3],
+        None,
+        (1, 2),
+        (0, 1),
+        (1, 1),
+        1,
+    );
+    let y = F::conv1d(
+        &Tensor::from_vec(x, [2, 3, 10]),
+        &Tensor::from_vec(wt, [4, 3, 3]),
+        None,
+        2,
+        1,
+        1,
+        1,
+    );
+    assert_eq!(y.dims(), &[2, 4, 5]);
+    close_all(&vals(&y), &want, 1e-12);
+}
+
+/// Pooling windows of one axis as PyTorch computes them: (start, end) clipped to the padded
+/// input, and the output count with ceil_mode's rule.
+fn pool_out(n: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> usize {
+    let q = n + 2 * p - d * (k - 1) - 1;
+    let mut o = if ceil { q.div_ceil(s) } else { q / s } + 1;
+    if ceil && (o - 1) * s >= n + p {
+        o -= 1;
+    }
+    o
+}
+
+#[test]
+fn pooling_matches_naive_implementations() {
+    let (n, c, h, w) = (2, 3, 7, 8);
+    let x = data(n * c * h * w, 5);
+    let t = Tensor::from_vec(x.clone(), [n, c, h, w]);
+    for (k, s, p, d, ceil) in [
+        ((2, 2), (2, 2), (0, 0), (1, 1), false),
+        ((3, 3), (2, 2), (1, 1), (1, 1), true),
+        ((3, 2), (2, 3), (1, 0), (2, 1), true),
+        ((2, 3), (1, 2), (0, 1), (1, 1), false),
+    ] {
+        let oh = pool_out(h, k.0, s.0, p.0, d.0, ceil);
+        let ow = pool_out(w, k.1, s.1, p.1, d.1, ceil);
+        let mut mx = Vec::new();
+        let mut avg = Vec::new();
+        let mut avg_excl = Vec::new();
+        for bc in 0..n * c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut m = f64::NEG_INFINITY;
+                    for a in 0..k.0 {
+                        for e in 0..k.1 {
+                            let hi = (i * s.0 + a * d.0) as i64 - p.0 as i64;
+                            let wi = (j * s.1 + e * d.1) as i64 - p.1 as i64;
+                            if hi >= 0 && wi >= 0 && hi < h as i64 && wi < w as i64 {
+                                m = m.max(x[(bc * h + hi as usize) * w + wi as usize]);
+                            }
+                        }
+                    }
+                    mx.push(m);
+                    if d == (1, 1) {
+                        // avg_pool2d, count_include_pad: the window clipped to the padded input.
+                        let (hs, ws) =
+                            ((i * s.0) as i64 - p.0 as i64, (j * s.1) as i64 - p.1 as i64);
+                        let he = (hs + k.0 as i64).min((h + p.0) as i64);
+                        let we = (ws + k.1 as i64).min((w + p.1) as i64);
+                        let div = ((he - hs) * (we - ws)) as f64;
+                        let (hc, wc) =
+                            ((hs.max(0), he.min(h as i64)), (ws.max(0), we.min(w as i64)));
+                        let clipped = ((hc.1 - hc.0) * (wc.1 - wc.0)) as f64;
+                        let mut sum = 0.0;
+                        for hi in hc.0..hc.1 {
+                            for wi in wc.0..wc.1 {
+                                sum += x[(bc * h + hi as usize) * w + wi as usize];
+                            }
+                        }
+                        avg.push(sum / div);
+                        avg_excl.push(sum / clipped);
+                    }
+                }
+            }
+        }
+        let y = F::max_pool2d(&t, k, Some(s), p, d, ceil);
+        assert_eq!(y.dims(), &[n, c, oh, ow]);
+        close_all(&vals(&y), &mx, 0.0);
+        if d == (1, 1) {
+            let y = F::avg_pool2d(&t, k, Some(s), p, ceil, true);
+            close_all(&vals(&y), &avg, 1e-12);
+            let y = F::avg_pool2d(&t, k, Some(s), p, ceil, false);
+            close_all(&vals(&y), &avg_excl, 1e-12);
+        }
+    }
+    // adaptive_avg_pool2d: bins [floor(i·H/o), ceil((i+1)·H/o)).
+    let (oh, ow) = (3, 5);
+    let mut want = Vec::new();
+    for bc in 0..n * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let (hs, he) = (i * h / oh, ((i + 1) * h).div_ceil(oh));
+                let (ws, we) = (j * w / ow, ((j + 1) * w).div_ceil(ow));
+                let mut sum = 0.0;
+                for hi in hs..he {
+                    for wi in ws..we {
+                        sum += x[(bc * h + hi) * w + wi];
+                    }
+                }
+                want.push(sum / ((he - hs) * (we - ws)) as f64);
+            }
+        }
+    }
+    close_all(&vals(&F::adaptive_avg_pool2d(&t, (oh, ow))), &want, 1e-12);
+    // max_pool2d sends the gradient to the first maximum of a window with ties.
+    let z = Tensor::from_vec(vec![1.0f32, 1.0, 0.0, 1.0], [1, 1, 2, 2]).requires_grad_(true);
+    F::max_pool2d(&z, (2, 2), None, (0, 0), (1, 1), false)
+        .sum_all()
+        .backward();
+    assert_eq!(
+        z.grad().unwrap().to_vec::<f32>().unwrap(),
+        vec![1.0, 0.0, 0.0, 0.0]
+    );
+}

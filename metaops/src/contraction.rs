@@ -376,6 +376,12 @@ fn buffer_stride(node: NodeId, dims: &[usize], axis: usize) -> Stride {
     )
 }
 
+/// Whether two shapes differ only by extent-1 axes.
+fn only_unit_axes_change(a: &[usize], b: &[usize]) -> bool {
+    let non1 = |d: &[usize]| d.iter().copied().filter(|&e| e != 1).collect::<Vec<_>>();
+    non1(a) == non1(b)
+}
+
 /// Follows a chain of views from `x` down to the first materialised node `P`. Returns `P` and,
 /// for each axis of `x`, the axis of `P` it reads (`None`: broadcast, or extent 1, so the
 /// coordinate does not move in `P`). `None` when the chain holds anything but views.
@@ -389,6 +395,15 @@ fn trace_view(
     while !is_materialised(cur) {
         let n = g.node(cur);
         match &n.op {
+            // A reshape of a buffer that regroups axes (an im2col window [N, OH, OW, C, KH, KW]
+            // read as [N·OH·OW, C·KH·KW]) is itself a buffer: the same row-major elements,
+            // which the schedule gives the reshape node by aliasing, without a copy.
+            Op::Reshape
+                if is_materialised(n.inputs[0])
+                    && !only_unit_axes_change(n.shape.dims(), g.node(n.inputs[0]).shape.dims()) =>
+            {
+                break;
+            }
             Op::BroadcastTo { .. } | Op::Reshape => {}
             Op::Reindex(map) if n.inputs.len() == 1 && map.conds.is_empty() => {}
             _ => return None,
@@ -1122,15 +1137,16 @@ mod tests {
             return %5
         ",
         );
-        // A reshape that moves elements (not a singleton-axis view), a reindex that is not a
-        // permutation (a flip), and a constant source.
-        assert_eq!(
-            matched(&base.replace(
-                "%2 = broadcast %0 axes=[2] : f32[4, 3, 5]",
-                "%6 = reshape %0 : f32[3, 4]\n%7 = reindex %6 [i1, i0] overflow=0.0 : f32[4, 3]\n%2 = broadcast %7 axes=[2] : f32[4, 3, 5]"
-            )),
-            None
+        // A reshape that regroups a buffer's axes is a buffer itself (the schedule aliases
+        // it): the operand is the reshape, read through the transpose above it.
+        let regrouped = base.replace(
+            "%2 = broadcast %0 axes=[2] : f32[4, 3, 5]",
+            "%6 = reshape %0 : f32[3, 4]\n%7 = reindex %6 [i1, i0] overflow=0.0 : f32[4, 3]\n%2 = broadcast %7 axes=[2] : f32[4, 3, 5]",
         );
+        let c = matched(&regrouped).expect("a reshape of an input is a buffer");
+        let g = parse(&regrouped).unwrap();
+        assert_eq!(g.node(c.lhs).op, Op::Reshape);
+        // A reindex that is not a permutation (a flip), and a constant source.
         assert_eq!(
             matched(&base.replace(
                 "%2 = broadcast %0 axes=[2] : f32[4, 3, 5]",

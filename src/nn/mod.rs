@@ -2,6 +2,7 @@
 //! each a graph of meta-ops (so each is differentiable through the meta-op rules and fuses
 //! with its neighbours); the modules own parameters (`nn.Linear`, `nn.Sequential`, ...).
 
+mod conv;
 pub mod functional;
 mod modules;
 

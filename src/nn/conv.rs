@@ -1,0 +1,376 @@
+//! Convolution and pooling, lowered Jittor-style: a window `reindex` (the im2col view: output
+//! position × kernel offset → input element, padding read as the overflow value) and then a
+//! matrix product (convolution, executed as GEMM) or a reduction over the window (pooling).
+
+use metajit_metaops::{IndexExpr, Scalar, Shape};
+
+use crate::tensor::Tensor;
+
+/// Per spatial axis: kernel, stride, padding, dilation.
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    k: usize,
+    s: usize,
+    p: usize,
+    d: usize,
+}
+
+impl Axis {
+    /// The output extent for input extent `n` (with PyTorch's ceil_mode rule: the last
+    /// window must start inside the input or the left padding).
+    fn out(self, op: &str, n: usize, ceil: bool) -> usize {
+        let span = self.d * (self.k - 1) + 1;
+        let padded = n + 2 * self.p;
+        if span > padded {
+            panic!(
+                "shape mismatch in {op}: input extent {n} with padding {} is smaller than the kernel span {span}",
+                self.p
+            );
+        }
+        let q = padded - span;
+        let mut o = if ceil { q.div_ceil(self.s) } else { q / self.s } + 1;
+        if ceil && (o - 1) * self.s >= n + self.p {
+            o -= 1;
+        }
+        o
+    }
+
+    /// The input coordinate of output index `o` at kernel offset `k`.
+    fn read(self, o: IndexExpr, k: IndexExpr) -> IndexExpr {
+        let mut e = o * self.s as i64;
+        let kk = if self.d == 1 { k } else { k * self.d as i64 };
+        e = e + kk;
+        if self.p > 0 { e - self.p as i64 } else { e }
+    }
+}
+
+#[track_caller]
+fn positive(op: &str, what: &str, v: (usize, usize)) {
+    if v.0 == 0 || v.1 == 0 {
+        panic!("bad argument to {op}: {what} {v:?} must be positive");
+    }
+}
+
+/// The windows of `x` (`[N, C, H, W]`): `[N, C, OH, OW, KH, KW]`, reading `fill` outside.
+fn windows(x: &Tensor, ax: [Axis; 2], out: [usize; 2], fill: f64) -> Tensor {
+    let d = x.dims();
+    let shape = Shape::new([d[0], d[1], out[0], out[1], ax[0].k, ax[1].k]);
+    let exprs = vec![
+        IndexExpr::Idx(0),
+        IndexExpr::Idx(1),
+        ax[0].read(IndexExpr::Idx(2), IndexExpr::Idx(4)),
+        ax[1].read(IndexExpr::Idx(3), IndexExpr::Idx(5)),
+    ];
+    x.reindex_raw(shape, exprs, Scalar::F64(fill).cast(x.dtype()), vec![], &[])
+}
+
+#[track_caller]
+fn rank4(op: &str, x: &Tensor) {
+    if x.rank() != 4 {
+        panic!(
+            "shape mismatch in {op}: input {} must be [N, C, H, W]",
+            x.shape()
+        );
+    }
+}
+
+/// 2-D convolution (PyTorch's `F.conv2d`): `x` `[N, C, H, W]`, `weight`
+/// `[O, C / groups, KH, KW]`, optional `bias` `[O]`; stride, padding (zeros) and dilation
+/// per spatial axis. Runs as the window view times the weight: one (batched) GEMM.
+///
+/// ```
+/// use metajit::{Tensor, nn::functional as F};
+/// let x = Tensor::ones([1, 1, 3, 3]);
+/// let w = Tensor::ones([1, 1, 2, 2]);
+/// let y = F::conv2d(&x, &w, None, (1, 1), (0, 0), (1, 1), 1);
+/// assert_eq!(y.to_vec::<f32>().unwrap(), vec![4.0; 4]);
+/// ```
+///
+/// # Panics
+/// On shapes that do not fit (channels not divisible by groups, a kernel larger than the
+/// padded input) or a zero stride or dilation.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    groups: usize,
+) -> Tensor {
+    rank4("conv2d", x);
+    positive("conv2d", "stride", stride);
+    positive("conv2d", "dilation", dilation);
+    let (n, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
+    if weight.rank() != 4
+        || groups == 0
+        || c % groups != 0
+        || !weight.dims()[0].is_multiple_of(groups)
+        || weight.dims()[1] * groups != c
+    {
+        panic!(
+            "shape mismatch in conv2d: input {}, weight {} with groups {groups} (the weight must be [O, C / groups, KH, KW] with C and O divisible by groups)",
+            x.shape(),
+            weight.shape()
+        );
+    }
+    let (o, kh, kw) = (weight.dims()[0], weight.dims()[2], weight.dims()[3]);
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        panic!(
+            "shape mismatch in conv2d: bias {} for {o} output channels",
+            b.shape()
+        );
+    }
+    let ax = [
+        Axis {
+            k: kh,
+            s: stride.0,
+            p: padding.0,
+            d: dilation.0,
+        },
+        Axis {
+            k: kw,
+            s: stride.1,
+            p: padding.1,
+            d: dilation.1,
+        },
+    ];
+    let (oh, ow) = (ax[0].out("conv2d", h, false), ax[1].out("conv2d", w, false));
+    let dtype = metajit_metaops::DType::promote(x.dtype(), weight.dtype());
+    let (x, weight) = (x.cast(dtype), weight.cast(dtype));
+    let (cg, og) = (c / groups, o / groups);
+    let k = cg * kh * kw;
+    let rows = n * oh * ow;
+    // [N, C, OH, OW, KH, KW] -> [N, OH, OW, C, KH, KW] -> [rows, groups, k].
+    // The window view is materialised once (one copy kernel), so the product runs as GEMM.
+    let cols = windows(&x, ax, [oh, ow], 0.0)
+        .permute(&[0, 2, 3, 1, 4, 5])
+        .contiguous()
+        .reshape([rows, groups, k]);
+    let wm = weight.reshape([groups, og, k]);
+    let y = if groups == 1 {
+        cols.reshape([rows, k]).matmul(&wm.reshape([og, k]).t())
+    } else {
+        // [groups, rows, k] @ [groups, k, og] -> [groups, rows, og] -> [rows, groups·og].
+        cols.permute(&[1, 0, 2])
+            .matmul(&wm.permute(&[0, 2, 1]))
+            .permute(&[1, 0, 2])
+            .reshape([rows, o])
+    };
+    let y = y.reshape([n, oh, ow, o]).permute(&[0, 3, 1, 2]);
+    match bias {
+        Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
+        None => y,
+    }
+}
+
+/// 1-D convolution (`F.conv1d`): `x` `[N, C, L]`, `weight` `[O, C / groups, K]`; as
+/// [`conv2d`] over a height of 1.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    groups: usize,
+) -> Tensor {
+    if x.rank() != 3 || weight.rank() != 3 {
+        panic!(
+            "shape mismatch in conv1d: input {}, weight {} (must be [N, C, L] and [O, C / groups, K])",
+            x.shape(),
+            weight.shape()
+        );
+    }
+    let y = conv2d(
+        &x.unsqueeze(2),
+        &weight.unsqueeze(2),
+        bias,
+        (1, stride),
+        (0, padding),
+        (1, dilation),
+        groups,
+    );
+    y.squeeze(2)
+}
+
+/// Max pooling (`F.max_pool2d`): windows of `kernel`, `stride` (the kernel when `None`),
+/// padding read as -inf, dilation, `ceil_mode`. NaN propagates; the gradient goes to the
+/// window's (first) maximum, as PyTorch's.
+///
+/// # Panics
+/// On a zero kernel, stride or dilation, padding above half the kernel, or a kernel larger
+/// than the padded input.
+#[track_caller]
+pub fn max_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: Option<(usize, usize)>,
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    ceil_mode: bool,
+) -> Tensor {
+    let (ax, out) = pool_geometry(
+        "max_pool2d",
+        x,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+    );
+    let d = x.dims();
+    let win = windows(x, ax, out, f64::NEG_INFINITY).reshape([
+        d[0],
+        d[1],
+        out[0],
+        out[1],
+        kernel.0 * kernel.1,
+    ]);
+    win.max_dim(-1, false).0
+}
+
+#[allow(clippy::type_complexity)]
+#[track_caller]
+fn pool_geometry(
+    op: &str,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: Option<(usize, usize)>,
+    padding: (usize, usize),
+    dilation: (usize, usize),
+    ceil_mode: bool,
+) -> ([Axis; 2], [usize; 2]) {
+    rank4(op, x);
+    let stride = stride.unwrap_or(kernel);
+    positive(op, "kernel", kernel);
+    positive(op, "stride", stride);
+    positive(op, "dilation", dilation);
+    if 2 * padding.0 > kernel.0 || 2 * padding.1 > kernel.1 {
+        panic!(
+            "bad argument to {op}: padding {padding:?} must be at most half the kernel {kernel:?}"
+        );
+    }
+    let ax = [
+        Axis {
+            k: kernel.0,
+            s: stride.0,
+            p: padding.0,
+            d: dilation.0,
+        },
+        Axis {
+            k: kernel.1,
+            s: stride.1,
+            p: padding.1,
+            d: dilation.1,
+        },
+    ];
+    let out = [
+        ax[0].out(op, x.dims()[2], ceil_mode),
+        ax[1].out(op, x.dims()[3], ceil_mode),
+    ];
+    (ax, out)
+}
+
+/// Average pooling (`F.avg_pool2d`): windows of `kernel`, `stride` (the kernel when `None`),
+/// zero padding, `ceil_mode`; the divisor counts the padding when `count_include_pad` (but
+/// not the part of a ceil-mode window past the padded input), as PyTorch.
+///
+/// # Panics
+/// As [`max_pool2d`].
+#[track_caller]
+pub fn avg_pool2d(
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: Option<(usize, usize)>,
+    padding: (usize, usize),
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> Tensor {
+    let (ax, out) = pool_geometry("avg_pool2d", x, kernel, stride, padding, (1, 1), ceil_mode);
+    let x = if x.dtype().is_float() {
+        x.clone()
+    } else {
+        x.cast(metajit_metaops::DType::F32)
+    };
+    let sums = windows(&x, ax, out, 0.0).sum([4, 5], false);
+    // PyTorch's divisor per output position, from the geometry alone.
+    let extent = |a: Axis, n: usize, o: usize| {
+        let start = (o * a.s) as i64 - a.p as i64;
+        let end = (start + a.k as i64).min((n + a.p) as i64);
+        let padded = end - start;
+        let clipped = end.min(n as i64) - start.max(0);
+        if count_include_pad { padded } else { clipped }
+    };
+    let (h, w) = (x.dims()[2], x.dims()[3]);
+    let div: Vec<f64> = (0..out[0])
+        .flat_map(|i| (0..out[1]).map(move |j| (i, j)))
+        .map(|(i, j)| (extent(ax[0], h, i) * extent(ax[1], w, j)) as f64)
+        .collect();
+    let div = Tensor::from_vec(div, out.to_vec()).cast(x.dtype());
+    sums.div(&div)
+}
+
+/// Adaptive average pooling (`F.adaptive_avg_pool2d`) to `output` `(OH, OW)`: output `i`
+/// averages input rows `[floor(i·H/OH), ceil((i+1)·H/OH))`, and the same for columns.
+///
+/// # Panics
+/// When the input is not `[N, C, H, W]` or an output extent is 0.
+#[track_caller]
+pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Tensor {
+    rank4("adaptive_avg_pool2d", x);
+    positive("adaptive_avg_pool2d", "output size", output);
+    let x = if x.dtype().is_float() {
+        x.clone()
+    } else {
+        x.cast(metajit_metaops::DType::F32)
+    };
+    let d = x.dims().to_vec();
+    let (h, w) = (d[2], d[3]);
+    let bins = |n: usize, o: usize| -> Vec<(usize, usize)> {
+        (0..o)
+            .map(|i| (i * n / o, ((i + 1) * n).div_ceil(o)))
+            .collect()
+    };
+    let (bh, bw) = (bins(h, output.0), bins(w, output.1));
+    let kmax = |b: &[(usize, usize)]| b.iter().map(|(s, e)| e - s).max().unwrap_or(1);
+    let (kh, kw) = (kmax(&bh), kmax(&bw));
+    // Start and length of each bin: index arithmetic on the output coordinate.
+    let start = |i: IndexExpr, n: usize, o: usize| (i * n as i64) / o as i64;
+    let end = |i: IndexExpr, n: usize, o: usize| ((i + 1) * n as i64 + (o as i64 - 1)) / o as i64;
+    let exprs = vec![
+        IndexExpr::Idx(0),
+        IndexExpr::Idx(1),
+        start(IndexExpr::Idx(2), h, output.0) + IndexExpr::Idx(4),
+        start(IndexExpr::Idx(3), w, output.1) + IndexExpr::Idx(5),
+    ];
+    // Offsets past a bin's end read 0.
+    let conds = vec![
+        end(IndexExpr::Idx(2), h, output.0)
+            .le(start(IndexExpr::Idx(2), h, output.0) + IndexExpr::Idx(4)),
+        end(IndexExpr::Idx(3), w, output.1)
+            .le(start(IndexExpr::Idx(3), w, output.1) + IndexExpr::Idx(5)),
+    ];
+    let win = x.reindex_raw(
+        Shape::new([d[0], d[1], output.0, output.1, kh, kw]),
+        exprs,
+        Scalar::zero(x.dtype()),
+        conds,
+        &[],
+    );
+    let count: Vec<f64> = bh
+        .iter()
+        .flat_map(|&(hs, he)| {
+            bw.iter()
+                .map(move |&(ws, we)| ((he - hs) * (we - ws)) as f64)
+        })
+        .collect();
+    let count = Tensor::from_vec(count, [output.0, output.1]).cast(x.dtype());
+    win.sum([4, 5], false).div(&count)
+}
