@@ -195,6 +195,8 @@ fn activations() {
     one("relu", &s, any, |x| x.relu());
     one("leaky_relu", &s, any, |x| x.leaky_relu(0.1));
     one("gelu", &s, any, |x| x.gelu());
+    one("gelu_tanh", &s, any, |x| x.gelu_tanh());
+    one("gelu_tanh (wide)", &s, |r| r.away(4.0), |x| x.gelu_tanh());
     one("silu", &s, any, |x| x.silu());
     one("softplus", &s, any, |x| x.softplus());
     one(
