@@ -284,6 +284,12 @@ fn reductions() {
         one("prod", &shape, any, |x| x.prod(d.clone(), keep));
         one("var", &shape, any, |x| x.var(d.clone(), keep));
         one("std", &shape, any, |x| x.std(d.clone(), keep));
+        one("std_correction(0)", &shape, any, |x| {
+            x.std_correction(d.clone(), 0, keep)
+        });
+        one("std_correction(2)", &shape, any, |x| {
+            x.std_correction(d.clone(), 2, keep)
+        });
         one("logsumexp", &shape, any, |x| x.logsumexp(d.clone(), keep));
         // Distinct values (no ties) for max/min.
         let distinct = |r: &mut Rng| r.uniform(-3.0, 3.0);
