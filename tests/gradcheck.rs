@@ -324,6 +324,12 @@ fn shape_ops() {
     one("slice negative", &[7, 3], any, |x| x.slice(1, -2, 3, 1));
     one("narrow", &[6, 2], any, |x| x.narrow(0, 2, 3));
     one("pad", &[2, 3], any, |x| x.pad(&[(1, 2), (0, 1)], 0.5).exp());
+    one("pad (negative widths crop)", &[4, 5], any, |x| {
+        x.pad(&[(-1, 2), (1, -2)], 0.5).exp()
+    });
+    one("pad (crop both sides)", &[4, 5], any, |x| {
+        x.pad(&[(-2, -1), (-1, -1)], 0.0).sin()
+    });
     one("flip", &s, any, |x| x.flip([0, 2]).sin());
     one("repeat", &[2, 3], any, |x| x.repeat(&[2, 1, 2]).sin());
     one("tril", &[3, 4], any, |x| x.tril(0));
