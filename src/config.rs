@@ -1,8 +1,22 @@
 //! Run-time settings: the `METAJIT_*` environment variables and the same settings from the API.
 //!
 //! Each variable is read once, at first use; an API setter overrides it for the rest of the
-//! process. A bad value is an [`Error::Config`] naming the variable and the allowed values —
-//! never silently ignored.
+//! process. A bad value is an [`Error::Config`] naming the variable, the value and the allowed
+//! values — never silently ignored, and never a panic (DESIGN §8: the environment gives
+//! `Result`s):
+//!
+//! - the `try_` readers ([`try_mode`], [`try_device`], [`try_debug`], [`try_threads`],
+//!   [`try_cache_config`]) return the error, and [`validate`] checks every variable at once (call
+//!   it at start-up to fail early);
+//! - the executor reads the settings through the `try_` forms, so a bad value comes back as the
+//!   `Err` of [`Tensor::realize`](crate::Tensor::realize), [`to_vec`](crate::Tensor::to_vec),
+//!   [`item`](crate::Tensor::item) and [`realize_all`](crate::realize_all) — every time, since a
+//!   bad value is not remembered;
+//! - the infallible readers ([`mode`], [`debug`], [`threads`]), which op recording and autograd
+//!   use where no `Result` can be returned, give the variable's default on a bad value (compiled,
+//!   0, the number of cores), so recording goes on lazily and the next realize reports the error.
+//!   Eager mode needs every setting valid: while one is bad, [`mode`] says compiled, so no op
+//!   runs where its error could only be a panic.
 //!
 //! | variable | values | default |
 //! |---|---|---|
@@ -66,8 +80,7 @@ pub fn parse_threads(v: &str) -> Result<usize> {
 pub fn try_threads() -> Result<usize> {
     match THREADS.load(Ordering::Relaxed) {
         0 => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let n = env_or("METAJIT_THREADS", parse_threads, cores)?;
+            let n = env_or("METAJIT_THREADS", parse_threads, cores())?;
             THREADS.store(n, Ordering::Relaxed);
             Ok(n)
         }
@@ -75,9 +88,15 @@ pub fn try_threads() -> Result<usize> {
     }
 }
 
-/// The number of threads; panics with the configuration error when `METAJIT_THREADS` is invalid.
+/// The number of threads. On a bad `METAJIT_THREADS` this is the number of cores (nothing is
+/// remembered), and the next realize returns the [`Error::Config`] ([`try_threads`] gives it
+/// here).
 pub fn threads() -> usize {
-    try_threads().unwrap_or_else(|e| panic!("{e}"))
+    try_threads().unwrap_or_else(|_| cores())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Sets the number of threads kernels may use (overrides `METAJIT_THREADS`).
@@ -143,9 +162,17 @@ pub fn try_mode() -> Result<Mode> {
     }
 }
 
-/// The execution mode; panics with the configuration error when `METAJIT_MODE` is invalid.
+/// The execution mode. On a bad `METAJIT_MODE` this is [`Mode::Compiled`], the default
+/// (nothing is remembered): ops record lazily and the next realize returns the
+/// [`Error::Config`] ([`try_mode`] gives it here). Eager mode with a bad value of another
+/// setting is [`Mode::Compiled`] too, for as long as the value is bad: an eager op could only
+/// panic with the error, while a lazy one leaves it to the realize the caller checks
+/// ([`validate`] gives it here).
 pub fn mode() -> Mode {
-    try_mode().unwrap_or_else(|e| panic!("{e}"))
+    match try_mode() {
+        Ok(Mode::Eager) if try_executor_settings().is_ok() => Mode::Eager,
+        _ => Mode::Compiled,
+    }
 }
 
 /// Sets the execution mode for the whole process (overrides `METAJIT_MODE`).
@@ -171,9 +198,10 @@ pub fn try_debug() -> Result<u8> {
     }
 }
 
-/// The debug level; panics with the configuration error when `METAJIT_DEBUG` is invalid.
+/// The debug level. On a bad `METAJIT_DEBUG` this is 0, the default (nothing is remembered),
+/// and the next realize returns the [`Error::Config`] ([`try_debug`] gives it here).
 pub fn debug() -> u8 {
-    try_debug().unwrap_or_else(|e| panic!("{e}"))
+    try_debug().unwrap_or(0)
 }
 
 /// Sets the debug level (0–5) for the whole process (overrides `METAJIT_DEBUG`).
@@ -199,6 +227,42 @@ pub fn try_device() -> Result<Device> {
 /// Sets the device for the whole process (overrides `METAJIT_DEVICE`).
 pub fn set_device(d: Device) {
     *device_slot().lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+}
+
+/// Reads every setting — `METAJIT_MODE`, `METAJIT_DEVICE`, `METAJIT_DEBUG`,
+/// `METAJIT_THREADS` and the cache variables — and returns the first bad one as an
+/// [`Error::Config`]. Every realize checks the same; call this to fail at start-up instead.
+///
+/// ```
+/// metajit::config::validate().expect("bad METAJIT_* setting");
+/// ```
+pub fn validate() -> Result<()> {
+    try_executor_settings()
+}
+
+/// What [`validate`] checks, for every realize: each setting is remembered once valid, so this
+/// is a few atomic loads and one uncontended lock.
+pub(crate) fn try_executor_settings() -> Result<()> {
+    try_mode()?;
+    try_device()?;
+    try_debug()?;
+    try_threads()?;
+    try_cache_settings()
+}
+
+/// The [`cache_generation`] whose cache settings were last found valid (`u64::MAX`: none).
+static CACHE_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The error of a bad cache setting; once the settings are valid they are not read again
+/// until a setter changes them (a new [`cache_generation`]), as the executor opens its kernel
+/// cache once per generation.
+fn try_cache_settings() -> Result<()> {
+    let generation = cache_generation();
+    if CACHE_CHECKED.load(Ordering::Relaxed) != generation {
+        try_cache_config()?;
+        CACHE_CHECKED.store(generation, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// API overrides of the cache variables.
@@ -232,11 +296,13 @@ pub fn try_cache_config() -> Result<CacheConfig> {
         "METAJIT_CACHE_MAX_MB" => o.max_bytes.is_some(),
         _ => false,
     };
-    let mut c = CacheConfig::from_vars(|var| {
+    // `var_os`: a directory need not be UTF-8, and a non-UTF-8 mode or bound must be reported,
+    // not dropped as if unset.
+    let mut c = CacheConfig::from_os_vars(|var| {
         if overridden(var) {
             None
         } else {
-            std::env::var(var).ok()
+            std::env::var_os(var)
         }
     })
     .map_err(|e| Error::Config {

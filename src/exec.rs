@@ -142,6 +142,8 @@ fn collect(targets: &[NodeRef]) -> Pending {
 
 /// Realizes the nodes `targets` together, as one graph.
 pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
+    // A bad setting is this call's error (config's infallible readers gave defaults meanwhile).
+    config::try_executor_settings()?;
     let p = collect(targets);
     if p.outputs.is_empty() {
         return Ok(());
@@ -223,7 +225,7 @@ pub fn replay_graph(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
 
 /// Simplifies and runs a graph on the selected device.
 fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
-    let debug = config::debug();
+    let debug = config::try_debug()?;
     if debug >= 3 {
         eprintln!(
             "metajit: realizing graph of {} node(s):\n{g}",
@@ -275,7 +277,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
                 .map(Arc::new)
                 .collect())
         }
-        Device::Cpu | Device::Auto => cpu_engine().run(g, buffers, debug),
+        Device::Cpu | Device::Auto => cpu_engine()?.run(g, buffers, debug),
         Device::Cuda(n) => Err(Error::Device {
             device: format!("cuda:{n}"),
             reason: "the CUDA backend is not built yet".into(),
@@ -292,17 +294,20 @@ fn cpu_engine_if_started() -> Option<&'static Engine<CpuBackend>> {
     CPU_ENGINE.get()
 }
 
-fn cpu_engine() -> &'static Engine<CpuBackend> {
+/// The CPU engine, with the current thread count and debug level (an error if either setting
+/// is bad).
+fn cpu_engine() -> Result<&'static Engine<CpuBackend>> {
+    let (threads, debug) = (config::try_threads()?, config::try_debug()?);
     let e = CPU_ENGINE.get_or_init(|| {
-        if config::debug() >= 1 {
+        if debug >= 1 {
             at_exit_print_cache_stats();
         }
-        Engine::new(CpuBackend::new(config::threads()))
+        Engine::new(CpuBackend::new(threads))
     });
     // Settings may change between calls (set_threads, set_debug).
-    e.backend.set_threads(config::threads());
-    e.backend.set_debug(config::debug());
-    e
+    e.backend.set_threads(threads);
+    e.backend.set_debug(debug);
+    Ok(e)
 }
 
 /// A schedule with its compiled kernels and buffer lifetimes, reused by every graph of the same
@@ -773,7 +778,7 @@ pub fn run_graph_with(
         }
         GraphMode::Compiled => {
             let s = passes::simplify(g, &PassCx::default());
-            cpu_engine().run(&s, &bufs, config::debug())?
+            cpu_engine()?.run(&s, &bufs, config::try_debug()?)?
         }
         GraphMode::Eager => {
             // Each node alone, reading its inputs' materialised buffers.
@@ -802,7 +807,7 @@ pub fn run_graph_with(
                     shape: node.shape.clone(),
                 });
                 one.outputs = vec![id];
-                let r = cpu_engine().run(&one, &args, config::debug())?;
+                let r = cpu_engine()?.run(&one, &args, config::try_debug()?)?;
                 vals[k] = r.into_iter().next();
             }
             g.outputs

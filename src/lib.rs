@@ -44,6 +44,6 @@ pub use metajit_cache as cache;
 pub use metajit_metaops as metaops;
 pub use metajit_metaops::{DType, Element, Shape};
 pub use ops::creation::manual_seed;
-pub use ops::shape::ShapeArg;
+pub use ops::shape::{PadWidth, ShapeArg};
 pub use ops::{All, Dims, Operand};
 pub use tensor::Tensor;

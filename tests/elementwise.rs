@@ -929,6 +929,39 @@ fn gelu_silu_match_their_definitions() {
         1e-6,
         0.0,
     );
+    // The tanh approximation (PyTorch's `approximate='tanh'`), against the formula in f64:
+    // x/2 (1 + tanh(sqrt(2/π) (x + 0.044715 x³))). Far out, tanh saturates: gelu_tanh(x) = x
+    // above and (to f32) 0 below, and NaN propagates.
+    let gelu_tanh_ref = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+    };
+    let mut wide = xs.to_vec();
+    wide.extend([-12.0, -5.0, -2.7, 3.0, 5.0, 12.0, 100.0, f32::NAN]);
+    unary_vs_ref(
+        "gelu_tanh",
+        &wide,
+        Tensor::gelu_tanh,
+        gelu_tanh_ref,
+        1e-5,
+        1e-6,
+    );
+    // Differs from the exact GELU: gelu_tanh(-2.7) - gelu(-2.7) ≈ 4.7e-4, which is why both exist.
+    let x = Tensor::from_slice(&[-2.7f32]);
+    let d = (x.gelu_tanh() - x.gelu()).item::<f32>().unwrap();
+    assert!(
+        (d - 4.73e-4).abs() < 2e-5,
+        "gelu_tanh(-2.7) - gelu(-2.7) = {d}"
+    );
+    // Integers compute in the default float dtype, as gelu does.
+    let i = Tensor::from_slice(&[1i32, -1]).gelu_tanh();
+    assert!(i.dtype().is_float());
+    check_f32(
+        "gelu_tanh(int)",
+        &i,
+        &[gelu_tanh_ref(1.0), gelu_tanh_ref(-1.0)],
+        1e-5,
+        1e-6,
+    );
     let mut xs = xs.to_vec();
     xs.extend([-100.0, 100.0, f32::NAN]);
     unary_vs_ref(

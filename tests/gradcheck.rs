@@ -195,6 +195,8 @@ fn activations() {
     one("relu", &s, any, |x| x.relu());
     one("leaky_relu", &s, any, |x| x.leaky_relu(0.1));
     one("gelu", &s, any, |x| x.gelu());
+    one("gelu_tanh", &s, any, |x| x.gelu_tanh());
+    one("gelu_tanh (wide)", &s, |r| r.away(4.0), |x| x.gelu_tanh());
     one("silu", &s, any, |x| x.silu());
     one("softplus", &s, any, |x| x.softplus());
     one(
@@ -282,6 +284,12 @@ fn reductions() {
         one("prod", &shape, any, |x| x.prod(d.clone(), keep));
         one("var", &shape, any, |x| x.var(d.clone(), keep));
         one("std", &shape, any, |x| x.std(d.clone(), keep));
+        one("std_correction(0)", &shape, any, |x| {
+            x.std_correction(d.clone(), 0, keep)
+        });
+        one("std_correction(2)", &shape, any, |x| {
+            x.std_correction(d.clone(), 2, keep)
+        });
         one("logsumexp", &shape, any, |x| x.logsumexp(d.clone(), keep));
         // Distinct values (no ties) for max/min.
         let distinct = |r: &mut Rng| r.uniform(-3.0, 3.0);
@@ -316,6 +324,12 @@ fn shape_ops() {
     one("slice negative", &[7, 3], any, |x| x.slice(1, -2, 3, 1));
     one("narrow", &[6, 2], any, |x| x.narrow(0, 2, 3));
     one("pad", &[2, 3], any, |x| x.pad(&[(1, 2), (0, 1)], 0.5).exp());
+    one("pad (negative widths crop)", &[4, 5], any, |x| {
+        x.pad(&[(-1, 2), (1, -2)], 0.5).exp()
+    });
+    one("pad (crop both sides)", &[4, 5], any, |x| {
+        x.pad(&[(-2, -1), (-1, -1)], 0.0).sin()
+    });
     one("flip", &s, any, |x| x.flip([0, 2]).sin());
     one("repeat", &[2, 3], any, |x| x.repeat(&[2, 1, 2]).sin());
     one("tril", &[3, 4], any, |x| x.tril(0));

@@ -321,6 +321,20 @@ proptest! {
         let want: Vec<f64> = groups.iter().map(|g| naive_var(g, 0)).collect();
         let got = x.var_correction(c.written.clone(), 0, c.keepdim);
         check_floats("var_correction(0)", &c, &got, &want, 1e-5, 1e-6)?;
+        for correction in [0, 2] {
+            // PyTorch divides by max(n - correction, 0): a positive sum over 0 is inf, not NaN.
+            let want: Vec<f64> = groups
+                .iter()
+                .map(|g| {
+                    let n = g.len() as f64;
+                    let mean = g.iter().sum::<f64>() / n;
+                    let ss: f64 = g.iter().map(|x| (x - mean) * (x - mean)).sum();
+                    (ss / (n - correction as f64).max(0.0)).sqrt()
+                })
+                .collect();
+            let got = x.std_correction(c.written.clone(), correction, c.keepdim);
+            check_floats("std_correction", &c, &got, &want, 1e-5, 1e-6)?;
+        }
 
         // logsumexp over an empty axis is a separate example (it is -inf in PyTorch).
         if !c.reduces_an_empty_axis() {
@@ -556,6 +570,21 @@ fn var_and_std_are_unbiased_by_default() {
         1e-6,
         0.0
     ));
+    // std_correction(c) = sqrt(5 / (4 - c)), as torch.std(x, correction=c).
+    for (c, want) in [
+        (0, 1.25f64.sqrt()),
+        (1, (5.0f64 / 3.0).sqrt()),
+        (2, 2.5f64.sqrt()),
+    ] {
+        let got = x.std_correction(0, c, false).item::<f32>().unwrap() as f64;
+        assert!(
+            close(got, want, 1e-6, 0.0),
+            "std_correction({c}): {got} vs {want}"
+        );
+    }
+    // n - correction <= 0 → inf (5 / 0), as PyTorch.
+    let inf = x.std_correction(0, 4, false).item::<f32>().unwrap();
+    assert!(inf.is_infinite() && inf > 0.0, "{inf}");
     // One element: n - 1 = 0 → NaN (PyTorch warns and returns NaN).
     assert!(
         Tensor::from_slice(&[3.0f32])

@@ -609,6 +609,43 @@ proptest! {
         prop_assert_eq!(vals(&y), expect);
     }
 
+    /// Negative widths crop (as `F.pad`): mixed with positive ones, per axis, against a plain
+    /// loop. Output element o of an axis reads input o - before, or the fill when out of range.
+    #[test]
+    fn pad_with_negative_widths_matches_naive(
+        shape in shape_st(1, 4),
+        widths in prop::collection::vec((-3isize..=2, -3isize..=2), 1..=4),
+    ) {
+        let (x, data) = iota(&shape);
+        let r = shape.len();
+        let mut pads: Vec<(isize, isize)> = widths.into_iter().take(r).collect();
+        // Keep the cases F.pad accepts: an axis's crops remove at most its extent.
+        for (j, p) in pads.iter_mut().enumerate() {
+            let extent = shape[r - 1 - j] as isize;
+            if (-p.0).max(0) + (-p.1).max(0) > extent {
+                *p = (p.0.max(0), p.1.max(0));
+            }
+        }
+        let y = x.pad(&pads, -7.5);
+        let mut per_axis = vec![(0isize, 0isize); r];
+        for (j, &p) in pads.iter().enumerate() {
+            per_axis[r - 1 - j] = p;
+        }
+        let out: Vec<usize> = (0..r)
+            .map(|k| (shape[k] as isize + per_axis[k].0 + per_axis[k].1) as usize)
+            .collect();
+        prop_assert_eq!(y.dims(), out.as_slice());
+        let expect = naive_map(&data, &shape, &out, -7.5, |o| {
+            (0..r)
+                .map(|k| {
+                    let i = o[k] as isize - per_axis[k].0;
+                    (0..shape[k] as isize).contains(&i).then_some(i as usize)
+                })
+                .collect()
+        });
+        prop_assert_eq!(vals(&y), expect);
+    }
+
     #[test]
     fn pad_i64_uses_the_value(shape in shape_st(1, 3), lo in 0usize..3, hi in 0usize..3) {
         let (x, data) = iota_i64(&shape, 3);
@@ -1049,6 +1086,36 @@ fn stack_shape_mismatch() {
 )]
 fn pad_too_many_pairs() {
     Tensor::zeros([2, 3]).pad(&[(1, 1), (1, 1), (1, 1)], 0.0);
+}
+
+#[test]
+fn pad_crops_with_negative_widths() {
+    let x = Tensor::from_vec((0..12).map(|v| v as f32).collect(), [3, 4]);
+    // Last axis: drop 1 at the front, add 2 at the back; first axis: add 1, drop 2.
+    let y = x.pad(&[(-1, 2), (1, -2)], 9.0);
+    assert_eq!(y.dims(), &[2, 5]);
+    assert_eq!(vals(&y), [9.0, 9.0, 9.0, 9.0, 9.0, 1.0, 2.0, 3.0, 9.0, 9.0]);
+    // Cropping the whole axis leaves an empty one.
+    assert_eq!(x.pad(&[(-2, -2)], 0.0).dims(), &[3, 0]);
+    // i32 widths work too, and (0, 0) is the identity.
+    assert_eq!(vals(&x.pad(&[(0i32, 0)], 0.0)), vals(&x));
+}
+
+#[test]
+#[should_panic(
+    expected = "bad arguments in pad: widths (-3, -2) for axis 1 of shape [3, 4] crop 5 element(s), but the axis has 4"
+)]
+fn pad_cropping_more_than_the_extent() {
+    Tensor::zeros([3, 4]).pad(&[(-3, -2)], 0.0);
+}
+
+#[test]
+#[should_panic(
+    expected = "bad arguments in pad: widths (5, -4) for axis 0 of shape [3, 4] crop 4 element(s), but the axis has 3"
+)]
+fn pad_cropping_more_than_the_extent_even_when_padding_the_other_side() {
+    // PyTorch refuses this too: the crop applies to the input, before the padding.
+    Tensor::zeros([3, 4]).pad(&[(0, 0), (5, -4)], 0.0);
 }
 
 #[test]

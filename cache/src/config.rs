@@ -108,6 +108,14 @@ impl CacheConfig {
         CacheConfig::parse(&|name| get(name).map(OsString::from))
     }
 
+    /// Like [`from_vars`](Self::from_vars) with values as the OS gives them: a directory may
+    /// be any path; a mode or bound that is not UTF-8 is a [`ConfigError`].
+    pub fn from_os_vars(
+        get: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<CacheConfig, ConfigError> {
+        CacheConfig::parse(&get)
+    }
+
     fn parse(get: &dyn Fn(&str) -> Option<OsString>) -> Result<CacheConfig, ConfigError> {
         // An empty value counts as unset.
         let get = |name: &str| get(name).filter(|v| !v.is_empty());

@@ -40,6 +40,13 @@
 //!   of the bound, the directory exceeds the bound by at most about 10% (plus one entry) per
 //!   process writing to it. Trees of other format versions are not counted;
 //!   [`DiskTier::clear`] removes them.
+//! - **Inspection writes nothing.** [`DiskTier::open_existing`] opens a tier for inspection and
+//!   maintenance (the `metajit cache` command) without creating a directory or writing a file,
+//!   so `stats` and `verify` work on a full disk, a read-only mount or another user's cache:
+//!   its [`get`](DiskTier::get) neither refreshes a hit's time nor removes a damaged entry,
+//!   [`entries`](DiskTier::entries) and [`verify`](DiskTier::verify) only read, and its
+//!   [`put`](DiskTier::put) fails. Only the explicit deletions remove files: `verify(true)`,
+//!   [`evict`](DiskTier::evict) and [`clear`](DiskTier::clear).
 //! - **Concurrent processes are safe.** Any process may delete any file at any moment (eviction,
 //!   `clear`, a damaged entry): every file-system error while scanning or evicting is ignored,
 //!   and a write whose directory vanished recreates it. The worst outcome of a race is a miss
@@ -116,6 +123,8 @@ pub struct DiskTier {
     since_scan: AtomicU64,
     /// Held by the thread scanning for eviction; others skip rather than scan again.
     evicting: Mutex<()>,
+    /// Opened by [`DiskTier::open_existing`]: reads never write, `put` fails.
+    read_only: bool,
 }
 
 impl DiskTier {
@@ -142,6 +151,31 @@ impl DiskTier {
             estimate: AtomicU64::new(UNKNOWN),
             since_scan: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            read_only: false,
+        })
+    }
+
+    /// Opens the tier for `backend` in `dir` for inspection and maintenance, creating and
+    /// writing nothing (see the module doc): a missing directory is an empty tier, and a full
+    /// disk or read-only mount is no obstacle. Fails only if `backend` is not a plain directory
+    /// name.
+    pub fn open_existing(
+        dir: &Path,
+        backend: &str,
+        max_bytes: u64,
+    ) -> Result<DiskTier, CacheError> {
+        check_backend_name(backend)?;
+        let root = dir.join(format!("v{FORMAT_VERSION}"));
+        let backend_dir = root.join(backend);
+        Ok(DiskTier {
+            dir: dir.to_owned(),
+            root,
+            backend_dir,
+            max_bytes,
+            estimate: AtomicU64::new(UNKNOWN),
+            since_scan: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+            read_only: true,
         })
     }
 
@@ -168,6 +202,7 @@ impl DiskTier {
 
     /// Reads and verifies the entry for `key`. A damaged entry is removed (best effort) and
     /// reported; a hit refreshes the entry's modification time (best effort) for eviction.
+    /// A tier from [`open_existing`](Self::open_existing) does neither: it only reads.
     pub fn get(&self, key: &Key) -> Lookup {
         let path = self.entry_path(key);
         let mut file = match File::open(&path) {
@@ -187,21 +222,29 @@ impl DiskTier {
         }
         match check_entry(&bytes, key) {
             Ok(()) => {
-                let _ = file.set_modified(SystemTime::now());
+                if !self.read_only {
+                    let _ = file.set_modified(SystemTime::now());
+                }
                 bytes.drain(..HEADER_LEN);
                 Lookup::Hit(bytes)
             }
             Err(why) => {
-                remove_if_unchanged(&path, &meta);
+                if !self.read_only {
+                    remove_if_unchanged(&path, &meta);
+                }
                 Lookup::Damaged(why)
             }
         }
     }
 
     /// Stores `payload` under `key` atomically (replacing any entry), then keeps the tier under
-    /// its bound. Returns the number of entries evicted for that.
+    /// its bound. Returns the number of entries evicted for that. Fails on a tier from
+    /// [`open_existing`](Self::open_existing).
     pub fn put(&self, key: &Key, payload: &[u8]) -> Result<usize, CacheError> {
         let path = self.entry_path(key);
+        if self.read_only {
+            return Err(CacheError::ReadOnly { path });
+        }
         let mut entry = Vec::with_capacity(HEADER_LEN + payload.len());
         entry.extend_from_slice(&MAGIC);
         entry.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -284,6 +327,7 @@ impl DiskTier {
 
     /// Reads and verifies every entry of every backend, including that its name is a key and
     /// that it is in that key's directory; with `remove_damaged`, removes the ones that fail.
+    /// Without it, nothing is written: no file, directory or modification time changes.
     pub fn verify(&self, remove_damaged: bool) -> VerifyReport {
         let mut report = VerifyReport::default();
         for entry in self.scan(false) {

@@ -67,6 +67,13 @@ pub enum CacheError {
         /// The error from the system.
         source: io::Error,
     },
+    /// A write to a disk tier opened for inspection only
+    /// ([`DiskTier::open_existing`](crate::DiskTier::open_existing)).
+    #[error("cannot write {}: the cache was opened read-only", path.display())]
+    ReadOnly {
+        /// The entry that was to be written.
+        path: PathBuf,
+    },
     /// The backend name cannot be used as a directory name.
     #[error("bad cache backend name {backend:?}: {why}")]
     BadBackend {

@@ -129,3 +129,28 @@ fn mode_parses_and_prints() {
     assert_eq!("Off".parse::<CacheMode>(), Ok(CacheMode::Off));
     assert!("".parse::<CacheMode>().is_err());
 }
+
+/// `from_os_vars`: a directory that is not UTF-8 is kept as it is; a mode or bound that is not
+/// UTF-8 is an error naming the variable (not dropped as if unset).
+#[test]
+fn os_values() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let odd = OsStr::from_bytes(b"/tmp/caf\xe9");
+    let get = |pairs: Vec<(&'static str, OsString)>| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        }
+    };
+    let c = CacheConfig::from_os_vars(get(vec![("METAJIT_CACHE_DIR", odd.to_owned())])).unwrap();
+    assert_eq!(c.dir, PathBuf::from(odd));
+    let bad = OsStr::from_bytes(b"memory\xff").to_owned();
+    let e = CacheConfig::from_os_vars(get(vec![("METAJIT_CACHE", bad)])).unwrap_err();
+    assert_eq!(e.variable, "METAJIT_CACHE");
+    let bad = OsStr::from_bytes(b"1\xff").to_owned();
+    let e = CacheConfig::from_os_vars(get(vec![("METAJIT_CACHE_MAX_MB", bad)])).unwrap_err();
+    assert_eq!(e.variable, "METAJIT_CACHE_MAX_MB");
+}

@@ -346,3 +346,47 @@ fn open_fails_on_a_read_only_dir() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains(&ro.display().to_string()), "{err}");
 }
+
+/// `open_existing` (what `metajit cache stats/verify` use) creates and writes nothing: a missing
+/// directory stays missing, a hit keeps its mtime, a damaged entry stays, `put` fails.
+#[test]
+fn open_existing_only_reads() {
+    let dir = TempDir::new("open-existing");
+    let missing = dir.path().join("not-there");
+    let ro = DiskTier::open_existing(&missing, "cpu", 1 << 20).unwrap();
+    assert!(ro.entries().is_empty());
+    assert_eq!(ro.verify(false), Default::default());
+    assert_eq!(ro.get(&key(1)), Lookup::Miss);
+    let err = ro.put(&key(1), &payload(1)).unwrap_err();
+    assert!(matches!(err, CacheError::ReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    assert!(!missing.exists(), "open_existing created the directory");
+    assert!(
+        DiskTier::open_existing(dir.path(), "../x", 1).is_err(),
+        "backend names are still checked"
+    );
+
+    let rw = DiskTier::open(dir.path(), "cpu", 1 << 20).unwrap();
+    rw.put(&key(1), &payload(1)).unwrap();
+    rw.put(&key(2), &payload(2)).unwrap();
+    let (good, bad) = (rw.entry_path(&key(1)), rw.entry_path(&key(2)));
+    set_age(&good, Duration::from_secs(3600));
+    fs::write(&bad, b"garbage").unwrap();
+    let mtime = |p: &std::path::Path| fs::metadata(p).unwrap().modified().unwrap();
+    let old = mtime(&good);
+
+    let ro = DiskTier::open_existing(dir.path(), "cpu", 1 << 20).unwrap();
+    assert_eq!(ro.get(&key(1)), Lookup::Hit(payload(1)));
+    assert_eq!(mtime(&good), old, "a read-only hit refreshed the mtime");
+    assert!(matches!(ro.get(&key(2)), Lookup::Damaged(_)));
+    assert!(bad.exists(), "a read-only get removed the damaged entry");
+    let report = ro.verify(false);
+    assert_eq!((report.ok, report.damaged.len()), (1, 1));
+    assert!(bad.exists());
+    // The explicit deletion still works.
+    assert_eq!(ro.verify(true).damaged.len(), 1);
+    assert!(!bad.exists());
+    // The writable tier refreshes on a hit, as before.
+    assert_eq!(rw.get(&key(1)), Lookup::Hit(payload(1)));
+    assert!(mtime(&good) > old);
+}

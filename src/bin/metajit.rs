@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The directory and bound come from `METAJIT_CACHE_DIR` and `METAJIT_CACHE_MAX_MB`, as for
-//! every metajit program. Exit status: 0 on success, 1 when `verify` found damaged entries,
+//! every metajit program. `stats` and `verify` only read the cache: they create, write and
+//! touch nothing (so they work on a full disk); `verify --remove` and `clear` delete. Exit status: 0 on success, 1 when `verify` found damaged entries,
 //! 2 on bad usage or a failure.
 
 use std::collections::BTreeMap;
@@ -68,8 +69,11 @@ fn run(args: &[&str]) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    // Any backend name opens the tree; maintenance covers every backend.
-    let disk = DiskTier::open(&config.dir, "cpu", config.max_bytes).map_err(|e| e.to_string())?;
+    // Any backend name opens the tree; maintenance covers every backend. `open_existing`
+    // creates and writes nothing, so `stats` and `verify` only read (they work on a full disk
+    // or a read-only mount); only `verify --remove` and `clear` delete.
+    let disk =
+        DiskTier::open_existing(&config.dir, "cpu", config.max_bytes).map_err(|e| e.to_string())?;
     match cmd {
         "stats" => {
             stats(&config, &disk);

@@ -521,12 +521,36 @@ impl Tensor {
         super::one_op(|| Tensor::where_(&x.gt(0.0), &x, &x.mul(slope)))
     }
 
-    /// GELU, the exact form `x/2 * (1 + erf(x / sqrt(2)))`.
+    /// GELU, the exact form `x/2 * (1 + erf(x / sqrt(2)))` (PyTorch's default,
+    /// `approximate='none'`); [`gelu_tanh`](Self::gelu_tanh) is the tanh approximation.
     pub fn gelu(&self) -> Tensor {
         let x = self.to_float();
         super::one_op(|| {
             x.mul(0.5)
                 .mul(&x.mul(std::f64::consts::FRAC_1_SQRT_2).erf().add(1.0))
+        })
+    }
+
+    /// GELU, the tanh approximation `x/2 * (1 + tanh(sqrt(2/π) * (x + 0.044715 x³)))`:
+    /// PyTorch's `F.gelu(x, approximate='tanh')` (and the GELU of GPT-2 and BERT). It differs
+    /// from the exact [`gelu`](Self::gelu) by at most about 4.7e-4 (near |x| ≈ 2.7); use it to
+    /// match a model trained with it.
+    ///
+    /// ```
+    /// use metajit::Tensor;
+    /// let y = Tensor::from_slice(&[-1.0f32, 0.0, 1.0]).gelu_tanh();
+    /// let want = [-0.158_808, 0.0, 0.841_192];
+    /// for (a, b) in y.to_vec::<f32>().unwrap().iter().zip(want) {
+    ///     assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    /// }
+    /// ```
+    pub fn gelu_tanh(&self) -> Tensor {
+        // sqrt(2/π)
+        const K: f64 = 0.797_884_560_802_865_4;
+        let x = self.to_float();
+        super::one_op(|| {
+            let inner = x.add(&x.mul(&x).mul(&x).mul(0.044715)).mul(K);
+            x.mul(0.5).mul(&inner.tanh().add(1.0))
         })
     }
 

@@ -221,7 +221,20 @@ impl Tensor {
     /// Standard deviation (unbiased), `sqrt(var)`.
     #[track_caller]
     pub fn std(&self, dims: impl Dims, keepdim: bool) -> Tensor {
-        self.var_named("std", &dims, 1, keepdim).sqrt()
+        self.std_correction(dims, 1, keepdim)
+    }
+
+    /// Standard deviation dividing by `n - correction`: `sqrt(var_correction(..))`, as
+    /// PyTorch's `std(dim, correction=c)` (0: the population standard deviation).
+    ///
+    /// ```
+    /// use metajit::Tensor;
+    /// let x = Tensor::from_slice(&[1.0f32, 3.0]);
+    /// assert_eq!(x.std_correction(0, 0, false).item::<f32>().unwrap(), 1.0);
+    /// ```
+    #[track_caller]
+    pub fn std_correction(&self, dims: impl Dims, correction: usize, keepdim: bool) -> Tensor {
+        self.var_named("std", &dims, correction, keepdim).sqrt()
     }
 
     /// `log(sum(exp(x)))` over `dims`, computed stably: the maximum is subtracted first (and

@@ -124,6 +124,23 @@ fn affine_at(k: usize, step: usize, start: i64) -> IndexExpr {
     e + IndexExpr::Param(start)
 }
 
+/// A padding width for [`Tensor::pad`]: any primitive integer. Negative widths crop.
+pub trait PadWidth: Copy {
+    /// The width as an `i64` (saturating for `u64`/`usize` values beyond `i64::MAX`).
+    fn width(self) -> i64;
+}
+
+macro_rules! pad_width_impl {
+    ($($t:ty),*) => {$(
+        impl PadWidth for $t {
+            fn width(self) -> i64 {
+                i64::try_from(self).unwrap_or(i64::MAX)
+            }
+        }
+    )*};
+}
+pad_width_impl!(usize, isize, i64, u64, i32, u32, i16, u16, i8, u8);
+
 /// `Idx(k) * step + start`, without the trivial parts (`start` is structure).
 fn affine(k: usize, step: usize, start: i64) -> IndexExpr {
     let mut e = IndexExpr::Idx(k);
@@ -739,7 +756,9 @@ impl Tensor {
     }
 
     /// Pads with a constant, as `torch.nn.functional.pad`: `pads[0]` is (before, after) for
-    /// the last axis, `pads[1]` for the one before it, and so on.
+    /// the last axis, `pads[1]` for the one before it, and so on. A negative width crops
+    /// instead: `(-1, 2)` removes the first element of the axis and appends two `value`s.
+    /// Widths may be any integer type ([`PadWidth`]); unsigned ones only pad.
     ///
     /// ```
     /// use metajit::Tensor;
@@ -747,12 +766,16 @@ impl Tensor {
     /// let y = x.pad(&[(1, 0), (0, 1)], -1.0);
     /// assert_eq!(y.dims(), &[2, 3]);
     /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![-1.0, 1.0, 2.0, -1.0, -1.0, -1.0]);
+    /// // Crop one from the front of the last axis, pad one at its end.
+    /// let z = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).pad(&[(-1, 1)], 0.0);
+    /// assert_eq!(z.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 0.0]);
     /// ```
     ///
     /// # Panics
-    /// When there are more pairs than axes.
+    /// When there are more pairs than axes, or when the negative widths of an axis together
+    /// remove more elements than it has (PyTorch refuses these too).
     #[track_caller]
-    pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Tensor {
+    pub fn pad<W: PadWidth>(&self, pads: &[(W, W)], value: f64) -> Tensor {
         let r = self.rank();
         assert!(
             pads.len() <= r,
@@ -760,6 +783,10 @@ impl Tensor {
             pads.len(),
             self.shape()
         );
+        let pads: Vec<(i64, i64)> = pads
+            .iter()
+            .map(|&(lo, hi)| (lo.width(), hi.width()))
+            .collect();
         if pads.iter().all(|&(lo, hi)| lo == 0 && hi == 0) {
             return self.clone();
         }
@@ -767,8 +794,22 @@ impl Tensor {
         let mut exprs: Vec<IndexExpr> = (0..r).map(IndexExpr::Idx).collect();
         for (j, &(lo, hi)) in pads.iter().enumerate() {
             let a = r - 1 - j;
-            out[a] += lo + hi;
-            exprs[a] = affine(a, 1, -(lo as i64));
+            let extent = self.dims()[a] as i64;
+            let cropped = (-lo).max(0).saturating_add((-hi).max(0));
+            assert!(
+                cropped <= extent,
+                "bad arguments in pad: widths ({lo}, {hi}) for axis {a} of shape {} crop {cropped} element(s), but the axis has {extent}",
+                self.shape()
+            );
+            let size = extent.saturating_add(lo).saturating_add(hi);
+            out[a] = usize::try_from(size).unwrap_or_else(|_| {
+                panic!(
+                    "bad arguments in pad: widths ({lo}, {hi}) for axis {a} of shape {} give an axis of {size} elements",
+                    self.shape()
+                )
+            });
+            // Output element o reads input element o - lo (out of range: the fill value).
+            exprs[a] = affine(a, 1, -lo);
         }
         let fill = Scalar::F64(value).cast(self.dtype());
         self.reindex_raw(Shape::new(out), exprs, fill, vec![], &[])
