@@ -25,6 +25,7 @@ mod display;
 pub mod error;
 mod exec;
 pub mod ops;
+pub mod optim;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad};
