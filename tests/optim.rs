@@ -447,6 +447,43 @@ fn adamw_matches_the_reference_with_decoupled_weight_decay() {
 }
 
 #[test]
+fn eager_mode_steps_match_the_reference_too() {
+    let _g = serial();
+    struct Compiled;
+    impl Drop for Compiled {
+        fn drop(&mut self) {
+            metajit::set_mode(metajit::Mode::Compiled);
+        }
+    }
+    let _restore = Compiled;
+    metajit::set_mode(metajit::Mode::Eager);
+    let sgd = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut r = RefSgd {
+        c: sgd,
+        bufs: Vec::new(),
+    };
+    let want = run_reference(STEPS, |p, g| r.step(p, g));
+    let got = run_metajit(DType::F64, STEPS, |ps| Box::new(Sgd::new(ps, sgd)));
+    assert_close("SGD nesterov (eager)", &got, &want, TOL_F64);
+    let adam = AdamConfig {
+        lr: 0.05,
+        weight_decay: 0.1,
+        amsgrad: true,
+        ..Default::default()
+    };
+    let mut r = RefAdam::new(adam, false);
+    let want = run_reference(STEPS, |p, g| r.step(p, g));
+    let got = run_metajit(DType::F64, STEPS, |ps| Box::new(Adam::new(ps, adam)));
+    assert_close("Adam amsgrad (eager)", &got, &want, TOL_F64);
+}
+
+#[test]
 fn a_parameter_without_a_gradient_is_skipped_with_its_state() {
     let _g = serial();
     let w = Tensor::from_vec(vec![1.0f64, 2.0], [2]).requires_grad_(true);
@@ -690,6 +727,10 @@ fn a_training_step_is_one_schedule_and_steady_state_compiles_nothing() {
     let mut per_step = None;
     for k in 0..steps {
         let (x, labels) = &batches[k % batches.len()];
+        if k == 100 {
+            // A learning rate of exactly 1 (a constant 1 would fold away: x * 1 -> x).
+            opt.set_lr(1.0);
+        }
         let c0 = counters();
         opt.zero_grad();
         let loss = model.loss(x, labels);
