@@ -26,6 +26,7 @@ pub mod error;
 mod exec;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad};
