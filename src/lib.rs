@@ -24,6 +24,7 @@ pub mod config;
 mod display;
 pub mod error;
 mod exec;
+pub mod io;
 pub mod ops;
 mod tensor;
 
