@@ -21,6 +21,7 @@
 
 pub mod autograd;
 pub mod config;
+pub mod data;
 mod display;
 pub mod error;
 mod exec;

@@ -10,7 +10,7 @@
 //! `U16`, the `F8` kinds, ...) is an error, not a silent conversion.
 //!
 //! Failures of the file (missing, unwritable, damaged, an unsupported dtype) are
-//! [`Error`]s naming it; misuse (the same name twice) panics at the caller.
+//! [`Error`](crate::Error)s naming it; misuse (the same name twice) panics at the caller.
 
 mod safetensors;
 
