@@ -66,11 +66,11 @@ impl Mnist {
     /// number or extents, holds a label above 9, or its images and labels differ in number.
     pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
         let dir = dir.as_ref();
-        let [train, test] = Mnist::FILES
-            .map(|[images, labels]| MnistSplit::load(&find(dir, images), &find(dir, labels)));
+        let split =
+            |[images, labels]: [&str; 2]| MnistSplit::load(&find(dir, images), &find(dir, labels));
         Ok(Mnist {
-            train: train?,
-            test: test?,
+            train: split(Mnist::FILES[0])?,
+            test: split(Mnist::FILES[1])?,
         })
     }
 }
