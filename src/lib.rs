@@ -21,9 +21,11 @@
 
 pub mod autograd;
 pub mod config;
+pub mod data;
 mod display;
 pub mod error;
 mod exec;
+pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
