@@ -7,12 +7,21 @@ use metajit::nn::{
 };
 use metajit::{Tensor, no_grad};
 
+/// The random generator's seed counter is process-wide: the tests of this binary take turns,
+/// so that `manual_seed` fixes what each one draws.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn names(v: &[(String, Tensor)]) -> Vec<&str> {
     v.iter().map(|(n, _)| n.as_str()).collect()
 }
 
 #[test]
 fn parameter_and_buffer_names_follow_pytorch() {
+    let _turn = turn();
     let net = Sequential::new()
         .add(Linear::new(6, 4))
         .add(BatchNorm2d::new(4))
@@ -38,6 +47,7 @@ fn parameter_and_buffer_names_follow_pytorch() {
 
 #[test]
 fn linear_initialisation_is_pytorchs_and_seeded() {
+    let _turn = turn();
     metajit::manual_seed(5);
     let a = Linear::new(400, 300);
     let w = a.weight.to_vec::<f32>().unwrap();
@@ -64,6 +74,7 @@ fn linear_initialisation_is_pytorchs_and_seeded() {
 
 #[test]
 fn modules_match_their_functional_forms() {
+    let _turn = turn();
     metajit::manual_seed(1);
     let x = Tensor::randn([3, 5]);
     let lin = Linear::new(5, 4);
@@ -92,6 +103,7 @@ fn modules_match_their_functional_forms() {
 
 #[test]
 fn train_and_eval_modes() {
+    let _turn = turn();
     let d = Dropout::new(0.5);
     let x = Tensor::ones([1000]);
     let dropped = d.forward(&x).to_vec::<f32>().unwrap();
@@ -125,6 +137,7 @@ fn train_and_eval_modes() {
 
 #[test]
 fn a_sequential_mlp_trains_with_a_hand_written_sgd_step() {
+    let _turn = turn();
     metajit::manual_seed(11);
     let net = Sequential::new()
         .add(Linear::new(8, 16))
