@@ -1,6 +1,32 @@
 //! Neural-network building blocks: [`functional`] holds PyTorch's `torch.nn.functional` ops,
 //! each a graph of meta-ops (so each is differentiable through the meta-op rules and fuses
 //! with its neighbours); the modules own parameters (`nn.Linear`, `nn.Sequential`, ...).
+//!
+//! A training loop (the README's):
+//!
+//! ```
+//! use metajit::nn::{Activation, Linear, Module, Sequential, functional as F};
+//! use metajit::optim::{Adam, AdamConfig, Optimizer};
+//! # fn main() -> metajit::Result<()> {
+//! let net = Sequential::new()
+//!     .add(Linear::new(784, 128))
+//!     .add(Activation::ReLU)
+//!     .add(Linear::new(128, 10));
+//! let mut opt = Adam::new(net.parameters(), AdamConfig { lr: 1e-3, ..Default::default() });
+//! let (x, y) = (metajit::Tensor::randn([64, 784]), metajit::Tensor::from_vec(vec![3i64; 64], [64]));
+//! let mut losses = Vec::new();
+//! for _ in 0..10 {
+//!     opt.zero_grad();
+//!     let loss = F::cross_entropy(&net.forward(&x), &y, &Default::default());
+//!     loss.backward();
+//!     opt.step();
+//!     opt.realize_with(&[&loss])?;
+//!     losses.push(loss.item::<f32>()?);
+//! }
+//! assert!(losses[9] < losses[0]);
+//! # Ok(())
+//! # }
+//! ```
 
 mod conv;
 pub mod functional;
