@@ -559,3 +559,35 @@ fn pooling_matches_naive_implementations() {
         vec![1.0, 0.0, 0.0, 0.0]
     );
 }
+
+#[test]
+fn convolution_forward_and_gradients_run_as_gemm() {
+    use metajit::metaops::schedule::{Step, schedule};
+    let gemms = |outs: &[&Tensor]| {
+        let (g, _) = metajit::pending_graph(outs);
+        schedule(&g)
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Contraction { .. }))
+            .count()
+    };
+    if metajit::config::mode() == metajit::Mode::Eager {
+        return; // the schedule is a compiled-mode property
+    }
+    let x = Tensor::from_vec(data(2 * 3 * 9 * 9, 1), [2, 3, 9, 9]).requires_grad_(true);
+    let w = Tensor::from_vec(data(4 * 3 * 3 * 3, 2), [4, 3, 3, 3]).requires_grad_(true);
+    let y = F::conv2d(&x, &w, None, (1, 1), (1, 1), (1, 1), 1);
+    assert_eq!(gemms(&[&y]), 1, "the forward is one GEMM");
+    let g = metajit::autograd::grad(&[&y.square().sum_all()], &[&x, &w], None);
+    // The weight gradient and the window gradient (before its scatter back to the input).
+    assert!(gemms(&[&g[0], &g[1]]) >= 3, "forward + two gradient GEMMs");
+    // A linear layer on a flattened pooled map: its weight gradient is a GEMM too.
+    let p = F::max_pool2d(&y, (2, 2), None, (0, 0), (1, 1), false).flatten(1, -1);
+    let lw = Tensor::from_vec(data(5 * 64, 3), [5, 64]).requires_grad_(true);
+    let out = p.linear(&lw, None).square().sum_all();
+    let gw = metajit::autograd::grad(&[&out], &[&lw], None);
+    assert!(
+        gemms(&[&gw[0]]) >= 3,
+        "conv, linear and its weight gradient"
+    );
+}

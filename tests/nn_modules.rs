@@ -170,3 +170,57 @@ fn a_sequential_mlp_trains_with_a_hand_written_sgd_step() {
         params[0].to_vec::<f32>().unwrap()
     );
 }
+
+#[test]
+fn a_small_cnn_has_pytorchs_names_and_init_and_trains() {
+    let _turn = turn();
+    use metajit::nn::{Conv2d, MaxPool2d};
+    metajit::manual_seed(4);
+    let net = Sequential::new()
+        .add(Conv2d::new(1, 4, 3))
+        .add(Activation::ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten::default())
+        .add(Linear::new(4 * 3 * 3, 2));
+    assert_eq!(
+        names(&net.named_parameters()),
+        ["0.weight", "0.bias", "4.weight", "4.bias"]
+    );
+    let w = net.parameters()[0].to_vec::<f32>().unwrap();
+    assert!(
+        w.iter().all(|v| v.abs() <= 1.0 / 3.0),
+        "fan-in 9: bound 1/3"
+    );
+    // Two classes: a bright top half or a bright bottom half.
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..32 {
+        let top = i % 2 == 0;
+        for r in 0..8 {
+            for _ in 0..8 {
+                data.push(if (r < 4) == top { 1.0f32 } else { 0.0 });
+            }
+        }
+        labels.push(i64::from(!top));
+    }
+    let x = Tensor::from_vec(data, [32, 1, 8, 8]);
+    let y = Tensor::from_vec(labels, [32]);
+    let params = net.parameters();
+    let mut last = f32::INFINITY;
+    for _ in 0..40 {
+        let loss = F::cross_entropy(&net.forward(&x), &y, &Default::default());
+        loss.backward();
+        no_grad(|| {
+            for p in &params {
+                let g = p.grad().expect("a gradient");
+                p.assign(&(p - &g * 0.2));
+                p.zero_grad();
+            }
+        });
+        let mut all: Vec<&Tensor> = vec![&loss];
+        all.extend(params.iter());
+        metajit::realize_all(&all).unwrap();
+        last = loss.item::<f32>().unwrap();
+    }
+    assert!(last < 0.1, "final loss {last}");
+}

@@ -395,12 +395,12 @@ fn trace_view(
     while !is_materialised(cur) {
         let n = g.node(cur);
         match &n.op {
-            // A reshape of a buffer that regroups axes (an im2col window [N, OH, OW, C, KH, KW]
-            // read as [N·OH·OW, C·KH·KW]) is itself a buffer: the same row-major elements,
-            // which the schedule gives the reshape node by aliasing, without a copy.
+            // A reshape that regroups axes (an im2col window [N, OH, OW, C, KH, KW] read as
+            // [N·OH·OW, C·KH·KW], a feature map flattened for a linear layer) is the operand
+            // itself: row-major elements the schedule gives the reshape node — by aliasing
+            // when its input is a buffer, else by one copy kernel.
             Op::Reshape
-                if is_materialised(n.inputs[0])
-                    && !only_unit_axes_change(n.shape.dims(), g.node(n.inputs[0]).shape.dims()) =>
+                if !only_unit_axes_change(n.shape.dims(), g.node(n.inputs[0]).shape.dims()) =>
             {
                 break;
             }

@@ -33,5 +33,6 @@ pub mod functional;
 mod modules;
 
 pub use modules::{
-    Activation, BatchNorm2d, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Sequential,
+    Activation, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear,
+    MaxPool2d, Module, Sequential,
 };

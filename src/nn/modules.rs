@@ -109,6 +109,186 @@ impl Module for Linear {
     }
 }
 
+/// 2-D convolution (PyTorch's `nn.Conv2d`): weight `[O, C / groups, KH, KW]` and bias `[O]`
+/// uniform in `±1/√(C / groups · KH · KW)` (kaiming-uniform with a = √5, and the fan-in bound).
+pub struct Conv2d {
+    /// `[out_channels, in_channels / groups, KH, KW]`.
+    pub weight: Tensor,
+    /// `[out_channels]`, when the layer has one.
+    pub bias: Option<Tensor>,
+    /// Stride per spatial axis.
+    pub stride: (usize, usize),
+    /// Zero padding per spatial axis.
+    pub padding: (usize, usize),
+    /// Dilation per spatial axis.
+    pub dilation: (usize, usize),
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Conv2d {
+    /// A convolution with a square `kernel`, stride 1, no padding, one group, a bias; set the
+    /// public fields (or use [`Conv2d::with`]) for the rest.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Conv2d {
+        Conv2d::with(
+            in_channels,
+            out_channels,
+            (kernel, kernel),
+            (1, 1),
+            (0, 0),
+            (1, 1),
+            1,
+            true,
+        )
+    }
+
+    /// A convolution with every option.
+    ///
+    /// # Panics
+    /// When the channels are not divisible by `groups`.
+    #[allow(clippy::too_many_arguments)]
+    #[track_caller]
+    pub fn with(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+        bias: bool,
+    ) -> Conv2d {
+        if groups == 0
+            || !in_channels.is_multiple_of(groups)
+            || !out_channels.is_multiple_of(groups)
+        {
+            panic!(
+                "bad arguments to Conv2d: {in_channels} in and {out_channels} out channels are not divisible by {groups} groups"
+            );
+        }
+        let fan_in = in_channels / groups * kernel.0 * kernel.1;
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        Conv2d {
+            weight: parameter(uniform(
+                &[out_channels, in_channels / groups, kernel.0, kernel.1],
+                bound,
+            )),
+            bias: bias.then(|| parameter(uniform(&[out_channels], bound))),
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+    }
+}
+
+impl Module for Conv2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        F::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            p.push(("bias".to_string(), b.clone()));
+        }
+        p
+    }
+}
+
+/// Max pooling (PyTorch's `nn.MaxPool2d`): a square `kernel`, stride = kernel by default.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2d {
+    /// The window.
+    pub kernel: (usize, usize),
+    /// The stride (the kernel when `None`).
+    pub stride: Option<(usize, usize)>,
+    /// Padding (read as -inf).
+    pub padding: (usize, usize),
+    /// Dilation.
+    pub dilation: (usize, usize),
+    /// Whether partial windows at the end count.
+    pub ceil_mode: bool,
+}
+
+impl MaxPool2d {
+    /// Pooling over `kernel × kernel` windows with stride `kernel`.
+    pub fn new(kernel: usize) -> MaxPool2d {
+        MaxPool2d {
+            kernel: (kernel, kernel),
+            stride: None,
+            padding: (0, 0),
+            dilation: (1, 1),
+            ceil_mode: false,
+        }
+    }
+}
+
+impl Module for MaxPool2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        F::max_pool2d(
+            x,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+        )
+    }
+}
+
+/// Average pooling (PyTorch's `nn.AvgPool2d`): a square `kernel`, stride = kernel by default,
+/// `count_include_pad` on.
+#[derive(Clone, Copy, Debug)]
+pub struct AvgPool2d {
+    /// The window.
+    pub kernel: (usize, usize),
+    /// The stride (the kernel when `None`).
+    pub stride: Option<(usize, usize)>,
+    /// Zero padding.
+    pub padding: (usize, usize),
+    /// Whether partial windows at the end count.
+    pub ceil_mode: bool,
+    /// Whether the divisor counts the padding.
+    pub count_include_pad: bool,
+}
+
+impl AvgPool2d {
+    /// Pooling over `kernel × kernel` windows with stride `kernel`.
+    pub fn new(kernel: usize) -> AvgPool2d {
+        AvgPool2d {
+            kernel: (kernel, kernel),
+            stride: None,
+            padding: (0, 0),
+            ceil_mode: false,
+            count_include_pad: true,
+        }
+    }
+}
+
+impl Module for AvgPool2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        F::avg_pool2d(
+            x,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+        )
+    }
+}
+
 /// An element-wise activation as a module.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
