@@ -210,9 +210,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("epoch {}: test accuracy {:.2}%", epoch + 1, 100.0 * acc);
     }
     let trained = start.elapsed();
-    let state = net.state_dict();
-    let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    metajit::io::save_safetensors(&args.out, &named)?;
+    net.save(&args.out)?;
     println!(
         "trained in {:.1} s; saved {}",
         trained.as_secs_f64(),

@@ -224,3 +224,57 @@ fn a_small_cnn_has_pytorchs_names_and_init_and_trains() {
     }
     assert!(last < 0.1, "final loss {last}");
 }
+
+#[test]
+fn state_dicts_round_trip_through_safetensors_with_clear_errors() {
+    let _turn = turn();
+    use metajit::nn::BatchNorm2d;
+    let dir = std::env::temp_dir().join(format!("metajit-nn-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("net.safetensors");
+    metajit::manual_seed(8);
+    let make = || {
+        Sequential::new()
+            .add(Linear::new(3, 4))
+            .add(BatchNorm2d::new(4))
+    };
+    let a = make();
+    a.save(&path).unwrap();
+    let b = make(); // different values
+    assert_ne!(
+        a.parameters()[0].to_vec::<f32>().unwrap(),
+        b.parameters()[0].to_vec::<f32>().unwrap()
+    );
+    b.load_state_dict(&path).unwrap();
+    for ((na, ta), (nb, tb)) in a.state_dict().iter().zip(b.state_dict().iter()) {
+        assert_eq!(na, nb);
+        assert_eq!(
+            ta.to_vec::<f32>().unwrap(),
+            tb.to_vec::<f32>().unwrap(),
+            "{na}"
+        );
+    }
+    assert!(
+        b.parameters()
+            .iter()
+            .all(|p| p.requires_grad() && p.is_leaf())
+    );
+    // A model with another shape: the error names the tensor and both shapes; nothing changes.
+    let other = Sequential::new()
+        .add(Linear::new(3, 5))
+        .add(BatchNorm2d::new(5));
+    let before = other.parameters()[0].to_vec::<f32>().unwrap();
+    let e = other.load_state_dict(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("0.weight") && e.contains("[4, 3]") && e.contains("[5, 3]"),
+        "{e}"
+    );
+    assert_eq!(other.parameters()[0].to_vec::<f32>().unwrap(), before);
+    // A missing file names the file.
+    let e = a
+        .load_state_dict(&dir.join("missing.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -55,6 +55,31 @@ pub trait Module: Send + Sync {
         s.extend(self.named_buffers());
         s
     }
+
+    /// Saves [`state_dict`](Module::state_dict) as a safetensors file (PyTorch's names and
+    /// layouts).
+    ///
+    /// # Errors
+    /// When the file cannot be written, or computing a value fails.
+    fn save(&self, path: &std::path::Path) -> crate::Result<()> {
+        let state = self.state_dict();
+        let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        crate::io::save_safetensors(path, &named)
+    }
+
+    /// Loads every parameter and buffer from a safetensors file, strictly (PyTorch's
+    /// `load_state_dict(strict=True)`): a missing key, an unexpected key, or a wrong shape or
+    /// dtype is an error listing every problem, and then nothing is changed. Values are given
+    /// through [`Tensor::assign`], so parameters stay leaves that require grad, and optimizers
+    /// holding them see the loaded values.
+    ///
+    /// # Errors
+    /// As [`crate::io::load_into`].
+    fn load_state_dict(&self, path: &std::path::Path) -> crate::Result<()> {
+        let state = self.state_dict();
+        let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        crate::io::load_into(&named, path)
+    }
 }
 
 /// A parameter: `value` realized, detached, marked as requiring grad.
