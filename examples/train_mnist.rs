@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use metajit::data::Mnist;
-use metajit::nn::{
-    Activation, Conv2d, Flatten, Linear, MaxPool2d, Module, Sequential, functional as F,
-};
+use metajit::nn::{Module, Sequential, functional as F, lenet5};
 use metajit::optim::{Adam, AdamConfig, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, SgdConfig};
 use metajit::{DType, Tensor};
 
@@ -92,22 +90,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn lenet5() -> Sequential {
-    Sequential::new()
-        .add(Conv2d::new(1, 6, 5))
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(6, 16, 5))
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten::default())
-        .add(Linear::new(256, 120))
-        .add(Activation::ReLU)
-        .add(Linear::new(120, 84))
-        .add(Activation::ReLU)
-        .add(Linear::new(84, 10))
 }
 
 /// The share of `images` the model classifies right, in batches of 1000.

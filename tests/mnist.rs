@@ -3,27 +3,9 @@
 //! `cargo run --release --example train_mnist` (and the ignored test below).
 
 use metajit::data::Mnist;
-use metajit::nn::{
-    Activation, Conv2d, Flatten, Linear, MaxPool2d, Module, Sequential, functional as F,
-};
+use metajit::nn::{Module, Sequential, functional as F, lenet5};
 use metajit::optim::{Adam, AdamConfig, Optimizer};
 use metajit::{DType, Tensor};
-
-fn lenet5() -> Sequential {
-    Sequential::new()
-        .add(Conv2d::new(1, 6, 5))
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(6, 16, 5))
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Flatten::default())
-        .add(Linear::new(256, 120))
-        .add(Activation::ReLU)
-        .add(Linear::new(120, 84))
-        .add(Activation::ReLU)
-        .add(Linear::new(84, 10))
-}
 
 fn accuracy(net: &Sequential, images: &Tensor, labels: &Tensor) -> f64 {
     let n = images.dims()[0];

@@ -36,3 +36,22 @@ pub use modules::{
     Activation, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear,
     MaxPool2d, Module, Sequential,
 };
+
+/// LeNet-5 as DESIGN §9 W6 has it, for `[N, 1, 28, 28]` images: conv 1→6 5×5, relu, max-pool 2,
+/// conv 6→16 5×5, relu, max-pool 2, flatten, 256→120, relu, 120→84, relu, 84→10 — freshly
+/// initialised (PyTorch's defaults, seeded by [`crate::manual_seed`]).
+pub fn lenet5() -> Sequential {
+    Sequential::new()
+        .add(Conv2d::new(1, 6, 5))
+        .add(Activation::ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Conv2d::new(6, 16, 5))
+        .add(Activation::ReLU)
+        .add(MaxPool2d::new(2))
+        .add(Flatten::default())
+        .add(Linear::new(256, 120))
+        .add(Activation::ReLU)
+        .add(Linear::new(120, 84))
+        .add(Activation::ReLU)
+        .add(Linear::new(84, 10))
+}
