@@ -70,12 +70,9 @@ impl Default for AdamWConfig {
 /// The algorithm both optimizers run.
 struct Core {
     params: Vec<Tensor>,
-    lr: f64,
-    betas: (f64, f64),
-    eps: f64,
-    weight_decay: f64,
-    amsgrad: bool,
-    maximize: bool,
+    /// The hyper-parameters (`lr` is the current learning rate); for AdamW, its own config's
+    /// fields.
+    config: AdamConfig,
     /// AdamW's decoupled decay instead of Adam's L2 penalty.
     decoupled: bool,
     /// First moment estimates (realized zeros before a parameter's first step).
@@ -90,18 +87,20 @@ struct Core {
 
 impl Core {
     #[track_caller]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         op: &str,
         params: impl IntoIterator<Item = Tensor>,
-        lr: f64,
-        betas: (f64, f64),
-        eps: f64,
-        weight_decay: f64,
-        amsgrad: bool,
-        maximize: bool,
+        config: AdamConfig,
         decoupled: bool,
     ) -> Core {
+        let AdamConfig {
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            ..
+        } = config;
         check_non_negative(op, "lr", lr);
         check_non_negative(op, "eps", eps);
         check_non_negative(op, "weight_decay", weight_decay);
@@ -124,18 +123,20 @@ impl Core {
             max_exp_avg_sq: zeros(amsgrad),
             steps: vec![0; params.len()],
             params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            maximize,
+            config,
             decoupled,
         }
     }
 
     fn step(&mut self) {
-        let (beta1, beta2) = self.betas;
+        let AdamConfig {
+            lr,
+            betas: (beta1, beta2),
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+        } = self.config;
         let mut scalars = Scalars::default();
         no_grad(|| {
             for (i, p) in self.params.iter().enumerate() {
@@ -143,15 +144,15 @@ impl Core {
                 let dt = p.dtype();
                 self.steps[i] += 1;
                 let t = self.steps[i];
-                let mut g = if self.maximize { g.neg() } else { g };
+                let mut g = if maximize { g.neg() } else { g };
                 // The parameter the update starts from: AdamW decays it first.
                 let mut base = p.clone();
-                if self.weight_decay != 0.0 {
+                if weight_decay != 0.0 {
                     if self.decoupled {
-                        let decay = 1.0 - self.lr * self.weight_decay;
+                        let decay = 1.0 - lr * weight_decay;
                         base = p.mul(&scalars.get(("adamw decay", 0), decay, dt));
                     } else {
-                        g = g.add(&p.mul(self.weight_decay));
+                        g = g.add(&p.mul(weight_decay));
                     }
                 }
                 // m = lerp(m, g, 1 - beta1), as PyTorch's lerp computes it.
@@ -166,7 +167,7 @@ impl Core {
                 m.assign(&m_new);
                 let v = &self.exp_avg_sq[i];
                 v.assign(&v.mul(beta2).add(&g.mul(&g).mul(1.0 - beta2)));
-                let v_hat = if self.amsgrad {
+                let v_hat = if amsgrad {
                     let vmax = &self.max_exp_avg_sq[i];
                     vmax.assign(&vmax.maximum(v));
                     vmax
@@ -175,9 +176,9 @@ impl Core {
                 };
                 let bias_correction1 = 1.0 - beta1.powf(t as f64);
                 let bias_correction2 = 1.0 - beta2.powf(t as f64);
-                let step_size = scalars.get(("adam step size", t), self.lr / bias_correction1, dt);
+                let step_size = scalars.get(("adam step size", t), lr / bias_correction1, dt);
                 let bc2_sqrt = scalars.get(("adam bc2 sqrt", t), bias_correction2.sqrt(), dt);
-                let denom = v_hat.sqrt().div(&bc2_sqrt).add(self.eps);
+                let denom = v_hat.sqrt().div(&bc2_sqrt).add(eps);
                 p.assign(&base.sub(&m.div(&denom).mul(&step_size)));
             }
         });
@@ -224,31 +225,12 @@ impl Adam {
     /// negative or not finite, or a beta is outside `[0, 1)`.
     #[track_caller]
     pub fn new(params: impl IntoIterator<Item = Tensor>, config: AdamConfig) -> Adam {
-        let c = config;
-        Adam(Core::new(
-            "Adam::new",
-            params,
-            c.lr,
-            c.betas,
-            c.eps,
-            c.weight_decay,
-            c.amsgrad,
-            c.maximize,
-            false,
-        ))
+        Adam(Core::new("Adam::new", params, config, false))
     }
 
     /// The hyper-parameters (with the current learning rate).
     pub fn config(&self) -> AdamConfig {
-        let c = &self.0;
-        AdamConfig {
-            lr: c.lr,
-            betas: c.betas,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            amsgrad: c.amsgrad,
-            maximize: c.maximize,
-        }
+        self.0.config
     }
 
     /// How many steps each parameter has taken (PyTorch's `state[p]["step"]`).
@@ -283,23 +265,28 @@ impl AdamW {
     /// negative or not finite, or a beta is outside `[0, 1)`.
     #[track_caller]
     pub fn new(params: impl IntoIterator<Item = Tensor>, config: AdamWConfig) -> AdamW {
-        let c = config;
-        AdamW(Core::new(
-            "AdamW::new",
-            params,
-            c.lr,
-            c.betas,
-            c.eps,
-            c.weight_decay,
-            c.amsgrad,
-            c.maximize,
-            true,
-        ))
+        let AdamWConfig {
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+        } = config;
+        let config = AdamConfig {
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize,
+        };
+        AdamW(Core::new("AdamW::new", params, config, true))
     }
 
     /// The hyper-parameters (with the current learning rate).
     pub fn config(&self) -> AdamWConfig {
-        let c = &self.0;
+        let c = self.0.config;
         AdamWConfig {
             lr: c.lr,
             betas: c.betas,
@@ -332,13 +319,13 @@ macro_rules! adam_optimizer {
             }
 
             fn lr(&self) -> f64 {
-                self.0.lr
+                self.0.config.lr
             }
 
             #[track_caller]
             fn set_lr(&mut self, lr: f64) {
                 check_non_negative(concat!($name, "::set_lr"), "lr", lr);
-                self.0.lr = lr;
+                self.0.config.lr = lr;
             }
         }
     };
