@@ -16,6 +16,29 @@ struct Axis {
 }
 
 impl Axis {
+    /// The two spatial axes from per-axis `(height, width)` pairs.
+    fn pair(
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+    ) -> [Axis; 2] {
+        [
+            Axis {
+                k: kernel.0,
+                s: stride.0,
+                p: padding.0,
+                d: dilation.0,
+            },
+            Axis {
+                k: kernel.1,
+                s: stride.1,
+                p: padding.1,
+                d: dilation.1,
+            },
+        ]
+    }
+
     /// The output extent for input extent `n` (with PyTorch's ceil_mode rule: the last
     /// window must start inside the input or the left padding).
     fn out(self, op: &str, n: usize, ceil: bool) -> usize {
@@ -125,20 +148,7 @@ pub fn conv2d(
             b.shape()
         );
     }
-    let ax = [
-        Axis {
-            k: kh,
-            s: stride.0,
-            p: padding.0,
-            d: dilation.0,
-        },
-        Axis {
-            k: kw,
-            s: stride.1,
-            p: padding.1,
-            d: dilation.1,
-        },
-    ];
+    let ax = Axis::pair((kh, kw), stride, padding, dilation);
     let (oh, ow) = (ax[0].out("conv2d", h, false), ax[1].out("conv2d", w, false));
     let dtype = metajit_metaops::DType::promote(x.dtype(), weight.dtype());
     let (x, weight) = (x.cast(dtype), weight.cast(dtype));
@@ -236,7 +246,6 @@ pub fn max_pool2d(
     win.max_dim(-1, false).0
 }
 
-#[allow(clippy::type_complexity)]
 #[track_caller]
 fn pool_geometry(
     op: &str,
@@ -257,20 +266,7 @@ fn pool_geometry(
             "bad argument to {op}: padding {padding:?} must be at most half the kernel {kernel:?}"
         );
     }
-    let ax = [
-        Axis {
-            k: kernel.0,
-            s: stride.0,
-            p: padding.0,
-            d: dilation.0,
-        },
-        Axis {
-            k: kernel.1,
-            s: stride.1,
-            p: padding.1,
-            d: dilation.1,
-        },
-    ];
+    let ax = Axis::pair(kernel, stride, padding, dilation);
     let out = [
         ax[0].out(op, x.dims()[2], ceil_mode),
         ax[1].out(op, x.dims()[3], ceil_mode),
@@ -294,11 +290,7 @@ pub fn avg_pool2d(
     count_include_pad: bool,
 ) -> Tensor {
     let (ax, out) = pool_geometry("avg_pool2d", x, kernel, stride, padding, (1, 1), ceil_mode);
-    let x = if x.dtype().is_float() {
-        x.clone()
-    } else {
-        x.cast(metajit_metaops::DType::F32)
-    };
+    let x = x.to_float();
     let sums = windows(&x, ax, out, 0.0).sum([4, 5], false);
     // PyTorch's divisor per output position, from the geometry alone.
     let extent = |a: Axis, n: usize, o: usize| {
@@ -326,11 +318,7 @@ pub fn avg_pool2d(
 pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Tensor {
     rank4("adaptive_avg_pool2d", x);
     positive("adaptive_avg_pool2d", "output size", output);
-    let x = if x.dtype().is_float() {
-        x.clone()
-    } else {
-        x.cast(metajit_metaops::DType::F32)
-    };
+    let x = x.to_float();
     let d = x.dims().to_vec();
     let (h, w) = (d[2], d[3]);
     let bins = |n: usize, o: usize| -> Vec<(usize, usize)> {

@@ -66,17 +66,8 @@ pub fn softmax(x: &Tensor, dim: isize) -> Tensor {
 #[track_caller]
 pub fn log_softmax(x: &Tensor, dim: isize) -> Tensor {
     let a = norm_axis("log_softmax", dim, x.rank(), x.shape());
-    let x = float(x);
+    let x = x.to_float();
     &x - x.logsumexp(a, true)
-}
-
-/// The value of a float tensor, or an integer one as f32.
-fn float(x: &Tensor) -> Tensor {
-    if x.dtype().is_float() {
-        x.clone()
-    } else {
-        x.cast(DType::F32)
-    }
 }
 
 /// Reads integer labels on the host and panics on one outside `0..n` (other than `allowed`).
@@ -137,7 +128,7 @@ pub fn nll_loss(input: &Tensor, target: &Tensor, options: &ClassLossOptions<'_>)
         );
     }
     check_labels("nll_loss", target, c, Some(options.ignore_index));
-    let input = float(input);
+    let input = input.to_float();
     let target = target.cast(DType::I64);
     let counted = target.ne(options.ignore_index);
     // Ignored targets read class 0, then count 0.
@@ -230,7 +221,7 @@ pub fn binary_cross_entropy_with_logits(
             target.shape()
         );
     }
-    let x = float(input);
+    let x = input.to_float();
     let t = target.cast(x.dtype());
     let softplus_neg = x.abs().neg().exp().log1p().add(&x.neg().relu());
     let weight = match pos_weight {
@@ -255,7 +246,7 @@ pub fn dropout(x: &Tensor, p: f64, training: bool) -> Tensor {
     if !training || p == 0.0 {
         return x.clone();
     }
-    let x = float(x);
+    let x = x.to_float();
     if p == 1.0 {
         return x.mul(0.0);
     }
@@ -295,7 +286,7 @@ pub fn layer_norm(
             );
         }
     }
-    let x = float(x);
+    let x = x.to_float();
     let axes: Vec<usize> = (r - k..r).collect();
     let mean = x.mean(axes.clone(), true);
     let centered = &x - &mean;
@@ -354,7 +345,7 @@ pub fn batch_norm(
             );
         }
     }
-    let x = float(x);
+    let x = x.to_float();
     let r = x.rank();
     // [C] -> [1, C, 1, ...] to broadcast against x.
     let per_channel = |t: &Tensor| {

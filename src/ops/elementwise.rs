@@ -89,7 +89,7 @@ impl Tensor {
     }
 
     /// Integer and bool tensors become f32, as PyTorch does for `exp`, `sqrt`, ...
-    fn to_float(&self) -> Tensor {
+    pub(crate) fn to_float(&self) -> Tensor {
         if self.dtype().is_float() {
             self.clone()
         } else {
