@@ -136,11 +136,11 @@ pub(crate) fn input_grads(
                         // An injective map (transpose, slice, pad, flip, ...): each input
                         // element gets the gradient of at most one output element, so the
                         // gradient is a gather that fuses into its consumer.
-                        Some(inv) => g.reindex_raw(
+                        Some((exprs, conds)) => g.reindex_raw(
                             x[0].shape().clone(),
-                            inv.exprs,
+                            exprs,
                             Scalar::zero(g.dtype()),
-                            inv.conds,
+                            conds,
                             &[],
                         ),
                         None => {
@@ -438,8 +438,9 @@ fn swap_dims(e: &IndexExpr) -> IndexExpr {
 /// axis `j`, or a uniform coordinate; output axes read by no input axis have extent 1; no
 /// conditions and no extras. The result maps an input element `t` back to the output element
 /// that read it (`(t - u) / c` per axis), with conditions where none did (`c` does not divide
-/// `t - u`, or `t` differs from a uniform coordinate); out-of-range results read 0.
-fn invert(map: &IndexMap, extras: usize, out: &Shape) -> Option<IndexMap> {
+/// `t - u`, or `t` differs from a uniform coordinate): the inverse's expressions and
+/// conditions. Out-of-range results read 0.
+fn invert(map: &IndexMap, extras: usize, out: &Shape) -> Option<(Vec<IndexExpr>, Vec<IndexExpr>)> {
     use IdxBin::{Div, Mod, Ne, Sub};
     if extras > 0 || !map.conds.is_empty() {
         return None;
@@ -480,11 +481,7 @@ fn invert(map: &IndexMap, extras: usize, out: &Shape) -> Option<IndexMap> {
             None => (out.dims()[j] == 1).then_some(IndexExpr::Const(0)),
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(IndexMap {
-        exprs,
-        overflow: Scalar::F64(0.0),
-        conds,
-    })
+    Some((exprs, conds))
 }
 
 /// Whether nodes of `dtype` can carry a gradient.
