@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::counters;
+
 use std::sync::{Mutex, MutexGuard};
 
 use common::catch_quietly;
@@ -696,11 +698,6 @@ fn batch(n: usize, seed: u64) -> (Tensor, Tensor) {
     let labels = x.matmul(&u).gt(0.0).cast(DType::I64).reshape([n]);
     metajit::realize_all(&[&x, &labels]).unwrap();
     (x, labels)
-}
-
-fn counters() -> (u64, u64, u64) {
-    let s = metajit::stats();
-    (s.kernel_runs, s.kernels_compiled, s.plan_misses)
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! state compiles nothing and schedules nothing new. One test function in its own binary: the
 //! counters are process-wide.
 
+mod common;
+
+use common::counters;
+
 use metajit::{Tensor, no_grad};
 
 struct Mlp {
@@ -67,11 +71,6 @@ fn batch(n: usize, seed: u64) -> (Tensor, Tensor) {
     let labels = x.matmul(&proj).argmax(1, false);
     metajit::realize_all(&[&x, &labels]).unwrap();
     (x, labels)
-}
-
-fn counters() -> (u64, u64, u64) {
-    let s = metajit::stats();
-    (s.kernel_runs, s.kernels_compiled, s.plan_misses)
 }
 
 #[test]

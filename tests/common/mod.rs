@@ -155,3 +155,10 @@ pub fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
         x == y || (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
     })
 }
+
+/// The executor's counters now: kernels run, kernels compiled, plans scheduled.
+#[allow(dead_code)]
+pub fn counters() -> (u64, u64, u64) {
+    let s = metajit::stats();
+    (s.kernel_runs, s.kernels_compiled, s.plan_misses)
+}
