@@ -132,26 +132,19 @@ impl DiskTier {
     /// entries (0: keep nothing). Fails, naming the path, if the directory cannot be created or
     /// written, or if `backend` is not a plain directory name.
     pub fn open(dir: &Path, backend: &str, max_bytes: u64) -> Result<DiskTier, CacheError> {
-        check_backend_name(backend)?;
-        let root = dir.join(format!("v{FORMAT_VERSION}"));
-        let backend_dir = root.join(backend);
-        fs::create_dir_all(&backend_dir).map_err(io_err("create directory", &backend_dir))?;
+        let tier = DiskTier::open_existing(dir, backend, max_bytes)?;
+        let backend_dir = &tier.backend_dir;
+        fs::create_dir_all(backend_dir).map_err(io_err("create directory", backend_dir))?;
         // Prove the directory is writable: permissions, read-only mounts and full disks all show
         // up here rather than as a failed write per kernel later.
         let probe = backend_dir.join(temp_name());
         File::create_new(&probe)
             .and_then(|mut f| f.write_all(b"probe"))
-            .map_err(io_err("write a file in", &backend_dir))?;
+            .map_err(io_err("write a file in", backend_dir))?;
         fs::remove_file(&probe).map_err(io_err("remove", &probe))?;
         Ok(DiskTier {
-            dir: dir.to_owned(),
-            root,
-            backend_dir,
-            max_bytes,
-            estimate: AtomicU64::new(UNKNOWN),
-            since_scan: AtomicU64::new(0),
-            evicting: Mutex::new(()),
             read_only: false,
+            ..tier
         })
     }
 
