@@ -698,6 +698,10 @@ fn convolution_and_pooling() {
     one("max_pool2d", &[1, 2, 5, 6], distinct, |x| {
         F::max_pool2d(x, (3, 2), Some((2, 2)), (1, 1), (1, 1), true)
     });
+    // Windows that tile the input (the reshape/permute path), cropping the ragged edge.
+    one("max_pool2d tiled", &[2, 2, 5, 7], distinct, |x| {
+        F::max_pool2d(x, (2, 3), None, (0, 0), (1, 1), false)
+    });
     one("max_pool2d dilated", &[1, 1, 6, 6], distinct, |x| {
         F::max_pool2d(x, (2, 2), Some((1, 2)), (0, 1), (2, 1), false)
     });

@@ -475,6 +475,7 @@ fn pooling_matches_naive_implementations() {
     let t = Tensor::from_vec(x.clone(), [n, c, h, w]);
     for (k, s, p, d, ceil) in [
         ((2, 2), (2, 2), (0, 0), (1, 1), false),
+        ((2, 3), (2, 3), (0, 0), (1, 1), false),
         ((3, 3), (2, 2), (1, 1), (1, 1), true),
         ((3, 2), (2, 3), (1, 0), (2, 1), true),
         ((2, 3), (1, 2), (0, 1), (1, 1), false),

@@ -214,6 +214,13 @@ pub fn conv1d(
 /// padding read as -inf, dilation, `ceil_mode`. NaN propagates; the gradient goes to the
 /// window's (first) maximum, as PyTorch's.
 ///
+/// Lowering: the window view `[N, C, OH, OW, KH·KW]`, the index of each window's first
+/// maximum (an integer reduction, outside autograd), and the value as the sum over the window
+/// of `where(offset == index, x, 0)`, so the gradient is that same `where`: element-wise, no
+/// scatter into the windows. When the windows tile the input (stride = kernel, no padding or
+/// dilation, the common case) the view is a reshape and permute of `x`, a one-to-one map, so
+/// the gradient reaches `x` as a gather too and the whole backward pass fuses.
+///
 /// # Panics
 /// On a zero kernel, stride or dilation, padding above half the kernel, or a kernel larger
 /// than the padded input.
@@ -236,14 +243,42 @@ pub fn max_pool2d(
         ceil_mode,
     );
     let d = x.dims();
-    let win = windows(x, ax, out, f64::NEG_INFINITY).reshape([
-        d[0],
-        d[1],
-        out[0],
-        out[1],
-        kernel.0 * kernel.1,
-    ]);
-    win.max_dim(-1, false).0
+    let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+    let tiles = ax.iter().all(|a| a.s == a.k && a.p == 0 && a.d == 1)
+        && out[0] * kernel.0 <= h
+        && out[1] * kernel.1 <= w;
+    // [N, C, OH, OW, KH, KW]. The window stays two axes (no flattening), so no index in the
+    // kernels needs a division.
+    let win = if tiles {
+        let mut v = x.clone();
+        if out[0] * kernel.0 < h {
+            v = v.narrow(2, 0, out[0] * kernel.0);
+        }
+        if out[1] * kernel.1 < w {
+            v = v.narrow(3, 0, out[1] * kernel.1);
+        }
+        v.reshape([n, c, out[0], kernel.0, out[1], kernel.1])
+            .permute(&[0, 1, 2, 4, 3, 5])
+    } else {
+        windows(x, ax, out, f64::NEG_INFINITY)
+    };
+    // The row-major offset of each window element, and the first maximum's (NaN counts as
+    // the maximum, as in `argmax`).
+    let axis = |a: usize| {
+        Tensor::from_op(
+            metajit_metaops::Op::Index { axis: a },
+            &[],
+            metajit_metaops::DType::I64,
+            win.shape().clone(),
+        )
+    };
+    let offset = axis(4).mul(kernel.1 as i64).add(&axis(5));
+    let top = win.max([4, 5], true);
+    let hit = win.eq(&top).logical_or(&win.isnan());
+    let first = Tensor::where_(&hit, &offset, (kernel.0 * kernel.1) as i64).min([4, 5], true);
+    Tensor::where_(&offset.eq(&first), &win, 0i64)
+        .sum([4, 5], false)
+        .cast(x.dtype())
 }
 
 #[track_caller]
