@@ -164,12 +164,23 @@ pub fn plan_facts(g: &Graph) -> Vec<u32> {
         }
     }
     for n in &g.nodes {
-        if let Op::Reindex(map) = &n.op {
-            let src = g.node(n.inputs[0]).shape.dims();
-            let out = n.shape.dims();
-            for (a, e) in map.exprs.iter().enumerate() {
-                facts.push(in_range(e, src[a], out, src) as u32);
+        match &n.op {
+            Op::Reindex(map) => {
+                let src = g.node(n.inputs[0]).shape.dims();
+                let out = n.shape.dims();
+                for (a, e) in map.exprs.iter().enumerate() {
+                    facts.push(in_range(e, src[a], out, src) as u32);
+                }
             }
+            // A scatter iterates over its input and targets its own shape.
+            Op::ReindexReduce { map, .. } => {
+                let src = g.node(n.inputs[0]).shape.dims();
+                let out = n.shape.dims();
+                for (a, e) in map.exprs.iter().enumerate() {
+                    facts.push(in_range(e, out[a], src, out) as u32);
+                }
+            }
+            _ => {}
         }
     }
     facts
@@ -357,9 +368,26 @@ pub fn schedule(g: &Graph) -> Schedule {
         v
     };
     let mut root = vec![false; n];
+    // Nodes that must stay roots whatever the absorbing below decides.
+    let mut pinned = vec![false; n];
     let mut light = Light::new(n);
     for (k, node) in g.nodes.iter().enumerate() {
         let recompute = light.visit(g, k, &root);
+        // An element-wise value that is not light, read through a reindex that reads each
+        // element several times (the im2col windows of a convolution over a pooled or
+        // normalised input): computed once into a buffer, not once per read.
+        if !cheap(&node.op)
+            && !recompute
+            && !matches!(
+                node.op,
+                Op::Reduce { .. } | Op::ReindexReduce { .. } | Op::Contiguous
+            )
+            && users[k].iter().any(|&u| rereads(g, u))
+        {
+            root[k] = true;
+            pinned[k] = true;
+            continue;
+        }
         root[k] = match node.op {
             Op::Input { .. } => false,
             Op::Reduce { .. } | Op::ReindexReduce { .. } | Op::Contiguous => true,
@@ -372,8 +400,6 @@ pub fn schedule(g: &Graph) -> Schedule {
     // Contractions (matmul, and conv lowered to one) become GEMM calls; their operands must be
     // buffers, so an operand that is not a view of one is materialised (a prologue kernel).
     let mut contractions: Vec<Option<crate::contraction::Contraction>> = vec![None; n];
-    // Roots that must stay roots (GEMM operands).
-    let mut pinned = vec![false; n];
     for (k, node) in g.nodes.iter().enumerate() {
         if !matches!(node.op, Op::Reduce { .. }) {
             continue;
@@ -571,6 +597,40 @@ fn is_permutation(g: &Graph, p: NodeId) -> bool {
             }
             _ => false,
         })
+}
+
+/// Whether node `u` is a `Reindex` that reads source elements several times: a sliding window
+/// (an output axis of extent > 1 that no source coordinate is a one-to-one function of, in a
+/// map without conditions or divisions). Maps with divisions or conditions (the inverse of a
+/// strided slice, which reads each element once and masks the rest) do not count.
+fn rereads(g: &Graph, u: usize) -> bool {
+    let un = &g.nodes[u];
+    let Op::Reindex(map) = &un.op else {
+        return false;
+    };
+    let mut divides = false;
+    for e in &map.exprs {
+        e.visit(&mut |x| {
+            if matches!(
+                x,
+                IndexExpr::Bin(crate::expr::IdxBin::Div | crate::expr::IdxBin::Mod, ..)
+                    | IndexExpr::Extra(..)
+            ) {
+                divides = true;
+            }
+        });
+    }
+    if divides || !map.conds.is_empty() {
+        return false;
+    }
+    let dims = un.shape.dims();
+    let mut covered = vec![false; dims.len()];
+    for e in &map.exprs {
+        if let Some(k) = (0..dims.len()).find(|&k| e.injective_in(k)) {
+            covered[k] = true;
+        }
+    }
+    dims.iter().zip(&covered).any(|(&d, &c)| d > 1 && !c)
 }
 
 /// Ops that cost no more than a load: recomputing them in several kernels is free.
@@ -936,9 +996,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             if k == 0 {
                 out[k] = q;
             } else {
+                // One division: the remainder is `q - (q / d)·d` (floor semantics agree).
                 let dv = self.size(dims[k]);
-                out[k] = self.ibin(BinaryOp::Mod, q, dv);
-                q = self.ibin(BinaryOp::Div, q, dv);
+                let next = self.ibin(BinaryOp::Div, q, dv);
+                let back = self.ibin(BinaryOp::Mul, next, dv);
+                out[k] = self.ibin(BinaryOp::Sub, q, back);
+                q = next;
             }
         }
         out
@@ -1406,7 +1469,8 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                 let coords = self.loop_coords(in_dims.len());
                 let v = self.eval(src, &coords)?;
                 let cx = IdxCx::new(k, &coords, &in_dims, &out_dims, &inputs);
-                let m = self.map_target(map, cx, false)?;
+                // Targets proven in range need no skip test (a convolution's col2im).
+                let m = self.map_target(map, cx, true)?;
                 let safe = self.safe_target(&m);
                 let off = self.ravel(&safe, &out_dims);
                 let valid = m.valid;

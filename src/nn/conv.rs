@@ -244,12 +244,12 @@ pub fn max_pool2d(
     );
     let d = x.dims();
     let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+    // Windows that tile the input (the usual pooling): a reshape of `x` to
+    // `[N, C, OH, KH, OW, KW]` (after cropping the ragged edge) holds every window.
     let tiles = ax.iter().all(|a| a.s == a.k && a.p == 0 && a.d == 1)
         && out[0] * kernel.0 <= h
         && out[1] * kernel.1 <= w;
-    // [N, C, OH, OW, KH, KW]. The window stays two axes (no flattening), so no index in the
-    // kernels needs a division.
-    let win = if tiles {
+    let tiled = || {
         let mut v = x.clone();
         if out[0] * kernel.0 < h {
             v = v.narrow(2, 0, out[0] * kernel.0);
@@ -258,7 +258,14 @@ pub fn max_pool2d(
             v = v.narrow(3, 0, out[1] * kernel.1);
         }
         v.reshape([n, c, out[0], kernel.0, out[1], kernel.1])
-            .permute(&[0, 1, 2, 4, 3, 5])
+    };
+    if kernel.0 * kernel.1 <= UNROLLED_TAPS {
+        return max_pool_unrolled(x, ax, out, tiles.then(tiled));
+    }
+    // [N, C, OH, OW, KH, KW]. The window stays two axes (no flattening), so no index in the
+    // kernels needs a division.
+    let win = if tiles {
+        tiled().permute(&[0, 1, 2, 4, 3, 5])
     } else {
         windows(x, ax, out, f64::NEG_INFINITY)
     };
@@ -279,6 +286,70 @@ pub fn max_pool2d(
     Tensor::where_(&offset.eq(&first), &win, 0i64)
         .sum([4, 5], false)
         .cast(x.dtype())
+}
+
+/// Windows of at most this many elements are pooled element-wise, one strided view per
+/// kernel offset, instead of by a reduction over a window axis.
+const UNROLLED_TAPS: usize = 9;
+
+/// Max pooling over small windows as element-wise ops on `[N, C, OH, OW]`: one strided view
+/// of `x` per kernel offset (padding reads -inf; each view is one-to-one, so its gradient is a
+/// gather), their maximum, the offset of the first maximum, and the value as a `where` chain
+/// over the offsets — whose gradient sends `g` to the first maximum only. Everything fuses
+/// into the producer's and the consumer's kernels, vectorised over the output row.
+fn max_pool_unrolled(x: &Tensor, ax: [Axis; 2], out: [usize; 2], tiled: Option<Tensor>) -> Tensor {
+    let d = x.dims();
+    let shape = Shape::new([d[0], d[1], out[0], out[1]]);
+    let fill = Scalar::F64(f64::NEG_INFINITY).cast(x.dtype());
+    let (i2, i3) = (IndexExpr::Idx(2), IndexExpr::Idx(3));
+    let taps: Vec<Tensor> = (0..ax[0].k)
+        .flat_map(|i| (0..ax[1].k).map(move |j| (i, j)))
+        .map(|(i, j)| {
+            let (ci, cj) = (IndexExpr::Const(i as i64), IndexExpr::Const(j as i64));
+            match &tiled {
+                // A slice of the `[N, C, OH, KH, OW, KW]` view: its gradient is a masked copy
+                // back into that view, which one reshape (one division per axis) maps to `x`.
+                Some(v) => {
+                    let exprs = vec![
+                        IndexExpr::Idx(0),
+                        IndexExpr::Idx(1),
+                        i2.clone(),
+                        ci,
+                        i3.clone(),
+                        cj,
+                    ];
+                    v.reindex_raw(shape.clone(), exprs, fill, vec![], &[])
+                }
+                None => {
+                    let exprs = vec![
+                        IndexExpr::Idx(0),
+                        IndexExpr::Idx(1),
+                        ax[0].read(i2.clone(), ci),
+                        ax[1].read(i3.clone(), cj),
+                    ];
+                    x.reindex_raw(shape.clone(), exprs, fill, vec![], &[])
+                }
+            }
+        })
+        .collect();
+    // The maximum only feeds comparisons: no gradient flows through it.
+    let top =
+        crate::autograd::no_grad(|| taps[1..].iter().fold(taps[0].clone(), |m, v| m.maximum(v)));
+    // The first offset whose value is the maximum (or NaN, which is the maximum).
+    let mut first: Option<Tensor> = None;
+    for (t, v) in taps.iter().enumerate().rev() {
+        let hit = v.eq(&top).logical_or(&v.isnan());
+        first = Some(match first {
+            None => Tensor::where_(&hit, t as i64, taps.len() as i64),
+            Some(f) => Tensor::where_(&hit, t as i64, &f),
+        });
+    }
+    let first = first.expect("a window has at least one element");
+    let mut value = taps[0].clone();
+    for (t, v) in taps.iter().enumerate().skip(1) {
+        value = Tensor::where_(&first.eq(t as i64), v, &value);
+    }
+    value
 }
 
 #[track_caller]

@@ -1231,6 +1231,28 @@ impl Cx<'_, '_> {
     // ---- scalar operations -----------------------------------------------------------------
 
     /// An integer constant of type `ty` (the immediate zero-extended, as the verifier wants).
+    /// The value of `v` when an `iconst` defines it.
+    fn const_int(&self, v: Value) -> Option<i64> {
+        let dfg = &self.b.func.dfg;
+        let inst = dfg.value_def(v).inst()?;
+        match dfg.insts[inst] {
+            ir::InstructionData::UnaryImm {
+                opcode: ir::Opcode::Iconst,
+                imm,
+            } => {
+                let bits = dfg.value_type(v).bits();
+                let raw: i64 = imm.into();
+                // Sign-extend narrow constants (stored masked to their width).
+                Some(if bits >= 64 {
+                    raw
+                } else {
+                    (raw << (64 - bits)) >> (64 - bits)
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn ic(&mut self, ty: Type, v: i64) -> Value {
         let bits = ty.bits();
         let v = if bits >= 64 {
@@ -1551,6 +1573,24 @@ impl Cx<'_, '_> {
     /// is replaced before `sdiv`/`udiv`, which would trap).
     fn int_divmod(&mut self, signed: bool, a: Value, b: Value, want_mod: bool) -> Value {
         let ty = self.b.func.dfg.value_type(a);
+        // A positive power-of-two constant divisor (index arithmetic: strides, window
+        // offsets): an arithmetic shift is floor division and a mask is floor modulo, in two's
+        // complement, for either signedness of a positive divisor.
+        if let Some(d) = self.const_int(b)
+            && d > 0
+            && (d as u64).is_power_of_two()
+            && (signed || d <= i64::MAX)
+        {
+            let k = d.trailing_zeros() as i64;
+            return if want_mod {
+                let mask = self.ic(ty, d - 1);
+                self.b.ins().band(a, mask)
+            } else if signed {
+                self.b.ins().sshr_imm_u(a, k)
+            } else {
+                self.b.ins().ushr_imm_u(a, k)
+            };
+        }
         let zero = self.ic(ty, 0);
         let one = self.ic(ty, 1);
         let is_zero = self.b.ins().icmp(IntCC::Equal, b, zero);
@@ -1568,7 +1608,9 @@ impl Cx<'_, '_> {
         let bad = self.b.ins().bor(is_zero, is_m1);
         let bs = self.b.ins().select(bad, one, b);
         let q = self.b.ins().sdiv(a, bs);
-        let r = self.b.ins().srem(a, bs);
+        // The remainder from the quotient: one division instead of two.
+        let qb = self.b.ins().imul(q, bs);
+        let r = self.b.ins().isub(a, qb);
         // Floor: when the remainder is nonzero and its sign differs from the divisor's.
         let r_nz = self.b.ins().icmp(IntCC::NotEqual, r, zero);
         let x = self.b.ins().bxor(r, bs);
