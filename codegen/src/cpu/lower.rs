@@ -1579,7 +1579,6 @@ impl Cx<'_, '_> {
         if let Some(d) = self.const_int(b)
             && d > 0
             && (d as u64).is_power_of_two()
-            && (signed || d <= i64::MAX)
         {
             let k = d.trailing_zeros() as i64;
             return if want_mod {
