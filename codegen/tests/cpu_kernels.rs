@@ -1072,12 +1072,26 @@ fn integer_index_math() {
         let m = b.bin(Mod, m, five);
         let t = b.load(20, m, DType::F32);
         stores.push(st(21, i, t));
+        // Floor division and modulo by constant powers of two (lowered to shifts and masks).
+        for (k, c) in [1i64, 2, 8, 64].into_iter().enumerate() {
+            let c = b.k(match d {
+                DType::I32 => Scalar::I32(c as i32),
+                DType::U8 => Scalar::U8(c as u8),
+                _ => Scalar::I64(c),
+            });
+            for (j, op) in [Div, Mod].into_iter().enumerate() {
+                let r = b.bin(op, x, c);
+                let r = b.cast(r, DType::I64);
+                stores.push(st(22 + 2 * k + j, i, r));
+            }
+        }
         let mut spec = vec![(DType::I64, false); 2];
         spec.extend([(DType::I64, true); 11]);
         spec.extend([(DType::Bool, true); 4]);
         spec.extend([(DType::I64, true); 3]);
         spec.push((DType::F32, false));
         spec.push((DType::F32, true));
+        spec.extend([(DType::I64, true); 8]);
         let k = Kernel {
             bufs: dims(bufs(&spec), &[(20, &[Extent::Const(5)])]),
             n_sizes: 1,
@@ -1091,6 +1105,7 @@ fn integer_index_math() {
         data.extend((0..3).map(|_| HostData::zeros(DType::I64, n)));
         data.push(HostData::F32(vec![10.0, 11.0, 12.0, 13.0, 14.0]));
         data.push(HostData::zeros(DType::F32, n));
+        data.extend((0..8).map(|_| HostData::zeros(DType::I64, n)));
         check(&k, &data, &[n as i64], Tol::Exact, &format!("{d}"));
     }
 }
