@@ -715,3 +715,27 @@ fn convolution_and_pooling() {
         F::adaptive_avg_pool2d(x, (3, 2))
     });
 }
+
+#[test]
+fn conv_transpose2d() {
+    use metajit::nn::functional as F;
+    let mut rng = Rng(321);
+    let any = |r: &mut Rng| r.away(1.5);
+    // (x shape, O / groups, kernel, stride, padding, output padding, groups, dilation)
+    type P = (usize, usize);
+    type Case = ([usize; 4], usize, P, P, P, P, usize, P);
+    #[rustfmt::skip]
+    let cases: [Case; 3] = [
+        ([2, 2, 3, 3], 3, (3, 2), (2, 1), (1, 0), (1, 0), 1, (1, 1)),
+        ([1, 4, 3, 2], 1, (2, 2), (1, 2), (0, 1), (0, 1), 2, (2, 1)),
+        ([1, 2, 2, 3], 2, (2, 3), (3, 1), (1, 1), (2, 0), 1, (1, 2)),
+    ];
+    for (k, (xs, og, kk, stride, pad, opad, g, dil)) in cases.into_iter().enumerate() {
+        let x = rand_in(&mut rng, &xs, any);
+        let w = rand_in(&mut rng, &[xs[1], og, kk.0, kk.1], any);
+        let b = rand_in(&mut rng, &[og * g], any);
+        check(&format!("conv_transpose2d case {k}"), &[x, w, b], |t| {
+            F::conv_transpose2d(&t[0], &t[1], Some(&t[2]), stride, pad, opad, g, dil)
+        });
+    }
+}

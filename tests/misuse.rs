@@ -263,6 +263,56 @@ fn clamp_with_min_above_max() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Convolution geometry.
+
+#[test]
+fn conv_transpose2d_names_itself_the_shapes_and_the_rule() {
+    use metajit::nn::functional::conv_transpose2d as ct;
+    let x = Tensor::zeros([1, 2, 3, 3]);
+    let w = Tensor::zeros([2, 1, 3, 3]);
+    let (x3, b2) = (Tensor::zeros([1, 3, 3, 3]), Tensor::zeros([2]));
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, &'static str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            Box::new(|| drop(ct(&x, &w, None, (2, 2), (0, 0), (0, 2), 1, (1, 1)))),
+            "bad argument to conv_transpose2d: output padding (0, 2) must be smaller than the stride (2, 2) or the dilation (1, 1)",
+        ),
+        (
+            Box::new(|| drop(ct(&x3, &w, None, (1, 1), (0, 0), (0, 0), 1, (1, 1)))),
+            "shape mismatch in conv_transpose2d: input [1, 3, 3, 3], weight [2, 1, 3, 3] with groups 1",
+        ),
+        (
+            Box::new(|| drop(ct(&x, &w, None, (1, 1), (0, 0), (0, 0), 4, (1, 1)))),
+            "shape mismatch in conv_transpose2d: input [1, 2, 3, 3], weight [2, 1, 3, 3] with groups 4",
+        ),
+        (
+            Box::new(|| drop(ct(&x, &w, None, (1, 1), (0, 0), (0, 0), 0, (1, 1)))),
+            "shape mismatch in conv_transpose2d: input [1, 2, 3, 3], weight [2, 1, 3, 3] with groups 0",
+        ),
+        (
+            Box::new(|| drop(ct(&x, &w, None, (0, 1), (0, 0), (0, 0), 1, (1, 1)))),
+            "bad argument to conv_transpose2d: stride (0, 1) must be positive",
+        ),
+        (
+            Box::new(|| drop(ct(&x, &w, Some(&b2), (1, 1), (0, 0), (0, 0), 1, (1, 1)))),
+            "shape mismatch in conv_transpose2d: bias [2] for 1 output channels",
+        ),
+        (
+            // (3 - 1)·1 - 2·3 + (3 - 1) + 0 + 1 = -1 rows.
+            Box::new(|| drop(ct(&x, &w, None, (1, 1), (3, 0), (0, 0), 1, (1, 1)))),
+            "give an output of -1×5",
+        ),
+    ];
+    for (f, want) in cases {
+        let m = message(f);
+        assert!(m.contains(want), "{m}\nshould contain\n{want}");
+    }
+    // An output padding below the dilation is allowed, even at stride 1 (PyTorch's rule).
+    let y = ct(&x, &w, None, (1, 1), (0, 0), (1, 1), 1, (2, 2));
+    assert_eq!(y.dims(), &[1, 1, 8, 8]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The panic points at the caller's line.
 
 /// The panic message of `f` (which must panic).
@@ -281,12 +331,14 @@ fn location_of(f: impl FnOnce()) -> (Option<(String, u32)>, String) {
 
 #[test]
 fn panics_point_at_the_callers_line() {
+    use metajit::nn::functional::conv_transpose2d as ct;
     let a = m23();
     let b = Tensor::zeros([3, 2]);
     let c = Tensor::from_slice(&[true, false]);
     let ints = Tensor::from_vec(vec![1i32, 2, 3, 4], [2, 2]);
     let bools = Tensor::from_slice(&[true]);
     let empty = Tensor::zeros([2, 0]);
+    let x4 = Tensor::zeros([1, 3, 2, 2]);
     // Each case records the line of its call (written on the same line as `line!()`).
     type Case<'a> = (&'a str, u32, Box<dyn FnOnce() + 'a>);
     #[rustfmt::skip]
@@ -315,6 +367,7 @@ fn panics_point_at_the_callers_line() {
         ("arange", line!(), Box::new(|| drop(Tensor::arange(0, 5, 0)))),
         ("clamp", line!(), Box::new(|| drop(a.clamp(1.0, 0.0)))),
         ("size", line!(), Box::new(|| { let _ = a.size(9); })),
+        ("conv_transpose2d", line!(), Box::new(|| drop(ct(&x4, &x4, None, (1, 1), (0, 0), (0, 0), 1, (1, 1))))),
     ];
     let mut wrong = Vec::new();
     for (what, line, f) in cases {

@@ -457,6 +457,119 @@ fn conv2d_matches_a_naive_implementation() {
     close_all(&vals(&y), &want, 1e-12);
 }
 
+/// PyTorch's conv_transpose2d in plain loops, by its scatter definition: each input element
+/// times each kernel tap is added into the output at `h·s - p + kh·d` (and the same for the
+/// width) when that lands inside. `wt` is `[C, O / g, KH, KW]`.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv_transpose2d(
+    x: &[f64],
+    [n, c, h, w]: [usize; 4],
+    wt: &[f64],
+    [og, kh, kw]: [usize; 3],
+    bias: Option<&[f64]>,
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+    (oph, opw): (usize, usize),
+    g: usize,
+    (dh, dw): (usize, usize),
+) -> (Vec<f64>, [usize; 4]) {
+    let oh = (h - 1) * sh + dh * (kh - 1) + oph + 1 - 2 * ph;
+    let ow = (w - 1) * sw + dw * (kw - 1) + opw + 1 - 2 * pw;
+    let (cg, o) = (c / g, og * g);
+    let mut y = vec![0.0; n * o * oh * ow];
+    for b in 0..n {
+        for oc in 0..o {
+            for v in &mut y[(b * o + oc) * oh * ow..][..oh * ow] {
+                *v = bias.map_or(0.0, |bs| bs[oc]);
+            }
+        }
+        for ic in 0..c {
+            let grp = ic / cg;
+            for i in 0..h {
+                for j in 0..w {
+                    let xv = x[((b * c + ic) * h + i) * w + j];
+                    for co in 0..og {
+                        let oc = grp * og + co;
+                        for a in 0..kh {
+                            for e in 0..kw {
+                                let hi = (i * sh + a * dh) as i64 - ph as i64;
+                                let wi = (j * sw + e * dw) as i64 - pw as i64;
+                                if hi < 0 || wi < 0 || hi >= oh as i64 || wi >= ow as i64 {
+                                    continue;
+                                }
+                                y[((b * o + oc) * oh + hi as usize) * ow + wi as usize] +=
+                                    xv * wt[((ic * og + co) * kh + a) * kw + e];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, [n, o, oh, ow])
+}
+
+#[test]
+fn conv_transpose2d_matches_a_naive_implementation() {
+    // (x shape, O / groups, kernel, stride, padding, output padding, groups, dilation, bias)
+    type P = (usize, usize);
+    type Case = ([usize; 4], usize, P, P, P, P, usize, P, bool);
+    #[rustfmt::skip]
+    let cases: [Case; 6] = [
+        ([2, 3, 4, 5], 2, (3, 3), (1, 1), (0, 0), (0, 0), 1, (1, 1), true),
+        ([1, 2, 3, 4], 3, (3, 2), (2, 2), (1, 0), (1, 1), 1, (1, 1), false),
+        ([2, 4, 3, 3], 2, (2, 3), (2, 1), (0, 1), (1, 0), 2, (1, 1), true),
+        ([1, 2, 4, 3], 2, (3, 2), (1, 2), (2, 1), (1, 0), 1, (2, 3), false),
+        ([1, 6, 2, 3], 1, (2, 2), (3, 2), (1, 0), (2, 1), 3, (2, 1), true),
+        // A padding that crops all but the centre: a 1×1 output, most taps skipped.
+        ([1, 1, 3, 3], 1, (3, 3), (1, 1), (2, 2), (0, 0), 1, (1, 1), false),
+    ];
+    for (k, (shape, og, kk, stride, pad, opad, g, dil, bias)) in cases.into_iter().enumerate() {
+        let [n, c, h, w] = shape;
+        let x = data(n * c * h * w, 40 + k as u64);
+        let wt = data(c * og * kk.0 * kk.1, 50 + k as u64);
+        let b = data(og * g, 60 + k as u64);
+        let (want, oshape) = naive_conv_transpose2d(
+            &x,
+            shape,
+            &wt,
+            [og, kk.0, kk.1],
+            bias.then_some(&b[..]),
+            stride,
+            pad,
+            opad,
+            g,
+            dil,
+        );
+        let bt = Tensor::from_vec(b.clone(), [og * g]);
+        let y = F::conv_transpose2d(
+            &Tensor::from_vec(x, shape),
+            &Tensor::from_vec(wt, [c, og, kk.0, kk.1]),
+            bias.then_some(&bt),
+            stride,
+            pad,
+            opad,
+            g,
+            dil,
+        );
+        assert_eq!(y.dims(), &oshape, "case {k}");
+        close_all(&vals(&y), &want, 1e-12);
+    }
+    // It is the gradient of conv2d with respect to its input (same weight, same geometry).
+    let (x, w) = (
+        Tensor::from_vec(data(2 * 3 * 7 * 7, 70), [2, 3, 7, 7]).requires_grad_(true),
+        Tensor::from_vec(data(4 * 3 * 3 * 2, 71), [4, 3, 3, 2]),
+    );
+    let y = F::conv2d(&x, &w, None, (2, 2), (1, 0), (1, 1), 1);
+    let dy = Tensor::from_vec(data(y.numel(), 72), y.dims().to_vec());
+    let dx = metajit::autograd::grad(&[&y], &[&x], Some(&[&dy]));
+    // Output padding restores the extents: 7 = (4 - 1)·2 - 2 + 2 + 1 + 0 and
+    // 7 = (3 - 1)·2 + 1 + 1 + 1.
+    let t = F::conv_transpose2d(&dy, &w, None, (2, 2), (1, 0), (0, 1), 1, (1, 1));
+    assert_eq!(t.dims(), x.dims());
+    close_all(&vals(&t), &vals(&dx[0]), 1e-12);
+}
+
 /// Pooling windows of one axis as PyTorch computes them: (start, end) clipped to the padded
 /// input, and the output count with ceil_mode's rule.
 fn pool_out(n: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> usize {
@@ -591,4 +704,11 @@ fn convolution_forward_and_gradients_run_as_gemm() {
         gemms(&[&gw[0]]) >= 3,
         "conv, linear and its weight gradient"
     );
+    // A transposed convolution: one GEMM, then the scatter; its gradients are GEMMs too.
+    let wt = Tensor::from_vec(data(3 * 2 * 3 * 3, 4), [3, 2, 3, 3]).requires_grad_(true);
+    let t = F::conv_transpose2d(&x, &wt, None, (2, 2), (1, 1), (1, 1), 1, (1, 1));
+    assert_eq!(gemms(&[&t]), 1, "conv_transpose2d's forward is one GEMM");
+    let g = metajit::autograd::grad(&[&t.square().sum_all()], &[&x, &wt], None);
+    let c = gemms(&[&g[0], &g[1]]);
+    assert!(c >= 3, "forward + two gradient GEMMs, not {c}");
 }

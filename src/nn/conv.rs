@@ -74,17 +74,32 @@ fn positive(op: &str, what: &str, v: (usize, usize)) {
     }
 }
 
+/// The window map onto `[N, C, H, W]` from a space whose batch and channel coordinates are
+/// `nc` and whose window position `(oh, ow)` and kernel offset `(kh, kw)` are the axes `at`:
+/// `(n, c, oh·s + kh·d - p, ow·s + kw·d - p)`. A convolution reads its input through it
+/// ([`windows`]); a transposed convolution scatters into its output through it
+/// ([`conv_transpose2d`]).
+fn window_map(ax: [Axis; 2], nc: [IndexExpr; 2], at: [usize; 4]) -> Vec<IndexExpr> {
+    let [n, c] = nc;
+    vec![
+        n,
+        c,
+        ax[0].read(IndexExpr::Idx(at[0]), IndexExpr::Idx(at[2])),
+        ax[1].read(IndexExpr::Idx(at[1]), IndexExpr::Idx(at[3])),
+    ]
+}
+
 /// The windows of `x` (`[N, C, H, W]`): `[N, C, OH, OW, KH, KW]`, reading `fill` outside.
 fn windows(x: &Tensor, ax: [Axis; 2], out: [usize; 2], fill: f64) -> Tensor {
     let d = x.dims();
     let shape = Shape::new([d[0], d[1], out[0], out[1], ax[0].k, ax[1].k]);
-    let exprs = vec![
-        IndexExpr::Idx(0),
-        IndexExpr::Idx(1),
-        ax[0].read(IndexExpr::Idx(2), IndexExpr::Idx(4)),
-        ax[1].read(IndexExpr::Idx(3), IndexExpr::Idx(5)),
-    ];
-    x.reindex_raw(shape, exprs, Scalar::F64(fill).cast(x.dtype()), vec![], &[])
+    x.reindex_raw(
+        shape,
+        window_map(ax, [IndexExpr::Idx(0), IndexExpr::Idx(1)], [2, 3, 4, 5]),
+        Scalar::F64(fill).cast(x.dtype()),
+        vec![],
+        &[],
+    )
 }
 
 #[track_caller]
@@ -172,6 +187,146 @@ pub fn conv2d(
             .reshape([rows, o])
     };
     let y = y.reshape([n, oh, ow, o]).permute(&[0, 3, 1, 2]);
+    match bias {
+        Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
+        None => y,
+    }
+}
+
+/// Transposed 2-D convolution (PyTorch's `F.conv_transpose2d`, the gradient of [`conv2d`]
+/// with respect to its input): `x` `[N, C, H, W]`, `weight` `[C, O / groups, KH, KW]`,
+/// optional `bias` `[O]`; stride, padding, output padding, groups and dilation per spatial
+/// axis, in PyTorch's argument order. Each input element, times each kernel tap, is added
+/// into the output at `h·stride - padding + kh·dilation` (and the same for the width), where
+/// that lands inside; the output extent is
+/// `(H - 1)·stride - 2·padding + dilation·(KH - 1) + output_padding + 1`.
+///
+/// Lowering: one (batched) GEMM, `x` as `[N·H·W, C]` (one copy) times `weight` as
+/// `[C, O · KH · KW]` (per group: `[groups, N·H·W, C / groups] @ [groups, C / groups,
+/// O / groups · KH · KW]`), gives every product column; one `ReindexReduce` (sum) scatters the
+/// columns into `[N, O, OH, OW]` through conv2d's window map (col2im), skipping targets
+/// outside the output. The gradient of the scatter is the window gather (conv2d's im2col),
+/// and those of the product are two GEMMs.
+///
+/// ```
+/// use metajit::{Tensor, nn::functional as F};
+/// // A 2×2 input, a 2×2 kernel of ones, stride 2: each input element fills its own 2×2 block.
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]);
+/// let w = Tensor::ones([1, 1, 2, 2]);
+/// let y = F::conv_transpose2d(&x, &w, None, (2, 2), (0, 0), (0, 0), 1, (1, 1));
+/// assert_eq!(y.dims(), &[1, 1, 4, 4]);
+/// assert_eq!(
+///     y.to_vec::<f32>().unwrap(),
+///     vec![
+///         1.0, 1.0, 2.0, 2.0, //
+///         1.0, 1.0, 2.0, 2.0, //
+///         3.0, 3.0, 4.0, 4.0, //
+///         3.0, 3.0, 4.0, 4.0,
+///     ]
+/// );
+/// ```
+///
+/// # Panics
+/// On shapes that do not fit (input channels not `weight`'s first extent or not divisible by
+/// groups, a zero kernel extent, a bias not `[O]`), a zero stride, dilation or groups, an
+/// output padding not smaller than the stride or the dilation, or an output extent below 1.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn conv_transpose2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    output_padding: (usize, usize),
+    groups: usize,
+    dilation: (usize, usize),
+) -> Tensor {
+    const OP: &str = "conv_transpose2d";
+    rank4(OP, x);
+    positive(OP, "stride", stride);
+    positive(OP, "dilation", dilation);
+    let (n, c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2], x.dims()[3]);
+    if weight.rank() != 4
+        || groups == 0
+        || weight.dims()[0] != c
+        || !c.is_multiple_of(groups)
+        || weight.dims()[2] == 0
+        || weight.dims()[3] == 0
+    {
+        panic!(
+            "shape mismatch in {OP}: input {}, weight {} with groups {groups} (the weight must be [C, O / groups, KH, KW] with C divisible by groups and a nonempty kernel)",
+            x.shape(),
+            weight.shape()
+        );
+    }
+    let (og, kh, kw) = (weight.dims()[1], weight.dims()[2], weight.dims()[3]);
+    let o = og * groups;
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        panic!(
+            "shape mismatch in {OP}: bias {} for {o} output channels (weight {} with groups {groups})",
+            b.shape(),
+            weight.shape()
+        );
+    }
+    let pairs = [
+        (output_padding.0, stride.0, dilation.0),
+        (output_padding.1, stride.1, dilation.1),
+    ];
+    if pairs.iter().any(|&(op, s, d)| op >= s && op >= d) {
+        panic!(
+            "bad argument to {OP}: output padding {output_padding:?} must be smaller than the stride {stride:?} or the dilation {dilation:?}"
+        );
+    }
+    let ax = Axis::pair((kh, kw), stride, padding, dilation);
+    // (H - 1)·s - 2p + d·(K - 1) + output_padding + 1, which may be negative.
+    let extent = |a: Axis, n: usize, op: usize| {
+        (n as i64 - 1) * a.s as i64 - 2 * a.p as i64 + (a.d * (a.k - 1) + op + 1) as i64
+    };
+    let (oh, ow) = (
+        extent(ax[0], h, output_padding.0),
+        extent(ax[1], w, output_padding.1),
+    );
+    if oh < 1 || ow < 1 {
+        panic!(
+            "shape mismatch in {OP}: input {}, weight {} with stride {stride:?}, padding {padding:?}, output padding {output_padding:?} and dilation {dilation:?} give an output of {oh}×{ow}",
+            x.shape(),
+            weight.shape()
+        );
+    }
+    let (oh, ow) = (oh as usize, ow as usize);
+    let dtype = metajit_metaops::DType::promote(x.dtype(), weight.dtype());
+    let (x, weight) = (x.cast(dtype), weight.cast(dtype));
+    let (cg, kk, rows) = (c / groups, og * kh * kw, n * h * w);
+    // [N, C, H, W] -> [N, H, W, C] -> [rows, groups, C / groups], materialised once (one copy
+    // kernel) so that the product and both of its gradients run as GEMMs over all N·H·W rows.
+    let xm = x
+        .permute(&[0, 2, 3, 1])
+        .contiguous()
+        .reshape([rows, groups, cg]);
+    let wm = weight.reshape([groups, cg, kk]);
+    let cols = if groups == 1 {
+        xm.reshape([rows, c]).matmul(&wm.reshape([c, kk]))
+    } else {
+        // [groups, rows, C / groups] @ [groups, C / groups, og·KH·KW].
+        xm.permute(&[1, 0, 2]).matmul(&wm)
+    };
+    // Scatter (g, n, h, w, co, kh, kw) to (n, g·og + co, h·s + kh·d - p, w·s + kw·d - p).
+    let cols = cols.reshape([groups, n, h, w, og, kh, kw]);
+    let chan = if groups == 1 {
+        IndexExpr::Idx(4)
+    } else {
+        IndexExpr::Idx(0) * og as i64 + IndexExpr::Idx(4)
+    };
+    let y = cols.reindex_reduce_raw(
+        metajit_metaops::ReduceOp::Sum,
+        Shape::new([n, o, oh, ow]),
+        window_map(ax, [IndexExpr::Idx(1), chan], [2, 3, 5, 6]),
+        vec![],
+        &[],
+    );
     match bias {
         Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
         None => y,

@@ -13,7 +13,9 @@ use metajit_metaops::{DType, Shape};
 use crate::ops::norm_axis;
 use crate::tensor::Tensor;
 
-pub use super::conv::{adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d};
+pub use super::conv::{
+    adaptive_avg_pool2d, avg_pool2d, conv_transpose2d, conv1d, conv2d, max_pool2d,
+};
 pub use crate::ops::linalg::linear;
 
 /// How a loss reduces its per-element values.

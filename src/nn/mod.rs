@@ -33,8 +33,8 @@ pub mod functional;
 mod modules;
 
 pub use modules::{
-    Activation, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear,
-    MaxPool2d, Module, Sequential,
+    Activation, AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Flatten,
+    LayerNorm, Linear, MaxPool2d, Module, Sequential,
 };
 
 /// LeNet-5 as DESIGN §9 W6 has it, for `[N, 1, 28, 28]` images: conv 1→6 5×5, relu, max-pool 2,

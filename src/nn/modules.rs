@@ -229,6 +229,117 @@ impl Module for Conv2d {
     }
 }
 
+/// Transposed 2-D convolution (PyTorch's `nn.ConvTranspose2d`): weight
+/// `[C, O / groups, KH, KW]` and bias `[O]` uniform in `±1/√(O / groups · KH · KW)` (PyTorch
+/// computes the kaiming-uniform fan-in from the weight's second axis, which here holds output
+/// channels).
+///
+/// ```
+/// use metajit::{Tensor, nn::{ConvTranspose2d, Module}};
+/// let up = ConvTranspose2d::with(4, 2, (3, 3), (2, 2), (1, 1), (1, 1), 1, true, (1, 1));
+/// assert_eq!(up.weight.dims(), &[4, 2, 3, 3]);
+/// // (5 - 1)·2 - 2 + 2 + 1 + 1 = 10: stride 2 with output padding 1 doubles the extent.
+/// assert_eq!(up.forward(&Tensor::zeros([1, 4, 5, 5])).dims(), &[1, 2, 10, 10]);
+/// ```
+pub struct ConvTranspose2d {
+    /// `[in_channels, out_channels / groups, KH, KW]`.
+    pub weight: Tensor,
+    /// `[out_channels]`, when the layer has one.
+    pub bias: Option<Tensor>,
+    /// Stride per spatial axis.
+    pub stride: (usize, usize),
+    /// Padding per spatial axis (cropped from the output).
+    pub padding: (usize, usize),
+    /// Extra extent added at the end of each spatial axis.
+    pub output_padding: (usize, usize),
+    /// Channel groups.
+    pub groups: usize,
+    /// Dilation per spatial axis.
+    pub dilation: (usize, usize),
+}
+
+impl ConvTranspose2d {
+    /// A transposed convolution with a square `kernel`, stride 1, no padding, one group, a
+    /// bias; set the public fields (or use [`ConvTranspose2d::with`]) for the rest.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> ConvTranspose2d {
+        ConvTranspose2d::with(
+            in_channels,
+            out_channels,
+            (kernel, kernel),
+            (1, 1),
+            (0, 0),
+            (0, 0),
+            1,
+            true,
+            (1, 1),
+        )
+    }
+
+    /// A transposed convolution with every option, in PyTorch's argument order.
+    ///
+    /// # Panics
+    /// When the channels are not divisible by `groups`.
+    #[allow(clippy::too_many_arguments)]
+    #[track_caller]
+    pub fn with(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        output_padding: (usize, usize),
+        groups: usize,
+        bias: bool,
+        dilation: (usize, usize),
+    ) -> ConvTranspose2d {
+        if groups == 0
+            || !in_channels.is_multiple_of(groups)
+            || !out_channels.is_multiple_of(groups)
+        {
+            panic!(
+                "bad arguments to ConvTranspose2d: {in_channels} in and {out_channels} out channels are not divisible by {groups} groups"
+            );
+        }
+        let fan_in = out_channels / groups * kernel.0 * kernel.1;
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        ConvTranspose2d {
+            weight: parameter(uniform(
+                &[in_channels, out_channels / groups, kernel.0, kernel.1],
+                bound,
+            )),
+            bias: bias.then(|| parameter(uniform(&[out_channels], bound))),
+            stride,
+            padding,
+            output_padding,
+            groups,
+            dilation,
+        }
+    }
+}
+
+impl Module for ConvTranspose2d {
+    #[track_caller]
+    fn forward(&self, x: &Tensor) -> Tensor {
+        F::conv_transpose2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut p = vec![("weight".to_string(), self.weight.clone())];
+        if let Some(b) = &self.bias {
+            p.push(("bias".to_string(), b.clone()));
+        }
+        p
+    }
+}
+
 /// Max pooling (PyTorch's `nn.MaxPool2d`): a square `kernel`, stride = kernel by default.
 #[derive(Clone, Copy, Debug)]
 pub struct MaxPool2d {
