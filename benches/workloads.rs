@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo bench --bench workloads                                  # everything
+//! cargo bench --bench workloads -- --quick                       # tiny sizes (CI smoke run)
 //! METAJIT_BENCH_QUICK=1 METAJIT_BENCH_FILTER=W1 cargo bench --bench workloads
 //! cargo bench --bench workloads -- softmax,W3                    # filters as arguments
 //! ```
@@ -21,7 +22,8 @@
 //!
 //! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
 //! separated, case-insensitive substrings of workload names; arguments after `--` are added),
-//! `METAJIT_BENCH_QUICK=1` (data sizes ÷ 16, matmul n ÷ 16, for a smoke run),
+//! `METAJIT_BENCH_QUICK=1` or the argument `--quick` (data sizes ÷ 16, matmul n ÷ 16, for a
+//! smoke run),
 //! `METAJIT_BENCH_REFERENCE=all` (time the reference interpreter even where it takes minutes).
 //! The other `METAJIT_*` settings apply as usual (`METAJIT_DEVICE` picks the device of the
 //! compiled and eager modes), but for the kernel cache: unless `METAJIT_CACHE_DIR` is set, the
@@ -72,14 +74,15 @@ impl Settings {
                 }
             },
             Err(_) => false,
-        };
+        } || std::env::args().skip(1).any(|a| a == "--quick");
         let mut filters: Vec<String> = std::env::var("METAJIT_BENCH_FILTER")
             .unwrap_or_default()
             .split(',')
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
-        // `cargo bench --bench workloads -- W1` passes `W1` (and cargo's own `--bench`).
+        // `cargo bench --bench workloads -- W1` passes `W1` (and cargo's own `--bench`; flags
+        // such as `--quick` are not filters).
         for a in std::env::args().skip(1).filter(|a| !a.starts_with('-')) {
             filters.extend(
                 a.split(',')
