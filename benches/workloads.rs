@@ -5,7 +5,7 @@
 //! cargo bench --bench workloads -- --quick                       # tiny sizes (CI smoke run)
 //! METAJIT_BENCH_QUICK=1 METAJIT_BENCH_FILTER=W1 cargo bench --bench workloads
 //! cargo bench --bench workloads -- softmax,W3                    # filters as arguments
-//! cargo bench --bench workloads -- W5,LeNet                      # the conv and LeNet rows
+//! cargo bench --bench workloads -- W5,LeNet,W7                   # the conv and LeNet rows
 //! ```
 //!
 //! Each workload runs in **compiled** mode (the default: lazy graph, fused), **eager** mode
@@ -26,7 +26,10 @@
 //! the GEMM's share of the convolution's time; W6 LeNet-5 runs PyTorch on the same step
 //! (`benches/torch_mnist.py --step-bench`, with the interpreter `METAJIT_TORCH_PYTHON`, default
 //! `python3`; "torch: not installed" when it cannot import torch; a failure of the script is
-//! reported, never fatal).
+//! reported, never fatal); W7 runs the `cold_start` example (built with `cargo build --release
+//! --example cold_start`, found next to this binary) once per mode: the first LeNet-5 step and
+//! W1's first call in a fresh process with an empty kernel cache, then in another on the cache
+//! the first left.
 //!
 //! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
 //! separated, case-insensitive substrings of workload names; arguments after `--` are added),
@@ -500,7 +503,7 @@ fn mlp_rss(quick: bool) -> Option<(f64, f64, usize)> {
     ))
 }
 
-/// The LeNet-5 batch of W6: DESIGN §9's 64, or 8 for a smoke run.
+/// The LeNet-5 batch of W6 and W7: DESIGN §9's 64, or 8 for a smoke run.
 fn lenet_batch(quick: bool) -> usize {
     if quick { 8 } else { 64 }
 }
@@ -681,6 +684,203 @@ fn pow2(n: usize) -> String {
         format!("2^{}", n.trailing_zeros())
     } else {
         n.to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// W7: cold and warm start, in fresh processes
+
+/// The name `METAJIT_BENCH_FILTER` matches to select W7.
+const W7_NAME: &str = "W7 compile latency cold/warm start";
+
+/// What the `cold_start` example runs for W7, in this order: the LeNet-5 step first, so that
+/// it compiles everything it needs (no kernel of W1 is shared with it).
+const W7_ONLY: &str = "lenet,w1";
+
+/// W7: per mode, the first calls the `cold_start` example timed in a cold and a warm process.
+struct ColdStart {
+    /// The example binary that ran.
+    exe: PathBuf,
+    /// Why its numbers may be out of date (a source is newer than the binary).
+    stale: Option<String>,
+    modes: Vec<(RunMode, Result<ColdRun, String>)>,
+}
+
+/// One mode's `cold_start` run.
+struct ColdRun {
+    lines: Vec<ColdLine>,
+    /// The wall time of the cold and of the warm process, seconds.
+    process_s: Option<(f64, f64)>,
+}
+
+/// One first call, cold and warm (the example's `result` line).
+struct ColdLine {
+    name: String,
+    cold_s: f64,
+    warm_s: f64,
+    /// The fastest later call of either process.
+    steady_s: f64,
+    /// Kernels compiled during the cold first call.
+    compiled_cold: u64,
+    /// Kernels loaded from the disk cache during the warm first call.
+    disk_hits_warm: u64,
+    /// Kernels compiled during the warm first call (0 when the cache served them all).
+    compiled_warm: u64,
+}
+
+/// The built `cold_start` example: `target/<profile>/examples/cold_start`, next to this
+/// binary's `deps` folder.
+fn cold_start_exe() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot locate this binary: {e}"))?;
+    let dir = me.parent().ok_or("cannot locate this binary's folder")?;
+    let profile = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let exe = profile
+        .join("examples")
+        .join(format!("cold_start{}", std::env::consts::EXE_SUFFIX));
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "not built: {} is missing (build it with `cargo build --release --example cold_start`)",
+            exe.display()
+        ))
+    }
+}
+
+/// The newest modification time of the files under `path` (recursively) that `keep` accepts.
+fn newest(path: &Path, keep: &dyn Fn(&Path) -> bool) -> Option<(SystemTime, PathBuf)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        if !keep(path) {
+            return None;
+        }
+        return meta.modified().ok().map(|t| (t, path.to_path_buf()));
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest(&e.path(), keep))
+        .max_by_key(|(t, _)| *t)
+}
+
+/// Why `exe` may not run the current code: the newest source of the library or the example
+/// that is newer than it, if any.
+fn stale_note(exe: &Path) -> Option<String> {
+    let built = std::fs::metadata(exe).ok()?.modified().ok()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rust = |p: &Path| p.extension().is_some_and(|e| e == "rs" || e == "toml");
+    let (t, path) = [
+        "src",
+        "metaops/src",
+        "codegen/src",
+        "cache/src",
+        "examples/cold_start.rs",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .iter()
+    .filter_map(|p| newest(&root.join(p), &|f| rust(f) || f.ends_with("Cargo.lock")))
+    .max_by_key(|(t, _)| *t)?;
+    (t > built).then(|| {
+        format!(
+            "{} is older than {}: rebuild it with `cargo build --release --example cold_start`",
+            exe.display(),
+            path.strip_prefix(root).unwrap_or(&path).display()
+        )
+    })
+}
+
+/// W7: the `cold_start` example once per mode (compiled, eager), on the LeNet-5 step at
+/// `batch` and W1; `Err` when the example is not built.
+fn cold_start(batch: usize) -> Result<ColdStart, String> {
+    let exe = cold_start_exe()?;
+    let stale = stale_note(&exe);
+    let modes = [RunMode::Compiled, RunMode::Eager]
+        .into_iter()
+        .map(|m| {
+            eprintln!("bench: {W7_NAME} [{}] ...", m.name());
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--tsv", "--only", W7_ONLY, "--batch", &batch.to_string()])
+                .env("METAJIT_MODE", m.name())
+                .env_remove("METAJIT_COLD_START_CHILD");
+            (m, cold_run(&mut cmd))
+        })
+        .collect();
+    Ok(ColdStart { exe, stale, modes })
+}
+
+/// Runs the example (its two child processes take a fresh cache dir of their own) and reads
+/// its `result` and `process` lines.
+fn cold_run(cmd: &mut Command) -> Result<ColdRun, String> {
+    let out = run_capped(cmd, Duration::from_secs(600)).map_err(|e| format!("failed: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("failed ({}){}", out.status, last_words(&out)));
+    }
+    let mut run = ColdRun {
+        lines: Vec::new(),
+        process_s: None,
+    };
+    let secs = |v: &str| v.parse::<f64>().map(|ns| ns / 1e9).ok();
+    for l in stdout.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        match f.as_slice() {
+            ["result", name, cold, warm, steady, cc, dh, cw] => {
+                let count = |v: &str| v.parse::<u64>().ok();
+                let line = (|| {
+                    Some(ColdLine {
+                        name: name.to_string(),
+                        cold_s: secs(cold)?,
+                        warm_s: secs(warm)?,
+                        steady_s: secs(steady)?,
+                        compiled_cold: count(cc)?,
+                        disk_hits_warm: count(dh)?,
+                        compiled_warm: count(cw)?,
+                    })
+                })();
+                run.lines
+                    .push(line.ok_or_else(|| format!("cannot read the line {l:?}"))?);
+            }
+            ["process", cold, warm] => run.process_s = secs(cold).zip(secs(warm)),
+            _ => {}
+        }
+    }
+    if run.lines.is_empty() {
+        return Err(format!(
+            "no result lines in the example's output {:?}",
+            first_line(&stdout, 100)
+        ));
+    }
+    Ok(run)
+}
+
+/// The distinct first-call names of `c`, in the order the example printed them.
+fn cold_names(c: &ColdStart) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, r) in &c.modes {
+        for l in r.iter().flat_map(|r| &r.lines) {
+            if !names.contains(&l.name) {
+                names.push(l.name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// Mode `m`'s line `name` of `c`, or why there is none.
+fn cold_line<'a>(c: &'a ColdStart, m: RunMode, name: &str) -> Result<&'a ColdLine, String> {
+    match c.modes.iter().find(|(mm, _)| *mm == m) {
+        Some((_, Ok(r))) => r
+            .lines
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| "no such line".to_string()),
+        Some((_, Err(e))) => Err(e.clone()),
+        None => Err("not run".into()),
     }
 }
 
@@ -1268,6 +1468,102 @@ fn print_table(results: &[Ran], settings: &Settings) {
     }
 }
 
+/// Prints `rows` (the first is the header) in left-aligned columns.
+fn print_columns(rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = Vec::new();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            let n = c.chars().count();
+            match width.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => width.push(n),
+            }
+        }
+    }
+    for (k, r) in rows.iter().enumerate() {
+        let mut s = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let _ = write!(s, "{c:<w$}", w = width[i]);
+        }
+        println!("{}", s.trim_end());
+        if k == 0 {
+            let rule: Vec<String> = width.iter().map(|&n| "-".repeat(n)).collect();
+            println!("{}", rule.join("  "));
+        }
+    }
+}
+
+/// The W7 table: per first call and mode, cold and warm times and kernel counts.
+fn print_cold_start(c: &Result<ColdStart, String>) {
+    println!();
+    let c = match c {
+        Ok(c) => c,
+        Err(why) => {
+            println!("{W7_NAME}: {why}");
+            return;
+        }
+    };
+    println!(
+        "W7: the first call in a fresh process with an empty kernel cache (cold), then in a \
+         second one on the cache the first left (warm); {} (`--only {W7_ONLY}`)",
+        c.exe.display()
+    );
+    let mut rows = vec![
+        [
+            "first call of",
+            "mode",
+            "cold",
+            "warm",
+            "cold/warm",
+            "steady",
+            "compiled (cold)",
+            "from disk (warm)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for name in cold_names(c) {
+        for m in [RunMode::Compiled, RunMode::Eager] {
+            let mut r = vec![name.clone(), m.name().to_string()];
+            match cold_line(c, m, &name) {
+                Ok(l) => r.extend([
+                    fmt_time(l.cold_s),
+                    fmt_time(l.warm_s),
+                    format!("{:.2}x", l.cold_s / l.warm_s),
+                    fmt_time(l.steady_s),
+                    l.compiled_cold.to_string(),
+                    if l.compiled_warm > 0 {
+                        format!("{} (+{} compiled)", l.disk_hits_warm, l.compiled_warm)
+                    } else {
+                        l.disk_hits_warm.to_string()
+                    },
+                ]),
+                Err(why) => r.push(first_line(&why, 100)),
+            }
+            rows.push(r);
+        }
+    }
+    if rows.len() == 1 {
+        for (m, r) in &c.modes {
+            if let Err(why) = r {
+                rows.push(vec![W7_NAME.into(), m.name().into(), first_line(why, 100)]);
+            }
+        }
+    }
+    print_columns(&rows);
+    println!(
+        "cold/warm: the cold first call's time over the warm one's. steady: the fastest later call. \
+         compiled (cold): kernels compiled during the cold first call; from disk (warm): kernels \
+         the warm first call loaded from the disk cache."
+    );
+    if let Some(why) = &c.stale {
+        println!("note: {why}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Machine info
 
@@ -1410,7 +1706,13 @@ struct Machine {
     dirty: Option<bool>,
 }
 
-fn write_json(results: &[Ran], settings: &Settings, machine: &Machine, device: Device) -> String {
+fn write_json(
+    results: &[Ran],
+    w7: Option<&Result<ColdStart, String>>,
+    settings: &Settings,
+    machine: &Machine,
+    device: Device,
+) -> String {
     let mut j = String::new();
     j.push_str("{\n");
     let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/1\",");
@@ -1592,6 +1894,13 @@ fn write_json(results: &[Ran], settings: &Settings, machine: &Machine, device: D
         }
         j.push_str("\n      ]\n    }");
     }
+    if let Some(w7) = w7 {
+        for e in json_cold_start(w7) {
+            j.push_str(if first { "\n" } else { ",\n" });
+            first = false;
+            j.push_str(&e);
+        }
+    }
     j.push_str("\n  ]\n}\n");
     j
 }
@@ -1620,6 +1929,101 @@ fn json_peer(ran: &Ran) -> String {
     }
 }
 
+/// The W7 entries of the JSON `workloads` list: one per first call (its modes: cold and warm
+/// times, kernel counts), or one saying why there are none.
+fn json_cold_start(w7: &Result<ColdStart, String>) -> Vec<String> {
+    let c = match w7 {
+        Ok(c) => c,
+        Err(why) => {
+            return vec![format!(
+                "    {{ \"id\": \"W7\", \"name\": {}, \"status\": \"skipped\", \"reason\": {}, \
+                 \"modes\": [] }}",
+                json_str(W7_NAME),
+                json_str(why)
+            )];
+        }
+    };
+    let names = cold_names(c);
+    let entry = |name: &str, title: &str, status: &str| {
+        let mut e = String::new();
+        let _ = writeln!(e, "    {{");
+        let _ = writeln!(e, "      \"id\": \"W7\",");
+        let _ = writeln!(e, "      \"name\": {},", json_str(title));
+        let _ = writeln!(
+            e,
+            "      \"description\": {},",
+            json_str(&format!(
+                "the first call of {name} in a fresh process with an empty kernel cache (cold), \
+                 then in a second fresh process on the cache the first left (warm); \
+                 examples/cold_start --only {W7_ONLY}"
+            ))
+        );
+        let _ = writeln!(e, "      \"status\": {},", json_str(status));
+        let _ = writeln!(
+            e,
+            "      \"metric\": {{ \"kind\": \"latency\", \"unit\": \"s\" }},"
+        );
+        let _ = writeln!(
+            e,
+            "      \"example\": {},",
+            json_str(&c.exe.display().to_string())
+        );
+        let _ = writeln!(e, "      \"stale\": {},", json_opt_str(c.stale.as_deref()));
+        e.push_str("      \"modes\": [");
+        for (k, (m, r)) in c.modes.iter().enumerate() {
+            e.push_str(if k == 0 { "\n" } else { ",\n" });
+            let _ = write!(e, "        {{ \"mode\": {}, ", json_str(m.name()));
+            let line = match r {
+                Ok(_) => cold_line(c, *m, name),
+                Err(why) => Err(why.clone()),
+            };
+            match line {
+                Ok(l) => {
+                    let (pc, pw) = r
+                        .as_ref()
+                        .ok()
+                        .and_then(|r| r.process_s)
+                        .map_or(("null".into(), "null".into()), |(a, b)| {
+                            (json_num(a), json_num(b))
+                        });
+                    let _ = write!(
+                        e,
+                        "\"status\": \"ok\",\n          \"cold_first_s\": {}, \"warm_first_s\": {}, \
+                         \"cold_over_warm\": {}, \"steady_s\": {},\n          \
+                         \"kernels_compiled_cold\": {}, \"disk_hits_warm\": {}, \
+                         \"kernels_compiled_warm\": {},\n          \
+                         \"process_cold_s\": {pc}, \"process_warm_s\": {pw} }}",
+                        json_num(l.cold_s),
+                        json_num(l.warm_s),
+                        json_num(l.cold_s / l.warm_s),
+                        json_num(l.steady_s),
+                        l.compiled_cold,
+                        l.disk_hits_warm,
+                        l.compiled_warm
+                    );
+                }
+                Err(why) => {
+                    let _ = write!(
+                        e,
+                        "\"status\": \"failed\", \"reason\": {} }}",
+                        json_str(&why)
+                    );
+                }
+            }
+        }
+        e.push_str("\n      ]\n    }");
+        e
+    };
+    if names.is_empty() {
+        vec![entry("its first calls", W7_NAME, "failed")]
+    } else {
+        names
+            .iter()
+            .map(|n| entry(n, &format!("W7 first call: {n}"), "ran"))
+            .collect()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SVG (grouped horizontal bars, log scale)
 
@@ -1638,7 +2042,12 @@ fn xml(s: &str) -> String {
     o
 }
 
-fn write_svg(results: &[Ran], machine: &Machine, settings: &Settings) -> String {
+fn write_svg(
+    results: &[Ran],
+    w7: Option<&Result<ColdStart, String>>,
+    machine: &Machine,
+    settings: &Settings,
+) -> String {
     const COLORS: [(&str, &str); 4] = [
         ("compiled", "#3b6fb6"),
         ("eager", "#e07b28"),
@@ -1655,7 +2064,7 @@ fn write_svg(results: &[Ran], machine: &Machine, settings: &Settings) -> String 
             Err("no time".to_string())
         }
     };
-    let groups: Vec<(String, Vec<Bar>)> = results
+    let mut groups: Vec<(String, Vec<Bar>)> = results
         .iter()
         .map(|ran| {
             let mut bars: Vec<Bar> = ran
@@ -1678,6 +2087,22 @@ fn write_svg(results: &[Ran], machine: &Machine, settings: &Settings) -> String 
             (ran.w.name.clone(), bars)
         })
         .collect();
+    // W7: a group for the cold first calls and one for the warm ones.
+    if let Some(Ok(c)) = w7 {
+        for name in cold_names(c) {
+            for (label, warm) in [("cold", false), ("warm", true)] {
+                let bars = [RunMode::Compiled, RunMode::Eager]
+                    .into_iter()
+                    .map(|m| {
+                        let t = cold_line(c, m, &name)
+                            .and_then(|l| positive(if warm { l.warm_s } else { l.cold_s }));
+                        (m.name(), t)
+                    })
+                    .collect();
+                groups.push((format!("W7 first {name}, {label}"), bars));
+            }
+        }
+    }
     let all: Vec<f64> = groups
         .iter()
         .flat_map(|(_, b)| b.iter().filter_map(|x| x.1.as_ref().ok().copied()))
@@ -1871,7 +2296,10 @@ fn main() {
         let peer = w.peer.as_ref().map(|f| f());
         results.push(Ran { w, rows, peer });
     }
-    if results.is_empty() {
+    let w7 = settings
+        .selects(W7_NAME)
+        .then(|| cold_start(lenet_batch(settings.quick)));
+    if results.is_empty() && w7.is_none() {
         eprintln!(
             "bench: no workload matches the filter {:?}",
             settings.filters
@@ -1879,6 +2307,9 @@ fn main() {
     }
 
     print_table(&results, &settings);
+    if let Some(c) = &w7 {
+        print_cold_start(c);
+    }
     if settings.selects("W6 MLP rss") {
         base.apply(RunMode::Compiled);
         if let Some((a, b, n)) = mlp_rss(settings.quick) {
@@ -1907,8 +2338,8 @@ fn main() {
         let _ = std::fs::remove_dir_all(d);
     }
     let dir = out_dir();
-    let json = write_json(&results, &settings, &machine, device);
-    let svg = write_svg(&results, &machine, &settings);
+    let json = write_json(&results, w7.as_ref(), &settings, &machine, device);
+    let svg = write_svg(&results, w7.as_ref(), &machine, &settings);
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join("workloads.json"), json))
         .and_then(|()| std::fs::write(dir.join("workloads.svg"), svg));
