@@ -27,9 +27,9 @@
 //! (`benches/torch_mnist.py --step-bench`, with the interpreter `METAJIT_TORCH_PYTHON`, default
 //! `python3`; "torch: not installed" when it cannot import torch; a failure of the script is
 //! reported, never fatal); W7 runs the `cold_start` example (built with `cargo build --release
-//! --example cold_start`, found next to this binary) once per mode: the first LeNet-5 step and
-//! W1's first call in a fresh process with an empty kernel cache, then in another on the cache
-//! the first left.
+//! --example cold_start`, found next to this binary) three times per mode (once in a quick run;
+//! the table shows medians): the first LeNet-5 step and W1's first call in a fresh process with
+//! an empty kernel cache, then in another on the cache the first left.
 //!
 //! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
 //! separated, case-insensitive substrings of workload names; arguments after `--` are added),
@@ -709,16 +709,18 @@ struct ColdStart {
 /// One mode's `cold_start` run.
 struct ColdRun {
     lines: Vec<ColdLine>,
-    /// The wall time of the cold and of the warm process, seconds.
-    process_s: Option<(f64, f64)>,
+    /// The wall times of the cold and of the warm process, seconds, per repetition.
+    process_s: Vec<(f64, f64)>,
 }
 
-/// One first call, cold and warm (the example's `result` line).
+/// One first call, cold and warm (the example's `result` lines), per repetition.
 struct ColdLine {
     name: String,
-    cold_s: f64,
-    warm_s: f64,
-    /// The fastest later call of either process.
+    /// Seconds of the cold first call, one per repetition.
+    cold_s: Vec<f64>,
+    /// Seconds of the warm first call, one per repetition.
+    warm_s: Vec<f64>,
+    /// The fastest later call of any process.
     steady_s: f64,
     /// Kernels compiled during the cold first call.
     compiled_cold: u64,
@@ -794,20 +796,40 @@ fn stale_note(exe: &Path) -> Option<String> {
     })
 }
 
-/// W7: the `cold_start` example once per mode (compiled, eager), on the LeNet-5 step at
-/// `batch` and W1; `Err` when the example is not built.
-fn cold_start(batch: usize) -> Result<ColdStart, String> {
+/// W7: the `cold_start` example `repeats` times per mode (compiled, eager), on the LeNet-5
+/// step at `batch` and W1; `Err` when the example is not built. A first call is one sample per
+/// process, so on a busy machine a single pair can come out upside down: the table shows the
+/// median of the repetitions.
+fn cold_start(batch: usize, repeats: usize) -> Result<ColdStart, String> {
     let exe = cold_start_exe()?;
     let stale = stale_note(&exe);
     let modes = [RunMode::Compiled, RunMode::Eager]
         .into_iter()
         .map(|m| {
-            eprintln!("bench: {W7_NAME} [{}] ...", m.name());
-            let mut cmd = Command::new(&exe);
-            cmd.args(["--tsv", "--only", W7_ONLY, "--batch", &batch.to_string()])
-                .env("METAJIT_MODE", m.name())
-                .env_remove("METAJIT_COLD_START_CHILD");
-            (m, cold_run(&mut cmd))
+            eprintln!("bench: {W7_NAME} [{}] x{repeats} ...", m.name());
+            let runs = (0..repeats).map(|_| {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--tsv", "--only", W7_ONLY, "--batch", &batch.to_string()])
+                    .env("METAJIT_MODE", m.name())
+                    .env_remove("METAJIT_COLD_START_CHILD");
+                cold_run(&mut cmd)
+            });
+            let merged = runs.reduce(|a, b| {
+                let (mut a, b) = (a?, b?);
+                for l in b.lines {
+                    match a.lines.iter_mut().find(|k| k.name == l.name) {
+                        Some(k) => {
+                            k.cold_s.extend(l.cold_s);
+                            k.warm_s.extend(l.warm_s);
+                            k.steady_s = k.steady_s.min(l.steady_s);
+                        }
+                        None => a.lines.push(l),
+                    }
+                }
+                a.process_s.extend(b.process_s);
+                Ok(a)
+            });
+            (m, merged.unwrap_or_else(|| Err("not run".into())))
         })
         .collect();
     Ok(ColdStart { exe, stale, modes })
@@ -823,7 +845,7 @@ fn cold_run(cmd: &mut Command) -> Result<ColdRun, String> {
     }
     let mut run = ColdRun {
         lines: Vec::new(),
-        process_s: None,
+        process_s: Vec::new(),
     };
     let secs = |v: &str| v.parse::<f64>().map(|ns| ns / 1e9).ok();
     for l in stdout.lines() {
@@ -834,8 +856,8 @@ fn cold_run(cmd: &mut Command) -> Result<ColdRun, String> {
                 let line = (|| {
                     Some(ColdLine {
                         name: name.to_string(),
-                        cold_s: secs(cold)?,
-                        warm_s: secs(warm)?,
+                        cold_s: vec![secs(cold)?],
+                        warm_s: vec![secs(warm)?],
                         steady_s: secs(steady)?,
                         compiled_cold: count(cc)?,
                         disk_hits_warm: count(dh)?,
@@ -845,7 +867,7 @@ fn cold_run(cmd: &mut Command) -> Result<ColdRun, String> {
                 run.lines
                     .push(line.ok_or_else(|| format!("cannot read the line {l:?}"))?);
             }
-            ["process", cold, warm] => run.process_s = secs(cold).zip(secs(warm)),
+            ["process", cold, warm] => run.process_s.extend(secs(cold).zip(secs(warm))),
             _ => {}
         }
     }
@@ -1506,9 +1528,17 @@ fn print_cold_start(c: &Result<ColdStart, String>) {
             return;
         }
     };
+    let repeats = c
+        .modes
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.process_s.len())
+        .max()
+        .unwrap_or(0);
     println!(
         "W7: the first call in a fresh process with an empty kernel cache (cold), then in a \
-         second one on the cache the first left (warm); {} (`--only {W7_ONLY}`)",
+         second one on the cache the first left (warm), median of {repeats} such pair(s); {} \
+         (`--only {W7_ONLY}`)",
         c.exe.display()
     );
     let mut rows = vec![
@@ -1530,9 +1560,9 @@ fn print_cold_start(c: &Result<ColdStart, String>) {
             let mut r = vec![name.clone(), m.name().to_string()];
             match cold_line(c, m, &name) {
                 Ok(l) => r.extend([
-                    fmt_time(l.cold_s),
-                    fmt_time(l.warm_s),
-                    format!("{:.2}x", l.cold_s / l.warm_s),
+                    fmt_time(median(&l.cold_s)),
+                    fmt_time(median(&l.warm_s)),
+                    format!("{:.2}x", median(&l.cold_s) / median(&l.warm_s)),
                     fmt_time(l.steady_s),
                     l.compiled_cold.to_string(),
                     if l.compiled_warm > 0 {
@@ -1979,24 +2009,24 @@ fn json_cold_start(w7: &Result<ColdStart, String>) -> Vec<String> {
             };
             match line {
                 Ok(l) => {
-                    let (pc, pw) = r
-                        .as_ref()
-                        .ok()
-                        .and_then(|r| r.process_s)
-                        .map_or(("null".into(), "null".into()), |(a, b)| {
-                            (json_num(a), json_num(b))
-                        });
+                    let process = r.as_ref().map_or(&[][..], |r| &r.process_s[..]);
+                    let pc = json_nums(process.iter().map(|p| p.0));
+                    let pw = json_nums(process.iter().map(|p| p.1));
+                    let (cold, warm) = (median(&l.cold_s), median(&l.warm_s));
                     let _ = write!(
                         e,
                         "\"status\": \"ok\",\n          \"cold_first_s\": {}, \"warm_first_s\": {}, \
                          \"cold_over_warm\": {}, \"steady_s\": {},\n          \
+                         \"cold_first_samples_s\": {}, \"warm_first_samples_s\": {},\n          \
                          \"kernels_compiled_cold\": {}, \"disk_hits_warm\": {}, \
                          \"kernels_compiled_warm\": {},\n          \
                          \"process_cold_s\": {pc}, \"process_warm_s\": {pw} }}",
-                        json_num(l.cold_s),
-                        json_num(l.warm_s),
-                        json_num(l.cold_s / l.warm_s),
+                        json_num(cold),
+                        json_num(warm),
+                        json_num(cold / warm),
                         json_num(l.steady_s),
+                        json_nums(l.cold_s.iter().copied()),
+                        json_nums(l.warm_s.iter().copied()),
                         l.compiled_cold,
                         l.disk_hits_warm,
                         l.compiled_warm
@@ -2094,8 +2124,9 @@ fn write_svg(
                 let bars = [RunMode::Compiled, RunMode::Eager]
                     .into_iter()
                     .map(|m| {
-                        let t = cold_line(c, m, &name)
-                            .and_then(|l| positive(if warm { l.warm_s } else { l.cold_s }));
+                        let t = cold_line(c, m, &name).and_then(|l| {
+                            positive(median(if warm { &l.warm_s } else { &l.cold_s }))
+                        });
                         (m.name(), t)
                     })
                     .collect();
@@ -2296,9 +2327,12 @@ fn main() {
         let peer = w.peer.as_ref().map(|f| f());
         results.push(Ran { w, rows, peer });
     }
-    let w7 = settings
-        .selects(W7_NAME)
-        .then(|| cold_start(lenet_batch(settings.quick)));
+    let w7 = settings.selects(W7_NAME).then(|| {
+        cold_start(
+            lenet_batch(settings.quick),
+            if settings.quick { 1 } else { 3 },
+        )
+    });
     if results.is_empty() && w7.is_none() {
         eprintln!(
             "bench: no workload matches the filter {:?}",
@@ -2306,7 +2340,9 @@ fn main() {
         );
     }
 
-    print_table(&results, &settings);
+    if !results.is_empty() {
+        print_table(&results, &settings);
+    }
     if let Some(c) = &w7 {
         print_cold_start(c);
     }
