@@ -2145,7 +2145,10 @@ fn write_svg(
         let hi = max(&all).log10().ceil() as i32;
         (lo, hi.max(lo + 1))
     };
-    let (left, right, top, bar_h, gap) = (230.0, 110.0, 70.0, 14.0, 12.0);
+    let (right, top, bar_h, gap) = (110.0, 70.0, 14.0, 12.0);
+    // Room for the longest workload name at 12 px (about 6.8 px a character).
+    let longest = groups.iter().map(|(n, _)| n.chars().count()).max();
+    let left = longest.map_or(230.0, |n| (n as f64 * 6.8 + 16.0).max(230.0));
     let plot_w = 600.0;
     let width = left + plot_w + right;
     let group_h = |n: usize| n as f64 * bar_h + gap;
