@@ -41,7 +41,10 @@
 //! bench uses a fresh, temporary cache dir, so that its cold runs compile.
 //!
 //! Writes `target/bench/workloads.json` (every number and sample, kernel counts, compile time,
-//! peak RSS per mode, the machine, the load average) and
+//! peak RSS per mode, the machine, the load average; schema `metajit-bench-workloads/2`: a
+//! workload's `peer` and a mode's `part` are new in 2, and the W7 entries, metric kind
+//! `latency`, give per mode `cold_first_s`, `warm_first_s` and their samples instead of
+//! `median_s`) and
 //! `target/bench/workloads.svg` (median time per workload and mode, log scale).
 
 use std::cell::RefCell;
@@ -1745,7 +1748,7 @@ fn write_json(
 ) -> String {
     let mut j = String::new();
     j.push_str("{\n");
-    let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/1\",");
+    let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/2\",");
     let _ = writeln!(j, "  \"machine\": {{");
     let _ = writeln!(j, "    \"nproc\": {},", machine.nproc);
     let _ = writeln!(j, "    \"cpu_model\": {},", json_str(&machine.cpu_model));
