@@ -6,11 +6,18 @@ flatten, 256->120->84->10) with the example's default settings (SGD momentum 0.9
 cosine annealing per epoch, batch 64, drop_last, shuffled) on the bundled MNIST, timing the
 training loop (with the per-epoch test evaluation, as the example's "trained in" figure).
 
-    python3 benches/torch_mnist.py [--epochs N] [--limit N] [--data DIR] [--step-bench]
+    python3 benches/torch_mnist.py [--epochs N] [--limit N] [--data DIR]
+    python3 benches/torch_mnist.py --step-bench [--batch-size N] [--steps N] [--warmup N]
+                                   [--warmup-seconds S]
 
 Exits 0 with "torch: not installed" when torch cannot be imported, so scripts can call it
-unconditionally. `--step-bench` instead times single training steps (median of 200) of
-LeNet-5 at batch 64 on random data, for the harness's W6 row.
+unconditionally. `--step-bench` instead times single training steps (median of `--steps`,
+default 200, after untimed warm-up steps: at least `--warmup`, default 30, and at least
+`--warmup-seconds`, default 2) of LeNet-5 at batch `--batch-size` on random data (SGD,
+momentum 0.9), for the bench harness's W6 row, which reads its one line:
+"torch LeNet-5 step b64: median X ms (N threads, torch V)". The warm-up has a time floor
+because torch's first steps can take hundreds of ms each while its large libraries page in
+(seen on a loaded machine with a cold page cache); a step count alone may end too early.
 """
 import argparse
 import gzip
@@ -65,24 +72,32 @@ def accuracy(net, x, y):
     return correct / len(x)
 
 
-def step_bench(batch):
+def step_bench(batch, steps, warmup, warmup_seconds):
     net = lenet5()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
-    times = []
-    for i in range(230):
-        t0 = time.perf_counter()
+
+    def step():
         opt.zero_grad()
         loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
         loss.item()
-        if i >= 30:
-            times.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < warmup_seconds:
+        step()
+        done += 1
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
     times.sort()
     print(f"torch LeNet-5 step b{batch}: median {1e3 * times[len(times) // 2]:.3f} ms "
-          f"({torch.get_num_threads()} threads)")
+          f"({torch.get_num_threads()} threads, torch {torch.__version__})")
 
 
 def main():
@@ -94,10 +109,13 @@ def main():
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--data", default="data/mnist")
     p.add_argument("--step-bench", action="store_true")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--warmup-seconds", type=float, default=2.0)
     a = p.parse_args()
     torch.manual_seed(a.seed)
     if a.step_bench:
-        step_bench(a.batch_size)
+        step_bench(a.batch_size, max(a.steps, 1), max(a.warmup, 0), max(a.warmup_seconds, 0.0))
         return
     train_x, train_y = load(a.data, "train")
     test_x, test_y = load(a.data, "t10k")
