@@ -2143,3 +2143,124 @@ fn scatter_timings() {
         );
     }
 }
+
+/// Floor division and modulo of i64 values (negative, extreme) by sizes (runtime extents,
+/// lowered to a multiply by precomputed constants), against the interpreter, for divisors 0,
+/// 1, powers of two and their neighbours, and large ones; over the vector main loop and the
+/// scalar tail.
+#[test]
+fn division_by_sizes_is_exact() {
+    use BinaryOp::*;
+    let vals: Vec<i64> = [
+        0,
+        1,
+        -1,
+        2,
+        -2,
+        3,
+        -3,
+        7,
+        -7,
+        8,
+        -8,
+        9,
+        1000,
+        -1000,
+        123_456_789,
+        -123_456_789,
+        1 << 40,
+        -(1 << 40),
+        (1 << 62) + 5,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        i64::MAX - 1,
+    ]
+    .to_vec();
+    let n = vals.len();
+    for d in [
+        0i64,
+        1,
+        2,
+        3,
+        5,
+        7,
+        8,
+        9,
+        24,
+        25,
+        255,
+        256,
+        257,
+        1 << 20,
+        (1 << 31) + 1,
+        (1 << 40) - 3,
+        i64::MAX,
+    ] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let x = b.load(0, i, DType::I64);
+        let dv = b.size(1);
+        let q = b.bin(Div, x, dv);
+        let r = b.bin(Mod, x, dv);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(DType::I64, false), (DType::I64, true), (DType::I64, true)]),
+                &[],
+            ),
+            n_sizes: 2,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], vec![st(1, i, q), st(2, i, r)])],
+            parallel: true,
+        };
+        let data = vec![
+            HostData::I64(vals.clone()),
+            HostData::zeros(DType::I64, n),
+            HostData::zeros(DType::I64, n),
+        ];
+        check(
+            &k,
+            &data,
+            &[n as i64, d],
+            Tol::Exact,
+            &format!("divisor {d}"),
+        );
+    }
+}
+
+/// The division constants against 128-bit arithmetic on random and extreme operands.
+#[test]
+fn division_constants_are_exact() {
+    use metajit_codegen::cpu::jit::division_constants;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut divisors: Vec<u64> = (1..64)
+        .flat_map(|k| [(1u64 << k) - 1, 1 << k, (1 << k) + 1])
+        .collect();
+    divisors.extend((0..2000).map(|_| next() >> (next() % 63)));
+    for d in divisors
+        .into_iter()
+        .filter(|&d| (2..=i64::MAX as u64).contains(&d))
+    {
+        let (m, sh) = division_constants(d as i64);
+        let mut ns: Vec<u64> = vec![
+            0,
+            1,
+            d - 1,
+            d,
+            d + 1,
+            (1 << 63) - 1,
+            ((1 << 63) - 1) / d * d,
+        ];
+        ns.extend((0..50).map(|_| next() >> 1));
+        for n in ns.into_iter().filter(|&n| n < 1 << 63) {
+            let q = (((n as u128 * m as u128) >> 64) as u64) >> sh;
+            assert_eq!(q, n / d, "{n} / {d}");
+        }
+    }
+}

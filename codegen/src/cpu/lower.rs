@@ -118,8 +118,31 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
     let bufs = (0..k.bufs.len())
         .map(|i| b.ins().load(I64, arg_flags, p[0], (8 * i) as i32))
         .collect();
-    let sizes = (0..k.n_sizes)
+    let sizes: Vec<Value> = (0..k.n_sizes)
         .map(|i| b.ins().load(I64, arg_flags, p[1], (8 * i) as i32))
+        .collect();
+    // Entries that are only ever sizes (extents, never negative): floor division by them uses
+    // the constants after the sizes array (`jit::with_divisors`) instead of a hardware divide.
+    let mut is_param = vec![false; k.n_sizes];
+    let mut is_size = vec![false; k.n_sizes];
+    for ph in &k.phases {
+        for (inst, _) in &ph.body {
+            match inst {
+                Inst::Size(s) if *s < k.n_sizes => is_size[*s] = true,
+                Inst::Param(s) if *s < k.n_sizes => is_param[*s] = true,
+                _ => {}
+            }
+        }
+    }
+    let divisors = (0..k.n_sizes)
+        .map(|i| {
+            (is_size[i] && !is_param[i]).then(|| {
+                let at = 8 * (k.n_sizes + 2 * i);
+                let m = b.ins().load(I64, arg_flags, p[1], at as i32);
+                let sh = b.ins().load(I64, arg_flags, p[1], (at + 8) as i32);
+                (m, sh)
+            })
+        })
         .collect();
     let mut cx = Cx {
         k,
@@ -128,6 +151,7 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
         has_fma: math::isa_has_fma(isa),
         bufs,
         sizes,
+        divisors,
         start: p[2],
         end: p[3],
         helpers: p[4],
@@ -471,6 +495,8 @@ struct Cx<'k, 'f> {
     has_fma: bool,
     bufs: Vec<Value>,
     sizes: Vec<Value>,
+    /// Per entry of the sizes array that is only a size: its division constants `(m, l - 1)`.
+    divisors: Vec<Option<(Value, Value)>>,
     start: Value,
     end: Value,
     helpers: Value,
@@ -1231,6 +1257,29 @@ impl Cx<'_, '_> {
     // ---- scalar operations -----------------------------------------------------------------
 
     /// An integer constant of type `ty` (the immediate zero-extended, as the verifier wants).
+    /// Floor division (or modulo) of an i64 `a` by a size `d >= 0` with the constants
+    /// `(m, sh)` of `jit::division_constants`: for `a < 0`, `floor(a / d) = !floor(!a / d)`,
+    /// and `!a` is then in `0..2^63`, where `floor(n / d) = umulhi(n, m) >> sh` (exact, see
+    /// there). `d == 1` gives `a`, `d == 0` gives 0 (as the generic path).
+    fn size_divmod(&mut self, a: Value, d: Value, m: Value, sh: Value, want_mod: bool) -> Value {
+        let sign = self.b.ins().sshr_imm_u(a, 63);
+        let n = self.b.ins().bxor(a, sign);
+        let t = self.b.ins().umulhi(n, m);
+        let q = self.b.ins().ushr(t, sh);
+        let is_one = self.b.ins().icmp_imm_u(IntCC::Equal, d, 1);
+        let q = self.b.ins().select(is_one, n, q);
+        let q = self.b.ins().bxor(q, sign);
+        let v = if want_mod {
+            let qd = self.b.ins().imul(q, d);
+            self.b.ins().isub(a, qd)
+        } else {
+            q
+        };
+        let is_zero = self.b.ins().icmp_imm_u(IntCC::Equal, d, 0);
+        let zero = self.ic(I64, 0);
+        self.b.ins().select(is_zero, zero, v)
+    }
+
     /// The value of `v` when an `iconst` defines it.
     fn const_int(&self, v: Value) -> Option<i64> {
         let dfg = &self.b.func.dfg;
@@ -1589,6 +1638,16 @@ impl Cx<'_, '_> {
             } else {
                 self.b.ins().ushr_imm_u(a, k)
             };
+        }
+        if signed
+            && ty == I64
+            && let Some(&Some((m, sh))) = self
+                .sizes
+                .iter()
+                .position(|&v| v == b)
+                .map(|s| &self.divisors[s])
+        {
+            return self.size_divmod(a, b, m, sh, want_mod);
         }
         let zero = self.ic(ty, 0);
         let one = self.ic(ty, 1);
