@@ -472,3 +472,43 @@ fn panics_point_at_the_callers_line() {
         assert_eq!(got, line);
     }
 }
+
+/// A product summed over K and a batch axis at once (`Σ_b Σ_k A[b,m,k]·B[b,k,n]`, the shape of
+/// every weight gradient summed over a batch) runs as accumulating GEMMs: against the naive
+/// sum, over f32 and f64, with the summed axis before or after the free ones, and empty.
+#[test]
+fn products_summed_over_a_batch_axis_too() {
+    for dtype in [DType::F32, DType::F64] {
+        for (b, m, k, n) in [
+            (3usize, 4usize, 5usize, 2usize),
+            (7, 1, 3, 6),
+            (0, 2, 3, 4),
+            (2, 3, 0, 2),
+        ] {
+            let a = values(b * m * k, 1);
+            let c = values(b * k * n, 2);
+            let (ta, tc) = (tensor(&a, &[b, m, k], dtype), tensor(&c, &[b, k, n], dtype));
+            // [B, M, K, 1] * [B, 1, K, N] summed over B and K.
+            let got = ta.unsqueeze(3).mul(&tc.unsqueeze(1)).sum([0, 2], false);
+            let mut want = vec![0.0; m * n];
+            let mut scale = vec![0.0; m * n];
+            for bi in 0..b {
+                for i in 0..m {
+                    for j in 0..n {
+                        for l in 0..k {
+                            let p = a[(bi * m + i) * k + l] * c[(bi * k + l) * n + j];
+                            want[i * n + j] += p;
+                            scale[i * n + j] += p.abs();
+                        }
+                    }
+                }
+            }
+            assert_close(&got, &[m, n], &want, &scale, dtype);
+            // The batch axis last: [M, K, B] and [K, N, B] summed over K and B.
+            let la = ta.permute(&[1, 2, 0]).contiguous();
+            let lc = tc.permute(&[1, 2, 0]).contiguous();
+            let got = la.unsqueeze(2).mul(&lc.unsqueeze(0)).sum([1, 3], false);
+            assert_close(&got, &[m, n], &want, &scale, dtype);
+        }
+    }
+}

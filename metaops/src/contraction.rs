@@ -257,8 +257,9 @@ impl Contraction {
     }
 }
 
-/// Recognises node `node` of the verified graph `g` as a contraction: a `Reduce{Sum}` over one
-/// axis, of an f32/f64 `mul` whose operands are view chains (see the module docs) over nodes for
+/// Recognises node `node` of the verified graph `g` as a contraction: a `Reduce{Sum}` (over K,
+/// and possibly further axes, which become batch axes summed into one output: dst stride 0)
+/// of an f32/f64 `mul` whose operands are view chains (see the module docs) over nodes for
 /// which `is_materialised` holds (inputs and kernel roots: buffers the GEMM can read). Returns
 /// `None` for anything else; the generic reduce kernel computes those.
 pub fn match_contraction(
@@ -275,10 +276,7 @@ pub fn match_contraction(
     else {
         return None;
     };
-    let &[r] = axes.as_slice() else {
-        return None;
-    };
-    if !matches!(red.dtype, DType::F32 | DType::F64) {
+    if axes.is_empty() || !matches!(red.dtype, DType::F32 | DType::F64) {
         return None;
     }
     let mul_id = red.inputs[0];
@@ -289,11 +287,27 @@ pub fn match_contraction(
     let dims = mul.shape.dims();
     let (lhs, lmap) = trace_view(g, mul.inputs[0], is_materialised)?;
     let (rhs, rmap) = trace_view(g, mul.inputs[1], is_materialised)?;
+    // K is the last reduced axis both operands read; any other reduced axis is a batch axis
+    // that the products are summed over (dst stride 0: each product adds into the same
+    // matrix), as in a weight gradient summed over the images and the positions of each.
+    let r = *axes
+        .iter()
+        .rev()
+        .find(|&&a| lmap[a].is_some() && rmap[a].is_some())
+        .unwrap_or(axes.last()?);
 
-    // The output axis of each mul axis other than r, and its row-major stride.
+    // The output axis of each mul axis that is not reduced, and its row-major stride; a
+    // reduced axis has stride 0 in the output.
     let out_dims = red.shape.dims();
     let dst_stride = |a: usize| {
-        let oa = if *keepdims || a < r { a } else { a - 1 };
+        if axes.contains(&a) {
+            return Stride::Zero;
+        }
+        let oa = if *keepdims {
+            a
+        } else {
+            a - axes.iter().filter(|&&q| q < a).count()
+        };
         buffer_stride(node, out_dims, oa)
     };
     let src_stride = |p: NodeId, axis: Option<usize>| match axis {
@@ -305,11 +319,17 @@ pub fn match_contraction(
     // axes along which the other operand is broadcast (`[B, M, K] @ [K, N]`), which
     // `GemmLayout::simplified` folds into M or N where the strides allow.
     let only = |want_l: bool| {
-        (0..dims.len())
-            .rfind(|&a| a != r && lmap[a].is_some() == want_l && rmap[a].is_some() != want_l)
+        (0..dims.len()).rfind(|&a| {
+            !axes.contains(&a) && lmap[a].is_some() == want_l && rmap[a].is_some() != want_l
+        })
     };
     let m = only(true);
     let n = only(false);
+    // Summing products over further axes pays only for real matrices: a sum of squares over
+    // several axes (a variance) would become thousands of 1×1 products.
+    if axes.len() > 1 && (m.is_none() || n.is_none()) {
+        return None;
+    }
     let (mut dst_rs, mut dst_cs) = (Stride::Zero, Stride::Zero);
     let (mut lhs_rs, mut lhs_cs) = (Stride::Zero, Stride::Zero);
     let (mut rhs_rs, mut rhs_cs) = (Stride::Zero, Stride::Zero);
@@ -1061,7 +1081,7 @@ mod tests {
         assert!(matched(base).is_some());
         // A product reduction.
         assert_eq!(matched(&base.replace("reduce sum", "reduce prod")), None);
-        // A reduction over a non-contracted axis (M, N), or over two axes.
+        // A reduction over a non-contracted axis (M, N).
         assert_eq!(
             matched(&base.replace("axes=[1] : f32[4, 5]", "axes=[0] : f32[3, 5]")),
             None
@@ -1070,10 +1090,25 @@ mod tests {
             matched(&base.replace("axes=[1] : f32[4, 5]", "axes=[2] : f32[4, 3]")),
             None
         );
+        // Over K and N: no N axis is left (a sum over further axes is matched only as a batch
+        // of real matrix products, see tests/matmul.rs).
         assert_eq!(
             matched(&base.replace("axes=[1] : f32[4, 5]", "axes=[1, 2] : f32[4]")),
             None
         );
+        // A batch axis summed with K: `Σ_b A[b] @ B[b]` (dst stride 0 along b).
+        let batched = "
+            %0 = input #0 : f32[2, 4, 3]
+            %1 = input #1 : f32[2, 3, 5]
+            %2 = broadcast %0 axes=[3] : f32[2, 4, 3, 5]
+            %3 = broadcast %1 axes=[1] : f32[2, 4, 3, 5]
+            %4 = mul %2, %3 : f32[2, 4, 3, 5]
+            %5 = reduce sum %4 axes=[0, 2] : f32[4, 5]
+            return %5
+        ";
+        let summed = matched(batched).expect("K plus a summed batch axis is a contraction");
+        assert_eq!(summed.batch.len(), 1);
+        assert_eq!(summed.batch[0].dst, Stride::Zero);
         // An add instead of a mul.
         assert_eq!(matched(&base.replace("mul %2", "add %2")), None);
         // An element-wise op between the broadcast and the mul.

@@ -169,24 +169,20 @@ pub fn conv2d(
     let (x, weight) = (x.cast(dtype), weight.cast(dtype));
     let (cg, og) = (c / groups, o / groups);
     let k = cg * kh * kw;
-    let rows = n * oh * ow;
-    // [N, C, OH, OW, KH, KW] -> [N, OH, OW, C, KH, KW] -> [rows, groups, k].
+    let p = oh * ow;
+    // [N, C, OH, OW, KH, KW] -> [N, C, KH, KW, OH, OW] -> [N, groups, k, OH·OW]: each image's
+    // columns with the output position innermost, so the copy runs along contiguous rows.
     // The window view is materialised once (one copy kernel), so the product runs as GEMM.
     let cols = windows(&x, ax, [oh, ow], 0.0)
-        .permute(&[0, 2, 3, 1, 4, 5])
+        .permute(&[0, 1, 4, 5, 2, 3])
         .contiguous()
-        .reshape([rows, groups, k]);
-    let wm = weight.reshape([groups, og, k]);
-    let y = if groups == 1 {
-        cols.reshape([rows, k]).matmul(&wm.reshape([og, k]).t())
-    } else {
-        // [groups, rows, k] @ [groups, k, og] -> [groups, rows, og] -> [rows, groups·og].
-        cols.permute(&[1, 0, 2])
-            .matmul(&wm.permute(&[0, 2, 1]))
-            .permute(&[1, 0, 2])
-            .reshape([rows, o])
-    };
-    let y = y.reshape([n, oh, ow, o]).permute(&[0, 3, 1, 2]);
+        .reshape([n, groups, k, p]);
+    // [groups, og, k] @ [N, groups, k, P] -> [N, groups, og, P]: one GEMM per image (and
+    // group) with the weight shared, writing the output in NCHW order directly.
+    let y = weight
+        .reshape([groups, og, k])
+        .matmul(&cols)
+        .reshape([n, o, oh, ow]);
     match bias {
         Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
         None => y,

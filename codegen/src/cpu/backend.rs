@@ -263,18 +263,22 @@ fn check_contraction(
     l_axes.extend([(l.m, l.lhs.rs), (l.k, l.lhs.cs)]);
     let mut r_axes = batch(|b| b.rhs);
     r_axes.extend([(l.k, l.rhs.rs), (l.n, l.rhs.cs)]);
-    let written = l.m > 0 && l.n > 0 && l.batch_count() > 0;
+    // dst is written when it has elements: m, n and every batch axis it moves along are
+    // non-empty (an empty summed axis writes zeros); the operands are read when there is a
+    // product to compute.
+    let written = l.m > 0 && l.n > 0 && l.batch.iter().all(|b| b.dst == 0 || b.extent > 0);
     if !written {
         return Ok(()); // no pointer is accessed
     }
     let mut operands = vec![("dst", dst, &d_axes)];
-    if l.k > 0 {
+    if l.k > 0 && l.batch_count() > 0 {
         operands.extend([("lhs", lhs, &l_axes), ("rhs", rhs, &r_axes)]);
     }
     for (name, b, axes) in operands {
         // The lowest and highest offsets reached, in i128 (no overflow for any usize/isize).
         let (lo, hi) = axes.iter().fold((0i128, 0i128), |(lo, hi), &(e, s)| {
-            let span = (e as i128 - 1) * s as i128;
+            // An empty (summed) axis adds no offsets.
+            let span = (e.max(1) as i128 - 1) * s as i128;
             (lo + span.min(0), hi + span.max(0))
         });
         if lo < 0 {
@@ -294,12 +298,16 @@ fn check_contraction(
             });
         }
     }
-    // No element of dst written twice: with the axes of extent > 1 sorted by stride, each
-    // stride exceeds the farthest offset the smaller axes reach (a sufficient condition).
+    // No element of dst written twice, except along batch axes of dst stride 0 (products
+    // summed into one matrix, one call after another): with the other axes of extent > 1
+    // sorted by stride, each stride exceeds the farthest offset the smaller axes reach (a
+    // sufficient condition).
+    let summed = l.batch.len();
     let mut axes: Vec<(usize, u128)> = d_axes
         .iter()
-        .filter(|(e, _)| *e > 1)
-        .map(|&(e, s)| (e, s.unsigned_abs() as u128))
+        .enumerate()
+        .filter(|&(i, &(e, s))| e > 1 && !(i < summed && s == 0))
+        .map(|(_, &(e, s))| (e, s.unsigned_abs() as u128))
         .collect();
     axes.sort_by_key(|&(_, s)| s);
     let mut reach = 0u128;

@@ -6,8 +6,10 @@
 //!
 //! Semantics: for every batch index `b` (row-major over `layout.batch`), `i < m`, `j < n`,
 //! `dst[b][i, j] = Σ_{l<k} lhs[b][i, l] · rhs[b][l, j]`, where `x[b][i, j]` is the element at
-//! offset `Σ_t b_t · batch[t].x + i · x.rs + j · x.cs` (elements, not bytes). `dst` is
-//! overwritten, never read: with `k = 0` it is filled with zeros. Sums accumulate in the element
+//! offset `Σ_t b_t · batch[t].x + i · x.rs + j · x.cs` (elements, not bytes). Batch axes along
+//! which dst has stride 0 are summed: `dst[i, j]` is then the sum over them of those products,
+//! added one call after another in batch order. `dst` is overwritten (the first product into
+//! each matrix does not read it): with `k = 0` it is filled with zeros. Sums accumulate in the element
 //! type, in the blocked order of the `gemm` crate (results agree with a sequential sum within
 //! rounding, not bitwise).
 //!
@@ -72,6 +74,20 @@ unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 
+/// Whether batch entry `b` (row-major over `batch`) has index 0 along every axis that dst does
+/// not move along (a summed axis).
+fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
+    let mut zero = true;
+    for ax in batch.iter().rev() {
+        let e = ax.extent.max(1);
+        if ax.dst == 0 && b % e != 0 {
+            zero = false;
+        }
+        b /= e;
+    }
+    zero
+}
+
 /// The element offsets `(dst, lhs, rhs)` of batch entry `b` (row-major over `batch`).
 fn batch_offsets(batch: &[BatchAxis], mut b: usize) -> (isize, isize, isize) {
     let (mut d, mut l, mut r) = (0isize, 0isize, 0isize);
@@ -97,11 +113,69 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + 'static>(
     one: T,
 ) {
     let count = l.batch_count();
-    if l.m == 0 || l.n == 0 || count == 0 {
+    if l.m == 0 || l.n == 0 {
+        return;
+    }
+    if count == 0 {
+        // An empty summed axis (and no empty free one): every matrix is an empty sum, 0.
+        let free: Vec<BatchAxis> = l.batch.iter().filter(|b| b.dst != 0).copied().collect();
+        let summed_empty = l.batch.iter().any(|b| b.dst == 0 && b.extent == 0);
+        if summed_empty && free.iter().all(|b| b.extent > 0) {
+            let matrices: usize = free.iter().map(|b| b.extent).product();
+            for f in 0..matrices {
+                let (od, _, _) = batch_offsets(&free, f);
+                for i in 0..l.m as isize {
+                    for j in 0..l.n as isize {
+                        // SAFETY: the caller guarantees these dst offsets are in bounds.
+                        unsafe { *dst.wrapping_offset(od + i * l.dst.rs + j * l.dst.cs) = zero };
+                    }
+                }
+            }
+        }
         return;
     }
     let per = l.m * l.n * l.k;
     let threads = threads.max(1);
+    // Batch axes along which dst does not move are summed: the products are added into the
+    // same matrix, one after the other, in batch order (the first overwrites).
+    if l.batch.iter().any(|b| b.dst == 0 && b.extent > 1) {
+        let par = if per >= PARALLEL_OPS && threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        for b in 0..count {
+            let (od, ol, or) = batch_offsets(&l.batch, b);
+            // The first product into this matrix: every summed index is 0.
+            let first = summed_indices_zero(&l.batch, b);
+            // SAFETY: the caller guarantees every offset is in bounds; the calls run one at a
+            // time, so products into the same matrix do not race.
+            unsafe {
+                gemm::gemm(
+                    l.m,
+                    l.n,
+                    l.k,
+                    dst.wrapping_offset(od),
+                    l.dst.cs,
+                    l.dst.rs,
+                    !first,
+                    lhs.wrapping_offset(ol),
+                    l.lhs.cs,
+                    l.lhs.rs,
+                    rhs.wrapping_offset(or),
+                    l.rhs.cs,
+                    l.rhs.rs,
+                    one,
+                    one,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            }
+        }
+        return;
+    }
     // SAFETY (for both closures): the caller guarantees every offset formed below is in bounds
     // for its pointer and that the writes are disjoint.
     let one_product = |b: usize, par: gemm::Parallelism| {
