@@ -80,7 +80,7 @@ fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
     let mut zero = true;
     for ax in batch.iter().rev() {
         let e = ax.extent.max(1);
-        if ax.dst == 0 && b % e != 0 {
+        if ax.dst == 0 && !b.is_multiple_of(e) {
             zero = false;
         }
         b /= e;
