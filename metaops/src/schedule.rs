@@ -1018,32 +1018,42 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             let lin = self.ravel(coords, from);
             return self.unravel(lin, to);
         }
-        let mut out = Vec::with_capacity(to.len());
+        // Singleton axes carry no coordinate: group the others, and give each singleton
+        // target axis coordinate 0.
+        let fk: Vec<usize> = (0..from.len()).filter(|&a| from[a] != 1).collect();
+        let tk: Vec<usize> = (0..to.len()).filter(|&a| to[a] != 1).collect();
+        let (f, t): (Vec<usize>, Vec<usize>) = (
+            fk.iter().map(|&a| from[a]).collect(),
+            tk.iter().map(|&a| to[a]).collect(),
+        );
+        let fc: Vec<V> = fk.iter().map(|&a| coords[a]).collect();
+        let zero = self.ci(0);
+        let mut out = vec![zero; to.len()];
         let (mut i, mut j) = (0, 0);
-        while i < from.len() && j < to.len() {
+        while i < f.len() && j < t.len() {
             let (si, sj) = (i, j);
-            let (mut pf, mut pt) = (from[i], to[j]);
+            let (mut pf, mut pt) = (f[i], t[j]);
             (i, j) = (i + 1, j + 1);
             while pf != pt {
                 // The element counts agree, so the smaller side has axes left.
                 if pf < pt {
-                    pf *= from[i];
+                    pf *= f[i];
                     i += 1;
                 } else {
-                    pt *= to[j];
+                    pt *= t[j];
                     j += 1;
                 }
             }
-            if i - si == 1 && j - sj == 1 {
-                out.push(coords[si]);
+            let group = if i - si == 1 && j - sj == 1 {
+                vec![fc[si]]
             } else {
-                let lin = self.ravel(&coords[si..i], &from[si..i]);
-                out.extend(self.unravel(lin, &to[sj..j]));
+                let lin = self.ravel(&fc[si..i], &f[si..i]);
+                self.unravel(lin, &t[sj..j])
+            };
+            for (q, v) in group.into_iter().enumerate() {
+                out[tk[sj + q]] = v;
             }
         }
-        // What is left on either side is singleton axes: coordinate 0.
-        let zero = self.ci(0);
-        out.resize(to.len(), zero);
         out
     }
 
