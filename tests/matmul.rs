@@ -479,11 +479,13 @@ fn panics_point_at_the_callers_line() {
 #[test]
 fn products_summed_over_a_batch_axis_too() {
     for dtype in [DType::F32, DType::F64] {
+        // The last case is big enough to be split across threads (per-thread partial sums).
         for (b, m, k, n) in [
             (3usize, 4usize, 5usize, 2usize),
             (7, 1, 3, 6),
             (0, 2, 3, 4),
             (2, 3, 0, 2),
+            (64, 6, 100, 30),
         ] {
             let a = values(b * m * k, 1);
             let c = values(b * k * n, 2);

@@ -74,6 +74,83 @@ unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 
+/// The sum over every batch entry of `lhs[b] @ rhs[b]` into the one matrix `dst` (every batch
+/// axis has dst stride 0), in `parts` contiguous ranges of batch entries on rayon's pool: part
+/// 0 sums into `dst`, part `p > 0` into a dense `m × n` scratch matrix, which is then added to
+/// `dst` in part order.
+///
+/// # Safety
+///
+/// As [`gemm_f32`], with every batch axis of dst stride 0.
+unsafe fn summed_in_parallel<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'static>(
+    dst: *mut T,
+    lhs: *const T,
+    rhs: *const T,
+    l: &GemmLayout,
+    parts: usize,
+    zero: T,
+    one: T,
+) {
+    let count = l.batch_count();
+    let (m, n) = (l.m, l.n);
+    let mut scratch: Vec<Vec<T>> = (1..parts).map(|_| vec![zero; m * n]).collect();
+    let targets: Vec<(SendPtr<T>, isize, isize)> =
+        std::iter::once((SendPtr(dst), l.dst.rs, l.dst.cs))
+            .chain(
+                scratch
+                    .iter_mut()
+                    .map(|v| (SendPtr(v.as_mut_ptr()), n as isize, 1)),
+            )
+            .collect();
+    let (a, c) = (SendPtr(lhs.cast_mut()), SendPtr(rhs.cast_mut()));
+    targets
+        .par_iter()
+        .enumerate()
+        .for_each(|(p, &(d, rs, cs))| {
+            let (a, c) = (a, c);
+            for b in count * p / parts..count * (p + 1) / parts {
+                let (_, ol, or) = batch_offsets(&l.batch, b);
+                let first = b == count * p / parts;
+                // SAFETY: the caller guarantees the operand offsets are in bounds and dst's
+                // matrix; each part writes only its own matrix (dst or its scratch), one call
+                // after another.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        l.k,
+                        d.0,
+                        cs,
+                        rs,
+                        !first,
+                        a.0.cast_const().wrapping_offset(ol),
+                        l.lhs.cs,
+                        l.lhs.rs,
+                        c.0.cast_const().wrapping_offset(or),
+                        l.rhs.cs,
+                        l.rhs.rs,
+                        one,
+                        one,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+        });
+    for part in &scratch {
+        for i in 0..m {
+            for j in 0..n {
+                let at = i as isize * l.dst.rs + j as isize * l.dst.cs;
+                // SAFETY: (i, j) is inside dst's matrix (the caller's contract); the parts
+                // are done.
+                unsafe { *dst.wrapping_offset(at) = *dst.wrapping_offset(at) + part[i * n + j] };
+            }
+        }
+    }
+}
+
 /// Whether batch entry `b` (row-major over `batch`) has index 0 along every axis that dst does
 /// not move along (a summed axis).
 fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
@@ -103,7 +180,7 @@ fn batch_offsets(batch: &[BatchAxis], mut b: usize) -> (isize, isize, isize) {
 
 /// The shared body of [`gemm_f32`] and [`gemm_f64`]: `zero` and `one` are the element type's
 /// 0 and 1 (`dst := 0·dst + 1·lhs·rhs`).
-unsafe fn gemm_batched<T: Copy + Send + Sync + 'static>(
+unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'static>(
     dst: *mut T,
     lhs: *const T,
     rhs: *const T,
@@ -139,6 +216,15 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + 'static>(
     // Batch axes along which dst does not move are summed: the products are added into the
     // same matrix, one after the other, in batch order (the first overwrites).
     if l.batch.iter().any(|b| b.dst == 0 && b.extent > 1) {
+        // One output matrix summed over many small products (a weight gradient over a batch
+        // of images): split the products across threads, each summing into its own matrix,
+        // then add those into dst.
+        let single = l.batch.iter().all(|b| b.dst == 0 || b.extent <= 1);
+        if single && threads > 1 && per < PARALLEL_OPS && per * count >= PARALLEL_OPS {
+            // SAFETY: passed on from the caller.
+            unsafe { summed_in_parallel(dst, lhs, rhs, l, threads.min(count), zero, one) };
+            return;
+        }
         let par = if per >= PARALLEL_OPS && threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {
