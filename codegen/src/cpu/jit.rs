@@ -56,9 +56,14 @@ pub type KernelFn = unsafe extern "C" fn(
     helpers: *const usize,
 );
 
-/// Least work (elements, estimated as the product of the loop extents) per thread before
-/// [`CompiledKernel::run`] splits loop 0 across threads.
+/// Least work per thread before [`CompiledKernel::run`] splits loop 0 across threads: in
+/// iterations of a simple body (the product of the loop extents, each phase weighted by its
+/// instruction count over [`SIMPLE_BODY`]).
 pub const PARALLEL_GRAIN: i64 = 1 << 15;
+
+/// The instruction count of a simple element-wise body (indices, a load or two, an op, the
+/// offset of the store): the unit of [`PARALLEL_GRAIN`].
+pub const SIMPLE_BODY: usize = 12;
 
 /// The most memory that the private copies of one privatised launch may take (see
 /// [`CompiledKernel::run`]).
@@ -145,6 +150,10 @@ struct Launch {
     /// Every loop's extent (outer loops, then each phase's inner loops).
     outer: Vec<Extent>,
     inner: Vec<Vec<Extent>>,
+    /// Per phase, how many simple element-wise bodies one iteration costs: its instruction
+    /// count over [`SIMPLE_BODY`] (at least 1), so that the split considers a max-pool
+    /// window's or a gradient's heavy body as the work it is.
+    weight: Vec<i64>,
     /// The buffer parameters (dtypes and declared extents).
     bufs: Vec<BufParam>,
     /// For a kernel that is not `parallel` but whose every store into an output buffer combines
@@ -162,6 +171,11 @@ impl Launch {
             parallel: k.parallel,
             outer: k.outer.clone(),
             inner: k.phases.iter().map(|p| p.inner.clone()).collect(),
+            weight: k
+                .phases
+                .iter()
+                .map(|p| (p.body.len() / SIMPLE_BODY).max(1) as i64)
+                .collect(),
             bufs: k.bufs.clone(),
             private: privatisable(k),
         }
@@ -672,10 +686,11 @@ impl CompiledKernel {
         let inner: i64 = l
             .inner
             .iter()
-            .map(|p| {
+            .zip(&l.weight)
+            .map(|(p, &w)| {
                 p.iter()
                     .map(|e| extent_value(*e, sizes).max(1))
-                    .fold(1i64, |a, b| a.saturating_mul(b))
+                    .fold(w, |a, b| a.saturating_mul(b))
             })
             .fold(0i64, |a, b| a.saturating_add(b))
             .max(1);
