@@ -487,18 +487,20 @@ fn max_pool_unrolled(x: &Tensor, ax: [Axis; 2], out: [usize; 2], tiled: Option<T
     let top =
         crate::autograd::no_grad(|| taps[1..].iter().fold(taps[0].clone(), |m, v| m.maximum(v)));
     // The first offset whose value is the maximum (or NaN, which is the maximum).
+    // It is held as f32 (small integers are exact), which the CPU backend vectorises and
+    // which takes half the memory of i64.
     let mut first: Option<Tensor> = None;
     for (t, v) in taps.iter().enumerate().rev() {
         let hit = v.eq(&top).logical_or(&v.isnan());
         first = Some(match first {
-            None => Tensor::where_(&hit, t as i64, taps.len() as i64),
-            Some(f) => Tensor::where_(&hit, t as i64, &f),
+            None => Tensor::where_(&hit, t as f32, taps.len() as f32),
+            Some(f) => Tensor::where_(&hit, t as f32, &f),
         });
     }
     let first = first.expect("a window has at least one element");
     let mut value = taps[0].clone();
     for (t, v) in taps.iter().enumerate().skip(1) {
-        value = Tensor::where_(&first.eq(t as i64), v, &value);
+        value = Tensor::where_(&first.eq(t as f32), v, &value);
     }
     value
 }
