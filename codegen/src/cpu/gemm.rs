@@ -16,7 +16,9 @@
 //! Parallelism: a product of at least [`PARALLEL_OPS`] multiply-adds is split across `threads`
 //! threads by the `gemm` crate itself (`Parallelism::Rayon`); a batch of smaller products whose
 //! total reaches that size runs its products in parallel on rayon's global pool, each on one
-//! thread. Smaller work runs on the calling thread.
+//! thread. One matrix summed over many small products (every batch axis of dst stride 0)
+//! splits the products into per-thread partial sums, added into dst in order. Smaller work
+//! runs on the calling thread.
 
 use metajit_metaops::contraction::{BatchAxis, GemmLayout};
 use rayon::prelude::*;
