@@ -457,3 +457,37 @@ fn display_wraps_long_rows_at_80_columns() {
         "tensor([ 0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17,\n        18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29])"
     );
 }
+
+#[test]
+fn randint_covers_its_range_evenly_and_replays() {
+    let _g = rng_lock();
+    manual_seed(5);
+    let t = Tensor::randint(-3, 7, [20_000]);
+    assert_eq!(t.dtype(), DType::I64);
+    let v = i64s(&t);
+    let mut counts = [0usize; 10];
+    for &x in &v {
+        assert!((-3..7).contains(&x), "{x} outside [-3, 7)");
+        counts[(x + 3) as usize] += 1;
+    }
+    // 2000 expected per value; 5 standard deviations is about ±212.
+    assert!(
+        counts.iter().all(|&c| (1780..2220).contains(&c)),
+        "{counts:?}"
+    );
+    manual_seed(5);
+    assert_eq!(i64s(&Tensor::randint(-3, 7, [20_000])), v);
+    // A span of one is a constant; huge bounds stay in range.
+    assert!(i64s(&Tensor::randint(4, 5, [10])).iter().all(|&x| x == 4));
+    let big = i64s(&Tensor::randint(i64::MIN / 2, i64::MAX / 2, [100]));
+    assert!(
+        big.iter()
+            .all(|&x| (i64::MIN / 2..i64::MAX / 2).contains(&x))
+    );
+}
+
+#[test]
+#[should_panic(expected = "bad arguments to randint: high 3 must exceed low 3")]
+fn randint_with_an_empty_range() {
+    let _ = Tensor::randint(3, 3, [2]);
+}

@@ -172,6 +172,31 @@ impl Tensor {
         Tensor::random(shape.into(), Distribution::Normal, DType::F32)
     }
 
+    /// Random integers uniform in `[low, high)`, i64 (`torch.randint`): an f64 uniform number
+    /// scaled and floored (exact for spans below 2^52).
+    ///
+    /// ```
+    /// let labels = metajit::Tensor::randint(0, 10, [64]);
+    /// let v = labels.to_vec::<i64>().unwrap();
+    /// assert!(v.iter().all(|&c| (0..10).contains(&c)));
+    /// ```
+    ///
+    /// # Panics
+    /// When `high <= low`.
+    #[track_caller]
+    pub fn randint(low: i64, high: i64, shape: impl Into<Shape>) -> Tensor {
+        if high <= low {
+            panic!("bad arguments to randint: high {high} must exceed low {low}");
+        }
+        let span = (high as i128 - low as i128) as f64;
+        Tensor::random(shape.into(), Distribution::Uniform, DType::F64)
+            .mul(span)
+            .floor()
+            .minimum(span - 1.0)
+            .cast(DType::I64)
+            .add(low)
+    }
+
     /// Random numbers of `dist` and a float `dtype` (f16/bf16 are drawn in f32 and rounded).
     pub fn random(shape: Shape, dist: Distribution, dtype: DType) -> Tensor {
         let gen_dtype = if dtype == DType::F64 {
