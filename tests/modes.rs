@@ -140,10 +140,7 @@ fn cnn_losses() -> Vec<f32> {
         .add(Flatten::default())
         .add(Linear::new(6 * 2 * 2, 3));
     let x = Tensor::randn([16, 1, 8, 8]);
-    let y = Tensor::from_vec(
-        (0..16).map(|i| (i * 7 % 3) as i64).collect::<Vec<_>>(),
-        [16],
-    );
+    let y = Tensor::randint(0, 3, [16]);
     let mut opt = Sgd::new(
         net.parameters(),
         SgdConfig {
