@@ -110,6 +110,58 @@ fn matmul_named(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
     c.view_as(Shape::new(result))
 }
 
+/// `x[.., I] · weight[O, I]ᵀ` as the sum over `I` of the product broadcast to `[.., O, I]`,
+/// with the weight read in its own layout: one GEMM forward, and the gradients — a sum over
+/// the batch for the weight, over `O` for the input — come out as GEMMs writing the
+/// weight's and the input's layouts directly. (Through `matmul(&weight.t())`, the weight
+/// gradient came out transposed, and the optimizer read it with a stride of a row: a cache
+/// miss per element.)
+fn linear_product(x: &Tensor, weight: &Tensor) -> Tensor {
+    let dtype = DType::promote(x.dtype(), weight.dtype());
+    if dtype.is_bool() {
+        panic!(
+            "dtype mismatch in linear: bool operands are not supported (input {} {}, weight {} {}); cast to an integer or float dtype first",
+            x.dtype(),
+            x.shape(),
+            weight.dtype(),
+            weight.shape()
+        );
+    }
+    let xd = x.dims();
+    let lead = &xd[..xd.len() - 1];
+    let (o, i) = (weight.dims()[0], weight.dims()[1]);
+    let mut full = lead.to_vec();
+    full.extend_from_slice(&[o, i]);
+    let full = Shape::new(full);
+    let mut x_view = lead.to_vec();
+    x_view.extend_from_slice(&[1, i]);
+    let mut w_view = vec![1; lead.len()];
+    w_view.extend_from_slice(&[o, i]);
+    let mut out = lead.to_vec();
+    out.push(o);
+    super::one_op(|| {
+        let a = x
+            .cast(dtype)
+            .view_as(Shape::new(x_view))
+            .broadcast_as("linear", &full);
+        let b = weight
+            .cast(dtype)
+            .view_as(Shape::new(w_view))
+            .broadcast_as("linear", &full);
+        let prod = Tensor::from_op(Op::Binary(BinaryOp::Mul), &[&a, &b], dtype, full.clone());
+        Tensor::from_op(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![full.rank() - 1],
+                keepdims: false,
+            },
+            &[&prod],
+            dtype,
+            Shape::new(out),
+        )
+    })
+}
+
 impl Tensor {
     /// The matrix product with PyTorch's rules (`torch.matmul`, Python's `@`):
     ///
@@ -214,7 +266,11 @@ impl Tensor {
                 "shape mismatch in linear: input {sx}, weight {sw} (input features {fx} and weight in-features {fw} differ)"
             );
         }
-        let y = matmul_named("linear", self, &weight.t());
+        let y = if sw.rank() == 2 {
+            linear_product(self, weight)
+        } else {
+            matmul_named("linear", self, &weight.t())
+        };
         match bias {
             None => y,
             Some(b) => {
