@@ -59,6 +59,15 @@
 //! in f64 rounded once; max/min with the NaN rule). Loop 0 splits across threads as before
 //! (the columns, when the columns are loop 0).
 //!
+//! # Split reductions
+//!
+//! A kernel that reduces to one value ([`split_reduce`]: no outer loops, one f32 sum, prod, max
+//! or min phase, then a Store phase without loops) reads a mode word after the sizes array
+//! (`jit::with_divisors`): 0 runs it whole; 1 folds `start..end` of its reduced loop 0 and
+//! writes the accumulator, unrounded (f64 for sums and products), to the word after the mode;
+//! 2 takes that word as the folded value, rounds it and runs the Store phase. The launch
+//! (`jit::CompiledKernel::run`) uses 1 per thread and 2 once, combining the partials in order.
+//!
 //! # Scalar semantics
 //!
 //! Those of `metajit_metaops::interp` (and `kernel::interpret` for phases: float sum/prod of
@@ -159,6 +168,13 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
             })
         })
         .collect();
+    // A split reduction's mode and partial-result word, after the division constants.
+    let split = split_reduce(k).map(|_| {
+        let at = 8 * (3 * k.n_sizes) as i64;
+        let mode = b.ins().load(I64, arg_flags, p[1], at as i32);
+        let slot = b.ins().iadd_imm_s(p[1], at + 8);
+        (mode, slot)
+    });
     let mut cx = Cx {
         k,
         b,
@@ -176,6 +192,9 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
         results: Vec::new(),
         splats: HashMap::new(),
         column: column_block(k),
+        split,
+        reduce_range: false,
+        keep_raw: false,
     };
     cx.kernel_body();
     cx.b.ins().return_(&[]);
@@ -447,6 +466,30 @@ fn math_fn(op: UnaryOp) -> Option<MathFn> {
     })
 }
 
+/// The reduction op, and whether it accumulates in f64, of a kernel whose reduction may be
+/// split across threads in two levels: no outer loops, one f32 sum, prod, max or min phase over
+/// inner loops, then a Store phase without loops. Its code takes a mode word and a partial's
+/// word after the sizes array ([`super::jit::with_divisors`]; see `Cx::split_body`).
+pub fn split_reduce(k: &Kernel) -> Option<(ReduceOp, bool)> {
+    if !k.outer.is_empty() {
+        return None;
+    }
+    let [red, st] = k.phases.as_slice() else {
+        return None;
+    };
+    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(_)) = (&red.kind, &st.kind) else {
+        return None;
+    };
+    (!red.inner.is_empty()
+        && st.inner.is_empty()
+        && red.body[value.0 as usize].1 == DType::F32
+        && matches!(
+            op,
+            ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
+        ))
+    .then_some((*op, matches!(op, ReduceOp::Sum | ReduceOp::Prod)))
+}
+
 /// Columns per group of a column block: two `f32x4` vectors.
 const GROUP: i64 = 2 * LANES as i64;
 /// Groups per column block: 512 columns, whose f64 accumulators (64 bytes a group) take 4 KiB
@@ -625,6 +668,12 @@ struct Cx<'k, 'f> {
     splats: HashMap<(Value, bool), Value>,
     /// Whether the last outer loop is emitted in column blocks ([`column_block`]).
     column: bool,
+    /// For a [`split_reduce`] kernel: the mode word and the address of the partial's word.
+    split: Option<(Value, Value)>,
+    /// Whether inner loop 0 of a Reduce phase runs over `start..end` (a split reduction's part).
+    reduce_range: bool,
+    /// Whether a Reduce phase returns its accumulator unrounded (f64 for wide sums).
+    keep_raw: bool,
 }
 
 impl Cx<'_, '_> {
@@ -633,7 +682,10 @@ impl Cx<'_, '_> {
     fn kernel_body(&mut self) {
         let k = self.k;
         if k.outer.is_empty() {
-            self.phases();
+            match self.split {
+                Some((mode, slot)) => self.split_body(mode, slot),
+                None => self.phases(),
+            }
             return;
         }
         let mut ok = self
@@ -703,6 +755,55 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// The body of a [`split_reduce`] kernel, by its mode word: 0 runs the whole kernel; 1
+    /// (a part) folds `start..end` of the reduced loop 0 and writes the unrounded accumulator
+    /// to the partial's word; 2 (the finish) takes the partial's word as the folded value,
+    /// rounds it, and runs the Store phase.
+    fn split_body(&mut self, mode: Value, slot: Value) {
+        let Some((_, wide)) = split_reduce(self.k) else {
+            unreachable!("split is set for split reductions")
+        };
+        let part = self.b.create_block();
+        let other = self.b.create_block();
+        let finish = self.b.create_block();
+        let whole = self.b.create_block();
+        let exit = self.b.create_block();
+        let is_part = self.b.ins().icmp_imm_s(IntCC::Equal, mode, 1);
+        self.b.ins().brif(is_part, part, NO_ARGS, other, NO_ARGS);
+        self.b.switch_to_block(other);
+        let is_finish = self.b.ins().icmp_imm_s(IntCC::Equal, mode, 2);
+        self.b
+            .ins()
+            .brif(is_finish, finish, NO_ARGS, whole, NO_ARGS);
+        let flags = MemFlagsData::trusted();
+        // A part.
+        self.b.switch_to_block(part);
+        self.results.clear();
+        self.reduce_range = true;
+        self.keep_raw = true;
+        let r = self.phase(0).expect("a Reduce phase");
+        self.reduce_range = false;
+        self.keep_raw = false;
+        self.b.ins().store(flags, r, slot, 0);
+        self.b.ins().jump(exit, NO_ARGS);
+        // The finish.
+        self.b.switch_to_block(finish);
+        let r = if wide {
+            let r = self.b.ins().load(F64, flags, slot, 0);
+            self.cast(DType::F64, DType::F32, r)
+        } else {
+            self.b.ins().load(F32, flags, slot, 0)
+        };
+        self.results = vec![Some(r)];
+        self.phase(1);
+        self.b.ins().jump(exit, NO_ARGS);
+        // The whole kernel.
+        self.b.switch_to_block(whole);
+        self.phases();
+        self.b.ins().jump(exit, NO_ARGS);
+        self.b.switch_to_block(exit);
+    }
+
     fn phases(&mut self) {
         self.results.clear();
         for p in 0..self.k.phases.len() {
@@ -719,7 +820,7 @@ impl Cx<'_, '_> {
         let ni = ph.inner.len();
         let mut bounds = Vec::with_capacity(ni);
         for (j, e) in ph.inner.iter().enumerate() {
-            if j == 0 && plan.split_inner {
+            if j == 0 && (plan.split_inner || self.reduce_range) {
                 bounds.push((self.start, self.end));
             } else {
                 let zero = self.b.ins().iconst(I64, 0);
@@ -773,7 +874,7 @@ impl Cx<'_, '_> {
         self.b.switch_to_block(done);
         acc.map(|a| {
             let r = self.b.use_var(a.var);
-            if a.wide {
+            if a.wide && !self.keep_raw {
                 self.cast(DType::F64, a.dt, r)
             } else {
                 r
