@@ -6,7 +6,8 @@
 //! order per output, so sums, max and min must match bit for bit (NaN: any NaN).
 //!
 //! The shapes straddle the block's group of 8 columns and its 512-column block (1, 7, 8, 9,
-//! 17, 520, 1030 columns), have 0, 1 and many rows, and are large enough in places to be split
+//! 17, 520, 1030 columns), have 0, 1, fewer and more than the 8 rows folded per visit of the
+//! accumulators, reduce one or two leading axes, and are large enough in places to be split
 //! across threads.
 
 mod common;
@@ -101,6 +102,21 @@ fn check(a: usize, r: usize, c: usize, op: Op, keepdim: bool, nan: bool, seed: u
     let shape: Vec<usize> = if keepdim { vec![a, 1, c] } else { vec![a, c] };
     assert_eq!(got.shape().dims(), shape.as_slice(), "{what}: shape");
     same(&got.to_vec::<f32>().unwrap(), &want, &what);
+    if a > 1 && !(r == 0 && matches!(op, Op::Max | Op::Min)) {
+        // Both leading axes at once: two reduced loops, the rows of the fold.
+        let want = fold(&x, 1, a * r, c, op);
+        let got = match op {
+            Op::Sum => t.sum([0isize, 1], keepdim),
+            Op::Max => t.max([0isize, 1], keepdim),
+            Op::Min => t.min([0isize, 1], keepdim),
+            Op::Prod => t.prod([0isize, 1], keepdim),
+        };
+        same(
+            &got.to_vec::<f32>().unwrap(),
+            &want,
+            &format!("{what} over axes 0, 1"),
+        );
+    }
     if a == 1 {
         let t = Tensor::from_vec(x, [r, c]);
         let got = apply(&t, 0, op, keepdim);

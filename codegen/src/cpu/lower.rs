@@ -53,7 +53,9 @@
 //! inner loop. Instead the last outer loop runs in blocks of up to 512 columns: each block
 //! keeps per-column accumulators on the stack (sum/prod: f64, max/min: f32), runs the reduced
 //! loops outside and the block's columns inside, 8 at a time as two `f32x4` (the loads are
-//! plain vector loads of a row), and then stores the block's results as vectors; the last
+//! plain vector loads of a row; the innermost reduced loop visits each group's accumulators
+//! once per 8 rows, folding them in order in registers), and then stores the block's results
+//! as vectors; the last
 //! columns (fewer than 8) take the scalar path. Every column still folds its rows in order into
 //! its own accumulator, so the results equal the interpreter's bit for bit (sums and products
 //! in f64 rounded once; max/min with the NaN rule). Loop 0 splits across threads as before
@@ -495,6 +497,21 @@ const GROUP: i64 = 2 * LANES as i64;
 /// Groups per column block: 512 columns, whose f64 accumulators (64 bytes a group) take 4 KiB
 /// of stack.
 const GROUPS: i64 = 64;
+/// Rows folded per visit of a group's accumulators.
+const ROWS: i64 = 8;
+
+/// What the rows of a column block need (see `Cx::column_rows`).
+struct ColumnCx<'p> {
+    pl: &'p Plan,
+    varies: &'p [bool],
+    cb: Value,
+    ng: Value,
+    acc_base: Value,
+    op: ReduceOp,
+    value: V,
+    wide: bool,
+}
+
 /// Bytes of accumulator per group.
 const GROUP_BYTES: i64 = 64;
 
@@ -1280,45 +1297,96 @@ impl Cx<'_, '_> {
         let mut vals = vec![None; ph.body.len()];
         self.emit_level(ph, &pl, 0, &mut vals);
         let mut loops = Vec::with_capacity(ni);
-        for (j, &n) in bounds.iter().enumerate() {
+        for (j, &n) in bounds[..ni - 1].iter().enumerate() {
             let zero = self.b.ins().iconst(I64, 0);
             let (lp, i) = self.loop_begin(zero);
             self.inner_idx[j] = i;
             self.emit_level(ph, &pl, j + 1, &mut vals);
             loops.push((lp, i, n));
         }
-        let (g, glp) = self.group_loop_begin();
-        self.splats.clear();
-        let at = self.group_addr(acc_base, g);
-        let gcol = self.b.ins().imul_imm_s(g, GROUP);
-        let gcol = self.b.ins().iadd(cb, gcol);
-        for u in 0..2 {
-            let base = self.b.ins().iadd_imm_s(gcol, (u * LANES) as i64);
-            let mut c = self.column_copy(ph, &pl, &varies, &vals, base, None);
-            let x = self.vv_vec(&mut c, value.0 as usize, DType::F32);
-            let flags = vec_flags().with_notrap();
-            if wide {
-                let (lo, hi) = self.promote_halves(x);
-                for (j, part) in [lo, hi].into_iter().enumerate() {
-                    let off = (u * 32 + j * 16) as i32;
-                    let old = self.b.ins().load(F64X2, flags, at, off);
-                    let r = self.vcombine(op, old, part);
-                    self.b.ins().store(flags, r, at, off);
-                }
-            } else {
-                let off = (u * 16) as i32;
-                let old = self.b.ins().load(F32X4, flags, at, off);
-                let r = self.vcombine(op, old, x);
-                self.b.ins().store(flags, r, at, off);
-            }
+        // The innermost reduced loop: ROWS rows per visit of the accumulators, then the rest
+        // one at a time.
+        let n = bounds[ni - 1];
+        let n_main = self.b.ins().band_imm_s(n, -ROWS);
+        let cx = ColumnCx {
+            pl: &pl,
+            varies: &varies,
+            cb,
+            ng,
+            acc_base,
+            op,
+            value,
+            wide,
+        };
+        for (lo, hi, step) in [(None, n_main, ROWS), (Some(n_main), n, 1)] {
+            let lo = lo.unwrap_or_else(|| self.b.ins().iconst(I64, 0));
+            let run = self.b.create_block();
+            let skip = self.b.create_block();
+            let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            self.b.ins().brif(any, run, NO_ARGS, skip, NO_ARGS);
+            self.b.switch_to_block(run);
+            let (lp, r) = self.loop_begin(lo);
+            self.column_rows(ph, &cx, &vals, r, step);
+            self.loop_end(lp, r, step, hi);
+            self.b.ins().jump(skip, NO_ARGS);
+            self.b.switch_to_block(skip);
         }
-        self.splats.clear();
-        self.group_loop_end(g, glp, ng);
         while let Some((lp, i, n)) = loops.pop() {
             self.loop_end(lp, i, 1, n);
         }
         self.b.ins().jump(done, NO_ARGS);
         self.b.switch_to_block(done);
+    }
+
+    /// Rows `r..r + rows` of the innermost reduced loop into every group's accumulators (each
+    /// group's accumulators are loaded once, folded row by row in order, and stored).
+    fn column_rows(
+        &mut self,
+        ph: &Phase,
+        cx: &ColumnCx<'_>,
+        vals: &[Option<Value>],
+        r: Value,
+        rows: i64,
+    ) {
+        let ni = ph.inner.len();
+        let per_row: Vec<Vec<Option<Value>>> = (0..rows)
+            .map(|q| {
+                let i = self.b.ins().iadd_imm_s(r, q);
+                self.inner_idx[ni - 1] = i;
+                let mut v = vals.to_vec();
+                self.emit_level(ph, cx.pl, ni, &mut v);
+                v
+            })
+            .collect();
+        let (g, glp) = self.group_loop_begin();
+        self.splats.clear();
+        let at = self.group_addr(cx.acc_base, g);
+        let gcol = self.b.ins().imul_imm_s(g, GROUP);
+        let gcol = self.b.ins().iadd(cx.cb, gcol);
+        let flags = vec_flags().with_notrap();
+        let (ty, n) = if cx.wide { (F64X2, 4) } else { (F32X4, 2) };
+        let mut accs: Vec<Value> = (0..n)
+            .map(|j| self.b.ins().load(ty, flags, at, 16 * j))
+            .collect();
+        for rv in &per_row {
+            for u in 0..2 {
+                let base = self.b.ins().iadd_imm_s(gcol, (u * LANES) as i64);
+                let mut c = self.column_copy(ph, cx.pl, cx.varies, rv, base, None);
+                let x = self.vv_vec(&mut c, cx.value.0 as usize, DType::F32);
+                if cx.wide {
+                    let (lo, hi) = self.promote_halves(x);
+                    accs[2 * u] = self.vcombine(cx.op, accs[2 * u], lo);
+                    accs[2 * u + 1] = self.vcombine(cx.op, accs[2 * u + 1], hi);
+                } else {
+                    accs[u] = self.vcombine(cx.op, accs[u], x);
+                }
+            }
+        }
+        for (j, a) in accs.into_iter().enumerate() {
+            self.b.ins().store(flags, a, at, 16 * j as i32);
+        }
+        self.splats.clear();
+        self.group_loop_end(g, glp, cx.ng);
     }
 
     /// The Store phase of a column block, once per group with the accumulators as results.
