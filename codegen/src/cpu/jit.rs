@@ -45,7 +45,8 @@ use crate::buffer::Buffer;
 
 /// The version of the code format: bump it whenever generated code may change for the same
 /// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
-pub const CODEGEN_VERSION: u32 = 1;
+/// (2: split reductions read two more words of the sizes array.)
+pub const CODEGEN_VERSION: u32 = 2;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(
