@@ -46,7 +46,8 @@ use crate::buffer::Buffer;
 /// The version of the code format: bump it whenever generated code may change for the same
 /// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
 /// 2: the sizes array carries each entry's division constants after the entries.
-pub const CODEGEN_VERSION: u32 = 2;
+/// 3: split full reductions read two more words after those.
+pub const CODEGEN_VERSION: u32 = 3;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(
@@ -161,6 +162,9 @@ struct Launch {
     /// with one op per buffer, and which never loads its output buffers: those buffers and
     /// their ops. Loop 0 may then be split with a private copy of each per chunk.
     private: Option<Vec<(usize, ReduceOp)>>,
+    /// For a reduction to one value ([`lower::split_reduce`]): its op and whether its
+    /// partials are f64. Its reduced loop may then be split in two levels.
+    split_reduce: Option<(ReduceOp, bool)>,
 }
 
 impl Launch {
@@ -179,6 +183,7 @@ impl Launch {
                 .collect(),
             bufs: k.bufs.clone(),
             private: privatisable(k),
+            split_reduce: lower::split_reduce(k),
         }
     }
 }
@@ -533,6 +538,14 @@ impl CompiledKernel {
     ///   are the same as on one thread. It is done only where the copies are worth it: at most
     ///   as many elements in all copies as iterations, and [`PRIVATE_LIMIT_BYTES`] of memory.
     ///
+    /// A reduction to one value ([`lower::split_reduce`]: one f32 sum, prod, max or min phase,
+    /// then a store without loops) has no loop 0 to split; its reduced loop 0 is split in two
+    /// levels instead, under the same [`PARALLEL_GRAIN`]: each chunk folds its part into a
+    /// partial (f64 for sums and products, not rounded; f32 for max/min), the partials are
+    /// combined in chunk order, and one more call rounds the result and runs the store. Sums and
+    /// products are so reassociated in f64 (the rounded f32 is in practice the interpreter's);
+    /// max and min are unchanged.
+    ///
     /// # Panics
     ///
     /// If `bufs` or `sizes` do not have the kernel's number of buffers and sizes.
@@ -549,6 +562,19 @@ impl CompiledKernel {
         assert!(sizes.len() >= l.n_sizes, "kernel takes {} sizes", l.n_sizes);
         let ext = with_divisors(&sizes[..l.n_sizes]);
         let sizes = ext.as_slice();
+        if let Some((op, wide)) = l.split_reduce {
+            let n0 = extent_value(l.inner[0][0], sizes);
+            let work = l.inner[0]
+                .iter()
+                .map(|e| extent_value(*e, sizes).max(1))
+                .fold(l.weight[0], |a, b| a.saturating_mul(b));
+            let chunks = (work / PARALLEL_GRAIN).clamp(1, (threads.max(1) as i64).min(n0.max(1)));
+            if chunks > 1 {
+                // SAFETY: the caller's contract.
+                unsafe { self.run_split_reduce(bufs, sizes, n0, chunks, op, wide) };
+                return;
+            }
+        }
         let Some(split) = self.split_len(sizes) else {
             // SAFETY: the caller's contract; start/end are ignored by such kernels.
             unsafe { self.enter(bufs, sizes, 0, 0) };
@@ -579,6 +605,66 @@ impl CompiledKernel {
             // every chunk (`on_threads` joins them).
             unsafe { entry(p.bufs, p.sizes, bound(c), bound(c + 1), p.helpers) };
         });
+    }
+
+    /// The two-level launch of a [`lower::split_reduce`] kernel: chunk `c` folds its part of
+    /// the reduced loop 0 into a partial (f64 for sums and products, unrounded), the partials
+    /// are combined in chunk order, and one last call rounds the result and stores it.
+    ///
+    /// # Safety
+    ///
+    /// As [`CompiledKernel::run`]; `ext` is [`with_divisors`] of the sizes.
+    unsafe fn run_split_reduce(
+        &self,
+        bufs: &[*mut u8],
+        ext: &[i64],
+        n0: i64,
+        chunks: i64,
+        op: ReduceOp,
+        wide: bool,
+    ) {
+        let n = self.launch.n_sizes;
+        let ptrs = LaunchPtrs {
+            bufs: bufs.as_ptr(),
+            sizes: ext.as_ptr(),
+            helpers: helper_table().as_ptr(),
+        };
+        let bound = |c: i64| (n0 as i128 * c as i128 / chunks as i128) as i64;
+        let entry = self.entry;
+        let partials: Vec<std::sync::atomic::AtomicI64> = (0..chunks)
+            .map(|_| std::sync::atomic::AtomicI64::new(0))
+            .collect();
+        on_threads(chunks as usize, |c| {
+            let p = ptrs;
+            // SAFETY: `ext` has 3n + 2 words (the caller's contract), read while `run` lasts.
+            let mut mine = unsafe { std::slice::from_raw_parts(p.sizes, 3 * n + 2) }.to_vec();
+            mine[3 * n] = 1;
+            let c = c as i64;
+            // SAFETY: the caller's contract; a part only reads buffers (the Reduce phase) and
+            // writes its own copy of the sizes array.
+            unsafe { entry(p.bufs, mine.as_ptr(), bound(c), bound(c + 1), p.helpers) };
+            partials[c as usize].store(mine[3 * n + 1], std::sync::atomic::Ordering::Relaxed);
+        });
+        let value = |bits: i64| {
+            if wide {
+                Scalar::F64(f64::from_bits(bits as u64))
+            } else {
+                Scalar::F32(f32::from_bits(bits as u32))
+            }
+        };
+        let mut acc = value(partials[0].load(std::sync::atomic::Ordering::Relaxed));
+        for p in &partials[1..] {
+            acc = eval_reduce_combine(op, acc, value(p.load(std::sync::atomic::Ordering::Relaxed)));
+        }
+        let mut fin = ext.to_vec();
+        fin[3 * n] = 2;
+        fin[3 * n + 1] = match acc {
+            Scalar::F64(v) => v.to_bits() as i64,
+            Scalar::F32(v) => v.to_bits() as i64,
+            _ => unreachable!("f32 or f64 partials"),
+        };
+        // SAFETY: the caller's contract; the finish reads the partial from `fin`.
+        unsafe { self.enter(bufs, &fin, 0, 0) };
     }
 
     /// The privatised parallel launch of a kernel that [`privatisable`] accepted (see
@@ -739,7 +825,7 @@ impl CompiledKernel {
     ///
     /// As [`CompiledKernel::call_range`], and `ext` is `with_divisors` of the sizes.
     unsafe fn enter(&self, bufs: &[*mut u8], ext: &[i64], start: i64, end: i64) {
-        debug_assert!(ext.len() == 3 * self.launch.n_sizes);
+        debug_assert!(ext.len() == 3 * self.launch.n_sizes + 2);
         // SAFETY: `entry` points into `self.code`, which is mapped executable while `self`
         // lives; the code reads `bufs[..n_bufs]`, `ext` (sizes and their division constants)
         // and the helper table, and touches buffer memory only as the caller's contract allows.
@@ -757,15 +843,18 @@ impl CompiledKernel {
 
 /// The sizes array a kernel's code reads: the `n` sizes and parameters, then for each a
 /// pair `(m, l - 1)` that turns floor division by it into a multiplication
-/// ([`division_constants`]).
+/// ([`division_constants`]), then two words for a split reduction ([`lower::split_reduce`]):
+/// the mode (0: run the whole kernel) and the partial.
 pub fn with_divisors(sizes: &[i64]) -> Vec<i64> {
-    let mut ext = Vec::with_capacity(3 * sizes.len());
+    let mut ext = Vec::with_capacity(3 * sizes.len() + 2);
     ext.extend_from_slice(sizes);
     for &d in sizes {
         let (m, sh) = division_constants(d);
         ext.push(m as i64);
         ext.push(sh);
     }
+    // A split reduction's mode (0: the whole kernel) and partial (see `lower::split_reduce`).
+    ext.extend_from_slice(&[0, 0]);
     ext
 }
 

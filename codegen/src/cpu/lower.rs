@@ -44,6 +44,32 @@
 //! buffer stored twice in the phase, or loaded in the phase at an offset other than the
 //! contiguous offset it is stored at.
 //!
+//! # Column blocks
+//!
+//! A reduction over a non-contiguous axis whose kept trailing axis is contiguous (a column
+//! sum, a bias gradient: outer loops ending in the columns, one f32 sum/prod/max/min phase over
+//! the rows whose loads are contiguous along the last outer loop, then one store of the result
+//! contiguous along it; see `column_block`) would read one column at a time with a strided
+//! inner loop. Instead the last outer loop runs in blocks of up to 512 columns: each block
+//! keeps per-column accumulators on the stack (sum/prod: f64, max/min: f32), runs the reduced
+//! loops outside and the block's columns inside, 8 at a time as two `f32x4` (the loads are
+//! plain vector loads of a row; the innermost reduced loop visits each group's accumulators
+//! once per 8 rows, folding them in order in registers), and then stores the block's results
+//! as vectors; the last
+//! columns (fewer than 8) take the scalar path. Every column still folds its rows in order into
+//! its own accumulator, so the results equal the interpreter's bit for bit (sums and products
+//! in f64 rounded once; max/min with the NaN rule). Loop 0 splits across threads as before
+//! (the columns, when the columns are loop 0).
+//!
+//! # Split reductions
+//!
+//! A kernel that reduces to one value ([`split_reduce`]: no outer loops, one f32 sum, prod, max
+//! or min phase, then a Store phase without loops) reads a mode word after the sizes array
+//! (`jit::with_divisors`): 0 runs it whole; 1 folds `start..end` of its reduced loop 0 and
+//! writes the accumulator, unrounded (f64 for sums and products), to the word after the mode;
+//! 2 takes that word as the folded value, rounds it and runs the Store phase. The launch
+//! (`jit::CompiledKernel::run`) uses 1 per thread and 2 once, combining the partials in order.
+//!
 //! # Scalar semantics
 //!
 //! Those of `metajit_metaops::interp` (and `kernel::interpret` for phases: float sum/prod of
@@ -144,6 +170,13 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
             })
         })
         .collect();
+    // A split reduction's mode and partial-result word, after the division constants.
+    let split = split_reduce(k).map(|_| {
+        let at = 8 * (3 * k.n_sizes) as i64;
+        let mode = b.ins().load(I64, arg_flags, p[1], at as i32);
+        let slot = b.ins().iadd_imm_s(p[1], at + 8);
+        (mode, slot)
+    });
     let mut cx = Cx {
         k,
         b,
@@ -160,6 +193,10 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
         inner_idx: Vec::new(),
         results: Vec::new(),
         splats: HashMap::new(),
+        column: column_block(k),
+        split,
+        reduce_range: false,
+        keep_raw: false,
     };
     cx.kernel_body();
     cx.b.ins().return_(&[]);
@@ -431,6 +468,146 @@ fn math_fn(op: UnaryOp) -> Option<MathFn> {
     })
 }
 
+/// The reduction op, and whether it accumulates in f64, of a kernel whose reduction may be
+/// split across threads in two levels: no outer loops, one f32 sum, prod, max or min phase over
+/// inner loops, then a Store phase without loops. Its code takes a mode word and a partial's
+/// word after the sizes array ([`super::jit::with_divisors`]; see `Cx::split_body`).
+pub fn split_reduce(k: &Kernel) -> Option<(ReduceOp, bool)> {
+    if !k.outer.is_empty() {
+        return None;
+    }
+    let [red, st] = k.phases.as_slice() else {
+        return None;
+    };
+    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(_)) = (&red.kind, &st.kind) else {
+        return None;
+    };
+    (!red.inner.is_empty()
+        && st.inner.is_empty()
+        && red.body[value.0 as usize].1 == DType::F32
+        && matches!(
+            op,
+            ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
+        ))
+    .then_some((*op, matches!(op, ReduceOp::Sum | ReduceOp::Prod)))
+}
+
+/// Columns per group of a column block: two `f32x4` vectors.
+const GROUP: i64 = 2 * LANES as i64;
+/// Groups per column block: 512 columns, whose f64 accumulators (64 bytes a group) take 4 KiB
+/// of stack.
+const GROUPS: i64 = 64;
+/// Rows folded per visit of a group's accumulators.
+const ROWS: i64 = 8;
+
+/// What the rows of a column block need (see `Cx::column_rows`).
+struct ColumnCx<'p> {
+    pl: &'p Plan,
+    varies: &'p [bool],
+    cb: Value,
+    ng: Value,
+    acc_base: Value,
+    op: ReduceOp,
+    value: V,
+    wide: bool,
+}
+
+/// Bytes of accumulator per group.
+const GROUP_BYTES: i64 = 64;
+
+/// Dependence of each i64 value of `ph` on loop index `target`, and whether each instruction
+/// depends on it at all (or on a phase result, when `results_vary`).
+fn dep_on(ph: &Phase, target: usize, results_vary: bool) -> (Vec<Dep>, Vec<bool>) {
+    let dt_of = |v: &V| ph.body[v.0 as usize].1;
+    let mut dep: Vec<Dep> = Vec::with_capacity(ph.body.len());
+    let mut varies: Vec<bool> = Vec::with_capacity(ph.body.len());
+    for (inst, _) in &ph.body {
+        let d = |v: &V| dep[v.0 as usize];
+        let vary = match inst {
+            Inst::LoopIdx(l) => *l == target,
+            Inst::PhaseResult(_) => results_vary,
+            _ => operands(inst).iter().any(|o| varies[o.0 as usize]),
+        };
+        let x = if !vary {
+            Dep::Invariant
+        } else {
+            match inst {
+                Inst::LoopIdx(_) => Dep::Unit,
+                Inst::Binary(BinaryOp::Add, a, b) => match (d(a), d(b)) {
+                    (Dep::Unit, Dep::Invariant) | (Dep::Invariant, Dep::Unit) => Dep::Unit,
+                    _ => Dep::Other,
+                },
+                Inst::Binary(BinaryOp::Sub, a, b)
+                    if (d(a), d(b)) == (Dep::Unit, Dep::Invariant) =>
+                {
+                    Dep::Unit
+                }
+                Inst::Cast(DType::I64, a) if dt_of(a) == DType::I64 => d(a),
+                _ => Dep::Other,
+            }
+        };
+        dep.push(x);
+        varies.push(vary);
+    }
+    (dep, varies)
+}
+
+/// Whether the last outer loop of `k` is emitted in column blocks: `k` is a reduction over
+/// a non-contiguous axis (a column sum: one f32 sum, prod, max or min phase whose loads are
+/// contiguous along the last outer loop, then one store of the result, contiguous along it
+/// too). See "Column blocks" in the module documentation.
+fn column_block(k: &Kernel) -> bool {
+    let Some(col) = k.outer.len().checked_sub(1) else {
+        return false;
+    };
+    let [red, st] = k.phases.as_slice() else {
+        return false;
+    };
+    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(stores)) = (&red.kind, &st.kind) else {
+        return false;
+    };
+    if red.inner.is_empty()
+        || !st.inner.is_empty()
+        || red.body[value.0 as usize].1 != DType::F32
+        || !matches!(
+            op,
+            ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
+        )
+    {
+        return false;
+    }
+    let (rdep, _) = dep_on(red, col, false);
+    let (sdep, _) = dep_on(st, col, true);
+    let loads = |ph: &Phase| -> Vec<(usize, V)> {
+        ph.body
+            .iter()
+            .filter_map(|(inst, _)| match inst {
+                Inst::Load { buf, offset } => Some((*buf, *offset)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (rl, sl) = (loads(red), loads(st));
+    let contiguous = rl.iter().any(|(_, o)| rdep[o.0 as usize] == Dep::Unit);
+    // A load that is contiguous along the innermost reduced loop is better served by the
+    // ordinary vector loop.
+    let ni = red.inner.len();
+    let (idep, _) = dep_on(red, k.outer.len() + ni - 1, false);
+    let along_rows = rl.iter().any(|(_, o)| idep[o.0 as usize] == Dep::Unit);
+    let stores_ok = stores.iter().all(|s| {
+        s.mask.is_none()
+            && s.combine.is_none()
+            && k.bufs[s.buf].dtype == DType::F32
+            && sdep[s.offset.0 as usize] == Dep::Unit
+            && !rl.iter().chain(&sl).any(|(b, _)| *b == s.buf)
+    });
+    let distinct = stores
+        .iter()
+        .enumerate()
+        .all(|(i, s)| stores[..i].iter().all(|t| t.buf != s.buf));
+    contiguous && !along_rows && stores_ok && distinct
+}
+
 // ---------------------------------------------------------------------------------------------
 // Vector-loop values.
 
@@ -506,6 +683,14 @@ struct Cx<'k, 'f> {
     results: Vec<Option<Value>>,
     /// Splats of uniform values in the current vector loop.
     splats: HashMap<(Value, bool), Value>,
+    /// Whether the last outer loop is emitted in column blocks ([`column_block`]).
+    column: bool,
+    /// For a [`split_reduce`] kernel: the mode word and the address of the partial's word.
+    split: Option<(Value, Value)>,
+    /// Whether inner loop 0 of a Reduce phase runs over `start..end` (a split reduction's part).
+    reduce_range: bool,
+    /// Whether a Reduce phase returns its accumulator unrounded (f64 for wide sums).
+    keep_raw: bool,
 }
 
 impl Cx<'_, '_> {
@@ -514,7 +699,10 @@ impl Cx<'_, '_> {
     fn kernel_body(&mut self) {
         let k = self.k;
         if k.outer.is_empty() {
-            self.phases();
+            match self.split {
+                Some((mode, slot)) => self.split_body(mode, slot),
+                None => self.phases(),
+            }
             return;
         }
         let mut ok = self
@@ -539,6 +727,10 @@ impl Cx<'_, '_> {
         let k = self.k;
         if d == k.outer.len() {
             self.phases();
+            return;
+        }
+        if self.column && d + 1 == k.outer.len() {
+            self.column_blocks(d);
             return;
         }
         let (lo, hi) = if d == 0 {
@@ -580,6 +772,55 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// The body of a [`split_reduce`] kernel, by its mode word: 0 runs the whole kernel; 1
+    /// (a part) folds `start..end` of the reduced loop 0 and writes the unrounded accumulator
+    /// to the partial's word; 2 (the finish) takes the partial's word as the folded value,
+    /// rounds it, and runs the Store phase.
+    fn split_body(&mut self, mode: Value, slot: Value) {
+        let Some((_, wide)) = split_reduce(self.k) else {
+            unreachable!("split is set for split reductions")
+        };
+        let part = self.b.create_block();
+        let other = self.b.create_block();
+        let finish = self.b.create_block();
+        let whole = self.b.create_block();
+        let exit = self.b.create_block();
+        let is_part = self.b.ins().icmp_imm_s(IntCC::Equal, mode, 1);
+        self.b.ins().brif(is_part, part, NO_ARGS, other, NO_ARGS);
+        self.b.switch_to_block(other);
+        let is_finish = self.b.ins().icmp_imm_s(IntCC::Equal, mode, 2);
+        self.b
+            .ins()
+            .brif(is_finish, finish, NO_ARGS, whole, NO_ARGS);
+        let flags = MemFlagsData::trusted();
+        // A part.
+        self.b.switch_to_block(part);
+        self.results.clear();
+        self.reduce_range = true;
+        self.keep_raw = true;
+        let r = self.phase(0).expect("a Reduce phase");
+        self.reduce_range = false;
+        self.keep_raw = false;
+        self.b.ins().store(flags, r, slot, 0);
+        self.b.ins().jump(exit, NO_ARGS);
+        // The finish.
+        self.b.switch_to_block(finish);
+        let r = if wide {
+            let r = self.b.ins().load(F64, flags, slot, 0);
+            self.cast(DType::F64, DType::F32, r)
+        } else {
+            self.b.ins().load(F32, flags, slot, 0)
+        };
+        self.results = vec![Some(r)];
+        self.phase(1);
+        self.b.ins().jump(exit, NO_ARGS);
+        // The whole kernel.
+        self.b.switch_to_block(whole);
+        self.phases();
+        self.b.ins().jump(exit, NO_ARGS);
+        self.b.switch_to_block(exit);
+    }
+
     fn phases(&mut self) {
         self.results.clear();
         for p in 0..self.k.phases.len() {
@@ -596,7 +837,7 @@ impl Cx<'_, '_> {
         let ni = ph.inner.len();
         let mut bounds = Vec::with_capacity(ni);
         for (j, e) in ph.inner.iter().enumerate() {
-            if j == 0 && plan.split_inner {
+            if j == 0 && (plan.split_inner || self.reduce_range) {
                 bounds.push((self.start, self.end));
             } else {
                 let zero = self.b.ins().iconst(I64, 0);
@@ -650,7 +891,7 @@ impl Cx<'_, '_> {
         self.b.switch_to_block(done);
         acc.map(|a| {
             let r = self.b.use_var(a.var);
-            if a.wide {
+            if a.wide && !self.keep_raw {
                 self.cast(DType::F64, a.dt, r)
             } else {
                 r
@@ -878,6 +1119,324 @@ impl Cx<'_, '_> {
         let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
         self.b.ins().brif(more, tail, NO_ARGS, done, NO_ARGS);
         self.b.switch_to_block(done);
+    }
+
+    // ---- column blocks ---------------------------------------------------------------------
+
+    /// Emits the last outer loop `d` of a [`column_block`] kernel: blocks of up to
+    /// `GROUPS * GROUP` columns, each reducing every row into per-lane accumulators on the
+    /// stack (the reduced loops outside, the columns of the block inside), then storing the
+    /// block's results; the columns left over (fewer than `GROUP`) take the ordinary path.
+    fn column_blocks(&mut self, d: usize) {
+        let k = self.k;
+        let (lo, hi) = if d == 0 {
+            (self.start, self.end)
+        } else {
+            (self.b.ins().iconst(I64, 0), self.extent(k.outer[d]))
+        };
+        let slot = self.b.create_sized_stack_slot(ir::StackSlotData::new(
+            ir::StackSlotKind::ExplicitSlot,
+            (GROUPS * GROUP_BYTES) as u32,
+            4,
+        ));
+        let cb_var = self.b.declare_var(I64);
+        self.b.def_var(cb_var, lo);
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let rest = self.b.create_block();
+        self.b.ins().jump(head, NO_ARGS);
+        self.b.switch_to_block(head);
+        let cb = self.b.use_var(cb_var);
+        let left = self.b.ins().isub(hi, cb);
+        let any = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, GROUP);
+        self.b.ins().brif(any, body, NO_ARGS, rest, NO_ARGS);
+        self.b.switch_to_block(body);
+        let groups = self.b.ins().sshr_imm_u(left, GROUP.trailing_zeros() as i64);
+        let most = self.b.ins().iconst(I64, GROUPS);
+        let ng = self.b.ins().smin(groups, most);
+        let acc_base = self.b.ins().stack_addr(I64, slot, 0);
+        let PhaseKind::Reduce { op, value } = k.phases[0].kind.clone() else {
+            unreachable!("column_block checked the phases")
+        };
+        let wide = matches!(op, ReduceOp::Sum | ReduceOp::Prod);
+        // Fill the accumulators with the identity.
+        let (g, lp) = self.group_loop_begin();
+        {
+            let at = self.group_addr(acc_base, g);
+            let id = if wide {
+                let c = self.konst(op.identity(DType::F64));
+                self.b.ins().splat(F64X2, c)
+            } else {
+                let c = self.konst(op.identity(DType::F32));
+                self.b.ins().splat(F32X4, c)
+            };
+            for j in 0..(if wide { 4 } else { 2 }) {
+                self.b
+                    .ins()
+                    .store(vec_flags().with_notrap(), id, at, 16 * j);
+            }
+        }
+        self.group_loop_end(g, lp, ng);
+        self.outer_idx[d] = cb;
+        self.column_reduce(d, cb, ng, acc_base, op, value, wide);
+        self.column_store(d, cb, ng, acc_base, wide);
+        let step = self.b.ins().imul_imm_s(ng, GROUP);
+        let next = self.b.ins().iadd(cb, step);
+        self.b.def_var(cb_var, next);
+        self.b.ins().jump(head, NO_ARGS);
+        // The columns left over.
+        self.b.switch_to_block(rest);
+        let cb = self.b.use_var(cb_var);
+        let tail = self.b.create_block();
+        let done = self.b.create_block();
+        let any = self.b.ins().icmp(IntCC::SignedLessThan, cb, hi);
+        self.b.ins().brif(any, tail, NO_ARGS, done, NO_ARGS);
+        self.b.switch_to_block(tail);
+        let (lp, i) = self.loop_begin(cb);
+        self.outer_idx[d] = i;
+        self.phases();
+        self.loop_end(lp, i, 1, hi);
+        self.b.ins().jump(done, NO_ARGS);
+        self.b.switch_to_block(done);
+    }
+
+    /// Starts a do-while loop over groups `0..ng` (`ng >= 1`); returns the group index.
+    fn group_loop_begin(&mut self) -> (Value, Loop) {
+        let zero = self.b.ins().iconst(I64, 0);
+        let (lp, g) = self.loop_begin(zero);
+        (g, lp)
+    }
+
+    fn group_loop_end(&mut self, g: Value, lp: Loop, ng: Value) {
+        self.loop_end(lp, g, 1, ng);
+    }
+
+    /// The address of group `g`'s accumulators.
+    fn group_addr(&mut self, acc_base: Value, g: Value) -> Value {
+        let off = self.b.ins().imul_imm_s(g, GROUP_BYTES);
+        self.b.ins().iadd(acc_base, off)
+    }
+
+    /// A plan for phase `p` of a column block: the instructions that depend on the column
+    /// (`varies`) are left out of the scalar levels (they are emitted per group).
+    fn column_plan(&self, p: usize, col: usize) -> (Plan, Vec<bool>) {
+        let mut pl = plan(self.k, p);
+        let (_, varies) = dep_on(&self.k.phases[p], col, true);
+        for (l, v) in pl.levels.iter_mut().zip(&varies) {
+            if *v {
+                *l = usize::MAX;
+            }
+        }
+        pl.vectorize = false;
+        (pl, varies)
+    }
+
+    /// The values of one group half (lane 0 at column `base`): the scalar values as uniform,
+    /// the column-dependent ones as vectors, with `result` standing for phase result 0.
+    fn column_copy(
+        &mut self,
+        ph: &Phase,
+        pl: &Plan,
+        varies: &[bool],
+        vals: &[Option<Value>],
+        base: Value,
+        result: Option<Value>,
+    ) -> VCopy {
+        let mut c = VCopy {
+            vv: vals.iter().map(|v| v.map(VV::Uni)).collect(),
+            lanes: HashMap::new(),
+            vecs: HashMap::new(),
+        };
+        for (idx, _) in varies.iter().enumerate().filter(|(_, v)| **v) {
+            let v = match (&ph.body[idx].0, result) {
+                (Inst::PhaseResult(_), Some(r)) => VV::Vec(r),
+                _ => self.vector_inst(ph, pl, &mut c, idx, base),
+            };
+            c.vv[idx] = Some(v);
+        }
+        c
+    }
+
+    /// The Reduce phase of a column block: the reduced loops, and inside them every group.
+    #[allow(clippy::too_many_arguments)]
+    fn column_reduce(
+        &mut self,
+        col: usize,
+        cb: Value,
+        ng: Value,
+        acc_base: Value,
+        op: ReduceOp,
+        value: V,
+        wide: bool,
+    ) {
+        let k = self.k;
+        let ph = &k.phases[0];
+        let (pl, varies) = self.column_plan(0, col);
+        let ni = ph.inner.len();
+        let mut bounds = Vec::with_capacity(ni);
+        let mut ok = None;
+        for e in &ph.inner {
+            let n = self.extent(*e);
+            let c = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, n, 0);
+            ok = Some(match ok {
+                None => c,
+                Some(o) => self.b.ins().band(o, c),
+            });
+            bounds.push(n);
+        }
+        let body = self.b.create_block();
+        let done = self.b.create_block();
+        self.b
+            .ins()
+            .brif(ok.expect("inner loops"), body, NO_ARGS, done, NO_ARGS);
+        self.b.switch_to_block(body);
+        self.inner_idx = vec![self.start; ni];
+        let mut vals = vec![None; ph.body.len()];
+        self.emit_level(ph, &pl, 0, &mut vals);
+        let mut loops = Vec::with_capacity(ni);
+        for (j, &n) in bounds[..ni - 1].iter().enumerate() {
+            let zero = self.b.ins().iconst(I64, 0);
+            let (lp, i) = self.loop_begin(zero);
+            self.inner_idx[j] = i;
+            self.emit_level(ph, &pl, j + 1, &mut vals);
+            loops.push((lp, i, n));
+        }
+        // The innermost reduced loop: ROWS rows per visit of the accumulators, then the rest
+        // one at a time.
+        let n = bounds[ni - 1];
+        let n_main = self.b.ins().band_imm_s(n, -ROWS);
+        let cx = ColumnCx {
+            pl: &pl,
+            varies: &varies,
+            cb,
+            ng,
+            acc_base,
+            op,
+            value,
+            wide,
+        };
+        for (lo, hi, step) in [(None, n_main, ROWS), (Some(n_main), n, 1)] {
+            let lo = lo.unwrap_or_else(|| self.b.ins().iconst(I64, 0));
+            let run = self.b.create_block();
+            let skip = self.b.create_block();
+            let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            self.b.ins().brif(any, run, NO_ARGS, skip, NO_ARGS);
+            self.b.switch_to_block(run);
+            let (lp, r) = self.loop_begin(lo);
+            self.column_rows(ph, &cx, &vals, r, step);
+            self.loop_end(lp, r, step, hi);
+            self.b.ins().jump(skip, NO_ARGS);
+            self.b.switch_to_block(skip);
+        }
+        while let Some((lp, i, n)) = loops.pop() {
+            self.loop_end(lp, i, 1, n);
+        }
+        self.b.ins().jump(done, NO_ARGS);
+        self.b.switch_to_block(done);
+    }
+
+    /// Rows `r..r + rows` of the innermost reduced loop into every group's accumulators (each
+    /// group's accumulators are loaded once, folded row by row in order, and stored).
+    fn column_rows(
+        &mut self,
+        ph: &Phase,
+        cx: &ColumnCx<'_>,
+        vals: &[Option<Value>],
+        r: Value,
+        rows: i64,
+    ) {
+        let ni = ph.inner.len();
+        let per_row: Vec<Vec<Option<Value>>> = (0..rows)
+            .map(|q| {
+                let i = self.b.ins().iadd_imm_s(r, q);
+                self.inner_idx[ni - 1] = i;
+                let mut v = vals.to_vec();
+                self.emit_level(ph, cx.pl, ni, &mut v);
+                v
+            })
+            .collect();
+        let (g, glp) = self.group_loop_begin();
+        self.splats.clear();
+        let at = self.group_addr(cx.acc_base, g);
+        let gcol = self.b.ins().imul_imm_s(g, GROUP);
+        let gcol = self.b.ins().iadd(cx.cb, gcol);
+        let flags = vec_flags().with_notrap();
+        let (ty, n) = if cx.wide { (F64X2, 4) } else { (F32X4, 2) };
+        let mut accs: Vec<Value> = (0..n)
+            .map(|j| self.b.ins().load(ty, flags, at, 16 * j))
+            .collect();
+        for rv in &per_row {
+            for u in 0..2 {
+                let base = self.b.ins().iadd_imm_s(gcol, (u * LANES) as i64);
+                let mut c = self.column_copy(ph, cx.pl, cx.varies, rv, base, None);
+                let x = self.vv_vec(&mut c, cx.value.0 as usize, DType::F32);
+                if cx.wide {
+                    let (lo, hi) = self.promote_halves(x);
+                    accs[2 * u] = self.vcombine(cx.op, accs[2 * u], lo);
+                    accs[2 * u + 1] = self.vcombine(cx.op, accs[2 * u + 1], hi);
+                } else {
+                    accs[u] = self.vcombine(cx.op, accs[u], x);
+                }
+            }
+        }
+        for (j, a) in accs.into_iter().enumerate() {
+            self.b.ins().store(flags, a, at, 16 * j as i32);
+        }
+        self.splats.clear();
+        self.group_loop_end(g, glp, cx.ng);
+    }
+
+    /// The Store phase of a column block, once per group with the accumulators as results.
+    fn column_store(&mut self, col: usize, cb: Value, ng: Value, acc_base: Value, wide: bool) {
+        let k = self.k;
+        let ph = &k.phases[1];
+        let (pl, varies) = self.column_plan(1, col);
+        self.inner_idx = Vec::new();
+        let mut vals = vec![None; ph.body.len()];
+        self.emit_level(ph, &pl, 0, &mut vals);
+        let (g, glp) = self.group_loop_begin();
+        self.splats.clear();
+        let at = self.group_addr(acc_base, g);
+        let gcol = self.b.ins().imul_imm_s(g, GROUP);
+        let gcol = self.b.ins().iadd(cb, gcol);
+        let flags = vec_flags().with_notrap();
+        for u in 0..2 {
+            let base = self.b.ins().iadd_imm_s(gcol, (u * LANES) as i64);
+            let r = if wide {
+                let lo = self.b.ins().load(F64X2, flags, at, (u * 32) as i32);
+                let hi = self.b.ins().load(F64X2, flags, at, (u * 32 + 16) as i32);
+                let lo = self.b.ins().fvdemote(lo);
+                let hi = self.b.ins().fvdemote(hi);
+                // Lanes 0, 1 of each: [lo0, lo1, hi0, hi1].
+                let lo = self.b.ins().bitcast(I8X16, vec_flags(), lo);
+                let hi = self.b.ins().bitcast(I8X16, vec_flags(), hi);
+                let mask: Vec<u8> = (0..8).chain(16..24).collect();
+                let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+                let v = self.b.ins().shuffle(lo, hi, mask);
+                self.b.ins().bitcast(F32X4, vec_flags(), v)
+            } else {
+                self.b.ins().load(F32X4, flags, at, (u * 16) as i32)
+            };
+            let mut c = self.column_copy(ph, &pl, &varies, &vals, base, Some(r));
+            self.vector_action(ph, &mut c, None);
+        }
+        self.splats.clear();
+        self.group_loop_end(g, glp, ng);
+    }
+
+    /// An `f32x4` as two `f64x2`: lanes 0, 1 and lanes 2, 3.
+    fn promote_halves(&mut self, x: Value) -> (Value, Value) {
+        let lo = self.b.ins().fvpromote_low(x);
+        let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
+        let mask: Vec<u8> = (8..16).chain(0..8).collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+        let sw = self.b.ins().shuffle(bytes, bytes, mask);
+        let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
+        let hi = self.b.ins().fvpromote_low(sw);
+        (lo, hi)
     }
 
     /// The innermost action of a vector iteration.
