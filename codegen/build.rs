@@ -7,7 +7,13 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the build script runs, not baked in when it was compiled: a target directory
+    // copied to another checkout must fingerprint that checkout's sources.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        std::path::PathBuf::from,
+    );
+    let dir = dir.as_path();
     // FNV-1a; any deterministic hash does (a different value only invalidates the cache).
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     let src = dir.join("src").join("cpu");
