@@ -14,8 +14,9 @@ Exits 0 with "torch: not installed" when torch cannot be imported, so scripts ca
 unconditionally. `--step-bench` instead times single training steps (median of `--steps`,
 default 200, after untimed warm-up steps: at least `--warmup`, default 30, and at least
 `--warmup-seconds`, default 2) of LeNet-5 at batch `--batch-size` on random data (SGD,
-momentum 0.9), for the bench harness's W6 row, which reads its one line:
-"torch LeNet-5 step b64: median X ms (N threads, torch V)". The warm-up has a time floor
+momentum 0.9), printing one line:
+"torch LeNet-5 step b64: median X ms (N threads, torch V)". (The bench harness now times its
+W6 rows, and every other workload, with benches/torch_workloads.py.) The warm-up has a time floor
 because torch's first steps can take hundreds of ms each while its large libraries page in
 (seen on a loaded machine with a cold page cache); a step count alone may end too early.
 """

@@ -23,13 +23,22 @@
 //! tolerance): a fast wrong answer is not a result.
 //!
 //! Beside the modes: W5 also times its GEMM alone (the same m, n, k, in the same mode) to give
-//! the GEMM's share of the convolution's time; W6 LeNet-5 runs PyTorch on the same step
-//! (`benches/torch_mnist.py --step-bench`, with the interpreter `METAJIT_TORCH_PYTHON`, default
-//! `python3`; "torch: not installed" when it cannot import torch; a failure of the script is
-//! reported, never fatal); W7 runs the `cold_start` example (built with `cargo build --release
+//! the GEMM's share of the convolution's time; PyTorch eager runs the same workloads on the same
+//! sizes after metajit, in one process (`benches/torch_workloads.py`, with the interpreter
+//! `METAJIT_TORCH_PYTHON`, default `python3`; "torch: not installed" when it cannot import
+//! torch; a failure of the script is reported, never fatal), giving the `vs torch` column
+//! (metajit's median over torch's); W7 runs the `cold_start` example (built with `cargo build --release
 //! --example cold_start`, found next to this binary) three times per mode (once in a quick run;
 //! the table shows medians): the first LeNet-5 step and W1's first call in a fresh process with
 //! an empty kernel cache, then in another on the cache the first left.
+//!
+//! Before the workloads, the harness measures the machine's limits and prints them above the
+//! table: a copy and a read (sum) loop over a 256 MiB buffer on all cores (rayon) and on one
+//! core (GB/s), one core's FMA peak (independent vector FMAs on the widest vectors the CPU has,
+//! detected at run time), and the `gemm` crate called directly on each selected W4 shape. Each
+//! row's `of limit` column is its throughput's share of the limit that bounds it: copy
+//! bandwidth for W1 and W2, read bandwidth for W3, the direct GEMM and the FMA peak of all
+//! cores for W4, the FMA peak for W5.
 //!
 //! Settings: `METAJIT_BENCH_RUNS` (timed runs, at least 5), `METAJIT_BENCH_FILTER` (comma-
 //! separated, case-insensitive substrings of workload names; arguments after `--` are added),
@@ -41,13 +50,15 @@
 //! bench uses a fresh, temporary cache dir, so that its cold runs compile.
 //!
 //! Writes `target/bench/workloads.json` (every number and sample, kernel counts, compile time,
-//! peak RSS per mode, the machine, the load average; schema `metajit-bench-workloads/2`: a
-//! workload's `peer` and a mode's `part` are new in 2, and the W7 entries, metric kind
+//! peak RSS per mode, the machine, the load average; schema `metajit-bench-workloads/3`: a
+//! workload's `peer` and a mode's `part` are new in 2, `limits` and a mode's `share_of_limit`
+//! in 3, and the W7 entries, metric kind
 //! `latency`, give per mode `cold_first_s`, `warm_first_s` and their samples instead of
 //! `median_s`) and
 //! `target/bench/workloads.svg` (median time per workload and mode, log scale).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -59,6 +70,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use metajit::nn::{Module, Sequential, functional as F, lenet5};
 use metajit::optim::{Optimizer, Sgd, SgdConfig};
 use metajit::{Device, Mode, Stats, Tensor};
+use rayon::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -184,8 +196,10 @@ struct Workload {
     run: Box<RunFn>,
     /// A piece of the run timed alone in each mode (W5: its GEMM), for its share of the time.
     part: Option<Part>,
-    /// The same workload run by another framework in its own process (W6 LeNet-5: PyTorch).
-    peer: Option<Box<dyn Fn() -> Peer>>,
+    /// Its name in `benches/torch_workloads.py`'s output, when PyTorch runs it too.
+    torch: Option<String>,
+    /// The machine limit its throughput is a share of.
+    limit: Limit,
 }
 
 /// A piece of a workload, timed alone in the same mode right after the workload's runs.
@@ -232,7 +246,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             (x * 1.5 + 0.5).relu() * x.sigmoid() + x.tanh()
         }),
         part: None,
-        peer: None,
+        torch: Some("W1".into()),
+        limit: Limit::Copy,
     });
 
     let s2 = 4096 / side_div;
@@ -252,7 +267,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             &e / &s
         }),
         part: None,
-        peer: None,
+        torch: Some("W2".into()),
+        limit: Limit::Copy,
     });
 
     let n3 = (1usize << 24) / div;
@@ -266,7 +282,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
         setup: Box::new(move || vec![Tensor::randn([n3])]),
         run: Box::new(|t| t[0].sum(0, false)),
         part: None,
-        peer: None,
+        torch: Some("W3sum".into()),
+        limit: Limit::Read,
     });
 
     let s3 = 4096 / side_div;
@@ -280,7 +297,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
         setup: Box::new(move || vec![Tensor::randn([s3, s3])]),
         run: Box::new(|t| t[0].sum(0, false)),
         part: None,
-        peer: None,
+        torch: Some("W3colsum".into()),
+        limit: Limit::Read,
     });
 
     for n in [512usize, 1024, 2048] {
@@ -299,7 +317,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             setup: Box::new(move || vec![Tensor::randn([n, n]), Tensor::randn([n, n])]),
             run: Box::new(|t| t[0].matmul(&t[1])),
             part: None,
-            peer: None,
+            torch: Some(format!("W4-{n}")),
+            limit: Limit::Gemm(n),
         });
     }
 
@@ -340,7 +359,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             // The conv's layout: the window rows times the transposed [O, C·9] weight.
             run: Box::new(|t| t[0].matmul(&t[1].t())),
         }),
-        peer: None,
+        torch: Some("W5".into()),
+        limit: Limit::Fma,
     });
 
     // W6 MLP: one training step (forward, backward, SGD update) realized as one schedule.
@@ -364,7 +384,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
         setup: Box::new(move || mlp_setup(&dims, batch)),
         run: Box::new(|t| mlp_step(t, 1e-7)),
         part: None,
-        peer: None,
+        torch: Some("W6mlp".into()),
+        limit: Limit::None,
     });
 
     // W6 LeNet-5: one training step of the crate's model and optimizer, as
@@ -396,7 +417,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             lenet_step(net, opt, &t[0], &t[1])
         }),
         part: None,
-        peer: Some(Box::new(move || torch_lenet_step(lb, quick))),
+        torch: Some("W6lenet".into()),
+        limit: Limit::None,
     });
 
     // W8 keeps its 1000 ops in quick mode: it measures dispatch, not data.
@@ -421,7 +443,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
             x
         }),
         part: None,
-        peer: None,
+        torch: Some("W8".into()),
+        limit: Limit::None,
     });
 
     w
@@ -559,66 +582,89 @@ fn lenet_step(net: &Sequential, opt: &mut Sgd, x: &Tensor, y: &Tensor) -> Tensor
     loss
 }
 
-/// PyTorch on the W6 LeNet-5 step (`benches/torch_mnist.py --step-bench`), with the interpreter
-/// `METAJIT_TORCH_PYTHON` (default `python3`). Never fails the bench: a missing interpreter or
-/// torch is [`Peer::Unavailable`], anything else that goes wrong [`Peer::Failed`].
-fn torch_lenet_step(batch: usize, quick: bool) -> Peer {
+/// PyTorch eager on the workloads named `keys` (`benches/torch_workloads.py`, one process for
+/// all), with the interpreter `METAJIT_TORCH_PYTHON` (default `python3`); per key, what it
+/// gave. Never fails the bench: a missing interpreter or torch is [`Peer::Unavailable`],
+/// anything else that goes wrong [`Peer::Failed`].
+fn run_torch(keys: &[String], settings: &Settings) -> HashMap<String, Peer> {
+    let all = |p: &dyn Fn() -> Peer| keys.iter().map(|k| (k.clone(), p())).collect();
+    if keys.is_empty() {
+        return HashMap::new();
+    }
     let python = std::env::var("METAJIT_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // torch's first steps are slow (hundreds of ms here): even the quick run warms up.
-    let (steps, warmup, limit) = if quick { (10, 10, 120) } else { (200, 30, 600) };
-    eprintln!("bench: torch LeNet-5 step b{batch} ({python}) ...");
+    eprintln!("bench: torch on {} ({python}) ...", keys.join(","));
     let mut cmd = Command::new(&python);
-    cmd.arg(root.join("benches").join("torch_mnist.py"))
-        .args(["--step-bench", "--batch-size", &batch.to_string()])
+    cmd.arg(root.join("benches").join("torch_workloads.py"))
         .args([
-            "--steps",
-            &steps.to_string(),
-            "--warmup",
-            &warmup.to_string(),
+            "--runs",
+            &settings.runs.to_string(),
+            "--only",
+            &keys.join(","),
         ])
         .current_dir(root);
+    if settings.quick {
+        cmd.arg("--quick");
+    }
+    let limit = if settings.quick { 300 } else { 1800 };
     let out = match run_capped(&mut cmd, Duration::from_secs(limit)) {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Peer::Unavailable(format!("torch: not installed (no {python})"));
+            let why = format!("torch: not installed (no {python})");
+            return all(&|| Peer::Unavailable(why.clone()));
         }
-        Err(e) => return Peer::Failed(format!("torch: running {python} failed: {e}")),
+        Err(e) => {
+            let why = format!("torch: running {python} failed: {e}");
+            return all(&|| Peer::Failed(why.clone()));
+        }
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     if stdout.lines().any(|l| l.trim() == "torch: not installed") {
-        return Peer::Unavailable("torch: not installed".into());
+        return all(&|| Peer::Unavailable("torch: not installed".into()));
     }
-    if !out.status.success() {
-        return Peer::Failed(format!(
-            "torch: benches/torch_mnist.py --step-bench failed ({}){}",
+    // "torch-info\t<torch 2.5.1, 2 threads>", then per workload
+    // "torch\t<key>\t<median seconds>" or "torch-failed\t<key>\t<why>".
+    let info = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("torch-info\t"))
+        .map_or("torch".to_string(), |i| format!("torch ({})", i.trim()));
+    let mut got: HashMap<String, Peer> = HashMap::new();
+    for l in stdout.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        match f.as_slice() {
+            ["torch", key, secs] => {
+                let p = match secs.trim().parse::<f64>() {
+                    Ok(s) if s > 0.0 && s.is_finite() => Peer::Ok {
+                        name: info.clone(),
+                        median_s: s,
+                    },
+                    _ => Peer::Failed(format!("torch: cannot read the line {l:?}")),
+                };
+                got.insert(key.to_string(), p);
+            }
+            ["torch-failed", key, why] => {
+                got.insert(key.to_string(), Peer::Failed(format!("torch: {why}")));
+            }
+            _ => {}
+        }
+    }
+    let missing = if out.status.success() {
+        "torch: benches/torch_workloads.py printed no line for it".to_string()
+    } else {
+        format!(
+            "torch: benches/torch_workloads.py failed ({}){}",
             out.status,
             last_words(&out)
-        ));
-    }
-    // "torch LeNet-5 step b64: median 13.720 ms (2 threads, torch 2.5.1)"
-    let parsed = stdout.lines().find_map(|l| {
-        let rest = l.strip_prefix("torch LeNet-5 step b")?;
-        let (_, rest) = rest.split_once(": median ")?;
-        let (ms, rest) = rest.split_once(" ms")?;
-        let ms: f64 = ms.trim().parse().ok()?;
-        let detail = rest.trim().trim_start_matches('(').trim_end_matches(')');
-        (ms > 0.0 && ms.is_finite()).then(|| (ms, detail.to_string()))
-    });
-    match parsed {
-        Some((ms, detail)) => Peer::Ok {
-            name: if detail.is_empty() {
-                "torch".into()
-            } else {
-                format!("torch ({detail})")
-            },
-            median_s: ms / 1e3,
-        },
-        None => Peer::Failed(format!(
-            "torch: no median in the script's output {:?}",
-            first_line(&stdout, 100)
-        )),
-    }
+        )
+    };
+    keys.iter()
+        .map(|k| {
+            let p = got
+                .remove(k)
+                .unwrap_or_else(|| Peer::Failed(missing.clone()));
+            (k.clone(), p)
+        })
+        .collect()
 }
 
 /// `": "` and the last non-empty line a failed child wrote to stderr, or nothing.
@@ -1320,19 +1366,20 @@ fn fmt_count(xs: &[u64]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The table
 
-fn print_table(results: &[Ran], settings: &Settings) {
+fn print_table(results: &[Ran], settings: &Settings, limits: &Limits) {
     let header = [
         "workload",
         "mode",
         "median",
         "spread (min–max)",
         "throughput",
+        "of limit",
         "compiled/eager",
         "kernels/run",
         "compile/kernel (cold)",
         "vs torch",
     ];
-    let mut lines: Vec<[String; 9]> = Vec::new();
+    let mut lines: Vec<[String; 10]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for ran in results {
         let (w, rows) = (&ran.w, &ran.rows);
@@ -1345,7 +1392,7 @@ fn print_table(results: &[Ran], settings: &Settings) {
             Some(Peer::Unavailable(_)) | None => {}
         }
         for r in rows {
-            let mut cells: [String; 9] = Default::default();
+            let mut cells: [String; 10] = Default::default();
             cells[0] = w.name.clone();
             cells[1] = r.mode.name().into();
             match &r.outcome {
@@ -1355,16 +1402,19 @@ fn print_table(results: &[Ran], settings: &Settings) {
                     cells[3] = fmt_range(min(&x.samples), max(&x.samples));
                     let tp = w.metric.throughput(md);
                     cells[4] = format!("{tp:.2} {}", w.metric.unit());
-                    cells[5] = match (r.mode, med(RunMode::Compiled), med(RunMode::Eager)) {
+                    if r.mode != RunMode::Reference {
+                        cells[5] = limits.share(w.limit, w.metric, md);
+                    }
+                    cells[6] = match (r.mode, med(RunMode::Compiled), med(RunMode::Eager)) {
                         (RunMode::Compiled, Some(c), Some(e)) => format!("{:.3}x", c / e),
                         _ => String::new(),
                     };
-                    cells[6] = if r.mode == RunMode::Reference {
+                    cells[7] = if r.mode == RunMode::Reference {
                         "- (interp)".into()
                     } else {
                         fmt_count(&x.kernel_runs)
                     };
-                    cells[7] = if r.mode == RunMode::Reference {
+                    cells[8] = if r.mode == RunMode::Reference {
                         "-".into()
                     } else if x.cold.kernels_compiled == 0 {
                         "none new".into()
@@ -1400,7 +1450,7 @@ fn print_table(results: &[Ran], settings: &Settings) {
                             100.0 * p / md
                         ));
                     }
-                    cells[8] = match (&ran.peer, ran.over_peer(r.mode)) {
+                    cells[9] = match (&ran.peer, ran.over_peer(r.mode)) {
                         (_, Some(q)) if r.mode != RunMode::Reference => format!("{q:.2}x"),
                         (Some(Peer::Unavailable(why)), _) if r.mode == RunMode::Compiled => {
                             why.clone()
@@ -1485,8 +1535,10 @@ fn print_table(results: &[Ran], settings: &Settings) {
         "compiled/eager: median time ratio (below 1: compiled is faster). kernels/run: kernel \
          launches per timed run. compile/kernel: compile time per kernel compiled in the cold run \
          (x count; \"none new\": every kernel was already compiled). The reference interpreter runs \
-         whole graphs, not kernels. vs torch: median time over PyTorch's on the same step \
-         (benches/torch_mnist.py --step-bench; below 1: metajit is faster)."
+         whole graphs, not kernels. of limit: the throughput's share of the machine limit above \
+         (copy or read bandwidth, the gemm crate called directly, the FMA peak of all cores). \
+         vs torch: median time over PyTorch eager's on the same workload \
+         (benches/torch_workloads.py; below 1: metajit is faster)."
     );
     for n in notes {
         println!("{n}");
@@ -1595,6 +1647,406 @@ fn print_cold_start(c: &Result<ColdStart, String>) {
     if let Some(why) = &c.stale {
         println!("note: {why}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine limits, measured in the same run as the workloads
+
+/// Which measured limit a workload's throughput is a share of.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// Streams that read one buffer and write another (W1, W2): the copy bandwidth.
+    Copy,
+    /// Streams that only read (W3): the read bandwidth.
+    Read,
+    /// A GEMM of this `n`×`n` (W4): the direct `gemm` crate call on the shape, and the FMA peak.
+    Gemm(usize),
+    /// GEMM-bound work of other shapes (W5): the FMA peak of all cores.
+    Fma,
+    /// No meaningful limit (dispatch, small training steps).
+    None,
+}
+
+/// Bandwidth and compute limits of this machine, measured by plain loops.
+struct Limits {
+    /// The buffer each bandwidth loop streams over, bytes.
+    buffer_bytes: usize,
+    /// Threads of the parallel loops (rayon's pool).
+    threads: usize,
+    /// GB/s of a copy (bytes read + bytes written), all cores and one core.
+    copy_all: f64,
+    copy_one: f64,
+    /// GB/s of a read (sum) loop, all cores and one core.
+    read_all: f64,
+    read_one: f64,
+    /// One core's FMA peak, GFLOP/s (2 flops per lane per FMA), and how it was measured; or
+    /// why not.
+    fma_one: Result<(f64, String), String>,
+    /// The `gemm` crate called directly on W4's shapes: `(n, GFLOP/s)`.
+    gemm: Vec<(usize, f64)>,
+}
+
+impl Limits {
+    /// The FMA peak of all cores (one core's times the threads), GFLOP/s.
+    fn fma_all(&self) -> Option<f64> {
+        self.fma_one
+            .as_ref()
+            .ok()
+            .map(|(g, _)| g * self.threads as f64)
+    }
+
+    fn gemm_at(&self, n: usize) -> Option<f64> {
+        self.gemm.iter().find(|(m, _)| *m == n).map(|(_, g)| *g)
+    }
+
+    /// `throughput`'s share of `limit`, as table text (`62% of copy`), or nothing.
+    fn share(&self, limit: Limit, metric: Metric, seconds: f64) -> String {
+        let tp = metric.throughput(seconds);
+        let pct = |of: f64| 100.0 * tp / of;
+        match limit {
+            Limit::Copy => format!("{:.0}% copy", pct(self.copy_all)),
+            Limit::Read => format!("{:.0}% read", pct(self.read_all)),
+            Limit::Gemm(n) => {
+                let mut s = self
+                    .gemm_at(n)
+                    .map_or(String::new(), |g| format!("{:.0}% gemm", pct(g)));
+                if let Some(f) = self.fma_all() {
+                    if !s.is_empty() {
+                        s.push_str(", ");
+                    }
+                    let _ = write!(s, "{:.0}% FMA", pct(f));
+                }
+                s
+            }
+            Limit::Fma => self
+                .fma_all()
+                .map_or(String::new(), |f| format!("{:.0}% FMA", pct(f))),
+            Limit::None => String::new(),
+        }
+    }
+
+    /// The share as a fraction for the JSON: (of what, fraction) pairs.
+    fn shares(&self, limit: Limit, metric: Metric, seconds: f64) -> Vec<(&'static str, f64)> {
+        let tp = metric.throughput(seconds);
+        let mut v = Vec::new();
+        match limit {
+            Limit::Copy => v.push(("copy_all_cores", tp / self.copy_all)),
+            Limit::Read => v.push(("read_all_cores", tp / self.read_all)),
+            Limit::Gemm(n) => {
+                if let Some(g) = self.gemm_at(n) {
+                    v.push(("gemm_crate", tp / g));
+                }
+                if let Some(f) = self.fma_all() {
+                    v.push(("fma_peak_all_cores", tp / f));
+                }
+            }
+            Limit::Fma => {
+                if let Some(f) = self.fma_all() {
+                    v.push(("fma_peak_all_cores", tp / f));
+                }
+            }
+            Limit::None => {}
+        }
+        v
+    }
+}
+
+/// Measures the limits: bandwidth over a 256 MiB buffer (16 MiB when quick), one core's FMA
+/// peak, and the `gemm` crate on each `n` of `gemm_sizes`. Each figure is the median of
+/// `runs` timed repetitions after one untimed one.
+fn measure_limits(quick: bool, runs: usize, gemm_sizes: &[usize]) -> Limits {
+    eprintln!("bench: machine limits ...");
+    let bytes = if quick { 16 << 20 } else { 256 << 20 };
+    let len = bytes / 4;
+    // Touch every page before timing (a fresh buffer's page faults are not bandwidth).
+    let src: Vec<f32> = (0..len).map(|i| (i % 1024) as f32 * 1e-3).collect();
+    let mut dst = vec![0f32; len];
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        let samples: Vec<f64> = (0..runs.max(11))
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        median(&samples)
+    };
+    // One contiguous part per thread (interleaved small chunks defeat the prefetchers).
+    let threads = rayon::current_num_threads();
+    let part = len.div_ceil(threads);
+    let copy_all = 2.0 * bytes as f64
+        / time(&mut || {
+            dst.par_chunks_mut(part)
+                .zip(src.par_chunks(part))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        })
+        / 1e9;
+    let copy_one = 2.0 * bytes as f64 / time(&mut || dst.copy_from_slice(&src)) / 1e9;
+    std::hint::black_box(&dst);
+    drop(dst);
+    let read_all = bytes as f64
+        / time(&mut || {
+            let s: f32 = src.par_chunks(part).map(sum_f32).sum();
+            std::hint::black_box(s);
+        })
+        / 1e9;
+    let read_one = bytes as f64
+        / time(&mut || {
+            std::hint::black_box(sum_f32(&src));
+        })
+        / 1e9;
+    drop(src);
+    let fma_one = fma_peak(if quick { 1 << 22 } else { 1 << 25 }, runs);
+    let gemm = gemm_sizes
+        .iter()
+        .map(|&n| (n, gemm_direct(n, runs, threads)))
+        .collect();
+    Limits {
+        buffer_bytes: bytes,
+        threads,
+        copy_all,
+        copy_one,
+        read_all,
+        read_one,
+        fma_one,
+        gemm,
+    }
+}
+
+/// A plain sum with 32 independent accumulators (the compiler vectorises it; one accumulator
+/// would be bound by the add latency, not by memory), built for AVX2 when the CPU has it (128-bit
+/// loads alone fall short of the memory's read rate on one core).
+fn sum_f32(x: &[f32]) -> f32 {
+    #[inline(always)]
+    fn body(x: &[f32]) -> f32 {
+        let mut acc = [0f32; 32];
+        let chunks = x.chunks_exact(32);
+        let tail: f32 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn body_avx2(x: &[f32]) -> f32 {
+        body(x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { body_avx2(x) };
+    }
+    body(x)
+}
+
+/// One core's FMA peak, GFLOP/s: `iters` rounds of 12 independent vector FMAs (enough to cover
+/// the FMA latency on two pipes), on the widest vectors the CPU has (512-bit with AVX-512F,
+/// else 256-bit with AVX2 + FMA); the median of `runs`.
+fn fma_peak(iters: usize, runs: usize) -> Result<(f64, String), String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (lanes, what, f): (usize, &str, fn(usize) -> f32) =
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                (16, "f32x16 (AVX-512F)", |n| {
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    unsafe { fma_loop_512(n) }
+                })
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                (8, "f32x8 (AVX2 + FMA)", |n| {
+                    // SAFETY: the CPU has AVX and FMA (checked above).
+                    unsafe { fma_loop_256(n) }
+                })
+            } else {
+                return Err("no FMA vector unit detected (needs AVX2 + FMA)".into());
+            };
+        let rate = |lanes: usize, f: fn(usize) -> f32| {
+            f(iters / 16);
+            let samples: Vec<f64> = (0..runs)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    std::hint::black_box(f(std::hint::black_box(iters)));
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect();
+            (iters * FMA_CHAINS * lanes * 2) as f64 / median(&samples) / 1e9
+        };
+        let mut how = format!("{FMA_CHAINS} independent {what} FMA chains");
+        // With AVX-512, the 256-bit rate too (what AVX2 code, the gemm crate's included on
+        // some shapes, can reach).
+        if lanes == 16 && std::arch::is_x86_feature_detected!("fma") {
+            let r = rate(8, |n| {
+                // SAFETY: the CPU has AVX-512F (so AVX2) and FMA (checked above).
+                unsafe { fma_loop_256(n) }
+            });
+            let _ = write!(how, "; f32x8: {r:.1}");
+        }
+        Ok((rate(lanes, f), how))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (iters, runs);
+        Err("not measured on this architecture (x86-64 only)".into())
+    }
+}
+
+/// Independent FMA chains in [`fma_peak`]'s loops.
+const FMA_CHAINS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_loop_256(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // Opaque values, distinct per chain: the compiler can neither fold the loop nor merge
+    // the chains.
+    let b = _mm256_set1_ps(std::hint::black_box(0.999_999));
+    let c = _mm256_set1_ps(std::hint::black_box(1e-6));
+    let mut acc: [_; FMA_CHAINS] =
+        std::array::from_fn(|i| _mm256_set1_ps(std::hint::black_box(1.0 + i as f32 * 1e-3)));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    let mut s = _mm256_setzero_ps();
+    for a in acc {
+        s = _mm256_add_ps(s, a);
+    }
+    // SAFETY: `out` holds 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+    out.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_loop_512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // Opaque values, distinct per chain: the compiler can neither fold the loop nor merge
+    // the chains.
+    let b = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let c = _mm512_set1_ps(std::hint::black_box(1e-6));
+    let mut acc: [_; FMA_CHAINS] =
+        std::array::from_fn(|i| _mm512_set1_ps(std::hint::black_box(1.0 + i as f32 * 1e-3)));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for a in acc {
+        s = _mm512_add_ps(s, a);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+/// GFLOP/s of the `gemm` crate called directly on an `n`×`n` @ `n`×`n` row-major f32 product
+/// with `threads` threads (what metajit's W4 calls underneath, without the framework); the
+/// median of `runs` after one untimed call.
+fn gemm_direct(n: usize, runs: usize, threads: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+    let mut c = vec![0f32; n * n];
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut once = || {
+        let t0 = Instant::now();
+        let ni = n as isize;
+        // SAFETY: a, b and c are n×n row-major (column stride 1, row stride n), distinct.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                ni,
+                false,
+                a.as_ptr(),
+                1,
+                ni,
+                b.as_ptr(),
+                1,
+                ni,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        t0.elapsed().as_secs_f64()
+    };
+    once();
+    let samples: Vec<f64> = (0..runs).map(|_| once()).collect();
+    std::hint::black_box(&c);
+    2.0 * (n as f64).powi(3) / median(&samples) / 1e9
+}
+
+/// Prints the limits (before the table).
+fn print_limits(l: &Limits) {
+    println!();
+    println!(
+        "machine limits (this run; {} MiB buffers, {} threads on all cores):",
+        l.buffer_bytes >> 20,
+        l.threads
+    );
+    println!(
+        "  copy  {:6.1} GB/s all cores, {:6.1} GB/s one core (bytes read + written)",
+        l.copy_all, l.copy_one
+    );
+    println!(
+        "  read  {:6.1} GB/s all cores, {:6.1} GB/s one core (a sum)",
+        l.read_all, l.read_one
+    );
+    match &l.fma_one {
+        Ok((g, how)) => println!(
+            "  FMA peak {g:.1} GFLOP/s one core ({how}); x{} cores = {:.1}",
+            l.threads,
+            g * l.threads as f64
+        ),
+        Err(why) => println!("  FMA peak: not measured ({why})"),
+    }
+    for (n, g) in &l.gemm {
+        println!(
+            "  gemm crate {n}x{n} @ {n}x{n}: {g:.1} GFLOP/s ({} threads)",
+            l.threads
+        );
+    }
+}
+
+/// The limits as a JSON object.
+fn json_limits(l: &Limits) -> String {
+    let (fma, how) = match &l.fma_one {
+        Ok((g, how)) => (json_num(*g), json_str(how)),
+        Err(why) => ("null".into(), json_str(why)),
+    };
+    let gemm: Vec<String> = l
+        .gemm
+        .iter()
+        .map(|(n, g)| format!("{{ \"n\": {n}, \"gflops\": {} }}", json_num(*g)))
+        .collect();
+    format!(
+        "{{ \"buffer_bytes\": {}, \"threads\": {}, \"copy_gbs_all_cores\": {}, \
+         \"copy_gbs_one_core\": {}, \"read_gbs_all_cores\": {}, \"read_gbs_one_core\": {}, \
+         \"fma_gflops_one_core\": {fma}, \"fma_how\": {how}, \"gemm_crate\": [{}] }}",
+        l.buffer_bytes,
+        l.threads,
+        json_num(l.copy_all),
+        json_num(l.copy_one),
+        json_num(l.read_all),
+        json_num(l.read_one),
+        gemm.join(", ")
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1745,10 +2197,12 @@ fn write_json(
     settings: &Settings,
     machine: &Machine,
     device: Device,
+    limits: &Limits,
 ) -> String {
     let mut j = String::new();
     j.push_str("{\n");
-    let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/2\",");
+    let _ = writeln!(j, "  \"schema\": \"metajit-bench-workloads/3\",");
+    let _ = writeln!(j, "  \"limits\": {},", json_limits(limits));
     let _ = writeln!(j, "  \"machine\": {{");
     let _ = writeln!(j, "    \"nproc\": {},", machine.nproc);
     let _ = writeln!(j, "    \"cpu_model\": {},", json_str(&machine.cpu_model));
@@ -1852,6 +2306,16 @@ fn write_json(
                         "\"throughput\": {}, \"throughput_unit\": {},\n          ",
                         json_num(w.metric.throughput(md)),
                         json_str(w.metric.unit())
+                    );
+                    let shares: Vec<String> = limits
+                        .shares(w.limit, w.metric, md)
+                        .into_iter()
+                        .map(|(k, v)| format!("{}: {}", json_str(k), json_num(v)))
+                        .collect();
+                    let _ = write!(
+                        j,
+                        "\"share_of_limit\": {{ {} }},\n          ",
+                        shares.join(", ")
                     );
                     let kernels = if r.mode == RunMode::Reference {
                         "null".to_string()
@@ -2324,14 +2788,33 @@ fn main() {
     });
     let loadavg_start = loadavg();
 
+    let selected: Vec<Workload> = workloads(settings.quick)
+        .into_iter()
+        .filter(|w| settings.selects(&w.name))
+        .collect();
+    let gemm_sizes: Vec<usize> = selected
+        .iter()
+        .filter_map(|w| match w.limit {
+            Limit::Gemm(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let limits = measure_limits(settings.quick, settings.runs, &gemm_sizes);
+
     let mut results = Vec::new();
-    for w in workloads(settings.quick) {
-        if !settings.selects(&w.name) {
-            continue;
-        }
+    for w in selected {
         let rows = run_workload(&w, base, &settings);
-        let peer = w.peer.as_ref().map(|f| f());
-        results.push(Ran { w, rows, peer });
+        results.push(Ran {
+            w,
+            rows,
+            peer: None,
+        });
+    }
+    // PyTorch runs after metajit, in one process for every selected workload it has.
+    let keys: Vec<String> = results.iter().filter_map(|r| r.w.torch.clone()).collect();
+    let mut torch = run_torch(&keys, &settings);
+    for r in &mut results {
+        r.peer = r.w.torch.as_ref().and_then(|k| torch.remove(k));
     }
     let w7 = settings.selects(W7_NAME).then(|| {
         cold_start(
@@ -2346,8 +2829,9 @@ fn main() {
         );
     }
 
+    print_limits(&limits);
     if !results.is_empty() {
-        print_table(&results, &settings);
+        print_table(&results, &settings, &limits);
     }
     if let Some(c) = &w7 {
         print_cold_start(c);
@@ -2380,7 +2864,7 @@ fn main() {
         let _ = std::fs::remove_dir_all(d);
     }
     let dir = out_dir();
-    let json = write_json(&results, w7.as_ref(), &settings, &machine, device);
+    let json = write_json(&results, w7.as_ref(), &settings, &machine, device, &limits);
     let svg = write_svg(&results, w7.as_ref(), &machine, &settings);
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join("workloads.json"), json))
