@@ -82,3 +82,25 @@ fn tensors_are_send_and_sync() {
     let h = std::thread::spawn(move || x.sum_all().item::<i64>().unwrap());
     assert_eq!(h.join().unwrap(), 6);
 }
+
+/// Simplified graphs are remembered by the exact graph, constants' bits included: graphs that
+/// differ only in a constant (even +0.0 against -0.0) are simplified apart.
+#[test]
+fn graphs_differing_only_in_a_constant_are_not_confused() {
+    let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]);
+    let pos = (&x * 0.0f64).recip().exp();
+    let neg = (&x * -0.0f64).recip().exp();
+    assert_eq!(pos.to_vec::<f32>().unwrap(), vec![f32::INFINITY; 2]);
+    assert_eq!(neg.to_vec::<f32>().unwrap(), vec![0.0; 2]);
+    // The same graph again (a remembered simplification) gives the same values.
+    let again = (&x * -0.0f64).recip().exp();
+    assert_eq!(again.to_vec::<f32>().unwrap(), vec![0.0; 2]);
+    for c in [1.0f64, 2.0, 0.5] {
+        let y = (&x * c + 1.0).sqrt();
+        let want: Vec<f32> = [1.0f32, 2.0]
+            .iter()
+            .map(|v| (v * c as f32 + 1.0).sqrt())
+            .collect();
+        assert_eq!(y.to_vec::<f32>().unwrap(), want, "c = {c}");
+    }
+}
