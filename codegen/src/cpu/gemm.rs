@@ -117,25 +117,14 @@ unsafe fn summed_in_parallel<T: Copy + Send + Sync + std::ops::Add<Output = T> +
                 // matrix; each part writes only its own matrix (dst or its scratch), one call
                 // after another.
                 unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        l.k,
+                    product(
+                        l,
                         d.0,
-                        cs,
-                        rs,
-                        !first,
+                        (rs, cs),
                         a.0.cast_const().wrapping_offset(ol),
-                        l.lhs.cs,
-                        l.lhs.rs,
                         c.0.cast_const().wrapping_offset(or),
-                        l.rhs.cs,
-                        l.rhs.rs,
-                        one,
-                        one,
-                        false,
-                        false,
-                        false,
+                        !first,
+                        (zero, one),
                         gemm::Parallelism::None,
                     )
                 }
@@ -178,6 +167,51 @@ fn batch_offsets(batch: &[BatchAxis], mut b: usize) -> (isize, isize, isize) {
         r += i * ax.rhs;
     }
     (d, l, r)
+}
+
+/// One product of the layout's shape, `dst := lhs · rhs` (or `dst += lhs · rhs` when
+/// `accumulate`), with dst at row and column strides `dst_rs`, `dst_cs` and the operands at the
+/// layout's strides.
+///
+/// # Safety
+///
+/// Every element offset the shape reaches from each pointer is in bounds, and nothing else
+/// accesses the dst elements during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product<T: Copy + 'static>(
+    l: &GemmLayout,
+    dst: *mut T,
+    (dst_rs, dst_cs): (isize, isize),
+    lhs: *const T,
+    rhs: *const T,
+    accumulate: bool,
+    (zero, one): (T, T),
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            l.m,
+            l.n,
+            l.k,
+            dst,
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs,
+            l.lhs.cs,
+            l.lhs.rs,
+            rhs,
+            l.rhs.cs,
+            l.rhs.rs,
+            if accumulate { one } else { zero },
+            one,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
 /// The shared body of [`gemm_f32`] and [`gemm_f64`]: `zero` and `one` are the element type's
@@ -239,25 +273,14 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
             // SAFETY: the caller guarantees every offset is in bounds; the calls run one at a
             // time, so products into the same matrix do not race.
             unsafe {
-                gemm::gemm(
-                    l.m,
-                    l.n,
-                    l.k,
+                product(
+                    l,
                     dst.wrapping_offset(od),
-                    l.dst.cs,
-                    l.dst.rs,
-                    !first,
+                    (l.dst.rs, l.dst.cs),
                     lhs.wrapping_offset(ol),
-                    l.lhs.cs,
-                    l.lhs.rs,
                     rhs.wrapping_offset(or),
-                    l.rhs.cs,
-                    l.rhs.rs,
-                    one,
-                    one,
-                    false,
-                    false,
-                    false,
+                    !first,
+                    (zero, one),
                     par,
                 )
             }
@@ -269,25 +292,14 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
     let one_product = |b: usize, par: gemm::Parallelism| {
         let (od, ol, or) = batch_offsets(&l.batch, b);
         unsafe {
-            gemm::gemm(
-                l.m,
-                l.n,
-                l.k,
+            product(
+                l,
                 dst.wrapping_offset(od),
-                l.dst.cs,
-                l.dst.rs,
-                false,
+                (l.dst.rs, l.dst.cs),
                 lhs.wrapping_offset(ol),
-                l.lhs.cs,
-                l.lhs.rs,
                 rhs.wrapping_offset(or),
-                l.rhs.cs,
-                l.rhs.rs,
-                zero,
-                one,
                 false,
-                false,
-                false,
+                (zero, one),
                 par,
             )
         }
@@ -316,25 +328,14 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
                 let (od, ol, or) = batch_offsets(&l.batch, b);
                 // SAFETY: as above; batch entries write disjoint elements.
                 unsafe {
-                    gemm::gemm(
-                        l.m,
-                        l.n,
-                        l.k,
+                    product(
+                        l,
                         d.0.wrapping_offset(od),
-                        l.dst.cs,
-                        l.dst.rs,
-                        false,
+                        (l.dst.rs, l.dst.cs),
                         a.0.cast_const().wrapping_offset(ol),
-                        l.lhs.cs,
-                        l.lhs.rs,
                         c.0.cast_const().wrapping_offset(or),
-                        l.rhs.cs,
-                        l.rhs.rs,
-                        zero,
-                        one,
                         false,
-                        false,
-                        false,
+                        (zero, one),
                         gemm::Parallelism::None,
                     )
                 }

@@ -321,6 +321,23 @@ enum Dep {
     Other,
 }
 
+/// The dependence of a value that varies with the loop index in question: `Unit` for the
+/// index itself, the index plus or minus an invariant, and an i64 cast of such; `Other` else.
+fn varying_dep(inst: &Inst, d: impl Fn(&V) -> Dep, dt_of: impl Fn(&V) -> DType) -> Dep {
+    match inst {
+        Inst::LoopIdx(_) => Dep::Unit,
+        Inst::Binary(BinaryOp::Add, a, b) => match (d(a), d(b)) {
+            (Dep::Unit, Dep::Invariant) | (Dep::Invariant, Dep::Unit) => Dep::Unit,
+            _ => Dep::Other,
+        },
+        Inst::Binary(BinaryOp::Sub, a, b) if (d(a), d(b)) == (Dep::Unit, Dep::Invariant) => {
+            Dep::Unit
+        }
+        Inst::Cast(DType::I64, a) if dt_of(a) == DType::I64 => d(a),
+        _ => Dep::Other,
+    }
+}
+
 fn plan(k: &Kernel, p: usize) -> Plan {
     let ph = &k.phases[p];
     let no = k.outer.len();
@@ -399,20 +416,7 @@ fn vectorizable(ph: &Phase, levels: &[usize]) -> bool {
                 let x = if levels[i] < ni {
                     Dep::Invariant
                 } else {
-                    match inst {
-                        Inst::LoopIdx(_) => Dep::Unit,
-                        Inst::Binary(BinaryOp::Add, a, b) => match (d(a), d(b)) {
-                            (Dep::Unit, Dep::Invariant) | (Dep::Invariant, Dep::Unit) => Dep::Unit,
-                            _ => Dep::Other,
-                        },
-                        Inst::Binary(BinaryOp::Sub, a, b)
-                            if (d(a), d(b)) == (Dep::Unit, Dep::Invariant) =>
-                        {
-                            Dep::Unit
-                        }
-                        Inst::Cast(DType::I64, a) if dt_of(a) == DType::I64 => d(a),
-                        _ => Dep::Other,
-                    }
+                    varying_dep(inst, d, dt_of)
                 };
                 dep.push(x);
             }
@@ -531,20 +535,7 @@ fn dep_on(ph: &Phase, target: usize, results_vary: bool) -> (Vec<Dep>, Vec<bool>
         let x = if !vary {
             Dep::Invariant
         } else {
-            match inst {
-                Inst::LoopIdx(_) => Dep::Unit,
-                Inst::Binary(BinaryOp::Add, a, b) => match (d(a), d(b)) {
-                    (Dep::Unit, Dep::Invariant) | (Dep::Invariant, Dep::Unit) => Dep::Unit,
-                    _ => Dep::Other,
-                },
-                Inst::Binary(BinaryOp::Sub, a, b)
-                    if (d(a), d(b)) == (Dep::Unit, Dep::Invariant) =>
-                {
-                    Dep::Unit
-                }
-                Inst::Cast(DType::I64, a) if dt_of(a) == DType::I64 => d(a),
-                _ => Dep::Other,
-            }
+            varying_dep(inst, d, dt_of)
         };
         dep.push(x);
         varies.push(vary);
