@@ -2,7 +2,7 @@
 //! position × kernel offset → input element, padding read as the overflow value) and then a
 //! matrix product (convolution, executed as GEMM) or a reduction over the window (pooling).
 
-use metajit_metaops::{IndexExpr, Scalar, Shape};
+use metajit_metaops::{DType, IndexExpr, Scalar, Shape};
 
 use crate::tensor::Tensor;
 
@@ -102,6 +102,28 @@ fn windows(x: &Tensor, ax: [Axis; 2], out: [usize; 2], fill: f64) -> Tensor {
     )
 }
 
+/// Panics unless `bias` is absent or `[o]` (one value per output channel).
+#[track_caller]
+fn check_bias(op: &str, bias: Option<&Tensor>, o: usize, weight: &Tensor, groups: usize) {
+    if let Some(b) = bias
+        && b.dims() != [o]
+    {
+        panic!(
+            "shape mismatch in {op}: bias {} for {o} output channels (weight {} with groups {groups})",
+            b.shape(),
+            weight.shape()
+        );
+    }
+}
+
+/// `y` `[N, O, H, W]` plus the per-channel `bias` `[O]`, if any.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>, o: usize, dtype: DType) -> Tensor {
+    match bias {
+        Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
+        None => y,
+    }
+}
+
 #[track_caller]
 fn rank4(op: &str, x: &Tensor) {
     if x.rank() != 4 {
@@ -155,17 +177,10 @@ pub fn conv2d(
         );
     }
     let (o, kh, kw) = (weight.dims()[0], weight.dims()[2], weight.dims()[3]);
-    if let Some(b) = bias
-        && b.dims() != [o]
-    {
-        panic!(
-            "shape mismatch in conv2d: bias {} for {o} output channels",
-            b.shape()
-        );
-    }
+    check_bias("conv2d", bias, o, weight, groups);
     let ax = Axis::pair((kh, kw), stride, padding, dilation);
     let (oh, ow) = (ax[0].out("conv2d", h, false), ax[1].out("conv2d", w, false));
-    let dtype = metajit_metaops::DType::promote(x.dtype(), weight.dtype());
+    let dtype = DType::promote(x.dtype(), weight.dtype());
     let (x, weight) = (x.cast(dtype), weight.cast(dtype));
     let (cg, og) = (c / groups, o / groups);
     let k = cg * kh * kw;
@@ -183,10 +198,7 @@ pub fn conv2d(
         .reshape([groups, og, k])
         .matmul(&cols)
         .reshape([n, o, oh, ow]);
-    match bias {
-        Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
-        None => y,
-    }
+    add_channel_bias(y, bias, o, dtype)
 }
 
 /// Transposed 2-D convolution (PyTorch's `F.conv_transpose2d`, the gradient of [`conv2d`]
@@ -258,15 +270,7 @@ pub fn conv_transpose2d(
     }
     let (og, kh, kw) = (weight.dims()[1], weight.dims()[2], weight.dims()[3]);
     let o = og * groups;
-    if let Some(b) = bias
-        && b.dims() != [o]
-    {
-        panic!(
-            "shape mismatch in {OP}: bias {} for {o} output channels (weight {} with groups {groups})",
-            b.shape(),
-            weight.shape()
-        );
-    }
+    check_bias(OP, bias, o, weight, groups);
     let pairs = [
         (output_padding.0, stride.0, dilation.0),
         (output_padding.1, stride.1, dilation.1),
@@ -293,7 +297,7 @@ pub fn conv_transpose2d(
         );
     }
     let (oh, ow) = (oh as usize, ow as usize);
-    let dtype = metajit_metaops::DType::promote(x.dtype(), weight.dtype());
+    let dtype = DType::promote(x.dtype(), weight.dtype());
     let (x, weight) = (x.cast(dtype), weight.cast(dtype));
     let (cg, kk, rows) = (c / groups, og * kh * kw, n * h * w);
     // [N, C, H, W] -> [N, H, W, C] -> [rows, groups, C / groups], materialised once (one copy
@@ -323,10 +327,7 @@ pub fn conv_transpose2d(
         vec![],
         &[],
     );
-    match bias {
-        Some(b) => y.add(&b.cast(dtype).reshape([1, o, 1, 1])),
-        None => y,
-    }
+    add_channel_bias(y, bias, o, dtype)
 }
 
 /// 1-D convolution (`F.conv1d`): `x` `[N, C, L]`, `weight` `[O, C / groups, K]`; as
@@ -426,7 +427,7 @@ pub fn max_pool2d(
         Tensor::from_op(
             metajit_metaops::Op::Index { axis: a },
             &[],
-            metajit_metaops::DType::I64,
+            DType::I64,
             win.shape().clone(),
         )
     };
