@@ -501,25 +501,34 @@ fn trace_view(
 
 /// The reference product: `layout` applied with plain loops to host buffers; each product is
 /// rounded to the element type and the sum accumulated in f64 and rounded once, exactly as the
-/// interpreter evaluates the `reduce(sum, mul(..))` it replaces.
+/// interpreter evaluates the `reduce(sum, mul(..))` it replaces. Products along a batch axis of
+/// dst stride 0 add into the same matrix (a sum over that axis too).
 pub fn gemm_reference(
     layout: &GemmLayout,
     dst: &mut crate::buffer::HostData,
     lhs: &crate::buffer::HostData,
     rhs: &crate::buffer::HostData,
 ) {
-    let batch = layout.batch_count();
-    for b in 0..batch {
-        // Offsets of batch entry b (row-major over the batch axes).
-        let (mut od, mut ol, mut or) = (0isize, 0isize, 0isize);
-        let mut rem = b;
-        for ax in layout.batch.iter().rev() {
-            let i = (rem % ax.extent.max(1)) as isize;
-            rem /= ax.extent.max(1);
-            od += i * ax.dst;
-            ol += i * ax.lhs;
-            or += i * ax.rhs;
+    // Every dst element the layout covers starts at 0 (an empty summed axis leaves it so), and
+    // products along batch axes of dst stride 0 add into it.
+    let mut sums: std::collections::BTreeMap<isize, f64> = std::collections::BTreeMap::new();
+    let free: Vec<BatchAxis> = layout
+        .batch
+        .iter()
+        .filter(|a| a.dst != 0)
+        .copied()
+        .collect();
+    let matrices: usize = free.iter().map(|a| a.extent).product();
+    for f in 0..matrices {
+        let (od, _, _) = batch_offsets(&free, f);
+        for i in 0..layout.m as isize {
+            for j in 0..layout.n as isize {
+                sums.insert(od + i * layout.dst.rs + j * layout.dst.cs, 0.0);
+            }
         }
+    }
+    for b in 0..layout.batch_count() {
+        let (od, ol, or) = batch_offsets(&layout.batch, b);
         for i in 0..layout.m as isize {
             for j in 0..layout.n as isize {
                 let mut acc = 0.0f64;
@@ -530,11 +539,29 @@ pub fn gemm_reference(
                     let p = crate::interp::eval_binary(crate::op::BinaryOp::Mul, a, c);
                     acc += p.to_f64();
                 }
-                let at = (od + i * layout.dst.rs + j * layout.dst.cs) as usize;
-                dst.set(at, crate::dtype::Scalar::F64(acc));
+                *sums
+                    .entry(od + i * layout.dst.rs + j * layout.dst.cs)
+                    .or_insert(0.0) += acc;
             }
         }
     }
+    for (at, v) in sums {
+        dst.set(at as usize, crate::dtype::Scalar::F64(v));
+    }
+}
+
+/// The element offsets `(dst, lhs, rhs)` of batch entry `b`, row-major over `batch`.
+pub fn batch_offsets(batch: &[BatchAxis], mut b: usize) -> (isize, isize, isize) {
+    let (mut d, mut l, mut r) = (0isize, 0isize, 0isize);
+    for ax in batch.iter().rev() {
+        let e = ax.extent.max(1);
+        let i = (b % e) as isize;
+        b /= e;
+        d += i * ax.dst;
+        l += i * ax.lhs;
+        r += i * ax.rhs;
+    }
+    (d, l, r)
 }
 
 #[cfg(test)]
@@ -566,9 +593,11 @@ mod tests {
             .collect()
     }
 
-    /// Computes the layout naively from the inputs' buffers.
+    /// Computes the layout naively from the inputs' buffers (NaN where nothing is written;
+    /// products into an element written before, along a summed axis, add to it).
     fn run_layout(l: &GemmLayout, dst_len: usize, lhs: &[f64], rhs: &[f64]) -> Vec<f64> {
         let mut dst = vec![f64::NAN; dst_len];
+        let mut written = vec![false; dst_len];
         let nb = l.batch_count();
         for b in 0..nb {
             let (mut od, mut ol, mut or) = (0isize, 0isize, 0isize);
@@ -587,7 +616,9 @@ mod tests {
                         acc += lhs[(ol + i * l.lhs.rs + k * l.lhs.cs) as usize]
                             * rhs[(or + k * l.rhs.rs + j * l.rhs.cs) as usize];
                     }
-                    dst[(od + i * l.dst.rs + j * l.dst.cs) as usize] = acc;
+                    let at = (od + i * l.dst.rs + j * l.dst.cs) as usize;
+                    dst[at] = if written[at] { dst[at] + acc } else { acc };
+                    written[at] = true;
                 }
             }
         }
@@ -627,6 +658,23 @@ mod tests {
         assert_eq!(want.len(), got.len());
         for (w, v) in want.iter().zip(&got) {
             assert!((w - v).abs() < 1e-12, "{w} vs {v}\n{l:?}\n{text}");
+        }
+        // The reference executor's product agrees too.
+        let mut reference = HostData::F64(vec![f64::NAN; numel(out)]);
+        gemm_reference(
+            &l,
+            &mut reference,
+            &data[slot_of(c.lhs)],
+            &data[slot_of(c.rhs)],
+        );
+        let HostData::F64(reference) = reference else {
+            unreachable!()
+        };
+        for (w, v) in want.iter().zip(&reference) {
+            assert!(
+                (w - v).abs() < 1e-12,
+                "gemm_reference: {w} vs {v}\n{l:?}\n{text}"
+            );
         }
         c
     }
@@ -1098,15 +1146,15 @@ mod tests {
         );
         // A batch axis summed with K: `Σ_b A[b] @ B[b]` (dst stride 0 along b).
         let batched = "
-            %0 = input #0 : f32[2, 4, 3]
-            %1 = input #1 : f32[2, 3, 5]
-            %2 = broadcast %0 axes=[3] : f32[2, 4, 3, 5]
-            %3 = broadcast %1 axes=[1] : f32[2, 4, 3, 5]
-            %4 = mul %2, %3 : f32[2, 4, 3, 5]
-            %5 = reduce sum %4 axes=[0, 2] : f32[4, 5]
+            %0 = input #0 : f64[2, 4, 3]
+            %1 = input #1 : f64[2, 3, 5]
+            %2 = broadcast %0 axes=[3] : f64[2, 4, 3, 5]
+            %3 = broadcast %1 axes=[1] : f64[2, 4, 3, 5]
+            %4 = mul %2, %3 : f64[2, 4, 3, 5]
+            %5 = reduce sum %4 axes=[0, 2] : f64[4, 5]
             return %5
         ";
-        let summed = matched(batched).expect("K plus a summed batch axis is a contraction");
+        let summed = check_values(batched);
         assert_eq!(summed.batch.len(), 1);
         assert_eq!(summed.batch[0].dst, Stride::Zero);
         // An add instead of a mul.

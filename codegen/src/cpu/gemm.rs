@@ -20,7 +20,7 @@
 //! splits the products into per-thread partial sums, added into dst in order. Smaller work
 //! runs on the calling thread.
 
-use metajit_metaops::contraction::{BatchAxis, GemmLayout};
+use metajit_metaops::contraction::{BatchAxis, GemmLayout, batch_offsets};
 use rayon::prelude::*;
 
 /// Multiply-adds (`m · n · k`) from which work is worth spreading across threads (2^18).
@@ -154,19 +154,6 @@ fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
         b /= e;
     }
     zero
-}
-
-/// The element offsets `(dst, lhs, rhs)` of batch entry `b` (row-major over `batch`).
-fn batch_offsets(batch: &[BatchAxis], mut b: usize) -> (isize, isize, isize) {
-    let (mut d, mut l, mut r) = (0isize, 0isize, 0isize);
-    for ax in batch.iter().rev() {
-        let i = (b % ax.extent) as isize;
-        b /= ax.extent;
-        d += i * ax.dst;
-        l += i * ax.lhs;
-        r += i * ax.rhs;
-    }
-    (d, l, r)
 }
 
 /// One product of the layout's shape, `dst := lhs · rhs` (or `dst += lhs · rhs` when
