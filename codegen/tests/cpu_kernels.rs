@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use half::{bf16, f16};
 use metajit_codegen::cpu::jit::{self, CompileOptions, CompiledKernel, host_ptr};
+use metajit_codegen::cpu::lower;
 use metajit_metaops::kernel::{self, BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
 use metajit_metaops::{BinaryOp, DType, Distribution, HostData, ReduceOp, Scalar, UnaryOp};
 use proptest::prelude::*;
@@ -2310,6 +2311,7 @@ fn column_blocks_equal_the_interpreter_bit_for_bit() {
     ];
     for op in [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min] {
         let k = column_reduce(op);
+        assert!(lower::column_block(&k), "{op:?}: the column-block path");
         let ck = compile(&k);
         for (r, c) in shapes {
             // Awkward values everywhere (NaN, infinities, signed zeros, subnormals).
@@ -2358,6 +2360,7 @@ fn full_reduce(op: ReduceOp) -> Kernel {
 fn split_reductions_equal_the_interpreter() {
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         let k = full_reduce(op);
+        assert!(lower::split_reduce(&k).is_some(), "{op:?}: the split path");
         let ck = compile(&k);
         for n in [1usize, 100, 65_537, 300_001] {
             let x = match op {

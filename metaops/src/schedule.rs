@@ -164,23 +164,16 @@ pub fn plan_facts(g: &Graph) -> Vec<u32> {
         }
     }
     for n in &g.nodes {
-        match &n.op {
-            Op::Reindex(map) => {
-                let src = g.node(n.inputs[0]).shape.dims();
-                let out = n.shape.dims();
-                for (a, e) in map.exprs.iter().enumerate() {
-                    facts.push(in_range(e, src[a], out, src) as u32);
-                }
-            }
-            // A scatter iterates over its input and targets its own shape.
-            Op::ReindexReduce { map, .. } => {
-                let src = g.node(n.inputs[0]).shape.dims();
-                let out = n.shape.dims();
-                for (a, e) in map.exprs.iter().enumerate() {
-                    facts.push(in_range(e, out[a], src, out) as u32);
-                }
-            }
-            _ => {}
+        let (src, out) = (|| g.node(n.inputs[0]).shape.dims(), n.shape.dims());
+        // (map, iteration extents, target extents): a gather iterates over its output and
+        // reads its input; a scatter iterates over its input and targets its own shape.
+        let (map, iter, target) = match &n.op {
+            Op::Reindex(map) => (map, out, src()),
+            Op::ReindexReduce { map, .. } => (map, src(), out),
+            _ => continue,
+        };
+        for (a, e) in map.exprs.iter().enumerate() {
+            facts.push(in_range(e, target[a], iter, target) as u32);
         }
     }
     facts
@@ -623,14 +616,11 @@ fn rereads(g: &Graph, u: usize) -> bool {
     if divides || !map.conds.is_empty() {
         return false;
     }
-    let dims = un.shape.dims();
-    let mut covered = vec![false; dims.len()];
-    for e in &map.exprs {
-        if let Some(k) = (0..dims.len()).find(|&k| e.injective_in(k)) {
-            covered[k] = true;
-        }
-    }
-    dims.iter().zip(&covered).any(|(&d, &c)| d > 1 && !c)
+    un.shape
+        .dims()
+        .iter()
+        .enumerate()
+        .any(|(k, &d)| d > 1 && !map.disjoint_along(k))
 }
 
 /// Ops that cost no more than a load: recomputing them in several kernels is free.

@@ -106,7 +106,9 @@ impl DataLoader {
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.num_samples()).collect();
         if let Some(seed) = self.seed {
-            let mut rng = SplitMix64(mix(mix(seed) ^ epoch));
+            let mut rng = SplitMix64(crate::ops::creation::splitmix64_mix(
+                crate::ops::creation::splitmix64_mix(seed) ^ epoch,
+            ));
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i as u64 + 1) as usize);
             }
@@ -163,20 +165,13 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-/// SplitMix64's finaliser: a bijective mix of 64 bits.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// SplitMix64 (Steele, Lea and Flood 2014): small, fast, and good enough to shuffle.
 struct SplitMix64(u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
+        crate::ops::creation::splitmix64_mix(self.0)
     }
 
     /// A uniform integer in `0..n` (`n > 0`), by Lemire's multiply-and-reject.

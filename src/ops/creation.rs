@@ -22,9 +22,15 @@ pub fn manual_seed(seed: u64) {
 /// The next per-call seed (splitmix64 of base + counter).
 pub(crate) fn next_seed() -> u64 {
     let n = SEED_COUNTER.fetch_add(1, Ordering::SeqCst);
-    let mut z = SEED_BASE
-        .load(Ordering::SeqCst)
-        .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    splitmix64_mix(
+        SEED_BASE
+            .load(Ordering::SeqCst)
+            .wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+    )
+}
+
+/// SplitMix64's finaliser: a bijective mix of 64 bits.
+pub(crate) fn splitmix64_mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

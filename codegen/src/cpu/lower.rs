@@ -516,8 +516,8 @@ struct ColumnCx<'p> {
     wide: bool,
 }
 
-/// Bytes of accumulator per group.
-const GROUP_BYTES: i64 = 64;
+/// Bytes of accumulator per group (an f64 per column).
+const GROUP_BYTES: i64 = GROUP * 8;
 
 /// Dependence of each i64 value of `ph` on loop index `target`, and whether each instruction
 /// depends on it at all (or on a phase result, when `results_vary`).
@@ -547,7 +547,7 @@ fn dep_on(ph: &Phase, target: usize, results_vary: bool) -> (Vec<Dep>, Vec<bool>
 /// a non-contiguous axis (a column sum: one f32 sum, prod, max or min phase whose loads are
 /// contiguous along the last outer loop, then one store of the result, contiguous along it
 /// too). See "Column blocks" in the module documentation.
-fn column_block(k: &Kernel) -> bool {
+pub fn column_block(k: &Kernel) -> bool {
     let Some(col) = k.outer.len().checked_sub(1) else {
         return false;
     };
@@ -1806,7 +1806,6 @@ impl Cx<'_, '_> {
 
     // ---- scalar operations -----------------------------------------------------------------
 
-    /// An integer constant of type `ty` (the immediate zero-extended, as the verifier wants).
     /// Floor division (or modulo) of an i64 `a` by a size `d >= 0` with the constants
     /// `(m, sh)` of `jit::division_constants`: for `a < 0`, `floor(a / d) = !floor(!a / d)`,
     /// and `!a` is then in `0..2^63`, where `floor(n / d) = umulhi(n, m) >> sh` (exact, see
@@ -1852,6 +1851,7 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// An integer constant of type `ty` (the immediate zero-extended, as the verifier wants).
     fn ic(&mut self, ty: Type, v: i64) -> Value {
         let bits = ty.bits();
         let v = if bits >= 64 {
