@@ -82,6 +82,15 @@ pub trait Module: Send + Sync {
     }
 }
 
+/// `weight` and the optional `bias`, named as PyTorch names them.
+fn weight_and_bias(weight: &Tensor, bias: Option<&Tensor>) -> Vec<(String, Tensor)> {
+    let mut p = vec![("weight".to_string(), weight.clone())];
+    if let Some(b) = bias {
+        p.push(("bias".to_string(), b.clone()));
+    }
+    p
+}
+
 /// A parameter: `value` realized, detached, marked as requiring grad.
 fn parameter(value: Tensor) -> Tensor {
     if let Err(e) = value.realize() {
@@ -126,11 +135,7 @@ impl Module for Linear {
         x.linear(&self.weight, self.bias.as_ref())
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".to_string(), b.clone()));
-        }
-        p
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
 
@@ -221,11 +226,7 @@ impl Module for Conv2d {
         )
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".to_string(), b.clone()));
-        }
-        p
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
 
@@ -332,11 +333,7 @@ impl Module for ConvTranspose2d {
         )
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut p = vec![("weight".to_string(), self.weight.clone())];
-        if let Some(b) = &self.bias {
-            p.push(("bias".to_string(), b.clone()));
-        }
-        p
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
 
