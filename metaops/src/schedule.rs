@@ -1241,12 +1241,7 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             Op::Reshape | Op::Contiguous => {
                 let src = g.node(node.inputs[0]);
                 let (od, id) = (node.shape.dims(), src.shape.dims());
-                let c = if drop_ones(od) == drop_ones(id) {
-                    // Only singleton axes differ: map coordinates directly.
-                    self.map_singletons(coords, od, id)
-                } else {
-                    self.regroup(coords, od, id)
-                };
+                let c = self.regroup(coords, od, id);
                 self.eval(inputs[0], &c)?
             }
             Op::Reindex(map) => {

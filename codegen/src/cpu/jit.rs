@@ -564,11 +564,8 @@ impl CompiledKernel {
         let sizes = ext.as_slice();
         if let Some((op, wide)) = l.split_reduce {
             let n0 = extent_value(l.inner[0][0], sizes);
-            let work = l.inner[0]
-                .iter()
-                .map(|e| extent_value(*e, sizes).max(1))
-                .fold(l.weight[0], |a, b| a.saturating_mul(b));
-            let chunks = (work / PARALLEL_GRAIN).clamp(1, (threads.max(1) as i64).min(n0.max(1)));
+            let chunks = (self.work(sizes) / PARALLEL_GRAIN)
+                .clamp(1, (threads.max(1) as i64).min(n0.max(1)));
             if chunks > 1 {
                 // SAFETY: the caller's contract.
                 unsafe { self.run_split_reduce(bufs, sizes, n0, chunks, op, wide) };
@@ -596,7 +593,7 @@ impl CompiledKernel {
             sizes: sizes.as_ptr(),
             helpers: helper_table().as_ptr(),
         };
-        let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
+        let bound = |c: i64| chunk_bound(split, c, chunks);
         let entry = self.entry;
         on_threads(chunks as usize, |c| {
             let (p, c) = (ptrs, c as i64);
@@ -629,7 +626,7 @@ impl CompiledKernel {
             sizes: ext.as_ptr(),
             helpers: helper_table().as_ptr(),
         };
-        let bound = |c: i64| (n0 as i128 * c as i128 / chunks as i128) as i64;
+        let bound = |c: i64| chunk_bound(n0, c, chunks);
         let entry = self.entry;
         let partials: Vec<std::sync::atomic::AtomicI64> = (0..chunks)
             .map(|_| std::sync::atomic::AtomicI64::new(0))
@@ -693,7 +690,7 @@ impl CompiledKernel {
                 (b, op, p.dtype, p.numel(sizes).unwrap_or(0))
             })
             .collect();
-        let bound = |c: i64| (split as i128 * c as i128 / chunks as i128) as i64;
+        let bound = |c: i64| chunk_bound(split, c, chunks);
         let base: Vec<SendPtr> = bufs.iter().map(|&p| SendPtr(p)).collect();
         let (base, outs) = (&base, &outs);
         let sizes_ptr = SendConstPtr(sizes.as_ptr());
@@ -760,11 +757,10 @@ impl CompiledKernel {
     }
 
     /// How many chunks `run` splits loop 0 (of extent `split`) into.
-    fn chunks(&self, sizes: &[i64], split: i64, threads: usize) -> i64 {
+    /// The launch's work in iterations of a simple body ([`PARALLEL_GRAIN`]'s unit): the
+    /// outer iterations times each phase's inner iterations weighted by its body size.
+    fn work(&self, sizes: &[i64]) -> i64 {
         let l = &self.launch;
-        if threads <= 1 || split < 2 || !(l.parallel || l.private.is_some()) {
-            return 1;
-        }
         let outer: i64 = l
             .outer
             .iter()
@@ -781,7 +777,15 @@ impl CompiledKernel {
             })
             .fold(0i64, |a, b| a.saturating_add(b))
             .max(1);
-        let work = outer.saturating_mul(inner);
+        outer.saturating_mul(inner)
+    }
+
+    fn chunks(&self, sizes: &[i64], split: i64, threads: usize) -> i64 {
+        let l = &self.launch;
+        if threads <= 1 || split < 2 || !(l.parallel || l.private.is_some()) {
+            return 1;
+        }
+        let work = self.work(sizes);
         let chunks = (work / PARALLEL_GRAIN).clamp(1, (threads as i64).min(split));
         let Some(private) = l.private.as_ref().filter(|_| !l.parallel) else {
             return chunks;
@@ -839,6 +843,11 @@ impl CompiledKernel {
             )
         }
     }
+}
+
+/// Where chunk `c` of `chunks` equal parts of `0..len` begins.
+fn chunk_bound(len: i64, c: i64, chunks: i64) -> i64 {
+    (len as i128 * c as i128 / chunks as i128) as i64
 }
 
 /// The sizes array a kernel's code reads: the `n` sizes and parameters, then for each a
