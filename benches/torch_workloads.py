@@ -21,7 +21,9 @@ torch-failed line and the others still run.
 import argparse
 import os
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import median_time  # noqa: E402
 
 try:
     import torch
@@ -146,25 +148,6 @@ def workloads(quick):
 
     w += [("W5", w5), ("W6mlp", w6mlp), ("W6lenet", w6lenet), ("W8", w8)]
     return w
-
-
-def median_time(f, runs, warmup_seconds, min_seconds):
-    start = time.perf_counter()
-    done = 0
-    while done < 3 or time.perf_counter() - start < warmup_seconds:
-        f()
-        done += 1
-    times = []
-    total = 0.0
-    while len(times) < runs or (total < min_seconds and len(times) < 1000):
-        t0 = time.perf_counter()
-        f()
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        total += dt
-    times.sort()
-    k = len(times)
-    return times[k // 2] if k % 2 else 0.5 * (times[k // 2 - 1] + times[k // 2])
 
 
 def main():
