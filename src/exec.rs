@@ -168,44 +168,62 @@ pub(crate) struct OneOp {
     plan: Arc<Plan<CpuCompiled>>,
 }
 
-/// Runs the fresh node `node`, recorded in eager mode, whose signature is `entry`.
-///
-/// The fast path: when every input is computed, the pending graph is exactly the one-op graph
-/// of the signature, so the one-op graph and plan remembered in `entry` are this node's — used
-/// while the plan cache still holds that plan. No graph is collected or hashed. Otherwise
-/// (the first run of the signature, an input not computed, another device, `METAJIT_DEBUG`
-/// of 2 or more) this is [`realize`] of the node.
-pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) -> Result<()> {
+/// Eager mode's fast path: the value of an op whose signature `entry` ran before, over the
+/// nodes `inputs`, computed by the one-op graph and plan remembered in `entry` — or `None`
+/// when the path does not apply (nothing remembered yet, the plan cache dropped that plan, an
+/// input not computed, another device, `METAJIT_DEBUG` of 2 or more); then the caller records
+/// the node and calls [`realize_eager`]. When every input is computed, the pending graph of
+/// the node is exactly the one-op graph of its signature, so the remembered plan is its plan;
+/// no graph is collected or hashed, and the node never holds a pending op.
+pub(crate) fn eager_known(
+    inputs: &[NodeRef],
+    entry: &crate::dispatch::OpEntry,
+) -> Result<Option<Arc<Buffer>>> {
+    let Some(one) = entry.eager.borrow().clone() else {
+        return Ok(None);
+    };
     config::try_executor_settings()?;
     let debug = config::try_debug()?;
     if debug >= 2 || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
-        return realize(std::slice::from_ref(node));
+        return Ok(None);
     }
-    let Some(bufs) = computed_inputs(node) else {
-        return realize(std::slice::from_ref(node));
+    let Some(bufs) = computed_inputs(inputs) else {
+        return Ok(None);
     };
     let engine = cpu_engine()?;
-    let known = entry.eager.borrow().clone();
-    let out = match known {
-        Some(one) if engine.touch(one.plan_hash, &one.plan) => {
-            engine.execute(&one.graph, &one.plan, &bufs, debug)?
-        }
-        _ => {
-            let p = collect(std::slice::from_ref(node));
-            debug_assert!(
-                p.outputs.len() == 1 && p.buffers.len() + 1 == p.graph.nodes.len(),
-                "the pending graph of an op over computed inputs is the one-op graph"
-            );
-            let (plan_hash, plan) = engine.plan(&p.graph, debug)?;
-            let out = engine.execute(&p.graph, &plan, &p.buffers, debug)?;
-            *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
-                graph: p.graph,
-                plan_hash,
-                plan,
-            }));
-            out
-        }
+    if !engine.touch(one.plan_hash, &one.plan) {
+        return Ok(None);
+    }
+    let out = engine.execute(&one.graph, &one.plan, &bufs, debug)?;
+    Ok(out.into_iter().next())
+}
+
+/// Runs the fresh node `node`, recorded in eager mode, whose signature is `entry`: as
+/// [`realize`] does, remembering in `entry` the one-op graph and plan for [`eager_known`]
+/// when every input is computed (on the CPU, `METAJIT_DEBUG` below 2).
+pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) -> Result<()> {
+    config::try_executor_settings()?;
+    let debug = config::try_debug()?;
+    let one_op = match &*node.lock() {
+        State::Lazy { inputs, .. } => computed_inputs(inputs).is_some(),
+        State::Realized(_) => return Ok(()),
     };
+    if debug >= 2 || !one_op || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+        return realize(std::slice::from_ref(node));
+    }
+    let engine = cpu_engine()?;
+    let p = collect(std::slice::from_ref(node));
+    debug_assert!(
+        p.outputs.len() == 1 && p.buffers.len() + 1 == p.graph.nodes.len(),
+        "the pending graph of an op over computed inputs is the one-op graph"
+    );
+    let (plan_hash, plan) = engine.plan(&p.graph, debug)?;
+    let out = engine.execute(&p.graph, &plan, &p.buffers, debug)?;
+    *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
+        graph: p.graph,
+        plan_hash,
+        plan,
+    }));
     let data = out
         .into_iter()
         .next()
@@ -214,13 +232,9 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
     Ok(())
 }
 
-/// The buffers of a pending node's distinct inputs in first-occurrence order (the input slots
-/// of its one-op graph), or `None` when one is not computed.
-fn computed_inputs(node: &NodeRef) -> Option<Vec<Arc<Buffer>>> {
-    let state = node.lock();
-    let State::Lazy { inputs, .. } = &*state else {
-        return None;
-    };
+/// The buffers of an op's distinct input nodes in first-occurrence order (the input slots of
+/// its one-op graph), or `None` when one is not computed.
+fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
     let mut bufs = Vec::with_capacity(inputs.len());
     for (k, i) in inputs.iter().enumerate() {
         if inputs[..k].iter().any(|j| j.id == i.id) {

@@ -208,10 +208,23 @@ impl Tensor {
             }
         };
         let grad = autograd::record(&op, dtype, &nodes);
+        let eager = config::eager_now();
+        if eager {
+            match crate::exec::eager_known(&nodes, &entry) {
+                Ok(Some(data)) => {
+                    return Tensor::from_node(Inner::new(
+                        dtype,
+                        shape,
+                        State::Realized(data),
+                        grad,
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => panic!("eager execution failed: {e}"),
+            }
+        }
         let node = Inner::new(dtype, shape, State::Lazy { op, inputs: nodes }, grad);
-        if config::eager_now()
-            && let Err(e) = crate::exec::realize_eager(&node, &entry)
-        {
+        if eager && let Err(e) = crate::exec::realize_eager(&node, &entry) {
             panic!("eager execution failed: {e}");
         }
         Tensor::from_node(node)
