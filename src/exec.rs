@@ -62,41 +62,49 @@ struct Pending {
 }
 
 /// Collects the pending nodes reachable from `targets` into a graph.
+///
+/// One depth-first walk, locking each node once: a node's state is read when it is first
+/// visited (its op and input ids, or its buffer), and its graph node is written when it is
+/// finished, after its inputs (so the graph is in post-order, inputs before users).
 fn collect(targets: &[NodeRef]) -> Pending {
-    // 1. The nodes reachable from the targets through pending ops, inputs before users.
+    /// What a visit read of a node.
+    enum Seen {
+        Realized(Arc<Buffer>),
+        Lazy(Op, Vec<u64>),
+    }
     let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
-    let mut stack: Vec<(NodeRef, bool)> = targets.iter().map(|t| (t.clone(), false)).collect();
-    while let Some((t, expanded)) = stack.pop() {
-        if index.contains_key(&t.id) {
-            continue;
-        }
-        if expanded {
-            index.insert(t.id, order.len());
-            order.push(t);
-            continue;
-        }
-        let inputs: Vec<NodeRef> = match &*t.lock() {
-            State::Lazy { inputs, .. } => inputs.clone(),
-            State::Realized(_) => Vec::new(),
-        };
-        stack.push((t, true));
-        for i in inputs.into_iter().rev() {
-            if !index.contains_key(&i.id) {
-                stack.push((i, false));
-            }
-        }
-    }
-    drop(stack);
-
-    // 2. The meta-op graph: realized nodes become inputs.
     let mut graph = Graph::new();
     let mut buffers: Vec<Arc<Buffer>> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
-    for (k, t) in order.iter().enumerate() {
-        let node = match &*t.lock() {
-            State::Realized(d) => {
-                buffers.push(d.clone());
+    // `None`: to visit; `Some`: visited, to finish once the entries above it are.
+    let mut stack: Vec<(NodeRef, Option<Seen>)> =
+        targets.iter().map(|t| (t.clone(), None)).collect();
+    while let Some((t, seen)) = stack.pop() {
+        if index.contains_key(&t.id) {
+            continue;
+        }
+        let Some(seen) = seen else {
+            let at = stack.len();
+            let seen = match &*t.lock() {
+                State::Realized(d) => Seen::Realized(d.clone()),
+                State::Lazy { op, inputs } => {
+                    for i in inputs.iter().rev() {
+                        if !index.contains_key(&i.id) {
+                            stack.push((i.clone(), None));
+                        }
+                    }
+                    Seen::Lazy(op.clone(), inputs.iter().map(|i| i.id).collect())
+                }
+            };
+            stack.insert(at, (t, Some(seen)));
+            continue;
+        };
+        let k = order.len();
+        index.insert(t.id, k);
+        let node = match seen {
+            Seen::Realized(d) => {
+                buffers.push(d);
                 Node {
                     op: Op::Input {
                         slot: buffers.len() - 1,
@@ -106,21 +114,21 @@ fn collect(targets: &[NodeRef]) -> Pending {
                     shape: t.shape.clone(),
                 }
             }
-            State::Lazy { op, inputs } => {
+            Seen::Lazy(op, ids) => {
                 pending.push(k);
-                let ids = inputs.iter().map(|i| NodeId(index[&i.id] as u32)).collect();
                 Node {
-                    op: op.clone(),
-                    inputs: ids,
+                    op,
+                    inputs: ids.iter().map(|id| NodeId(index[id] as u32)).collect(),
                     dtype: t.dtype,
                     shape: t.shape.clone(),
                 }
             }
         };
         graph.push_unchecked(node);
+        order.push(t);
     }
 
-    // 3. Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
+    // Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
     //    if it is needed later: in Rust, temporaries of a chained expression stay alive until
     //    the end of the statement, so holding cannot tell a kept variable from a temporary,
     //    and materialising every temporary would defeat fusion. `realize_all` computes several
