@@ -44,15 +44,17 @@ fn first_occurrence(inputs: &[NodeRef], k: usize) -> u32 {
 impl OpEntry {
     /// True when this entry is the signature of `op` over `inputs` giving `dtype` and `shape`.
     fn matches(&self, op: &Op, inputs: &[NodeRef], dtype: DType, shape: &Shape) -> bool {
+        // Cheapest first; the op (an index map can be large) last.
         self.dtype == dtype
             && self.inputs.len() == inputs.len()
+            && std::mem::discriminant(&self.op) == std::mem::discriminant(op)
             && self.shape == *shape
-            && self.op == *op
             && inputs
                 .iter()
                 .zip(&self.inputs)
                 .all(|(n, (d, s))| n.dtype == *d && n.shape == *s)
             && (0..inputs.len()).all(|k| self.alias[k] == first_occurrence(inputs, k))
+            && self.op == *op
     }
 }
 

@@ -58,10 +58,27 @@ fn binary_swapped(
             }
         );
     }
-    let ta = a.to_tensor(dtype).broadcast_as(name, &shape);
-    let tb = b.to_tensor(dtype).broadcast_as(name, &shape);
-    let (x, y) = if swap { (&tb, &ta) } else { (&ta, &tb) };
+    let ta = operand_as(a, dtype, name, &shape);
+    let tb = operand_as(b, dtype, name, &shape);
+    let (x, y) = if swap { (&*tb, &*ta) } else { (&*ta, &*tb) };
     Tensor::from_op(Op::Binary(op), &[x, y], op.output_dtype(dtype), shape)
+}
+
+/// An operand as a tensor of `dtype` and `shape`: the tensor itself when it already is one
+/// (no handle is cloned), else cast and broadcast.
+#[track_caller]
+fn operand_as<'a>(
+    o: Operand<'a>,
+    dtype: DType,
+    name: &str,
+    shape: &metajit_metaops::Shape,
+) -> std::borrow::Cow<'a, Tensor> {
+    match o {
+        Operand::Tensor(t) if t.dtype() == dtype && t.shape() == shape => {
+            std::borrow::Cow::Borrowed(t)
+        }
+        o => std::borrow::Cow::Owned(o.to_tensor(dtype).broadcast_as(name, shape)),
+    }
 }
 
 /// The shape of an operand (`scalar` for a number).
