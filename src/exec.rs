@@ -4,6 +4,13 @@
 //! tier, then the backend's compiler), runs the steps, and stores the results back into the
 //! tensors.
 //!
+//! Two fast paths skip the hashing for a graph seen before, and fall back to the path above
+//! for anything else: a graph equal to one realized recently (every node, constant and
+//! extent) reuses its simplified form and plan ([`Engine::run_remembered`]); in eager mode, an
+//! op whose signature ran before over computed inputs runs its remembered one-op plan without
+//! building a graph ([`eager_known`], [`crate::dispatch`]). Both use a plan only while the
+//! plan cache holds it, so the plan cache's bound and counters mean what they say.
+//!
 //! Which nodes are computed: exactly the requested tensors. Intermediates are fused away; an
 //! intermediate the user holds and later reads is computed then (call `realize_all` with it, or
 //! `realize()` it first, to compute it once).
@@ -212,10 +219,13 @@ pub(crate) fn eager_known(
 pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) -> Result<()> {
     config::try_executor_settings()?;
     let debug = config::try_debug()?;
-    let one_op = match &*node.lock() {
-        State::Lazy { inputs, .. } => computed_inputs(inputs).is_some(),
+    // (The inputs are locked after the node's lock is released: one lock at a time.)
+    let inputs = match &*node.lock() {
+        State::Lazy { inputs, .. } => inputs.clone(),
         State::Realized(_) => return Ok(()),
     };
+    let one_op = computed_inputs(&inputs).is_some();
+    drop(inputs);
     if debug >= 2 || !one_op || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
         return realize(std::slice::from_ref(node));
     }
