@@ -396,6 +396,20 @@ mod tests {
         assert_eq!(parse_threads("3").unwrap(), 3);
         assert_eq!(parse_mode(" eager ").unwrap(), Mode::Eager);
     }
+
+    #[test]
+    fn every_device_survives_its_atomic_code() {
+        for d in [
+            Device::Auto,
+            Device::Cpu,
+            Device::Reference,
+            Device::Cuda(0),
+            Device::Cuda(7),
+        ] {
+            assert_eq!(decode_device(encode_device(d)), d);
+        }
+        assert_ne!(encode_device(Device::Cuda(usize::MAX)), DEVICE_UNSET);
+    }
 }
 
 thread_local! {

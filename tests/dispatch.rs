@@ -61,6 +61,7 @@ fn cases() -> Vec<(&'static str, Tensor, Vec<f64>)> {
     let x3 = realized(vec![1.0, 2.0, 3.0], &[3]);
     let y3 = realized(vec![0.5, 0.25, 0.125], &[3]);
     let m23 = realized(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let m22 = realized(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let x4d = x4.cast(DType::F64);
     let y4d = y4.cast(DType::F64);
     let x4i = x4.cast(DType::I32);
@@ -81,6 +82,12 @@ fn cases() -> Vec<(&'static str, Tensor, Vec<f64>)> {
         ("x * 2", &x4 * 2.0, vec![2.0, 4.0, 6.0, 8.0]),
         ("x * 3", &x4 * 3.0, vec![3.0, 6.0, 9.0, 12.0]),
         ("x + 2", &x4 + 2.0, vec![3.0, 4.0, 5.0, 6.0]),
+        // One op kind and shape, other parameters: index maps and constants.
+        ("transpose", m22.transpose(0, 1), vec![1.0, 3.0, 2.0, 4.0]),
+        ("flip rows", m22.flip([0]), vec![3.0, 4.0, 1.0, 2.0]),
+        ("flip columns", m22.flip([1]), vec![2.0, 1.0, 4.0, 3.0]),
+        ("full 2", Tensor::full([3], 2.0), vec![2.0; 3]),
+        ("full -1", Tensor::full([3], -1.0), vec![-1.0; 3]),
         (
             "x.maximum(y)",
             x4.maximum(&(&y4 * -1.0)),
