@@ -32,8 +32,8 @@
 //! [`set_cache_mode`], [`set_cache_dir`] and [`set_cache_max_mb`] override them.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 pub use metajit_cache::{CacheConfig, CacheMode};
 
@@ -64,7 +64,9 @@ pub enum Device {
 const UNSET: u8 = u8::MAX;
 static MODE: AtomicU8 = AtomicU8::new(UNSET);
 static DEBUG: AtomicU8 = AtomicU8::new(UNSET);
-static DEVICE: OnceLock<std::sync::Mutex<Option<Device>>> = OnceLock::new();
+/// [`encode_device`]'s code of the device, or [`DEVICE_UNSET`].
+static DEVICE: AtomicU64 = AtomicU64::new(DEVICE_UNSET);
+const DEVICE_UNSET: u64 = u64::MAX;
 static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Parses `METAJIT_THREADS`'s value.
@@ -209,24 +211,48 @@ pub fn set_debug(level: u8) {
     DEBUG.store(level.min(5), Ordering::Relaxed);
 }
 
-fn device_slot() -> &'static std::sync::Mutex<Option<Device>> {
-    DEVICE.get_or_init(|| std::sync::Mutex::new(None))
+/// The device once known, encoded for [`DEVICE`]: every realize and every eager op reads it, so
+/// it is one atomic load, not a lock.
+fn encode_device(d: Device) -> u64 {
+    match d {
+        Device::Auto => 0,
+        Device::Cpu => 1,
+        Device::Reference => 2,
+        // (An index past 2^64 - 5 cannot name a device; it is kept out of the unset code.)
+        Device::Cuda(n) => (n as u64).saturating_add(3).min(DEVICE_UNSET - 1),
+    }
+}
+
+fn decode_device(v: u64) -> Device {
+    match v {
+        0 => Device::Auto,
+        1 => Device::Cpu,
+        2 => Device::Reference,
+        n => Device::Cuda((n - 3) as usize),
+    }
 }
 
 /// The device: `set_device`'s value, else `METAJIT_DEVICE`, else auto.
 pub fn try_device() -> Result<Device> {
-    let mut slot = device_slot().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(d) = *slot {
-        return Ok(d);
+    match DEVICE.load(Ordering::Relaxed) {
+        DEVICE_UNSET => {
+            let d = env_or("METAJIT_DEVICE", parse_device, Device::Auto)?;
+            // A setter that ran meanwhile wins over the variable.
+            let _ = DEVICE.compare_exchange(
+                DEVICE_UNSET,
+                encode_device(d),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            Ok(decode_device(DEVICE.load(Ordering::Relaxed)))
+        }
+        v => Ok(decode_device(v)),
     }
-    let d = env_or("METAJIT_DEVICE", parse_device, Device::Auto)?;
-    *slot = Some(d);
-    Ok(d)
 }
 
 /// Sets the device for the whole process (overrides `METAJIT_DEVICE`).
 pub fn set_device(d: Device) {
-    *device_slot().lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+    DEVICE.store(encode_device(d), Ordering::Relaxed);
 }
 
 /// Reads every setting — `METAJIT_MODE`, `METAJIT_DEVICE`, `METAJIT_DEBUG`,
@@ -369,6 +395,20 @@ mod tests {
         );
         assert_eq!(parse_threads("3").unwrap(), 3);
         assert_eq!(parse_mode(" eager ").unwrap(), Mode::Eager);
+    }
+
+    #[test]
+    fn every_device_survives_its_atomic_code() {
+        for d in [
+            Device::Auto,
+            Device::Cpu,
+            Device::Reference,
+            Device::Cuda(0),
+            Device::Cuda(7),
+        ] {
+            assert_eq!(decode_device(encode_device(d)), d);
+        }
+        assert_ne!(encode_device(Device::Cuda(usize::MAX)), DEVICE_UNSET);
     }
 }
 

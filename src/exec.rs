@@ -4,6 +4,13 @@
 //! tier, then the backend's compiler), runs the steps, and stores the results back into the
 //! tensors.
 //!
+//! Two fast paths skip the hashing for a graph seen before, and fall back to the path above
+//! for anything else: a graph equal to one realized recently (every node, constant and
+//! extent) reuses its simplified form and plan ([`Engine::run_remembered`]); in eager mode, an
+//! op whose signature ran before over computed inputs runs its remembered one-op plan without
+//! building a graph ([`eager_known`], [`crate::dispatch`]). Both use a plan only while the
+//! plan cache holds it, so the plan cache's bound and counters mean what they say.
+//!
 //! Which nodes are computed: exactly the requested tensors. Intermediates are fused away; an
 //! intermediate the user holds and later reads is computed then (call `realize_all` with it, or
 //! `realize()` it first, to compute it once).
@@ -62,41 +69,49 @@ struct Pending {
 }
 
 /// Collects the pending nodes reachable from `targets` into a graph.
+///
+/// One depth-first walk, locking each node once: a node's state is read when it is first
+/// visited (its op and input ids, or its buffer), and its graph node is written when it is
+/// finished, after its inputs (so the graph is in post-order, inputs before users).
 fn collect(targets: &[NodeRef]) -> Pending {
-    // 1. The nodes reachable from the targets through pending ops, inputs before users.
+    /// What a visit read of a node.
+    enum Seen {
+        Realized(Arc<Buffer>),
+        Lazy(Op, Vec<u64>),
+    }
     let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
-    let mut stack: Vec<(NodeRef, bool)> = targets.iter().map(|t| (t.clone(), false)).collect();
-    while let Some((t, expanded)) = stack.pop() {
-        if index.contains_key(&t.id) {
-            continue;
-        }
-        if expanded {
-            index.insert(t.id, order.len());
-            order.push(t);
-            continue;
-        }
-        let inputs: Vec<NodeRef> = match &*t.lock() {
-            State::Lazy { inputs, .. } => inputs.clone(),
-            State::Realized(_) => Vec::new(),
-        };
-        stack.push((t, true));
-        for i in inputs.into_iter().rev() {
-            if !index.contains_key(&i.id) {
-                stack.push((i, false));
-            }
-        }
-    }
-    drop(stack);
-
-    // 2. The meta-op graph: realized nodes become inputs.
     let mut graph = Graph::new();
     let mut buffers: Vec<Arc<Buffer>> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
-    for (k, t) in order.iter().enumerate() {
-        let node = match &*t.lock() {
-            State::Realized(d) => {
-                buffers.push(d.clone());
+    // `None`: to visit; `Some`: visited, to finish once the entries above it are.
+    let mut stack: Vec<(NodeRef, Option<Seen>)> =
+        targets.iter().map(|t| (t.clone(), None)).collect();
+    while let Some((t, seen)) = stack.pop() {
+        if index.contains_key(&t.id) {
+            continue;
+        }
+        let Some(seen) = seen else {
+            let at = stack.len();
+            let seen = match &*t.lock() {
+                State::Realized(d) => Seen::Realized(d.clone()),
+                State::Lazy { op, inputs } => {
+                    for i in inputs.iter().rev() {
+                        if !index.contains_key(&i.id) {
+                            stack.push((i.clone(), None));
+                        }
+                    }
+                    Seen::Lazy(op.clone(), inputs.iter().map(|i| i.id).collect())
+                }
+            };
+            stack.insert(at, (t, Some(seen)));
+            continue;
+        };
+        let k = order.len();
+        index.insert(t.id, k);
+        let node = match seen {
+            Seen::Realized(d) => {
+                buffers.push(d);
                 Node {
                     op: Op::Input {
                         slot: buffers.len() - 1,
@@ -106,21 +121,21 @@ fn collect(targets: &[NodeRef]) -> Pending {
                     shape: t.shape.clone(),
                 }
             }
-            State::Lazy { op, inputs } => {
+            Seen::Lazy(op, ids) => {
                 pending.push(k);
-                let ids = inputs.iter().map(|i| NodeId(index[&i.id] as u32)).collect();
                 Node {
-                    op: op.clone(),
-                    inputs: ids,
+                    op,
+                    inputs: ids.iter().map(|id| NodeId(index[id] as u32)).collect(),
                     dtype: t.dtype,
                     shape: t.shape.clone(),
                 }
             }
         };
         graph.push_unchecked(node);
+        order.push(t);
     }
 
-    // 3. Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
+    // Outputs: exactly the targets. (A value the user still holds elsewhere is recomputed
     //    if it is needed later: in Rust, temporaries of a chained expression stay alive until
     //    the end of the statement, so holding cannot tell a kept variable from a temporary,
     //    and materialising every temporary would defeat fusion. `realize_all` computes several
@@ -154,6 +169,101 @@ pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
         *p.order[k].lock() = State::Realized(data);
     }
     Ok(())
+}
+
+/// The compiled kernel type of the CPU backend.
+type CpuCompiled = <CpuBackend as Backend>::Compiled;
+
+/// A one-op graph (the op over its distinct inputs, in first-occurrence order, as
+/// [`collect`] builds it) and its plan: what eager mode runs again for an op signature it
+/// has run before ([`crate::dispatch::OpEntry`]).
+pub(crate) struct OneOp {
+    graph: Graph,
+    plan_hash: u64,
+    plan: Arc<Plan<CpuCompiled>>,
+}
+
+/// Eager mode's fast path: the value of an op whose signature `entry` ran before, over the
+/// nodes `inputs`, computed by the one-op graph and plan remembered in `entry` — or `None`
+/// when the path does not apply (nothing remembered yet, the plan cache dropped that plan, an
+/// input not computed, another device, `METAJIT_DEBUG` of 2 or more); then the caller records
+/// the node and calls [`realize_eager`]. When every input is computed, the pending graph of
+/// the node is exactly the one-op graph of its signature, so the remembered plan is its plan;
+/// no graph is collected or hashed, and the node never holds a pending op.
+pub(crate) fn eager_known(
+    inputs: &[NodeRef],
+    entry: &crate::dispatch::OpEntry,
+) -> Result<Option<Arc<Buffer>>> {
+    let Some(one) = entry.eager.borrow().clone() else {
+        return Ok(None);
+    };
+    config::try_executor_settings()?;
+    let debug = config::try_debug()?;
+    if debug >= 2 || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+        return Ok(None);
+    }
+    let Some(bufs) = computed_inputs(inputs) else {
+        return Ok(None);
+    };
+    let engine = cpu_engine()?;
+    if !engine.touch(one.plan_hash, &one.plan) {
+        return Ok(None);
+    }
+    let out = engine.execute(&one.graph, &one.plan, &bufs, debug)?;
+    Ok(out.into_iter().next())
+}
+
+/// Runs the fresh node `node`, recorded in eager mode, whose signature is `entry`: as
+/// [`realize`] does, remembering in `entry` the one-op graph and plan for [`eager_known`]
+/// when every input is computed (on the CPU, `METAJIT_DEBUG` below 2).
+pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) -> Result<()> {
+    config::try_executor_settings()?;
+    let debug = config::try_debug()?;
+    // (The inputs are locked after the node's lock is released: one lock at a time.)
+    let inputs = match &*node.lock() {
+        State::Lazy { inputs, .. } => inputs.clone(),
+        State::Realized(_) => return Ok(()),
+    };
+    let one_op = computed_inputs(&inputs).is_some();
+    drop(inputs);
+    if debug >= 2 || !one_op || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+        return realize(std::slice::from_ref(node));
+    }
+    let engine = cpu_engine()?;
+    let p = collect(std::slice::from_ref(node));
+    debug_assert!(
+        p.outputs.len() == 1 && p.buffers.len() + 1 == p.graph.nodes.len(),
+        "the pending graph of an op over computed inputs is the one-op graph"
+    );
+    let (plan_hash, plan) = engine.plan(&p.graph, debug)?;
+    let out = engine.execute(&p.graph, &plan, &p.buffers, debug)?;
+    *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
+        graph: p.graph,
+        plan_hash,
+        plan,
+    }));
+    let data = out
+        .into_iter()
+        .next()
+        .expect("a one-op graph has one output");
+    *node.lock() = State::Realized(data);
+    Ok(())
+}
+
+/// The buffers of an op's distinct input nodes in first-occurrence order (the input slots of
+/// its one-op graph), or `None` when one is not computed.
+fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
+    let mut bufs = Vec::with_capacity(inputs.len());
+    for (k, i) in inputs.iter().enumerate() {
+        if inputs[..k].iter().any(|j| j.id == i.id) {
+            continue;
+        }
+        match &*i.lock() {
+            State::Realized(b) => bufs.push(b.clone()),
+            State::Lazy { .. } => return None,
+        }
+    }
+    Some(bufs)
 }
 
 /// The pending graph that realizing `tensors` together would run, with a copy of each input
@@ -258,6 +368,24 @@ fn simplify_cached(g: &Graph, cx: &PassCx<'_>) -> Arc<Graph> {
     out
 }
 
+/// Whether simplifying `g` can be worth its cost: a graph of one op (eager mode) has nothing
+/// to simplify.
+fn worth_simplifying(g: &Graph) -> bool {
+    g.nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Input { .. }))
+        .nth(1)
+        .is_some()
+}
+
+/// The hash of a whole graph, every constant and extent included ([`crate::dispatch::FastHasher`]).
+fn graph_hash(g: &Graph) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = crate::dispatch::FastHasher::default();
+    g.hash(&mut h);
+    h.finish()
+}
+
 /// Simplifies and runs a graph on the selected device.
 fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     let debug = config::try_debug()?;
@@ -285,14 +413,12 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
         verify: cfg!(debug_assertions),
         trace: if debug >= 4 { Some(&trace) } else { None },
     };
-    // A graph of one op (eager mode) has nothing to simplify worth its cost.
-    let ops = g
-        .nodes
-        .iter()
-        .filter(|n| !matches!(n.op, Op::Input { .. }))
-        .count();
+    let device = config::try_device()?;
+    if debug < 3 && matches!(device, Device::Cpu | Device::Auto) {
+        return cpu_engine()?.run_remembered(g, buffers, debug, &cx);
+    }
     let simplified;
-    let g = if ops > 1 {
+    let g = if worth_simplifying(g) {
         simplified = if debug >= 4 {
             Arc::new(passes::simplify(g, &cx))
         } else {
@@ -308,7 +434,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
             g.nodes.len()
         );
     }
-    match config::try_device()? {
+    match device {
         Device::Reference => {
             let inputs: Vec<&Buffer> = buffers.iter().map(|b| b.as_ref()).collect();
             Ok(reference::run(g, &inputs)?
@@ -360,6 +486,18 @@ struct Plan<C> {
     release: Vec<Vec<NodeId>>,
 }
 
+/// How many recent graphs [`Engine::run_remembered`] remembers.
+const REMEMBERED_GRAPHS: usize = 32;
+
+/// A graph as realized, its simplified form, and the plan of that (with its plan-key hash).
+struct Remembered<C> {
+    hash: u64,
+    raw: Graph,
+    simplified: Arc<Graph>,
+    plan_hash: u64,
+    plan: Arc<Plan<C>>,
+}
+
 /// A kernel cache and the settings generation ([`config::cache_generation`]) it was opened for.
 type OpenCache<C> = (u64, Arc<Cache<C>>);
 
@@ -372,7 +510,7 @@ static PLAN_CACHE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_PLAN_CACHE_CA
 /// A lookup is a hit only when the stored graph has the same structure and plan facts as the
 /// graph asking ([`PlanKey::same_plan`]), so colliding hashes can cost a miss, never a wrong plan.
 struct PlanCache<C> {
-    entries: HashMap<u64, PlanEntry<C>>,
+    entries: IdMap<PlanEntry<C>>,
     /// Advances on every lookup and insertion; entries remember when they were last used.
     clock: u64,
 }
@@ -388,7 +526,7 @@ struct PlanEntry<C> {
 impl<C> PlanCache<C> {
     fn new() -> Self {
         PlanCache {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             clock: 0,
         }
     }
@@ -436,6 +574,19 @@ impl<C> PlanCache<C> {
         }
     }
 
+    /// Whether the entry under `hash` holds `plan` (then it is marked used, as by a hit of
+    /// [`PlanCache::get`]); false once it was evicted or replaced.
+    fn touch(&mut self, hash: u64, plan: &Arc<Plan<C>>) -> bool {
+        self.clock += 1;
+        match self.entries.get_mut(&hash) {
+            Some(e) if Arc::ptr_eq(&e.plan, plan) => {
+                e.last_used = self.clock;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn len(&self) -> usize {
         self.entries.len()
     }
@@ -469,6 +620,9 @@ pub fn set_plan_cache_capacity(capacity: usize) -> usize {
 struct Engine<B: Backend> {
     backend: B,
     plans: Mutex<PlanCache<B::Compiled>>,
+    /// Recent graphs exactly as realized, with their simplified form and plan, most recent
+    /// last ([`Engine::run_remembered`]).
+    graphs: Mutex<Vec<Remembered<B::Compiled>>>,
     /// The kernel cache, with the settings generation it was opened for.
     cache: Mutex<Option<OpenCache<B::Compiled>>>,
     /// The counters of caches replaced after a settings change.
@@ -538,6 +692,7 @@ impl<B: Backend> Engine<B> {
         Engine {
             backend,
             plans: Mutex::new(PlanCache::new()),
+            graphs: Mutex::new(Vec::new()),
             cache: Mutex::new(None),
             retired: Mutex::new(StatsSnapshot::default()),
             identity: OnceLock::new(),
@@ -592,8 +747,11 @@ impl<B: Backend> Engine<B> {
         )?)
     }
 
-    fn plan(&self, g: &Graph, debug: u8) -> Result<Arc<Plan<B::Compiled>>> {
+    /// The plan of `g` from the plan cache, else scheduled and compiled now; with its
+    /// [`PlanKey`] hash (the handle [`PlanCache::touch`] takes).
+    fn plan(&self, g: &Graph, debug: u8) -> Result<(u64, Arc<Plan<B::Compiled>>)> {
         let key = PlanKey::of(g);
+        let hash = key.hash;
         if let Some(p) = self
             .plans
             .lock()
@@ -601,7 +759,7 @@ impl<B: Backend> Engine<B> {
             .get(&key, g)
         {
             PLAN_HITS.fetch_add(1, Ordering::Relaxed);
-            return Ok(p.clone());
+            return Ok((hash, p));
         }
         PLAN_MISSES.fetch_add(1, Ordering::Relaxed);
         let s = schedule::schedule(g);
@@ -657,11 +815,90 @@ impl<B: Backend> Engine<B> {
             plan.clone(),
             PLAN_CACHE_CAPACITY.load(Ordering::Relaxed),
         );
-        Ok(plan)
+        Ok((hash, plan))
     }
 
+    /// Whether the plan cache still holds `plan` under `hash` (marking it used): the check a
+    /// remembered plan passes before it runs, so that the plan cache's bound and counters
+    /// mean the same with the fast paths as without them.
+    fn touch(&self, hash: u64, plan: &Arc<Plan<B::Compiled>>) -> bool {
+        let hit = self
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .touch(hash, plan);
+        if hit {
+            PLAN_HITS.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Simplifies, plans and runs the graph `raw`, as realized. A graph equal to one realized
+    /// recently — every node, constant and extent — is neither hashed for its plan key nor
+    /// simplified again: simplification is a pure function of the graph and the plan a
+    /// function of the simplified graph, so the remembered ones are this graph's; the plan is
+    /// used while the plan cache still holds it ([`Engine::touch`]).
+    fn run_remembered(
+        &self,
+        raw: &Graph,
+        inputs: &[Arc<Buffer>],
+        debug: u8,
+        cx: &PassCx<'_>,
+    ) -> Result<Vec<Arc<Buffer>>> {
+        let hash = graph_hash(raw);
+        let known = {
+            let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+            match graphs.iter().position(|e| e.hash == hash && e.raw == *raw) {
+                Some(i) => {
+                    let e = graphs.remove(i);
+                    let known = (e.simplified.clone(), e.plan_hash, e.plan.clone());
+                    graphs.push(e);
+                    Some(known)
+                }
+                None => None,
+            }
+        };
+        let simplified = match known {
+            Some((s, plan_hash, plan)) if self.touch(plan_hash, &plan) => {
+                return self.execute(&s, &plan, inputs, debug);
+            }
+            Some((s, ..)) => s,
+            None if worth_simplifying(raw) => Arc::new(passes::simplify(raw, cx)),
+            None => Arc::new(raw.clone()),
+        };
+        let (plan_hash, plan) = self.plan(&simplified, debug)?;
+        {
+            let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+            graphs.retain(|e| !(e.hash == hash && e.raw == *raw));
+            if graphs.len() >= REMEMBERED_GRAPHS {
+                graphs.remove(0);
+            }
+            graphs.push(Remembered {
+                hash,
+                raw: raw.clone(),
+                simplified: simplified.clone(),
+                plan_hash,
+                plan: plan.clone(),
+            });
+        }
+        self.execute(&simplified, &plan, inputs, debug)
+    }
+
+    /// Plans and runs `g`.
     fn run(&self, g: &Graph, inputs: &[Arc<Buffer>], debug: u8) -> Result<Vec<Arc<Buffer>>> {
-        let plan = self.plan(g, debug)?;
+        let (_, plan) = self.plan(g, debug)?;
+        self.execute(g, &plan, inputs, debug)
+    }
+
+    /// Runs the steps of `plan`, the plan of `g`, on the graph's input buffers; returns the
+    /// graph's outputs.
+    fn execute(
+        &self,
+        g: &Graph,
+        plan: &Plan<B::Compiled>,
+        inputs: &[Arc<Buffer>],
+        debug: u8,
+    ) -> Result<Vec<Arc<Buffer>>> {
         let mut node_bufs: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];
         let fetch = |r: &BufRef, node_bufs: &[Option<Arc<Buffer>>]| -> Arc<Buffer> {
             match r {
@@ -709,22 +946,26 @@ impl<B: Backend> Engine<B> {
                     init,
                     root,
                 } => {
-                    let args: Vec<Arc<Buffer>> = bufs
-                        .iter()
-                        .zip(&kernel.bufs)
-                        .enumerate()
-                        .map(|(p, (r, param))| match (r, param.output) {
-                            (BufRef::Node(n), true) => {
-                                let mut b = Buffer::new(param.dtype, g.node(*n).shape.numel());
-                                if let Some((_, v)) = init.iter().find(|(q, _)| *q == p) {
-                                    b.fill(*v);
-                                }
-                                Arc::new(b)
+                    // The outputs first, into their nodes' slots; then every argument by
+                    // reference (no count changes).
+                    for (p, (r, param)) in bufs.iter().zip(&kernel.bufs).enumerate() {
+                        if let (BufRef::Node(n), true) = (r, param.output) {
+                            let mut b = Buffer::new(param.dtype, g.node(*n).shape.numel());
+                            if let Some((_, v)) = init.iter().find(|(q, _)| *q == p) {
+                                b.fill(*v);
                             }
-                            _ => fetch(r, &node_bufs),
+                            node_bufs[n.index()] = Some(Arc::new(b));
+                        }
+                    }
+                    let refs: Vec<&Buffer> = bufs
+                        .iter()
+                        .map(|r| match r {
+                            BufRef::Input(slot) => inputs[*slot].as_ref(),
+                            BufRef::Node(n) => node_bufs[n.index()]
+                                .as_deref()
+                                .expect("a step computes each node before it is read"),
                         })
                         .collect();
-                    let refs: Vec<&Buffer> = args.iter().map(|b| b.as_ref()).collect();
                     let sv = schedule::size_values(g, sizes);
                     let (compiled, origin) = plan.compiled[i]
                         .as_ref()
@@ -732,7 +973,8 @@ impl<B: Backend> Engine<B> {
                     let t0 = (debug >= 1).then(Instant::now);
                     // SAFETY: `compiled` is this step's kernel, built by the scheduler, which
                     // keeps every access within the buffers' declared extents; the output
-                    // buffers were created above and nothing else holds them yet.
+                    // buffers were created above, only `node_bufs` holds them, and no step
+                    // reads a node it writes.
                     unsafe { self.backend.launch(compiled, kernel, &refs, &sv) }?;
                     KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
                     if let Some(t0) = t0 {
@@ -746,11 +988,6 @@ impl<B: Backend> Engine<B> {
                             t0.elapsed(),
                             origin.describe()
                         );
-                    }
-                    for ((r, param), b) in bufs.iter().zip(&kernel.bufs).zip(args) {
-                        if let (BufRef::Node(n), true) = (r, param.output) {
-                            node_bufs[n.index()] = Some(b);
-                        }
                     }
                 }
             }

@@ -138,6 +138,40 @@ impl Drop for Inner {
     }
 }
 
+/// Checks a node of `op` over `inputs` against the verifier's rules (panicking: a failure is
+/// a bug in the op's lowering).
+#[track_caller]
+fn verify_node(op: &Op, inputs: &[&Tensor], dtype: DType, shape: &Shape) {
+    let mut g = Graph::new();
+    let ids: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(slot, t)| {
+            g.push_unchecked(Node {
+                op: Op::Input { slot },
+                inputs: vec![],
+                dtype: t.dtype(),
+                shape: t.shape().clone(),
+            })
+        })
+        .collect();
+    let node = Node {
+        op: op.clone(),
+        inputs: ids,
+        dtype,
+        shape: shape.clone(),
+    };
+    if let Err(e) = metajit_metaops::verify::check_node(&g, &node) {
+        let mut text = String::new();
+        let _ = metajit_metaops::print::write_node(
+            &mut text,
+            metajit_metaops::NodeId(inputs.len() as u32),
+            &node,
+        );
+        panic!("metajit bug: lowering produced an invalid node: {e}\n  {text}");
+    }
+}
+
 impl Tensor {
     /// A handle to `node`.
     pub(crate) fn from_node(node: NodeRef) -> Tensor {
@@ -161,54 +195,39 @@ impl Tensor {
     /// Records `op` over `inputs` as a new node of `dtype` and `shape`. The node is checked
     /// against the verifier's rules; a failure here is a bug in the op's lowering (callers
     /// check user-facing rules first, with better messages), reported with the op's text.
-    /// When gradients are enabled and an input requires one, the node keeps backward edges.
+    /// A signature verified before is not checked again ([`crate::dispatch`]). When gradients
+    /// are enabled and an input requires one, the node keeps backward edges.
     #[track_caller]
     pub(crate) fn from_op(op: Op, inputs: &[&Tensor], dtype: DType, shape: Shape) -> Tensor {
-        let mut g = Graph::new();
-        let ids: Vec<_> = inputs
-            .iter()
-            .enumerate()
-            .map(|(slot, t)| {
-                g.push_unchecked(Node {
-                    op: Op::Input { slot },
-                    inputs: vec![],
-                    dtype: t.dtype(),
-                    shape: t.shape().clone(),
-                })
-            })
-            .collect();
-        let node = Node {
-            op,
-            inputs: ids,
-            dtype,
-            shape,
-        };
-        if let Err(e) = metajit_metaops::verify::check_node(&g, &node) {
-            let mut text = String::new();
-            let _ = metajit_metaops::print::write_node(
-                &mut text,
-                metajit_metaops::NodeId(inputs.len() as u32),
-                &node,
-            );
-            panic!("metajit bug: lowering produced an invalid node: {e}\n  {text}");
-        }
         let nodes: Vec<NodeRef> = inputs.iter().map(|t| t.node()).collect();
-        let grad = autograd::record(&node.op, node.dtype, &nodes);
-        let t = Tensor::from_node(Inner::new(
-            node.dtype,
-            node.shape,
-            State::Lazy {
-                op: node.op,
-                inputs: nodes,
-            },
-            grad,
-        ));
-        if config::eager_now()
-            && let Err(e) = t.realize()
-        {
+        let entry = match crate::dispatch::lookup(&op, &nodes, dtype, &shape) {
+            Some(e) => e,
+            None => {
+                verify_node(&op, inputs, dtype, &shape);
+                crate::dispatch::insert(&op, &nodes, dtype, &shape)
+            }
+        };
+        let grad = autograd::record(&op, dtype, &nodes);
+        let eager = config::eager_now();
+        if eager {
+            match crate::exec::eager_known(&nodes, &entry) {
+                Ok(Some(data)) => {
+                    return Tensor::from_node(Inner::new(
+                        dtype,
+                        shape,
+                        State::Realized(data),
+                        grad,
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => panic!("eager execution failed: {e}"),
+            }
+        }
+        let node = Inner::new(dtype, shape, State::Lazy { op, inputs: nodes }, grad);
+        if eager && let Err(e) = crate::exec::realize_eager(&node, &entry) {
             panic!("eager execution failed: {e}");
         }
-        t
+        Tensor::from_node(node)
     }
 
     /// The same value as a new leaf that does not require grad and shares nothing with this

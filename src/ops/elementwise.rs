@@ -34,15 +34,17 @@ fn binary_swapped(
     dtype: DType,
     swap: bool,
 ) -> Tensor {
-    let shape_of = |o: &Operand<'_>| match o {
-        Operand::Tensor(t) => t.shape().clone(),
-        _ => metajit_metaops::Shape::scalar(),
-    };
-    let (sa, sb) = (shape_of(&a), shape_of(&b));
-    let Some(shape) = broadcast_shapes(&sa, &sb) else {
-        panic!(
-            "shape mismatch in {name}: lhs {sa}, rhs {sb} (broadcasting needs, for each axis aligned at the right, equal extents or an extent of 1)"
-        )
+    let scalar = metajit_metaops::Shape::scalar();
+    let (sa, sb) = (operand_shape(&a, &scalar), operand_shape(&b, &scalar));
+    let shape = if sa == sb {
+        sa.clone()
+    } else {
+        let Some(shape) = broadcast_shapes(sa, sb) else {
+            panic!(
+                "shape mismatch in {name}: lhs {sa}, rhs {sb} (broadcasting needs, for each axis aligned at the right, equal extents or an extent of 1)"
+            )
+        };
+        shape
     };
     if !op.accepts(dtype) {
         panic!(
@@ -56,10 +58,38 @@ fn binary_swapped(
             }
         );
     }
-    let ta = a.to_tensor(dtype).broadcast_as(name, &shape);
-    let tb = b.to_tensor(dtype).broadcast_as(name, &shape);
-    let (x, y) = if swap { (&tb, &ta) } else { (&ta, &tb) };
+    let ta = operand_as(a, dtype, name, &shape);
+    let tb = operand_as(b, dtype, name, &shape);
+    let (x, y) = if swap { (&*tb, &*ta) } else { (&*ta, &*tb) };
     Tensor::from_op(Op::Binary(op), &[x, y], op.output_dtype(dtype), shape)
+}
+
+/// An operand as a tensor of `dtype` and `shape`: the tensor itself when it already is one
+/// (no handle is cloned), else cast and broadcast.
+#[track_caller]
+fn operand_as<'a>(
+    o: Operand<'a>,
+    dtype: DType,
+    name: &str,
+    shape: &metajit_metaops::Shape,
+) -> std::borrow::Cow<'a, Tensor> {
+    match o {
+        Operand::Tensor(t) if t.dtype() == dtype && t.shape() == shape => {
+            std::borrow::Cow::Borrowed(t)
+        }
+        o => std::borrow::Cow::Owned(o.to_tensor(dtype).broadcast_as(name, shape)),
+    }
+}
+
+/// The shape of an operand (`scalar` for a number).
+fn operand_shape<'a>(
+    o: &Operand<'a>,
+    scalar: &'a metajit_metaops::Shape,
+) -> &'a metajit_metaops::Shape {
+    match *o {
+        Operand::Tensor(t) => t.shape(),
+        _ => scalar,
+    }
 }
 
 impl Tensor {
