@@ -333,41 +333,6 @@ pub fn replay_graph(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
     g.outputs.iter().map(|o| vals[o.index()].clone()).collect()
 }
 
-/// How many recent graphs [`simplify_cached`] remembers.
-const SIMPLIFIED_CAPACITY: usize = 32;
-
-/// Recent graphs and their simplified forms, most recent last.
-type SimplifiedCache = Vec<(u64, Graph, Arc<Graph>)>;
-
-static SIMPLIFIED: Mutex<SimplifiedCache> = Mutex::new(Vec::new());
-
-/// `passes::simplify(g)`, remembered by the exact graph: its structure and also every constant,
-/// seed, index parameter and extent, so a hit is precisely a graph simplified before, and the
-/// result is the same (simplification is a pure function of the graph). A training loop records
-/// the same graph every step: simplifying it again was a sixth of a LeNet-5 step.
-fn simplify_cached(g: &Graph, cx: &PassCx<'_>) -> Arc<Graph> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    g.hash(&mut h);
-    let key = h.finish();
-    {
-        let mut cache = SIMPLIFIED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = cache.iter().position(|(k, raw, _)| *k == key && raw == g) {
-            let hit = cache.remove(i);
-            let out = hit.2.clone();
-            cache.push(hit);
-            return out;
-        }
-    }
-    let out = Arc::new(passes::simplify(g, cx));
-    let mut cache = SIMPLIFIED.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= SIMPLIFIED_CAPACITY {
-        cache.remove(0);
-    }
-    cache.push((key, g.clone(), out.clone()));
-    out
-}
-
 /// Whether simplifying `g` can be worth its cost: a graph of one op (eager mode) has nothing
 /// to simplify.
 fn worth_simplifying(g: &Graph) -> bool {
@@ -417,14 +382,12 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     if debug < 3 && matches!(device, Device::Cpu | Device::Auto) {
         return cpu_engine()?.run_remembered(g, buffers, debug, &cx);
     }
+    // The reference device and the debug levels that print graphs simplify every time: only
+    // the CPU engine's path above remembers graphs it has simplified.
     let simplified;
     let g = if worth_simplifying(g) {
-        simplified = if debug >= 4 {
-            Arc::new(passes::simplify(g, &cx))
-        } else {
-            simplify_cached(g, &cx)
-        };
-        &*simplified
+        simplified = passes::simplify(g, &cx);
+        &simplified
     } else {
         g
     };
