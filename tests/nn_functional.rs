@@ -398,6 +398,17 @@ fn conv2d_matches_a_naive_implementation() {
         ([1, 4, 9, 8], 6, (3, 2), (2, 3), (2, 0), (2, 1), 2, false),
         ([2, 6, 5, 5], 6, (1, 3), (1, 2), (0, 1), (1, 2), 3, true),
         ([1, 1, 28, 28], 6, (5, 5), (1, 1), (0, 0), (1, 1), 1, true),
+        // Stride 1, one group, 16+ channels: the shifted-GEMM form (padding 0, 1 and 2,
+        // dilation, odd and non-square sizes, a 1-wide kernel, batch 1 and 3).
+        ([2, 16, 7, 6], 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, true),
+        ([1, 16, 9, 8], 3, (3, 2), (1, 1), (0, 0), (1, 1), 1, false),
+        ([3, 17, 5, 7], 4, (5, 3), (1, 1), (2, 2), (1, 1), 1, true),
+        ([1, 20, 9, 11], 2, (3, 3), (1, 1), (2, 1), (2, 3), 1, true),
+        ([2, 16, 6, 5], 3, (2, 1), (1, 1), (0, 2), (1, 1), 1, false),
+        ([1, 16, 4, 4], 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, false),
+        // Just outside it: stride 2 and groups keep the im2col form.
+        ([1, 16, 7, 7], 4, (3, 3), (2, 1), (1, 1), (1, 1), 1, true),
+        ([1, 32, 6, 6], 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, true),
     ]
     .into_iter()
     .enumerate()
@@ -695,6 +706,15 @@ fn convolution_forward_and_gradients_run_as_gemm() {
     let g = metajit::autograd::grad(&[&y.square().sum_all()], &[&x, &w], None);
     // The weight gradient and the window gradient (before its scatter back to the input).
     assert!(gemms(&[&g[0], &g[1]]) >= 3, "forward + two gradient GEMMs");
+    // The shifted-GEMM form (16 channels, stride 1): the forward reads the padded input in
+    // place, one GEMM (a product per image and tap, summed); so do both gradients.
+    let xs = Tensor::from_vec(data(2 * 16 * 7 * 6, 5), [2, 16, 7, 6]).requires_grad_(true);
+    let ws = Tensor::from_vec(data(4 * 16 * 3 * 3, 6), [4, 16, 3, 3]).requires_grad_(true);
+    let ys = F::conv2d(&xs, &ws, None, (1, 1), (1, 1), (1, 1), 1);
+    assert_eq!(gemms(&[&ys]), 1, "the shifted forward is one GEMM");
+    let gs = metajit::autograd::grad(&[&ys.square().sum_all()], &[&xs, &ws], None);
+    let c = gemms(&[&gs[0], &gs[1]]);
+    assert!(c >= 3, "shifted: forward + two gradient GEMMs, not {c}");
     // A linear layer on a flattened pooled map: its weight gradient is a GEMM too.
     let p = F::max_pool2d(&y, (2, 2), None, (0, 0), (1, 1), false).flatten(1, -1);
     let lw = Tensor::from_vec(data(5 * 64, 3), [5, 64]).requires_grad_(true);
