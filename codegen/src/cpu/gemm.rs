@@ -143,9 +143,9 @@ unsafe fn summed_in_parallel<T: Copy + Send + Sync + std::ops::Add<Output = T> +
 }
 
 /// Every output matrix of a layout with free batch axes (`free`, dst stride ≠ 0) and summed
-/// ones (`summed`, dst stride 0): the matrices split across `threads` rayon tasks, each
-/// matrix the sum of its products in row-major order of the summed axes (the first
-/// overwrites), on one thread.
+/// ones (`summed`, dst stride 0): the matrices spread over rayon's pool (on at most `threads`
+/// threads), each matrix the sum of its products in row-major order of the summed axes (the
+/// first overwrites), on one thread.
 ///
 /// # Safety
 ///
@@ -168,9 +168,18 @@ unsafe fn matrices_in_parallel<T: Copy + Send + Sync + 'static>(
         SendPtr(lhs.cast_mut()),
         SendPtr(rhs.cast_mut()),
     );
+    // One matrix per task, so that a thread that falls behind (a core shared with other
+    // work) leaves its matrices to the others; at most `threads` chunks when that is fewer
+    // than the pool's threads.
+    let chunk = if threads >= rayon::current_num_threads() {
+        1
+    } else {
+        matrices.div_ceil(threads)
+    };
     (0..matrices)
         .into_par_iter()
-        .with_min_len(matrices.div_ceil(threads))
+        .with_min_len(chunk)
+        .with_max_len(chunk)
         .for_each(move |f| {
             let (d, a, c) = (d, a, c);
             let (od, fl, fr) = batch_offsets(free, f);
