@@ -14,11 +14,13 @@
 //! rounding, not bitwise).
 //!
 //! Parallelism: a product of at least [`PARALLEL_OPS`] multiply-adds is split across `threads`
-//! threads by the `gemm` crate itself (`Parallelism::Rayon`); a batch of smaller products whose
-//! total reaches that size runs its products in parallel on rayon's global pool, each on one
-//! thread. One matrix summed over many small products (every batch axis of dst stride 0)
-//! splits the products into per-thread partial sums, added into dst in order. Smaller work
-//! runs on the calling thread.
+//! threads by the `gemm` crate itself (`Parallelism::Rayon`), unless there are enough output
+//! matrices to keep the threads evenly busy: then each matrix (with the products summed into
+//! it, along batch axes of dst stride 0) runs on one thread, the matrices in parallel on
+//! rayon's global pool — as does a batch of smaller products whose total reaches that size.
+//! One matrix summed over many small products (every batch axis of dst stride 0) splits the
+//! products into per-thread partial sums, added into dst in order. Smaller work runs on the
+//! calling thread.
 
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, batch_offsets};
 use rayon::prelude::*;
@@ -203,6 +205,12 @@ unsafe fn matrices_in_parallel<T: Copy + Send + Sync + 'static>(
         });
 }
 
+/// Whether `tasks` equal tasks keep `threads` threads about equally busy: one each at least,
+/// and either the same number each or at least four each (at most a quarter idle at the end).
+fn spreads_evenly(tasks: usize, threads: usize) -> bool {
+    tasks >= threads && (tasks.is_multiple_of(threads) || tasks >= 4 * threads)
+}
+
 /// Whether batch entry `b` (row-major over `batch`) has index 0 along every axis that dst does
 /// not move along (a summed axis).
 fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
@@ -312,7 +320,7 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
         let (free, summed): (Vec<BatchAxis>, Vec<BatchAxis>) =
             l.batch.iter().partition(|b| b.dst != 0);
         let matrices: usize = free.iter().map(|b| b.extent).product();
-        if threads > 1 && matrices >= threads {
+        if threads > 1 && spreads_evenly(matrices, threads) {
             // Several output matrices, each a sum of products (a convolution's taps per
             // image): the matrices in parallel, each one's products in order on one thread.
             // SAFETY: passed on from the caller; distinct free entries write distinct
@@ -363,6 +371,13 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
             )
         }
     };
+    if threads > 1 && per >= PARALLEL_OPS && spreads_evenly(count, threads) {
+        // Many large products (a convolution's input gradient, per image and tap): one per
+        // task on one thread each, rather than each split across the threads in turn.
+        // SAFETY: passed on from the caller; batch entries write disjoint matrices.
+        unsafe { matrices_in_parallel(dst, lhs, rhs, l, (&l.batch, &[]), threads, zero, one) };
+        return;
+    }
     if per >= PARALLEL_OPS || count == 1 || threads == 1 || per * count < PARALLEL_OPS {
         let par = if per >= PARALLEL_OPS && threads > 1 {
             gemm::Parallelism::Rayon(threads)
@@ -702,6 +717,19 @@ mod tests {
         for threads in [1, 2, 3, 8] {
             check(&t, threads);
         }
+        // Large products, as many as the threads or more: one per task.
+        let mut big = row_major(70, 70, 60);
+        assert!(big.ops() >= PARALLEL_OPS);
+        big.batch = vec![BatchAxis {
+            extent: 4,
+            dst: 4900,
+            lhs: 4200,
+            rhs: 0,
+        }];
+        for threads in [2, 3, 4] {
+            check(&big, threads);
+        }
+        assert!(spreads_evenly(4, 2) && spreads_evenly(9, 2) && !spreads_evenly(3, 2));
     }
 
     /// The whole path: a graph as `Tensor::matmul` records it → `match_contraction` →
