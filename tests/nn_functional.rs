@@ -466,6 +466,31 @@ fn conv2d_matches_a_naive_implementation() {
     );
     assert_eq!(y.dims(), &[2, 4, 5]);
     close_all(&vals(&y), &want, 1e-12);
+    // Stride 1 over 16 channels: the shifted-GEMM form over a height of 1.
+    let x = data(2 * 16 * 9, 3);
+    let wt = data(3 * 16 * 4, 4);
+    let (want, _) = naive_conv2d(
+        &x,
+        [2, 16, 1, 9],
+        &wt,
+        [3, 1, 4],
+        None,
+        (1, 1),
+        (0, 2),
+        (1, 1),
+        1,
+    );
+    let y = F::conv1d(
+        &Tensor::from_vec(x, [2, 16, 9]),
+        &Tensor::from_vec(wt, [3, 16, 4]),
+        None,
+        1,
+        2,
+        1,
+        1,
+    );
+    assert_eq!(y.dims(), &[2, 3, 10]);
+    close_all(&vals(&y), &want, 1e-12);
 }
 
 /// PyTorch's conv_transpose2d in plain loops, by its scatter definition: each input element

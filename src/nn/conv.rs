@@ -1,6 +1,8 @@
 //! Convolution and pooling, lowered Jittor-style: a window `reindex` (the im2col view: output
 //! position × kernel offset → input element, padding read as the overflow value) and then a
 //! matrix product (convolution, executed as GEMM) or a reduction over the window (pooling).
+//! A stride-1 convolution of many channels reads shifted windows of its padded input in place
+//! instead (one GEMM per kernel tap, summed), without the im2col copy.
 
 use metajit_metaops::op::{BinaryOp, Op, ReduceOp};
 use metajit_metaops::{DType, IndexExpr, Scalar, Shape};
@@ -137,7 +139,9 @@ fn rank4(op: &str, x: &Tensor) {
 
 /// 2-D convolution (PyTorch's `F.conv2d`): `x` `[N, C, H, W]`, `weight`
 /// `[O, C / groups, KH, KW]`, optional `bias` `[O]`; stride, padding (zeros) and dilation
-/// per spatial axis. Runs as the window view times the weight: one (batched) GEMM.
+/// per spatial axis. Runs as GEMM: for stride 1, one group and 16 or more input channels, one
+/// product per image and kernel tap over the padded input read in place (the taps summed);
+/// otherwise the window view (im2col, copied once) times the weight.
 ///
 /// ```
 /// use metajit::{Tensor, nn::functional as F};
