@@ -122,7 +122,7 @@ fn eager_and_compiled_gradients_agree() {
 }
 
 /// The losses of 20 training steps of a small CNN (a conv with padding, batch norm, relu, max
-/// pool, a conv of 16 input channels (the shifted-GEMM form), dropout off, linear; SGD with
+/// pool, a padded conv of 16 channels (the shifted-GEMM form), dropout off, linear; SGD with
 /// momentum and weight decay) from one seed.
 fn cnn_losses() -> Vec<f32> {
     use metajit::nn::{
@@ -136,12 +136,12 @@ fn cnn_losses() -> Vec<f32> {
         .add(BatchNorm2d::new(16))
         .add(Activation::ReLU)
         .add(MaxPool2d::new(2))
-        // 16 input channels, stride 1: conv2d's shifted-GEMM form, forward and backward.
-        .add(Conv2d::new(16, 6, 3))
+        // Stride 1, padding 1 on 8×8: conv2d's shifted-GEMM form, forward and backward.
+        .add(Conv2d::with(16, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1, true))
         .add(Activation::ReLU)
         .add(Flatten::default())
-        .add(Linear::new(6 * 2 * 2, 3));
-    let x = Tensor::randn([16, 1, 8, 8]);
+        .add(Linear::new(6 * 8 * 8, 3));
+    let x = Tensor::randn([16, 1, 16, 16]);
     let y = Tensor::randint(0, 3, [16]);
     let mut opt = Sgd::new(
         net.parameters(),
