@@ -677,6 +677,9 @@ fn convolution_and_pooling() {
     for (k, (xs, o, kk, stride, pad, dil, g)) in [
         ([2, 2, 5, 4], 3, (3, 2), (1, 1), (1, 0), (1, 1), 1),
         ([1, 4, 6, 5], 2, (2, 2), (2, 1), (1, 1), (1, 2), 2),
+        // 16 channels, stride 1: the shifted-GEMM form (padding, and a dilated kernel).
+        ([2, 16, 4, 3], 2, (3, 2), (1, 1), (1, 1), (1, 1), 1),
+        ([1, 16, 5, 5], 1, (2, 2), (1, 1), (0, 1), (2, 1), 1),
     ]
     .into_iter()
     .enumerate()

@@ -121,8 +121,9 @@ fn eager_and_compiled_gradients_agree() {
     }
 }
 
-/// The losses of 20 training steps of a small CNN (conv with padding, batch norm, relu, max
-/// pool, dropout off, linear; SGD with momentum and weight decay) from one seed.
+/// The losses of 20 training steps of a small CNN (a conv with padding, batch norm, relu, max
+/// pool, a padded conv of 16 channels (the shifted-GEMM form), dropout off, linear; SGD with
+/// momentum and weight decay) from one seed.
 fn cnn_losses() -> Vec<f32> {
     use metajit::nn::{
         Activation, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Sequential,
@@ -131,15 +132,16 @@ fn cnn_losses() -> Vec<f32> {
     use metajit::optim::{Optimizer, Sgd, SgdConfig};
     metajit::manual_seed(21);
     let net = Sequential::new()
-        .add(Conv2d::with(1, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, true))
-        .add(BatchNorm2d::new(4))
+        .add(Conv2d::with(1, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, true))
+        .add(BatchNorm2d::new(16))
         .add(Activation::ReLU)
         .add(MaxPool2d::new(2))
-        .add(Conv2d::new(4, 6, 3))
+        // Stride 1, padding 1 on 8×8: conv2d's shifted-GEMM form, forward and backward.
+        .add(Conv2d::with(16, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1, true))
         .add(Activation::ReLU)
         .add(Flatten::default())
-        .add(Linear::new(6 * 2 * 2, 3));
-    let x = Tensor::randn([16, 1, 8, 8]);
+        .add(Linear::new(6 * 8 * 8, 3));
+    let x = Tensor::randn([16, 1, 16, 16]);
     let y = Tensor::randint(0, 3, [16]);
     let mut opt = Sgd::new(
         net.parameters(),

@@ -398,6 +398,23 @@ fn conv2d_matches_a_naive_implementation() {
         ([1, 4, 9, 8], 6, (3, 2), (2, 3), (2, 0), (2, 1), 2, false),
         ([2, 6, 5, 5], 6, (1, 3), (1, 2), (0, 1), (1, 2), 3, true),
         ([1, 1, 28, 28], 6, (5, 5), (1, 1), (0, 0), (1, 1), 1, true),
+        // Stride 1, one group, 2+ channels, an output at least 4/5 as wide as the padded
+        // input: the shifted-GEMM form (padding 0, 1 and 2, dilation, odd and non-square
+        // sizes, a 1-wide kernel, batch 1 and 3).
+        ([2, 16, 7, 9], 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, true),
+        ([1, 16, 9, 8], 3, (3, 2), (1, 1), (0, 0), (1, 1), 1, false),
+        ([3, 17, 5, 7], 4, (5, 3), (1, 1), (2, 2), (1, 1), 1, true),
+        ([1, 20, 9, 30], 2, (3, 3), (1, 1), (2, 1), (2, 3), 1, true),
+        ([2, 16, 6, 5], 3, (2, 1), (1, 1), (0, 2), (1, 1), 1, false),
+        ([1, 16, 4, 4], 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, false),
+        ([1, 3, 5, 12], 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, true),
+        ([2, 2, 3, 9], 3, (2, 2), (1, 1), (0, 0), (1, 1), 1, true),
+        // Just outside it: stride 2, groups, one channel, and many extra columns keep the
+        // im2col form.
+        ([1, 16, 7, 7], 4, (3, 3), (2, 1), (1, 1), (1, 1), 1, true),
+        ([1, 32, 6, 6], 4, (3, 3), (1, 1), (1, 1), (1, 1), 2, true),
+        ([2, 1, 6, 12], 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, false),
+        ([1, 16, 6, 6], 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, false),
     ]
     .into_iter()
     .enumerate()
@@ -454,6 +471,31 @@ fn conv2d_matches_a_naive_implementation() {
         1,
     );
     assert_eq!(y.dims(), &[2, 4, 5]);
+    close_all(&vals(&y), &want, 1e-12);
+    // Stride 1 over 16 channels: the shifted-GEMM form over a height of 1.
+    let x = data(2 * 16 * 30, 3);
+    let wt = data(3 * 16 * 4, 4);
+    let (want, _) = naive_conv2d(
+        &x,
+        [2, 16, 1, 30],
+        &wt,
+        [3, 1, 4],
+        None,
+        (1, 1),
+        (0, 2),
+        (1, 1),
+        1,
+    );
+    let y = F::conv1d(
+        &Tensor::from_vec(x, [2, 16, 30]),
+        &Tensor::from_vec(wt, [3, 16, 4]),
+        None,
+        1,
+        2,
+        1,
+        1,
+    );
+    assert_eq!(y.dims(), &[2, 3, 31]);
     close_all(&vals(&y), &want, 1e-12);
 }
 
@@ -695,6 +737,27 @@ fn convolution_forward_and_gradients_run_as_gemm() {
     let g = metajit::autograd::grad(&[&y.square().sum_all()], &[&x, &w], None);
     // The weight gradient and the window gradient (before its scatter back to the input).
     assert!(gemms(&[&g[0], &g[1]]) >= 3, "forward + two gradient GEMMs");
+    // The shifted-GEMM form (16 channels, stride 1): the forward reads the padded input in
+    // place, one GEMM (a product per image and tap, summed); so do both gradients.
+    let xs = Tensor::from_vec(data(2 * 16 * 7 * 10, 5), [2, 16, 7, 10]).requires_grad_(true);
+    let ws = Tensor::from_vec(data(4 * 16 * 3 * 3, 6), [4, 16, 3, 3]).requires_grad_(true);
+    let ys = F::conv2d(&xs, &ws, None, (1, 1), (1, 1), (1, 1), 1);
+    assert_eq!(gemms(&[&ys]), 1, "the shifted forward is one GEMM");
+    let (g, _) = metajit::pending_graph(&[&ys]);
+    let summed_taps = schedule(&g).steps.iter().any(|s| match s {
+        Step::Contraction { contraction, .. } => {
+            let l = contraction.layout(&g);
+            l.k == 16 && l.batch.iter().any(|b| b.dst == 0 && b.extent == 3)
+        }
+        _ => false,
+    });
+    assert!(
+        summed_taps,
+        "a product of K = C per tap, summed over the taps"
+    );
+    let gs = metajit::autograd::grad(&[&ys.square().sum_all()], &[&xs, &ws], None);
+    let c = gemms(&[&gs[0], &gs[1]]);
+    assert!(c >= 3, "shifted: forward + two gradient GEMMs, not {c}");
     // A linear layer on a flattened pooled map: its weight gradient is a GEMM too.
     let p = F::max_pool2d(&y, (2, 2), None, (0, 0), (1, 1), false).flatten(1, -1);
     let lw = Tensor::from_vec(data(5 * 64, 3), [5, 64]).requires_grad_(true);

@@ -41,7 +41,7 @@
 //! at run time, not by the matcher.
 
 use crate::dtype::DType;
-use crate::expr::IndexExpr;
+use crate::expr::{IdxBin, IndexExpr};
 use crate::graph::{Graph, NodeId};
 use crate::op::{BinaryOp, Op, ReduceOp};
 
@@ -57,17 +57,27 @@ pub enum Stride {
     /// The product of these axes' extents (the empty product is 1: contiguous). Axes of extent
     /// 1 are left out.
     Product(Vec<Axis>),
+    /// A sum of scaled products, `Σ c · Π extents`: an axis that a strided view (a `Reindex`
+    /// whose coordinates are sums of scaled iteration indices, see [`linear_terms`]) reads with
+    /// a scale, or along several buffer axes at once.
+    Sum(Vec<(i64, Vec<Axis>)>),
 }
 
 impl Stride {
     /// The stride's value for the shapes of `g`.
     pub fn eval(&self, g: &Graph) -> usize {
+        let product = |axes: &[Axis]| -> usize {
+            axes.iter()
+                .map(|&(n, a)| g.node(n).shape.dims()[a])
+                .product()
+        };
         match self {
             Stride::Zero => 0,
-            Stride::Product(axes) => axes
+            Stride::Product(axes) => product(axes),
+            Stride::Sum(terms) => terms
                 .iter()
-                .map(|&(n, a)| g.node(n).shape.dims()[a])
-                .product(),
+                .map(|(c, axes)| *c as usize * product(axes))
+                .sum(),
         }
     }
 }
@@ -184,7 +194,8 @@ impl GemmLayout {
     /// The same GEMM with fewer batch axes: extent-1 axes dropped; adjacent axes merged where
     /// every matrix's outer stride is its inner stride times the inner extent; and axes folded
     /// into M (N) where rhs (lhs) is broadcast along them and the lhs (rhs) and dst strides
-    /// continue the rows (columns), so `[B, M, K] @ [K, N]` becomes one `(B·M)×K @ K×N`.
+    /// continue the rows (columns), so `[B, M, K] @ [K, N]` becomes one `(B·M)×K @ K×N`; and
+    /// summed axes (dst stride 0) folded into K where both operands' strides continue it.
     pub fn simplified(&self) -> GemmLayout {
         let mut out = GemmLayout {
             batch: Vec::new(),
@@ -214,10 +225,19 @@ impl GemmLayout {
             let into_n = |b: &BatchAxis| {
                 b.lhs == 0 && b.rhs == out.rhs.cs * n && b.dst == out.dst.cs * n && b.dst != 0
             };
+            // A summed axis (dst stride 0) along which both operands continue K: the sum
+            // over it and K is one longer K (a weight gradient summed over the rows of an
+            // image as well as along them).
+            let k = out.k as isize;
+            let into_k = |b: &BatchAxis| {
+                b.dst == 0 && k > 0 && b.lhs == out.lhs.cs * k && b.rhs == out.rhs.rs * k
+            };
             if let Some(j) = out.batch.iter().position(into_m) {
                 out.m *= out.batch.remove(j).extent;
             } else if let Some(j) = out.batch.iter().position(into_n) {
                 out.n *= out.batch.remove(j).extent;
+            } else if let Some(j) = out.batch.iter().position(into_k) {
+                out.k *= out.batch.remove(j).extent;
             } else {
                 return out;
             }
@@ -293,7 +313,7 @@ pub fn match_contraction(
     let r = *axes
         .iter()
         .rev()
-        .find(|&&a| lmap[a].is_some() && rmap[a].is_some())
+        .find(|&&a| !lmap[a].is_empty() && !rmap[a].is_empty())
         .unwrap_or(axes.last()?);
 
     // The output axis of each mul axis that is not reduced, and its row-major stride; a
@@ -310,17 +330,15 @@ pub fn match_contraction(
         };
         buffer_stride(node, out_dims, oa)
     };
-    let src_stride = |p: NodeId, axis: Option<usize>| match axis {
-        Some(ax) => buffer_stride(p, g.node(p).shape.dims(), ax),
-        None => Stride::Zero,
-    };
+    let src_stride = |p: NodeId, reads: &[Read]| view_stride(p, g.node(p).shape.dims(), reads);
 
     // M is the last axis only lhs reads, N the last only rhs reads; earlier such axes are batch
     // axes along which the other operand is broadcast (`[B, M, K] @ [K, N]`), which
     // `GemmLayout::simplified` folds into M or N where the strides allow.
     let only = |want_l: bool| {
         (0..dims.len()).rfind(|&a| {
-            !axes.contains(&a) && lmap[a].is_some() == want_l && rmap[a].is_some() != want_l
+            let (reads_l, reads_r) = (!lmap[a].is_empty(), !rmap[a].is_empty());
+            !axes.contains(&a) && reads_l == want_l && reads_r != want_l
         })
     };
     let m = only(true);
@@ -335,13 +353,13 @@ pub fn match_contraction(
     let (mut rhs_rs, mut rhs_cs) = (Stride::Zero, Stride::Zero);
     let mut batch = Vec::new();
     for (a, &d) in dims.iter().enumerate() {
-        let (la, ra) = (lmap[a], rmap[a]);
+        let (la, ra) = (&lmap[a][..], &rmap[a][..]);
         if a == r {
-            match (la, ra) {
-                (Some(_), Some(_)) => {}
+            match (la.is_empty(), ra.is_empty()) {
+                (false, false) => {}
                 // Both read nothing along K only when it has extent 1 (a broadcast in both
                 // would sum equal terms: not a GEMM).
-                (None, None) if d == 1 => {}
+                (true, true) if d == 1 => {}
                 _ => return None,
             }
             lhs_cs = src_stride(lhs, la);
@@ -352,7 +370,7 @@ pub fn match_contraction(
         } else if Some(a) == n {
             rhs_cs = src_stride(rhs, ra);
             dst_cs = dst_stride(a);
-        } else if la.is_some() || ra.is_some() || d != 1 {
+        } else if !la.is_empty() || !ra.is_empty() || d != 1 {
             batch.push(SymBatch {
                 extent: (mul_id, a),
                 dst: dst_stride(a),
@@ -388,12 +406,136 @@ pub fn match_contraction(
 /// The row-major stride of axis `axis` of a buffer of node `node` with extents `dims`: the
 /// product of the later extents (those of extent 1 left out).
 fn buffer_stride(node: NodeId, dims: &[usize], axis: usize) -> Stride {
-    Stride::Product(
-        (axis + 1..dims.len())
-            .filter(|&q| dims[q] != 1)
-            .map(|q| (node, q))
-            .collect(),
-    )
+    Stride::Product(row_major_axes(node, dims, axis))
+}
+
+/// The axes whose extents multiply to the row-major stride of `axis` (extent-1 axes left out).
+fn row_major_axes(node: NodeId, dims: &[usize], axis: usize) -> Vec<Axis> {
+    (axis + 1..dims.len())
+        .filter(|&q| dims[q] != 1)
+        .map(|q| (node, q))
+        .collect()
+}
+
+/// How a view's axis moves along one axis of its buffer: `scale · Π extents(factors)` buffer
+/// coordinates per step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Read {
+    /// The buffer axis.
+    axis: usize,
+    /// The constant part of the scale (positive).
+    scale: i64,
+    /// Graph axes whose extents multiply the scale (the view's `IterDim`s).
+    factors: Vec<Axis>,
+}
+
+/// The stride, in elements of buffer `p` (extents `dims`), of a view axis that reads `reads`:
+/// `Zero` for none, the buffer's row-major stride for one plain read, else a [`Stride::Sum`].
+fn view_stride(p: NodeId, dims: &[usize], reads: &[Read]) -> Stride {
+    match reads {
+        [] => Stride::Zero,
+        [r] if r.scale == 1 && r.factors.is_empty() => buffer_stride(p, dims, r.axis),
+        _ => Stride::Sum(
+            reads
+                .iter()
+                .map(|r| {
+                    let mut axes = r.factors.clone();
+                    axes.extend(row_major_axes(p, dims, r.axis));
+                    (r.scale, axes)
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// One term of [`linear_terms`]: `scale · Π extents(factors) · i<index>` (no index: a
+/// constant).
+type Term = (Option<usize>, i64, Vec<Axis>);
+
+/// An index expression of `Reindex` node `node` (whose input is `input`) as a sum of terms
+/// `scale · Π extents · i<k>` with at most one iteration index per term, or `None` when it is
+/// not of that form (divisions, conditions, index parameters, extras, a product of two
+/// indices). Extents are the node's own (`IterDim`) and its input's (`TargetDim`), so the terms
+/// stay valid for every size.
+pub fn linear_terms(e: &IndexExpr, node: NodeId, input: NodeId) -> Option<Vec<Term>> {
+    Some(match e {
+        IndexExpr::Const(c) => vec![(None, *c, vec![])],
+        IndexExpr::Idx(k) => vec![(Some(*k), 1, vec![])],
+        IndexExpr::IterDim(k) => vec![(None, 1, vec![(node, *k)])],
+        IndexExpr::TargetDim(k) => vec![(None, 1, vec![(input, *k)])],
+        IndexExpr::Bin(IdxBin::Add, a, b) => {
+            let mut t = linear_terms(a, node, input)?;
+            t.extend(linear_terms(b, node, input)?);
+            t
+        }
+        IndexExpr::Bin(IdxBin::Mul, a, b) => {
+            let (a, b) = (linear_terms(a, node, input)?, linear_terms(b, node, input)?);
+            let mut out = Vec::with_capacity(a.len() * b.len());
+            for (ia, ca, fa) in &a {
+                for (ib, cb, fb) in &b {
+                    let index = match (ia, ib) {
+                        (Some(_), Some(_)) => return None,
+                        (i, None) | (None, i) => *i,
+                    };
+                    let mut f = fa.clone();
+                    f.extend_from_slice(fb);
+                    out.push((index, ca.checked_mul(*cb)?, f));
+                }
+            }
+            out
+        }
+        _ => return None,
+    })
+}
+
+/// For a `Reindex` node `node` that is a *strided view* of its input, the reads of each of its
+/// axes (see [`Read`]); `None` otherwise. A strided view has one input, no conditions, and
+/// every coordinate a sum of positive multiples of iteration indices (no constant offset:
+/// [`linear_terms`]) that is proven in range over the whole iteration space by
+/// [`crate::schedule::in_range`] — a fact of the plan key, so the answer holds for every graph
+/// with the same plan. Then each output element reads exactly the input element at a fixed
+/// linear offset, `Σ_k i_k · stride_k`, which a GEMM reads with those strides: the shifted
+/// windows of a convolution over a padded input are such a view. Permutations are the
+/// special case of one plain index per coordinate.
+fn strided_reads(g: &Graph, node: NodeId) -> Option<Vec<Vec<Read>>> {
+    let n = g.node(node);
+    let Op::Reindex(im) = &n.op else {
+        return None;
+    };
+    let (out, inp) = (n.shape.dims(), g.node(*n.inputs.first()?).shape.dims());
+    if n.inputs.len() != 1 || !im.conds.is_empty() || im.exprs.len() != inp.len() {
+        return None;
+    }
+    let mut reads: Vec<Vec<Read>> = vec![Vec::new(); out.len()];
+    for (p, e) in im.exprs.iter().enumerate() {
+        if !crate::schedule::in_range(e, inp[p], out, inp) {
+            return None;
+        }
+        for (index, scale, factors) in linear_terms(e, node, n.inputs[0])? {
+            match index {
+                // A constant offset (even 0 + ..) would need a base offset in the layout.
+                None if scale == 0 => {}
+                None => return None,
+                Some(_) if scale == 0 => {}
+                Some(_) if scale < 0 => return None,
+                Some(k) => reads[k].push(Read {
+                    axis: p,
+                    scale,
+                    factors,
+                }),
+            }
+        }
+    }
+    Some(reads)
+}
+
+/// Whether node `p` is a `Reindex` that the matcher reads through as a view: a permutation or
+/// another *strided view* — one input, no conditions, every coordinate a sum of positive
+/// multiples of iteration indices ([`linear_terms`], no constant offset) proven in range by
+/// [`crate::schedule::in_range`] (a plan-key fact), so each element reads its input at a
+/// fixed linear offset that a GEMM reaches with strides.
+pub fn is_strided_view(g: &Graph, p: NodeId) -> bool {
+    strided_reads(g, p).is_some()
 }
 
 /// Whether two shapes differ only by extent-1 axes.
@@ -403,13 +545,13 @@ fn only_unit_axes_change(a: &[usize], b: &[usize]) -> bool {
 }
 
 /// Follows a chain of views from `x` down to the first materialised node `P`. Returns `P` and,
-/// for each axis of `x`, the axis of `P` it reads (`None`: broadcast, or extent 1, so the
+/// for each axis of `x`, how it moves in `P` ([`Read`]s; none: broadcast, or extent 1, so the
 /// coordinate does not move in `P`). `None` when the chain holds anything but views.
 fn trace_view(
     g: &Graph,
     x: NodeId,
     is_materialised: &dyn Fn(NodeId) -> bool,
-) -> Option<(NodeId, Vec<Option<usize>>)> {
+) -> Option<(NodeId, Vec<Vec<Read>>)> {
     let mut chain = Vec::new();
     let mut cur = x;
     while !is_materialised(cur) {
@@ -432,13 +574,23 @@ fn trace_view(
         cur = n.inputs[0];
     }
     let p = cur;
-    let mut map: Vec<Option<usize>> = g
+    let mut map: Vec<Vec<Read>> = g
         .node(p)
         .shape
         .dims()
         .iter()
         .enumerate()
-        .map(|(a, &d)| (d != 1).then_some(a))
+        .map(|(a, &d)| {
+            if d != 1 {
+                vec![Read {
+                    axis: a,
+                    scale: 1,
+                    factors: vec![],
+                }]
+            } else {
+                vec![]
+            }
+        })
         .collect();
     for &c in chain.iter().rev() {
         let n = g.node(c);
@@ -450,9 +602,9 @@ fn trace_view(
                 (0..out.len())
                     .map(|a| {
                         if axes.contains(&a) {
-                            None
+                            vec![]
                         } else {
-                            kept.next().flatten()
+                            kept.next().unwrap_or_default()
                         }
                     })
                     .collect()
@@ -470,28 +622,41 @@ fn trace_view(
                     .filter(|(_, e)| **e != 1)
                     .map(|(m, _)| m);
                 out.iter()
-                    .map(|&e| if e == 1 { None } else { kept.next().flatten() })
+                    .map(|&e| {
+                        if e == 1 {
+                            vec![]
+                        } else {
+                            kept.next().unwrap_or_default()
+                        }
+                    })
                     .collect()
             }
-            Op::Reindex(im) => {
-                // A pure permutation: input axis p reads output coordinate k, once each, with
-                // equal extents (so nothing is out of range).
-                if im.exprs.len() != out.len() {
-                    return None;
-                }
-                let mut next = vec![None; out.len()];
-                let mut seen = vec![false; out.len()];
-                for (p, e) in im.exprs.iter().enumerate() {
-                    let IndexExpr::Idx(k) = *e else {
-                        return None;
-                    };
-                    if k >= out.len() || seen[k] || out[k] != inp[p] {
-                        return None;
-                    }
-                    seen[k] = true;
-                    next[k] = map[p];
-                }
-                next
+            Op::Reindex(_) => {
+                // Output axis k moves input axis q by `scale · Π factors` per step, and input
+                // axis q moves the buffer by its own reads: compose the two.
+                let reads = strided_reads(g, c)?;
+                reads
+                    .iter()
+                    .enumerate()
+                    .map(|(k, rs)| {
+                        let mut composed = Vec::new();
+                        if out[k] == 1 {
+                            return composed;
+                        }
+                        for r in rs {
+                            for below in &map[r.axis] {
+                                let mut factors = r.factors.clone();
+                                factors.extend_from_slice(&below.factors);
+                                composed.push(Read {
+                                    axis: below.axis,
+                                    scale: r.scale * below.scale,
+                                    factors,
+                                });
+                            }
+                        }
+                        composed
+                    })
+                    .collect()
             }
             _ => unreachable!("the chain holds views only"),
         };
@@ -1029,6 +1194,70 @@ mod tests {
                 rhs: 30
             }]
         );
+    }
+
+    /// A convolution's shifted windows: a `reindex` whose coordinate is a sum of scaled
+    /// indices reads its input in place with overlapping strides (the taps become summed
+    /// batch axes); the weight gradient's sum over rows folds into K.
+    #[test]
+    fn strided_views_read_in_place() {
+        // 1-D: y[o, p] = Σ_{t, c} w[o, t, c] · x[c, p + t], p < 8 over x [3, 10].
+        let one = "
+            %0 = input #0 : f64[2, 3, 3]
+            %1 = input #1 : f64[3, 10]
+            %2 = reindex %1 [i1, i2 + i0] overflow=0.0 : f64[3, 3, 8]
+            %3 = broadcast %0 axes=[3] : f64[2, 3, 3, 8]
+            %4 = broadcast %2 axes=[0] : f64[2, 3, 3, 8]
+            %5 = mul %3, %4 : f64[2, 3, 3, 8]
+            %6 = reduce sum %5 axes=[1, 2] : f64[2, 8]
+            return %6
+        ";
+        let c = check_values(one);
+        let l = c.layout(&parse(one).unwrap());
+        assert_eq!((l.m, l.n, l.k), (2, 8, 3));
+        assert_eq!(l.rhs, MatStrides { rs: 10, cs: 1 });
+        assert_eq!(l.batch.len(), 1, "{l:?}");
+        assert_eq!((l.batch[0].dst, l.batch[0].rhs), (0, 1));
+        // 2-D rows of width n3 (5), read flat: (oh + kh·2)·n3 + q, with a dilation of 2 and
+        // rows folded into N.
+        let two = "
+            %0 = input #0 : f64[4, 2, 2]
+            %1 = input #1 : f64[2, 35]
+            %2 = reindex %1 [i1, (((i2 + (i0 * 2)) * n3) + i3)] overflow=0.0 : f64[2, 2, 5, 5]
+            %4 = broadcast %0 axes=[3, 4] : f64[4, 2, 2, 5, 5]
+            %6 = broadcast %2 axes=[0] : f64[4, 2, 2, 5, 5]
+            %7 = mul %4, %6 : f64[4, 2, 2, 5, 5]
+            %8 = reduce sum %7 axes=[1, 2] : f64[4, 5, 5]
+            return %8
+        ";
+        let c = check_values(two);
+        let l = c.layout(&parse(two).unwrap());
+        assert_eq!((l.m, l.n, l.k), (4, 25, 2), "{l:?}");
+        // The weight gradient's form: Σ over rows and columns of dy[o, r, q] · view[.., r, q]
+        // is one K of 25 per tap.
+        let grad = "
+            %0 = input #0 : f64[4, 5, 5]
+            %1 = input #1 : f64[2, 35]
+            %2 = reindex %1 [i1, (((i2 + (i0 * 2)) * n3) + i3)] overflow=0.0 : f64[2, 2, 5, 5]
+            %4 = broadcast %0 axes=[1, 2] : f64[4, 2, 2, 5, 5]
+            %6 = broadcast %2 axes=[0] : f64[4, 2, 2, 5, 5]
+            %7 = mul %4, %6 : f64[4, 2, 2, 5, 5]
+            %8 = reduce sum %7 axes=[3, 4] : f64[4, 2, 2]
+            return %8
+        ";
+        let c = check_values(grad);
+        let l = c.layout(&parse(grad).unwrap());
+        assert_eq!((l.m, l.n, l.k), (4, 2, 25), "{l:?}");
+        // Reads that could leave the buffer (one row too few), a constant offset, or a
+        // division are not strided views: no contraction through them.
+        for bad in [
+            two.replace("f64[2, 35]", "f64[2, 30]"),
+            one.replace("i2 + i0]", "(i2 + i0) + 1]")
+                .replace("f64[3, 10]", "f64[3, 11]"),
+            one.replace("i2 + i0]", "(i2 + i0) / 1]"),
+        ] {
+            assert_eq!(matched(&bad), None, "{bad}");
+        }
     }
 
     #[test]

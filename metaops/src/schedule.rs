@@ -401,7 +401,9 @@ pub fn schedule(g: &Graph) -> Schedule {
         // padding, gathers) are materialised first, so the product still runs as a GEMM.
         let view = |p: NodeId| match g.node(p).op {
             Op::BroadcastTo { .. } | Op::Reshape => true,
-            Op::Reindex(_) => is_permutation(g, p),
+            // Permutations, and strided views (a convolution's shifted windows over its
+            // padded input), which the GEMM reads with overlapping strides.
+            Op::Reindex(_) => is_permutation(g, p) || crate::contraction::is_strided_view(g, p),
             _ => false,
         };
         let found = crate::contraction::match_contraction(g, NodeId(k as u32), &|p| !view(p));

@@ -14,11 +14,13 @@
 //! rounding, not bitwise).
 //!
 //! Parallelism: a product of at least [`PARALLEL_OPS`] multiply-adds is split across `threads`
-//! threads by the `gemm` crate itself (`Parallelism::Rayon`); a batch of smaller products whose
-//! total reaches that size runs its products in parallel on rayon's global pool, each on one
-//! thread. One matrix summed over many small products (every batch axis of dst stride 0)
-//! splits the products into per-thread partial sums, added into dst in order. Smaller work
-//! runs on the calling thread.
+//! threads by the `gemm` crate itself (`Parallelism::Rayon`), unless there are enough output
+//! matrices to keep the threads evenly busy: then each matrix (with the products summed into
+//! it, along batch axes of dst stride 0) runs on one thread, the matrices in parallel on
+//! rayon's global pool — as does a batch of smaller products whose total reaches that size.
+//! One matrix summed over many small products (every batch axis of dst stride 0) splits the
+//! products into per-thread partial sums, added into dst in order. Smaller work runs on the
+//! calling thread.
 
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, batch_offsets};
 use rayon::prelude::*;
@@ -142,6 +144,73 @@ unsafe fn summed_in_parallel<T: Copy + Send + Sync + std::ops::Add<Output = T> +
     }
 }
 
+/// Every output matrix of a layout with free batch axes (`free`, dst stride ≠ 0) and summed
+/// ones (`summed`, dst stride 0): the matrices spread over rayon's pool (on at most `threads`
+/// threads), each matrix the sum of its products in row-major order of the summed axes (the
+/// first overwrites), on one thread.
+///
+/// # Safety
+///
+/// As [`gemm_f32`]; `free` and `summed` partition the layout's batch axes, in order.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matrices_in_parallel<T: Copy + Send + Sync + 'static>(
+    dst: *mut T,
+    lhs: *const T,
+    rhs: *const T,
+    l: &GemmLayout,
+    (free, summed): (&[BatchAxis], &[BatchAxis]),
+    threads: usize,
+    zero: T,
+    one: T,
+) {
+    let matrices: usize = free.iter().map(|b| b.extent).product();
+    let terms: usize = summed.iter().map(|b| b.extent).product();
+    let (d, a, c) = (
+        SendPtr(dst),
+        SendPtr(lhs.cast_mut()),
+        SendPtr(rhs.cast_mut()),
+    );
+    // One matrix per task, so that a thread that falls behind (a core shared with other
+    // work) leaves its matrices to the others; at most `threads` chunks when that is fewer
+    // than the pool's threads.
+    let chunk = if threads >= rayon::current_num_threads() {
+        1
+    } else {
+        matrices.div_ceil(threads)
+    };
+    (0..matrices)
+        .into_par_iter()
+        .with_min_len(chunk)
+        .with_max_len(chunk)
+        .for_each(move |f| {
+            let (d, a, c) = (d, a, c);
+            let (od, fl, fr) = batch_offsets(free, f);
+            for t in 0..terms {
+                let (_, sl, sr) = batch_offsets(summed, t);
+                // SAFETY: the caller guarantees every offset is in bounds; matrix `f` is
+                // written by this task alone, its products one after another.
+                unsafe {
+                    product(
+                        l,
+                        d.0.wrapping_offset(od),
+                        (l.dst.rs, l.dst.cs),
+                        a.0.cast_const().wrapping_offset(fl + sl),
+                        c.0.cast_const().wrapping_offset(fr + sr),
+                        t > 0,
+                        (zero, one),
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+        });
+}
+
+/// Whether `tasks` equal tasks keep `threads` threads about equally busy: one each at least,
+/// and either the same number each or at least four each (at most a quarter idle at the end).
+fn spreads_evenly(tasks: usize, threads: usize) -> bool {
+    tasks >= threads && (tasks.is_multiple_of(threads) || tasks >= 4 * threads)
+}
+
 /// Whether batch entry `b` (row-major over `batch`) has index 0 along every axis that dst does
 /// not move along (a summed axis).
 fn summed_indices_zero(batch: &[BatchAxis], mut b: usize) -> bool {
@@ -248,6 +317,17 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
             unsafe { summed_in_parallel(dst, lhs, rhs, l, threads.min(count), zero, one) };
             return;
         }
+        let (free, summed): (Vec<BatchAxis>, Vec<BatchAxis>) =
+            l.batch.iter().partition(|b| b.dst != 0);
+        let matrices: usize = free.iter().map(|b| b.extent).product();
+        if threads > 1 && spreads_evenly(matrices, threads) {
+            // Several output matrices, each a sum of products (a convolution's taps per
+            // image): the matrices in parallel, each one's products in order on one thread.
+            // SAFETY: passed on from the caller; distinct free entries write distinct
+            // matrices.
+            unsafe { matrices_in_parallel(dst, lhs, rhs, l, (&free, &summed), threads, zero, one) };
+            return;
+        }
         let par = if per >= PARALLEL_OPS && threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {
@@ -291,6 +371,13 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
             )
         }
     };
+    if threads > 1 && per >= PARALLEL_OPS && spreads_evenly(count, threads) {
+        // Many large products (a convolution's input gradient, per image and tap): one per
+        // task on one thread each, rather than each split across the threads in turn.
+        // SAFETY: passed on from the caller; batch entries write disjoint matrices.
+        unsafe { matrices_in_parallel(dst, lhs, rhs, l, (&l.batch, &[]), threads, zero, one) };
+        return;
+    }
     if per >= PARALLEL_OPS || count == 1 || threads == 1 || per * count < PARALLEL_OPS {
         let par = if per >= PARALLEL_OPS && threads > 1 {
             gemm::Parallelism::Rayon(threads)
@@ -366,9 +453,11 @@ mod tests {
         hi as usize + 1
     }
 
-    /// The naive triple loop over the layout, in f64, with `Σ|a·b|` per written element.
+    /// The naive triple loop over the layout, in f64, with `Σ|a·b|` per written element
+    /// (products along summed batch axes, of dst stride 0, add into the same elements).
     fn naive(l: &GemmLayout, dst_len: usize, a: &[f64], b: &[f64]) -> (Vec<Option<f64>>, Vec<f64>) {
-        let mut out = vec![None; dst_len];
+        let summed = l.batch.iter().any(|b| b.dst == 0 && b.extent > 1);
+        let mut out: Vec<Option<f64>> = vec![None; dst_len];
         let mut scale = vec![0.0; dst_len];
         for bi in 0..l.batch_count() {
             let (od, ol, or) = batch_offsets(&l.batch, bi);
@@ -382,9 +471,12 @@ mod tests {
                         s += x.abs();
                     }
                     let o = (od + i * l.dst.rs + j * l.dst.cs) as usize;
-                    assert!(out[o].is_none(), "the test layout writes {o} twice");
-                    out[o] = Some(acc);
-                    scale[o] = s;
+                    assert!(
+                        summed || out[o].is_none(),
+                        "the test layout writes {o} twice"
+                    );
+                    out[o] = Some(out[o].unwrap_or(0.0) + acc);
+                    scale[o] += s;
                 }
             }
         }
@@ -604,6 +696,40 @@ mod tests {
         }];
         assert!(b.m * b.n * b.k < PARALLEL_OPS && b.ops() >= PARALLEL_OPS);
         check(&b, 4);
+        // Several matrices, each summed over products (a convolution's taps per image, the
+        // taps reading overlapping windows of one operand): the matrices in parallel.
+        let mut t = row_major(6, 40, 8);
+        t.rhs = MatStrides { rs: 50, cs: 1 };
+        t.batch = vec![
+            BatchAxis {
+                extent: 5,
+                dst: 240,
+                lhs: 0,
+                rhs: 400,
+            },
+            BatchAxis {
+                extent: 3,
+                dst: 0,
+                lhs: 48,
+                rhs: 1,
+            },
+        ];
+        for threads in [1, 2, 3, 8] {
+            check(&t, threads);
+        }
+        // Large products, as many as the threads or more: one per task.
+        let mut big = row_major(70, 70, 60);
+        assert!(big.ops() >= PARALLEL_OPS);
+        big.batch = vec![BatchAxis {
+            extent: 4,
+            dst: 4900,
+            lhs: 4200,
+            rhs: 0,
+        }];
+        for threads in [2, 3, 4] {
+            check(&big, threads);
+        }
+        assert!(spreads_evenly(4, 2) && spreads_evenly(9, 2) && !spreads_evenly(3, 2));
     }
 
     /// The whole path: a graph as `Tensor::matmul` records it → `match_contraction` →
