@@ -84,10 +84,19 @@ impl B {
         }
     }
     fn reduce(self, inner: Vec<Extent>, op: ReduceOp, value: V) -> Phase {
+        self.reduce_storing(inner, op, value, vec![])
+    }
+    fn reduce_storing(
+        self,
+        inner: Vec<Extent>,
+        op: ReduceOp,
+        value: V,
+        stores: Vec<Store>,
+    ) -> Phase {
         Phase {
             inner,
             body: self.body,
-            kind: PhaseKind::Reduce { op, value },
+            kind: PhaseKind::Reduce { op, value, stores },
         }
     }
 }
@@ -846,6 +855,136 @@ fn softmax_rows() {
             assert!((total - 1.0).abs() < 1e-5, "row sums to {total}");
         }
     }
+}
+
+/// Reduce phases that also store (what the scheduler emits to keep a value across phases):
+/// phase 0 folds `exp(x)` and stores it, as f32 (vector stores) and as f64 (lane by lane); phase
+/// 1 folds the kept f32 values again (a max); phase 2 divides them in place by phase 0's sum;
+/// phase 3 stores phase 1's max per row. Every row length around the vector width and the
+/// unrolled step, f32 and f64 (the scalar loop), on one thread and two.
+#[test]
+fn reduce_phases_that_store() {
+    for dt in [DType::F32, DType::F64] {
+        let row = |b: &mut B| {
+            let o = b.idx(0);
+            let i = b.idx(1);
+            let n = b.size(1);
+            let r = b.mul(o, n);
+            b.add(r, i)
+        };
+        let mut b = B::default();
+        let off = row(&mut b);
+        let x = b.load(0, off, dt);
+        let e = b.un(UnaryOp::Exp, x);
+        let wide = b.cast(e, DType::F64);
+        let p0 = b.reduce_storing(
+            vec![s(1)],
+            ReduceOp::Sum,
+            e,
+            vec![st(1, off, e), st(2, off, wide)],
+        );
+        let mut b = B::default();
+        let off = row(&mut b);
+        let e = b.load(1, off, dt);
+        let p1 = b.reduce(vec![s(1)], ReduceOp::Max, e);
+        let mut b = B::default();
+        let off = row(&mut b);
+        let e = b.load(1, off, dt);
+        let sum = b.res(0, dt);
+        let y = b.bin(BinaryOp::Div, e, sum);
+        let p2 = b.store(vec![s(1)], vec![st(1, off, y)]);
+        let mut b = B::default();
+        let o = b.idx(0);
+        let m = b.res(1, dt);
+        let p3 = b.store(vec![], vec![st(3, o, m)]);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(dt, false), (dt, true), (DType::F64, true), (dt, true)]),
+                &[
+                    (0, &[s(0), s(1)]),
+                    (1, &[s(0), s(1)]),
+                    (2, &[s(0), s(1)]),
+                    (3, &[s(0)]),
+                ],
+            ),
+            n_sizes: 2,
+            outer: vec![s(0)],
+            phases: vec![p0, p1, p2, p3],
+            parallel: true,
+        };
+        if dt == DType::F32 {
+            assert!(jit::clif_text(&k).unwrap().contains("f32x4"), "vectorised");
+        }
+        for (r, c) in [
+            (1usize, 1usize),
+            (3, 3),
+            (2, 4),
+            (3, 7),
+            (2, 8),
+            (4, 9),
+            (5, 33),
+        ] {
+            let x: Vec<f32> = f32_data(r * c, (r * 100 + c) as u64)
+                .iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-80.0, 80.0)
+                    } else {
+                        *v
+                    }
+                })
+                .collect();
+            let x = HostData::from_scalars(dt, x.iter().map(|v| Scalar::F32(*v).cast(dt)));
+            let data = [
+                x,
+                HostData::zeros(dt, r * c),
+                HostData::zeros(DType::F64, r * c),
+                HostData::zeros(dt, r),
+            ];
+            let sizes = [r as i64, c as i64];
+            let what = format!("{dt} {r}x{c}");
+            let ck = check(&k, &data, &sizes, Tol::Rel(1e-5), &what);
+            let one = run_compiled(&ck, &data, &sizes, 1);
+            let two = run_compiled(&ck, &data, &sizes, 2);
+            assert_close(&two, &one, Tol::Exact, &what);
+        }
+    }
+    // Without outer loops, a Reduce phase that stores is not split across threads (its
+    // stores would be partial); it runs whole.
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let e = b.un(UnaryOp::Exp, x);
+    let p0 = b.reduce_storing(vec![s(0)], ReduceOp::Sum, e, vec![st(1, i, e)]);
+    let mut b = B::default();
+    let z = b.i64(0);
+    let r = b.res(0, DType::F32);
+    let p1 = b.store(vec![], vec![st(2, z, r)]);
+    let k = Kernel {
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+            &[(0, &[s(0)]), (1, &[s(0)]), (2, &[])],
+        ),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![p0, p1],
+        parallel: true,
+    };
+    assert!(lower::split_reduce(&k).is_none());
+    let n = 100_000;
+    let data = [
+        HostData::F32(positive_data(n, 3)),
+        HostData::F32(vec![0.0; n]),
+        HostData::F32(vec![0.0]),
+    ];
+    let ck = check(&k, &data, &[n as i64], Tol::Rel(1e-5), "unsplit");
+    let two = run_compiled(&ck, &data, &[n as i64], 2);
+    assert_close(
+        &two,
+        &interpret(&k, &data, &[n as i64]),
+        Tol::Rel(1e-5),
+        "2 threads",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use half::f16;
 use memmap2::{Mmap, MmapMut};
 use metajit_metaops::interp::eval_reduce_combine;
 use metajit_metaops::interp::{eval_binary, eval_unary};
-use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, PhaseKind};
+use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 use super::lower;
@@ -203,14 +203,12 @@ fn privatisable(k: &Kernel) -> Option<Vec<(usize, ReduceOp)>> {
         if loads_output {
             return None;
         }
-        if let PhaseKind::Store(stores) = &ph.kind {
-            for st in stores {
-                let op = st.combine?;
-                match ops.iter().find(|(b, _)| *b == st.buf) {
-                    Some((_, o)) if *o != op => return None,
-                    Some(_) => {}
-                    None => ops.push((st.buf, op)),
-                }
+        for st in ph.kind.stores() {
+            let op = st.combine?;
+            match ops.iter().find(|(b, _)| *b == st.buf) {
+                Some((_, o)) if *o != op => return None,
+                Some(_) => {}
+                None => ops.push((st.buf, op)),
             }
         }
     }

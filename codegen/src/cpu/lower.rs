@@ -42,7 +42,10 @@
 //! a max/min over both `-0.0` and `+0.0` may pick the other zero; everything else is exact. A
 //! phase falls back to the plain scalar loop when vectorising could reorder memory effects: a
 //! buffer stored twice in the phase, or loaded in the phase at an offset other than the
-//! contiguous offset it is stored at.
+//! contiguous offset it is stored at. A Reduce phase may store too (the scheduler keeps a
+//! costly value for a later phase that way); its stores are emitted as a Store phase's, under
+//! the same rules, beside the fold. Split reductions and column blocks take only Reduce phases
+//! that do not store.
 //!
 //! # Column blocks
 //!
@@ -268,28 +271,24 @@ pub fn check(k: &Kernel) -> Result<(), InvalidKernel> {
         }
         let defined = |v: &V| (v.0 as usize) < ph.body.len();
         let dt_of = |v: &V| ph.body[v.0 as usize].1;
-        match &ph.kind {
-            PhaseKind::Reduce { op, value } => {
-                if !defined(value) || !op.accepts(dt_of(value)) {
-                    return fail(format!("reduce {} {value} is invalid", op.name()));
-                }
-            }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    let ok = defined(&st.offset)
-                        && defined(&st.value)
-                        && st
-                            .mask
-                            .is_none_or(|m| defined(&m) && dt_of(&m) == DType::Bool)
-                        && dt_of(&st.offset) == DType::I64
-                        && k.bufs
-                            .get(st.buf)
-                            .is_some_and(|b| b.output && b.dtype == dt_of(&st.value))
-                        && st.combine.is_none_or(|op| op.accepts(dt_of(&st.value)));
-                    if !ok {
-                        return fail(format!("store {st:?} is invalid"));
-                    }
-                }
+        if let PhaseKind::Reduce { op, value, .. } = &ph.kind
+            && (!defined(value) || !op.accepts(dt_of(value)))
+        {
+            return fail(format!("reduce {} {value} is invalid", op.name()));
+        }
+        for st in ph.kind.stores() {
+            let ok = defined(&st.offset)
+                && defined(&st.value)
+                && st
+                    .mask
+                    .is_none_or(|m| defined(&m) && dt_of(&m) == DType::Bool)
+                && dt_of(&st.offset) == DType::I64
+                && k.bufs
+                    .get(st.buf)
+                    .is_some_and(|b| b.output && b.dtype == dt_of(&st.value))
+                && st.combine.is_none_or(|op| op.accepts(dt_of(&st.value)));
+            if !ok {
+                return fail(format!("store {st:?} is invalid"));
             }
         }
     }
@@ -392,55 +391,52 @@ fn plan(k: &Kernel, p: usize) -> Plan {
 fn vectorizable(ph: &Phase, levels: &[usize]) -> bool {
     let ni = ph.inner.len();
     let dt_of = |v: &V| ph.body[v.0 as usize].1;
-    match &ph.kind {
-        PhaseKind::Reduce { op, value } => {
+    let work = match &ph.kind {
+        PhaseKind::Reduce { op, value, .. } => {
             dt_of(value) == DType::F32
                 && matches!(
                     op,
                     ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
                 )
         }
-        PhaseKind::Store(stores) => {
-            let f32_work = ph
-                .body
-                .iter()
-                .zip(levels)
-                .any(|((_, dt), &l)| l == ni && *dt == DType::F32);
-            if !f32_work {
+        PhaseKind::Store(_) => ph
+            .body
+            .iter()
+            .zip(levels)
+            .any(|((_, dt), &l)| l == ni && *dt == DType::F32),
+    };
+    if !work {
+        return false;
+    }
+    // Dependence of each i64 value on the innermost index.
+    let mut dep = Vec::with_capacity(ph.body.len());
+    for (i, (inst, _)) in ph.body.iter().enumerate() {
+        let d = |v: &V| dep[v.0 as usize];
+        let x = if levels[i] < ni {
+            Dep::Invariant
+        } else {
+            varying_dep(inst, d, dt_of)
+        };
+        dep.push(x);
+    }
+    let mut seen = Vec::new();
+    for st in ph.kind.stores() {
+        if seen.contains(&st.buf) {
+            return false;
+        }
+        seen.push(st.buf);
+        let simple =
+            st.mask.is_none() && st.combine.is_none() && dep[st.offset.0 as usize] == Dep::Unit;
+        for (inst, _) in &ph.body {
+            if let Inst::Load { buf, offset } = inst
+                && *buf == st.buf
+                && !(simple && *offset == st.offset)
+            {
                 return false;
             }
-            // Dependence of each i64 value on the innermost index.
-            let mut dep = Vec::with_capacity(ph.body.len());
-            for (i, (inst, _)) in ph.body.iter().enumerate() {
-                let d = |v: &V| dep[v.0 as usize];
-                let x = if levels[i] < ni {
-                    Dep::Invariant
-                } else {
-                    varying_dep(inst, d, dt_of)
-                };
-                dep.push(x);
-            }
-            let mut seen = Vec::new();
-            for st in stores {
-                if seen.contains(&st.buf) {
-                    return false;
-                }
-                seen.push(st.buf);
-                let simple = st.mask.is_none()
-                    && st.combine.is_none()
-                    && dep[st.offset.0 as usize] == Dep::Unit;
-                for (inst, _) in &ph.body {
-                    if let Inst::Load { buf, offset } = inst
-                        && *buf == st.buf
-                        && !(simple && *offset == st.offset)
-                    {
-                        return false;
-                    }
-                }
-            }
-            true
         }
     }
+    true
 }
 
 /// The value operands of an instruction.
@@ -483,10 +479,12 @@ pub fn split_reduce(k: &Kernel) -> Option<(ReduceOp, bool)> {
     let [red, st] = k.phases.as_slice() else {
         return None;
     };
-    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(_)) = (&red.kind, &st.kind) else {
+    let (PhaseKind::Reduce { op, value, stores }, PhaseKind::Store(_)) = (&red.kind, &st.kind)
+    else {
         return None;
     };
     (!red.inner.is_empty()
+        && stores.is_empty()
         && st.inner.is_empty()
         && red.body[value.0 as usize].1 == DType::F32
         && matches!(
@@ -554,10 +552,19 @@ pub fn column_block(k: &Kernel) -> bool {
     let [red, st] = k.phases.as_slice() else {
         return false;
     };
-    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(stores)) = (&red.kind, &st.kind) else {
+    let (
+        PhaseKind::Reduce {
+            op,
+            value,
+            stores: red_stores,
+        },
+        PhaseKind::Store(stores),
+    ) = (&red.kind, &st.kind)
+    else {
         return false;
     };
     if red.inner.is_empty()
+        || !red_stores.is_empty()
         || !st.inner.is_empty()
         || red.body[value.0 as usize].1 != DType::F32
         || !matches!(
@@ -837,7 +844,7 @@ impl Cx<'_, '_> {
             }
         }
         let acc = match &ph.kind {
-            PhaseKind::Reduce { op, value } => {
+            PhaseKind::Reduce { op, value, .. } => {
                 let dt = ph.body[value.0 as usize].1;
                 let wide = dt.is_float()
                     && dt != DType::F64
@@ -950,29 +957,25 @@ impl Cx<'_, '_> {
     /// The innermost action of a scalar iteration: the stores or the fold.
     fn scalar_action(&mut self, ph: &Phase, vals: &[Option<Value>], acc: Option<Acc>) {
         let get = |v: &V| vals[v.0 as usize].expect("computed");
-        match &ph.kind {
-            PhaseKind::Reduce { value, .. } => {
-                let acc = acc.expect("a Reduce phase has an accumulator");
-                let a = self.b.use_var(acc.var);
-                let x = get(value);
-                let r = if acc.wide {
-                    let x = self.b.ins().fpromote(F64, x);
-                    self.binary(acc.op.combiner(), DType::F64, a, x)
-                } else {
-                    self.binary(acc.op.combiner(), acc.dt, a, x)
-                };
-                self.b.def_var(acc.var, r);
-            }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    self.store_one(
-                        st,
-                        get(&st.offset),
-                        get(&st.value),
-                        st.mask.map(|m| get(&m)),
-                    );
-                }
-            }
+        if let PhaseKind::Reduce { value, .. } = &ph.kind {
+            let acc = acc.expect("a Reduce phase has an accumulator");
+            let a = self.b.use_var(acc.var);
+            let x = get(value);
+            let r = if acc.wide {
+                let x = self.b.ins().fpromote(F64, x);
+                self.binary(acc.op.combiner(), DType::F64, a, x)
+            } else {
+                self.binary(acc.op.combiner(), acc.dt, a, x)
+            };
+            self.b.def_var(acc.var, r);
+        }
+        for st in ph.kind.stores() {
+            self.store_one(
+                st,
+                get(&st.offset),
+                get(&st.value),
+                st.mask.map(|m| get(&m)),
+            );
         }
     }
 
@@ -1149,7 +1152,7 @@ impl Cx<'_, '_> {
         let most = self.b.ins().iconst(I64, GROUPS);
         let ng = self.b.ins().smin(groups, most);
         let acc_base = self.b.ins().stack_addr(I64, slot, 0);
-        let PhaseKind::Reduce { op, value } = k.phases[0].kind.clone() else {
+        let PhaseKind::Reduce { op, value, .. } = k.phases[0].kind.clone() else {
             unreachable!("column_block checked the phases")
         };
         let wide = matches!(op, ReduceOp::Sum | ReduceOp::Prod);
@@ -1432,49 +1435,45 @@ impl Cx<'_, '_> {
 
     /// The innermost action of a vector iteration.
     fn vector_action(&mut self, ph: &Phase, c: &mut VCopy, acc: Option<(Acc, &[Variable])>) {
-        match &ph.kind {
-            PhaseKind::Reduce { value, .. } => {
-                let (a, vars) = acc.expect("a Reduce phase has accumulators");
-                let x = self.vv_vec(c, value.0 as usize, DType::F32);
-                let parts = if a.wide {
-                    // Lanes 0, 1 and lanes 2, 3 as f64x2.
-                    let lo = self.b.ins().fvpromote_low(x);
-                    let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
-                    let mask: Vec<u8> = (8..16).chain(0..8).collect();
-                    let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
-                    let sw = self.b.ins().shuffle(bytes, bytes, mask);
-                    let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
-                    let hi = self.b.ins().fvpromote_low(sw);
-                    vec![lo, hi]
-                } else {
-                    vec![x]
-                };
-                for (var, x) in vars.iter().zip(parts) {
-                    let old = self.b.use_var(*var);
-                    let r = self.vcombine(a.op, old, x);
-                    self.b.def_var(*var, r);
-                }
+        if let PhaseKind::Reduce { value, .. } = &ph.kind {
+            let (a, vars) = acc.expect("a Reduce phase has accumulators");
+            let x = self.vv_vec(c, value.0 as usize, DType::F32);
+            let parts = if a.wide {
+                // Lanes 0, 1 and lanes 2, 3 as f64x2.
+                let lo = self.b.ins().fvpromote_low(x);
+                let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
+                let mask: Vec<u8> = (8..16).chain(0..8).collect();
+                let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+                let sw = self.b.ins().shuffle(bytes, bytes, mask);
+                let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
+                let hi = self.b.ins().fvpromote_low(sw);
+                vec![lo, hi]
+            } else {
+                vec![x]
+            };
+            for (var, x) in vars.iter().zip(parts) {
+                let old = self.b.use_var(*var);
+                let r = self.vcombine(a.op, old, x);
+                self.b.def_var(*var, r);
             }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    let bdt = self.k.bufs[st.buf].dtype;
-                    if st.mask.is_none()
-                        && st.combine.is_none()
-                        && bdt == DType::F32
-                        && let Some(VV::Aff(base, Stride::K(1))) = c.vv[st.offset.0 as usize]
-                    {
-                        let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
-                        let a = self.addr(st.buf, base);
-                        self.b.ins().store(vec_flags().with_notrap(), v, a, 0);
-                        continue;
-                    }
-                    let offs = self.vv_lanes(c, st.offset.0 as usize, DType::I64);
-                    let vals = self.vv_lanes(c, st.value.0 as usize, bdt);
-                    let masks = st.mask.map(|m| self.vv_lanes(c, m.0 as usize, DType::Bool));
-                    for l in 0..LANES {
-                        self.store_one(st, offs[l], vals[l], masks.map(|m| m[l]));
-                    }
-                }
+        }
+        for st in ph.kind.stores() {
+            let bdt = self.k.bufs[st.buf].dtype;
+            if st.mask.is_none()
+                && st.combine.is_none()
+                && bdt == DType::F32
+                && let Some(VV::Aff(base, Stride::K(1))) = c.vv[st.offset.0 as usize]
+            {
+                let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
+                let a = self.addr(st.buf, base);
+                self.b.ins().store(vec_flags().with_notrap(), v, a, 0);
+                continue;
+            }
+            let offs = self.vv_lanes(c, st.offset.0 as usize, DType::I64);
+            let vals = self.vv_lanes(c, st.value.0 as usize, bdt);
+            let masks = st.mask.map(|m| self.vv_lanes(c, m.0 as usize, DType::Bool));
+            for l in 0..LANES {
+                self.store_one(st, offs[l], vals[l], masks.map(|m| m[l]));
             }
         }
     }
