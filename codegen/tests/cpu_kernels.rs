@@ -702,6 +702,40 @@ fn float_sums_accumulate_in_f64() {
     }
 }
 
+/// f32 row sums of every length up to 70 (the unrolled main loop of 16 elements, its tail and
+/// rows shorter than one step), with mixed signs: within one ulp of the interpreter's f64 sum,
+/// on one thread and two.
+#[test]
+fn f32_sums_of_every_length() {
+    let k = row_reduce(ReduceOp::Sum, DType::F32);
+    let ck = compile(&k);
+    for c in 1..=70usize {
+        let r = 3;
+        let x: Vec<f32> = f32_data(r * c, c as u64)
+            .into_iter()
+            .map(|v| {
+                if v.is_finite() {
+                    v.clamp(-1e6, 1e6)
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let data = [HostData::F32(x), HostData::F32(vec![0.0; r])];
+        let sizes = [r as i64, c as i64];
+        let want = interpret(&k, &data, &sizes);
+        for threads in [1, 2] {
+            let got = run_compiled(&ck, &data, &sizes, threads);
+            assert_close(
+                &got,
+                &want,
+                Tol::Ulps(1),
+                &format!("{r}x{c}, {threads} threads"),
+            );
+        }
+    }
+}
+
 #[test]
 fn bool_reductions() {
     for op in [ReduceOp::And, ReduceOp::Or] {

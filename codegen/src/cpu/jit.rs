@@ -47,7 +47,8 @@ use crate::buffer::Buffer;
 /// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
 /// 2: the sizes array carries each entry's division constants after the entries.
 /// 3: split full reductions read two more words after those.
-pub const CODEGEN_VERSION: u32 = 3;
+/// 4: plain f32 sums unroll four times and accumulate with fused multiply-adds by 1.
+pub const CODEGEN_VERSION: u32 = 4;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(

@@ -20,7 +20,8 @@
 //! # Vectorisation
 //!
 //! A phase whose innermost loop computes f32 values (or a Reduce phase over f32 with sum, prod,
-//! max or min) gets an `f32x4` main loop, unrolled [`UNROLL`] times when it is small, plus a
+//! max or min) gets an `f32x4` main loop, unrolled [`UNROLL`] times when it is small
+//! ([`SUM_UNROLL`] times for a plain f32 sum), plus a
 //! scalar tail loop emitted from the same instructions. In the vector loop each value is one
 //! of:
 //!
@@ -36,7 +37,8 @@
 //! Stores that are masked, combining, of a non-f32 buffer or at a non-contiguous offset are
 //! done lane by lane, in lane order (so the scatter order equals the interpreter's). Reduce
 //! phases keep vector accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
-//! `f64x2`, the interpreter accumulating float sums and products in f64), fold them lane-wise
+//! `f64x2`, the interpreter accumulating float sums and products in f64; with FMA, a sum adds
+//! as `x * 1 + acc`, the same bits on the multiply-add ports), fold them lane-wise
 //! and then horizontally at the end of the row, and continue in the scalar tail. So vectorised
 //! sums are reassociated in f64 (in practice the rounded result equals the interpreter's), and
 //! a max/min over both `-0.0` and `+0.0` may pick the other zero; everything else is exact. A
@@ -111,6 +113,12 @@ pub const UNROLL: usize = 2;
 /// The largest innermost body (in rough instruction counts, a transcendental counting 40) that
 /// is unrolled.
 pub const UNROLL_MAX_COST: usize = 40;
+/// Copies of the vector body of an f32 sum whose body costs at most [`SUM_UNROLL_MAX_COST`]
+/// (a load and an index or two: a plain sum): eight `f64x2` accumulators, enough independent
+/// chains to keep the conversions and the adds (fused multiply-adds by 1, on other ports) busy.
+pub const SUM_UNROLL: usize = 4;
+/// The largest innermost body of a sum unrolled [`SUM_UNROLL`] times.
+pub const SUM_UNROLL_MAX_COST: usize = 8;
 
 /// A kernel that breaks the rules of the kernel IR (a bug in whatever produced it).
 #[derive(Debug, thiserror::Error)]
@@ -378,7 +386,15 @@ fn plan(k: &Kernel, p: usize) -> Plan {
             _ => 1,
         })
         .sum();
-    let unroll = if cost <= UNROLL_MAX_COST { UNROLL } else { 1 };
+    let wide_sum = matches!(&ph.kind, PhaseKind::Reduce { op: ReduceOp::Sum, value, .. }
+        if ph.body[value.0 as usize].1 == DType::F32);
+    let unroll = if wide_sum && cost <= SUM_UNROLL_MAX_COST {
+        SUM_UNROLL
+    } else if cost <= UNROLL_MAX_COST {
+        UNROLL
+    } else {
+        1
+    };
     Plan {
         levels,
         vectorize,
@@ -1453,7 +1469,16 @@ impl Cx<'_, '_> {
             };
             for (var, x) in vars.iter().zip(parts) {
                 let old = self.b.use_var(*var);
-                let r = self.vcombine(a.op, old, x);
+                let r = if a.wide && a.op == ReduceOp::Sum && self.has_fma {
+                    // `x * 1 + old` is `x + old` bit for bit (the product is exact, the sum
+                    // rounds once), but runs on the multiply-add ports, beside the f32 -> f64
+                    // conversions on the add ports (AMD Zen): a plain sum then outruns memory.
+                    let one = self.b.ins().f64const(1.0);
+                    let one = self.b.ins().splat(F64X2, one);
+                    self.b.ins().fma(x, one, old)
+                } else {
+                    self.vcombine(a.op, old, x)
+                };
                 self.b.def_var(*var, r);
             }
         }
