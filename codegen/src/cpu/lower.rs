@@ -314,6 +314,8 @@ struct Plan {
     vectorize: bool,
     /// Copies of the vector body per main-loop iteration.
     unroll: usize,
+    /// A plain f32 sum (see [`SUM_UNROLL`]).
+    plain_sum: bool,
     /// Whether inner loop 0 runs over `start..end`.
     split_inner: bool,
     /// The value of each i64 constant.
@@ -388,7 +390,8 @@ fn plan(k: &Kernel, p: usize) -> Plan {
         .sum();
     let wide_sum = matches!(&ph.kind, PhaseKind::Reduce { op: ReduceOp::Sum, value, .. }
         if ph.body[value.0 as usize].1 == DType::F32);
-    let unroll = if wide_sum && cost <= SUM_UNROLL_MAX_COST {
+    let plain_sum = wide_sum && cost <= SUM_UNROLL_MAX_COST;
+    let unroll = if plain_sum {
         SUM_UNROLL
     } else if cost <= UNROLL_MAX_COST {
         UNROLL
@@ -399,6 +402,7 @@ fn plan(k: &Kernel, p: usize) -> Plan {
         levels,
         vectorize,
         unroll,
+        plain_sum,
         split_inner,
         consts,
     }
@@ -667,6 +671,8 @@ struct Acc {
     /// Float sum/prod of f32/f16/bf16: accumulated in f64 and rounded once at the end, as the
     /// interpreter does.
     wide: bool,
+    /// The vector loop adds with fused multiply-adds by 1 (a plain sum, see [`SUM_UNROLL`]).
+    by_fma: bool,
     var: Variable,
 }
 
@@ -873,6 +879,7 @@ impl Cx<'_, '_> {
                     op: *op,
                     dt,
                     wide,
+                    by_fma: plan.plain_sum && self.has_fma,
                     var,
                 })
             }
@@ -1469,10 +1476,11 @@ impl Cx<'_, '_> {
             };
             for (var, x) in vars.iter().zip(parts) {
                 let old = self.b.use_var(*var);
-                let r = if a.wide && a.op == ReduceOp::Sum && self.has_fma {
+                let r = if a.by_fma {
                     // `x * 1 + old` is `x + old` bit for bit (the product is exact, the sum
                     // rounds once), but runs on the multiply-add ports, beside the f32 -> f64
                     // conversions on the add ports (AMD Zen): a plain sum then outruns memory.
+                    // Not where the body has work of its own for those ports (an exp).
                     let one = self.b.ins().f64const(1.0);
                     let one = self.b.ins().splat(F64X2, one);
                     self.b.ins().fma(x, one, old)
