@@ -1717,6 +1717,97 @@ fn scheduled_random_graphs() {
     assert!(kernels > 250);
 }
 
+/// Softmax over the trailing one or two axes as the scheduler fuses it (the sum phase keeps the
+/// exp in the output for the division, see `schedule::keep_across_phases`), in f32 (vector
+/// loops) and f64 (scalar), compiled against the kernel interpreter on one and two threads,
+/// with -inf, +inf, NaN and large inputs; rows sum to 1.
+#[test]
+fn scheduled_softmax_keeps_exp() {
+    use metajit_metaops::schedule::{run_steps, schedule};
+    let cases: [(&str, &[usize], &str); 5] = [
+        ("f32", &[5, 37], "1"),
+        ("f32", &[1, 64], "1"),
+        ("f32", &[3, 4, 9], "2"),
+        ("f32", &[2, 3, 5], "1, 2"),
+        ("f64", &[4, 19], "1"),
+    ];
+    for (dt, dims, axes) in cases {
+        let ax: Vec<usize> = axes.split(", ").map(|a| a.parse().unwrap()).collect();
+        let list = |d: &[usize]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let kept: Vec<usize> = (0..dims.len())
+            .filter(|a| !ax.contains(a))
+            .map(|a| dims[a])
+            .collect();
+        let kd: Vec<usize> = (0..dims.len())
+            .map(|a| if ax.contains(&a) { 1 } else { dims[a] })
+            .collect();
+        let (full, keep, flat) = (list(dims), list(&kd), list(&kept));
+        let text = format!(
+            "%0 = input #0 : {dt}[{full}]
+%1 = reduce max %0 axes=[{axes}] keepdims : {dt}[{keep}]
+%2 = reshape %1 : {dt}[{flat}]
+%3 = broadcast %2 axes=[{axes}] : {dt}[{full}]
+%4 = sub %0, %3 : {dt}[{full}]
+%5 = exp %4 : {dt}[{full}]
+%6 = reduce sum %5 axes=[{axes}] keepdims : {dt}[{keep}]
+%7 = reshape %6 : {dt}[{flat}]
+%8 = broadcast %7 axes=[{axes}] : {dt}[{full}]
+%9 = div %5, %8 : {dt}[{full}]
+return %9
+"
+        );
+        let g = metajit_metaops::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let sched = schedule(&g);
+        let n: usize = dims.iter().product();
+        let d = g.nodes[0].dtype;
+        let x = HostData::from_scalars(
+            d,
+            f32_data(n, n as u64).into_iter().enumerate().map(|(i, v)| {
+                let v = match i % 29 {
+                    3 => f32::NEG_INFINITY,
+                    7 => 85.0,
+                    _ if v.is_finite() => v.clamp(-90.0, 90.0),
+                    _ => 1.0,
+                };
+                Scalar::F32(v).cast(d)
+            }),
+        );
+        let mut kept_exp = false;
+        let out = run_steps(&g, &sched, &[&x], &mut |kernel, args, sv, _| {
+            kept_exp |= kernel
+                .phases
+                .iter()
+                .any(|p| matches!(&p.kind, PhaseKind::Reduce { stores, .. } if !stores.is_empty()));
+            let ck = compile(kernel);
+            let want = interpret(kernel, args, sv);
+            for threads in [1, 2] {
+                let got = run_compiled(&ck, args, sv, threads);
+                assert_close(
+                    &got,
+                    &want,
+                    Tol::Rel(1e-5),
+                    &format!("{text}{threads} threads"),
+                );
+            }
+            for (a, w) in args.iter_mut().zip(want) {
+                *a = w;
+            }
+        });
+        assert!(kept_exp, "{text}");
+        // Rows sum to 1 (the reduced axes are trailing, so rows are contiguous).
+        let row: usize = ax.iter().map(|&a| dims[a]).product();
+        for r in 0..n / row {
+            let total: f64 = (0..row).map(|j| out[0].get(r * row + j).to_f64()).sum();
+            assert!((total - 1.0).abs() < 1e-5, "{text}row {r} sums to {total}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scatters (`ReindexReduce`) split across threads.
 
