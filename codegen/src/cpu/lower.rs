@@ -38,7 +38,7 @@
 //! done lane by lane, in lane order (so the scatter order equals the interpreter's). Reduce
 //! phases keep vector accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
 //! `f64x2`, the interpreter accumulating float sums and products in f64; with FMA, a sum adds
-//! as `x * 1 + acc`, the same bits on the multiply-add ports), fold them lane-wise
+//! as `acc * 1 + x`, the same bits on the multiply-add ports), fold them lane-wise
 //! and then horizontally at the end of the row, and continue in the scalar tail. So vectorised
 //! sums are reassociated in f64 (in practice the rounded result equals the interpreter's), and
 //! a max/min over both `-0.0` and `+0.0` may pick the other zero; everything else is exact. A
@@ -1584,13 +1584,15 @@ impl Cx<'_, '_> {
             for (var, x) in vars.iter().zip(parts) {
                 let old = self.b.use_var(*var);
                 let r = if a.by_fma {
-                    // `x * 1 + old` is `x + old` bit for bit (the product is exact, the sum
+                    // `old * 1 + x` is `old + x` bit for bit (the product is exact, the sum
                     // rounds once), but runs on the multiply-add ports, beside the f32 -> f64
-                    // conversions on the add ports (AMD Zen): a plain sum then outruns memory.
-                    // Not where the body has work of its own for those ports (an exp).
+                    // conversions on the add ports (AMD Zen). The accumulator is the operand
+                    // the instruction overwrites, so it stays in its register (no moves on the
+                    // loop's back edge). Not where the body has work of its own for those ports
+                    // (an exp).
                     let one = self.b.ins().f64const(1.0);
                     let one = self.b.ins().splat(F64X2, one);
-                    self.b.ins().fma(x, one, old)
+                    self.b.ins().fma(old, one, x)
                 } else {
                     self.vcombine(a.op, old, x)
                 };
