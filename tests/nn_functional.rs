@@ -53,6 +53,139 @@ fn softmax_and_log_softmax_are_stable() {
     assert!(r.iter().all(|v| v.is_nan()), "{r:?}");
 }
 
+/// softmax and log-softmax along axis `dim` of a row-major array of shape `dims`, in f64 with
+/// PyTorch's steps (`x - max`, `exp`, sum, divide / subtract the log): NaN where the maximum is
+/// NaN or infinite (a row of only -inf, or one holding +inf), as PyTorch.
+fn naive_softmax_along(x: &[f64], dims: &[usize], dim: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = dims[dim];
+    let inner: usize = dims[dim + 1..].iter().product();
+    let outer: usize = dims[..dim].iter().product();
+    let (mut p, mut lp) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| o * n * inner + k * inner + i;
+            let m = (0..n).map(|k| x[at(k)]).fold(f64::NEG_INFINITY, |a, v| {
+                if a.is_nan() || v.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(v)
+                }
+            });
+            let s: f64 = (0..n).map(|k| (x[at(k)] - m).exp()).sum();
+            for k in 0..n {
+                let d = x[at(k)] - m;
+                p[at(k)] = d.exp() / s;
+                lp[at(k)] = d - s.ln();
+            }
+        }
+    }
+    (p, lp)
+}
+
+/// Softmax and log-softmax on random shapes (rank 1 to 4, any axis, negative ones too) in f32
+/// and f64, with rows of only -inf, single -inf, +inf and NaN elements, ±80 and 1000, against
+/// the f64 loops above. Tolerance: f64 within 1e-12; f32 within 2e-6 absolute + 1e-5 relative
+/// for softmax (the inline exp is within a few ulp, the row sum is exact in f64, the division
+/// rounds once) and 1e-5 relative + 1e-5 absolute for log-softmax; NaN exactly where the f64
+/// loops give NaN, infinities exactly.
+#[test]
+fn softmax_on_random_shapes_matches_f64_loops() {
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for case in 0..40 {
+        let rank = 1 + (next() % 4) as usize;
+        let dims: Vec<usize> = (0..rank).map(|_| 1 + (next() % 7) as usize).collect();
+        let dim = (next() % rank as u64) as usize;
+        let numel: usize = dims.iter().product();
+        let x: Vec<f64> = (0..numel)
+            .map(|_| match next() % 40 {
+                0 => f64::NEG_INFINITY,
+                1 => f64::INFINITY,
+                2 => f64::NAN,
+                3 => 80.0,
+                4 => -80.0,
+                5 => 1000.0,
+                _ => (next() % 2000) as f64 / 100.0 - 10.0,
+            })
+            .collect();
+        // Some cases get whole rows of -inf (every element along `dim` at outer index 0).
+        let mut x = x;
+        if case % 4 == 0 {
+            let inner: usize = dims[dim + 1..].iter().product();
+            for k in 0..dims[dim] {
+                x[k * inner] = f64::NEG_INFINITY;
+            }
+        }
+        let (want_p, want_lp) = naive_softmax_along(&x, &dims, dim);
+        let axis = if case % 2 == 0 {
+            dim as isize
+        } else {
+            dim as isize - rank as isize
+        };
+        let what = format!("case {case}: shape {dims:?} dim {axis}");
+        // f64.
+        let t = Tensor::from_vec(x.clone(), dims.clone());
+        for (got, want) in [
+            (vals(&F::softmax(&t, axis)), &want_p),
+            (vals(&F::log_softmax(&t, axis)), &want_lp),
+        ] {
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(
+                    common::close(*g, *w, 1e-12, 1e-12),
+                    "{what} f64: {got:?}\nwant {want:?}"
+                );
+            }
+        }
+        // f32: the f64 loops on the f32-rounded inputs.
+        let x32: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let xr: Vec<f64> = x32.iter().map(|v| *v as f64).collect();
+        let (want_p, want_lp) = naive_softmax_along(&xr, &dims, dim);
+        let t = Tensor::from_vec(x32, dims.clone());
+        let got = vals(&F::softmax(&t, axis));
+        for (g, w) in got.iter().zip(&want_p) {
+            assert!(
+                common::close(*g, *w, 1e-5, 2e-6),
+                "{what} f32 softmax: {got:?}\nwant {want_p:?}"
+            );
+        }
+        let got = vals(&F::log_softmax(&t, axis));
+        for (g, w) in got.iter().zip(&want_lp) {
+            assert!(
+                common::close(*g, *w, 1e-5, 1e-5),
+                "{what} f32 log_softmax: {got:?}\nwant {want_lp:?}"
+            );
+        }
+    }
+}
+
+/// PyTorch's results for rows holding +inf, NaN, or only -inf: NaN everywhere in the row.
+#[test]
+fn softmax_of_infinite_and_nan_rows_is_nan_as_pytorch() {
+    let inf = f32::INFINITY;
+    let rows = [
+        vec![inf, 1.0],
+        vec![inf, inf],
+        vec![f32::NEG_INFINITY, f32::NEG_INFINITY],
+        vec![f32::NAN, 1.0],
+    ];
+    for r in rows {
+        let t = Tensor::from_vec(r.clone(), [1, 2]);
+        for y in [F::softmax(&t, 1), F::log_softmax(&t, 1)] {
+            let v = vals(&y);
+            assert!(v.iter().all(|x| x.is_nan()), "{r:?} -> {v:?}");
+        }
+    }
+    // -inf beside a finite value: probability 0, log-probability -inf.
+    let t = Tensor::from_vec(vec![f32::NEG_INFINITY, 1.0], [1, 2]);
+    assert_eq!(vals(&F::softmax(&t, 1)), vec![0.0, 1.0]);
+    assert_eq!(vals(&F::log_softmax(&t, 1)), vec![f64::NEG_INFINITY, 0.0]);
+}
+
 /// PyTorch's nll over [N, C, S] (S = product of the extra axes) in f64.
 fn naive_nll(
     logp: &[f64],

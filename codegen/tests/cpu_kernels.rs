@@ -84,10 +84,19 @@ impl B {
         }
     }
     fn reduce(self, inner: Vec<Extent>, op: ReduceOp, value: V) -> Phase {
+        self.reduce_storing(inner, op, value, vec![])
+    }
+    fn reduce_storing(
+        self,
+        inner: Vec<Extent>,
+        op: ReduceOp,
+        value: V,
+        stores: Vec<Store>,
+    ) -> Phase {
         Phase {
             inner,
             body: self.body,
-            kind: PhaseKind::Reduce { op, value },
+            kind: PhaseKind::Reduce { op, value, stores },
         }
     }
 }
@@ -693,6 +702,40 @@ fn float_sums_accumulate_in_f64() {
     }
 }
 
+/// f32 row sums of every length up to 70 (the unrolled main loop of 16 elements, its tail and
+/// rows shorter than one step), with mixed signs: within one ulp of the interpreter's f64 sum,
+/// on one thread and two.
+#[test]
+fn f32_sums_of_every_length() {
+    let k = row_reduce(ReduceOp::Sum, DType::F32);
+    let ck = compile(&k);
+    for c in 1..=70usize {
+        let r = 3;
+        let x: Vec<f32> = f32_data(r * c, c as u64)
+            .into_iter()
+            .map(|v| {
+                if v.is_finite() {
+                    v.clamp(-1e6, 1e6)
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let data = [HostData::F32(x), HostData::F32(vec![0.0; r])];
+        let sizes = [r as i64, c as i64];
+        let want = interpret(&k, &data, &sizes);
+        for threads in [1, 2] {
+            let got = run_compiled(&ck, &data, &sizes, threads);
+            assert_close(
+                &got,
+                &want,
+                Tol::Ulps(1),
+                &format!("{r}x{c}, {threads} threads"),
+            );
+        }
+    }
+}
+
 #[test]
 fn bool_reductions() {
     for op in [ReduceOp::And, ReduceOp::Or] {
@@ -846,6 +889,136 @@ fn softmax_rows() {
             assert!((total - 1.0).abs() < 1e-5, "row sums to {total}");
         }
     }
+}
+
+/// Reduce phases that also store (what the scheduler emits to keep a value across phases):
+/// phase 0 folds `exp(x)` and stores it, as f32 (vector stores) and as f64 (lane by lane); phase
+/// 1 folds the kept f32 values again (a max); phase 2 divides them in place by phase 0's sum;
+/// phase 3 stores phase 1's max per row. Every row length around the vector width and the
+/// unrolled step, f32 and f64 (the scalar loop), on one thread and two.
+#[test]
+fn reduce_phases_that_store() {
+    for dt in [DType::F32, DType::F64] {
+        let row = |b: &mut B| {
+            let o = b.idx(0);
+            let i = b.idx(1);
+            let n = b.size(1);
+            let r = b.mul(o, n);
+            b.add(r, i)
+        };
+        let mut b = B::default();
+        let off = row(&mut b);
+        let x = b.load(0, off, dt);
+        let e = b.un(UnaryOp::Exp, x);
+        let wide = b.cast(e, DType::F64);
+        let p0 = b.reduce_storing(
+            vec![s(1)],
+            ReduceOp::Sum,
+            e,
+            vec![st(1, off, e), st(2, off, wide)],
+        );
+        let mut b = B::default();
+        let off = row(&mut b);
+        let e = b.load(1, off, dt);
+        let p1 = b.reduce(vec![s(1)], ReduceOp::Max, e);
+        let mut b = B::default();
+        let off = row(&mut b);
+        let e = b.load(1, off, dt);
+        let sum = b.res(0, dt);
+        let y = b.bin(BinaryOp::Div, e, sum);
+        let p2 = b.store(vec![s(1)], vec![st(1, off, y)]);
+        let mut b = B::default();
+        let o = b.idx(0);
+        let m = b.res(1, dt);
+        let p3 = b.store(vec![], vec![st(3, o, m)]);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(dt, false), (dt, true), (DType::F64, true), (dt, true)]),
+                &[
+                    (0, &[s(0), s(1)]),
+                    (1, &[s(0), s(1)]),
+                    (2, &[s(0), s(1)]),
+                    (3, &[s(0)]),
+                ],
+            ),
+            n_sizes: 2,
+            outer: vec![s(0)],
+            phases: vec![p0, p1, p2, p3],
+            parallel: true,
+        };
+        if dt == DType::F32 {
+            assert!(jit::clif_text(&k).unwrap().contains("f32x4"), "vectorised");
+        }
+        for (r, c) in [
+            (1usize, 1usize),
+            (3, 3),
+            (2, 4),
+            (3, 7),
+            (2, 8),
+            (4, 9),
+            (5, 33),
+        ] {
+            let x: Vec<f32> = f32_data(r * c, (r * 100 + c) as u64)
+                .iter()
+                .map(|v| {
+                    if v.is_finite() {
+                        v.clamp(-80.0, 80.0)
+                    } else {
+                        *v
+                    }
+                })
+                .collect();
+            let x = HostData::from_scalars(dt, x.iter().map(|v| Scalar::F32(*v).cast(dt)));
+            let data = [
+                x,
+                HostData::zeros(dt, r * c),
+                HostData::zeros(DType::F64, r * c),
+                HostData::zeros(dt, r),
+            ];
+            let sizes = [r as i64, c as i64];
+            let what = format!("{dt} {r}x{c}");
+            let ck = check(&k, &data, &sizes, Tol::Rel(1e-5), &what);
+            let one = run_compiled(&ck, &data, &sizes, 1);
+            let two = run_compiled(&ck, &data, &sizes, 2);
+            assert_close(&two, &one, Tol::Exact, &what);
+        }
+    }
+    // Without outer loops, a Reduce phase that stores is not split across threads (its
+    // stores would be partial); it runs whole.
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, DType::F32);
+    let e = b.un(UnaryOp::Exp, x);
+    let p0 = b.reduce_storing(vec![s(0)], ReduceOp::Sum, e, vec![st(1, i, e)]);
+    let mut b = B::default();
+    let z = b.i64(0);
+    let r = b.res(0, DType::F32);
+    let p1 = b.store(vec![], vec![st(2, z, r)]);
+    let k = Kernel {
+        bufs: dims(
+            bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+            &[(0, &[s(0)]), (1, &[s(0)]), (2, &[])],
+        ),
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![p0, p1],
+        parallel: true,
+    };
+    assert!(lower::split_reduce(&k).is_none());
+    let n = 100_000;
+    let data = [
+        HostData::F32(positive_data(n, 3)),
+        HostData::F32(vec![0.0; n]),
+        HostData::F32(vec![0.0]),
+    ];
+    let ck = check(&k, &data, &[n as i64], Tol::Rel(1e-5), "unsplit");
+    let two = run_compiled(&ck, &data, &[n as i64], 2);
+    assert_close(
+        &two,
+        &interpret(&k, &data, &[n as i64]),
+        Tol::Rel(1e-5),
+        "2 threads",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1542,6 +1715,105 @@ fn scheduled_random_graphs() {
     }
     println!("{kernels} scheduled kernels, {vectorised} with an f32x4 loop");
     assert!(kernels > 250);
+}
+
+/// Softmax over the trailing one or two axes as the scheduler fuses it (the sum phase keeps the
+/// exp in the output for the division, see `schedule::keep_across_phases`), in f32 (vector
+/// loops) and f64, f16 and bf16 (scalar), compiled against the kernel interpreter on one and
+/// two threads,
+/// with -inf, +inf, NaN and large inputs; rows sum to 1.
+#[test]
+fn scheduled_softmax_keeps_exp() {
+    use metajit_metaops::schedule::{run_steps, schedule};
+    let cases: [(&str, &[usize], &str); 7] = [
+        ("f32", &[5, 37], "1"),
+        ("f32", &[1, 64], "1"),
+        ("f32", &[3, 4, 9], "2"),
+        ("f32", &[2, 3, 5], "1, 2"),
+        ("f64", &[4, 19], "1"),
+        ("f16", &[3, 21], "1"),
+        ("bf16", &[2, 13], "1"),
+    ];
+    for (dt, dims, axes) in cases {
+        let ax: Vec<usize> = axes.split(", ").map(|a| a.parse().unwrap()).collect();
+        let list = |d: &[usize]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let kept: Vec<usize> = (0..dims.len())
+            .filter(|a| !ax.contains(a))
+            .map(|a| dims[a])
+            .collect();
+        let kd: Vec<usize> = (0..dims.len())
+            .map(|a| if ax.contains(&a) { 1 } else { dims[a] })
+            .collect();
+        let (full, keep, flat) = (list(dims), list(&kd), list(&kept));
+        let text = format!(
+            "%0 = input #0 : {dt}[{full}]
+%1 = reduce max %0 axes=[{axes}] keepdims : {dt}[{keep}]
+%2 = reshape %1 : {dt}[{flat}]
+%3 = broadcast %2 axes=[{axes}] : {dt}[{full}]
+%4 = sub %0, %3 : {dt}[{full}]
+%5 = exp %4 : {dt}[{full}]
+%6 = reduce sum %5 axes=[{axes}] keepdims : {dt}[{keep}]
+%7 = reshape %6 : {dt}[{flat}]
+%8 = broadcast %7 axes=[{axes}] : {dt}[{full}]
+%9 = div %5, %8 : {dt}[{full}]
+return %9
+"
+        );
+        let g = metajit_metaops::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let sched = schedule(&g);
+        let n: usize = dims.iter().product();
+        let d = g.nodes[0].dtype;
+        let x = HostData::from_scalars(
+            d,
+            f32_data(n, n as u64).into_iter().enumerate().map(|(i, v)| {
+                let v = match i % 29 {
+                    3 => f32::NEG_INFINITY,
+                    7 => 85.0,
+                    _ if v.is_finite() => v.clamp(-90.0, 90.0),
+                    _ => 1.0,
+                };
+                Scalar::F32(v).cast(d)
+            }),
+        );
+        let mut kept_exp = false;
+        let out = run_steps(&g, &sched, &[&x], &mut |kernel, args, sv, _| {
+            kept_exp |= kernel
+                .phases
+                .iter()
+                .any(|p| matches!(&p.kind, PhaseKind::Reduce { stores, .. } if !stores.is_empty()));
+            let ck = compile(kernel);
+            let want = interpret(kernel, args, sv);
+            for threads in [1, 2] {
+                let got = run_compiled(&ck, args, sv, threads);
+                assert_close(
+                    &got,
+                    &want,
+                    Tol::Rel(1e-5),
+                    &format!("{text}{threads} threads"),
+                );
+            }
+            for (a, w) in args.iter_mut().zip(want) {
+                *a = w;
+            }
+        });
+        assert!(kept_exp, "{text}");
+        // Rows sum to 1 (the reduced axes are trailing, so rows are contiguous).
+        let row: usize = ax.iter().map(|&a| dims[a]).product();
+        for r in 0..n / row {
+            let total: f64 = (0..row).map(|j| out[0].get(r * row + j).to_f64()).sum();
+            let tol = match dt {
+                "f16" => 1e-2,
+                "bf16" => 5e-2,
+                _ => 1e-5,
+            };
+            assert!((total - 1.0).abs() < tol, "{text}row {r} sums to {total}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 //! ```text
 //! for o0 in 0..S[outer[0]]            // loop 0: split across threads (`start..end`)
 //!   for o1 in 0..S[outer[1]] ...       // the other outer loops
-//!     phase 0: for i.. in inner loops: // a Reduce phase folds a value into a register,
+//!     phase 0: for i.. in inner loops: // a Reduce phase folds a value into a register
+//!                                      // (and may write values too),
 //!     phase 1: for i.. in inner loops: // a Store phase writes values to buffers;
 //!     ...                              // later phases read earlier Reduce results
 //! ```
@@ -21,7 +22,7 @@
 //!   phase the instruction is in.
 //! - Scalar ops have the reference interpreter's semantics (`crate::interp::eval_unary`, ...).
 //! - A Reduce phase starts from `op.identity(dtype)` and folds `value` over its inner loops in
-//!   row-major order; float sums and products accumulate in f64 and round once at the end.
+//!   row-major order (its stores, if any, are done at every iteration as a Store phase's are); float sums and products accumulate in f64 and round once at the end.
 //!   Backends may reassociate float sums/products (results then agree within an ulp, not
 //!   bitwise) but keep the f64 accumulation of f32/f16/bf16 sums and products: partial sums
 //!   are f64, combined in f64 and rounded once at the end (the CPU backend splits a reduction
@@ -100,6 +101,52 @@ pub enum Inst {
     PhaseResult(usize),
 }
 
+impl Inst {
+    /// The values the instruction reads, in operand order.
+    pub fn operands(&self) -> Vec<V> {
+        match self {
+            Inst::Load { offset, .. } => vec![*offset],
+            Inst::Unary(_, a) | Inst::Cast(_, a) => vec![*a],
+            Inst::Binary(_, a, b) => vec![*a, *b],
+            Inst::Where(c, a, b) => vec![*c, *a, *b],
+            Inst::Random { counter, .. } => vec![*counter],
+            Inst::Const(_)
+            | Inst::LoopIdx(_)
+            | Inst::Size(_)
+            | Inst::Param(_)
+            | Inst::PhaseResult(_) => vec![],
+        }
+    }
+
+    /// The instruction with every operand `v` replaced by `f(v)`.
+    pub fn map_operands(&self, mut f: impl FnMut(V) -> V) -> Inst {
+        match self {
+            Inst::Load { buf, offset } => Inst::Load {
+                buf: *buf,
+                offset: f(*offset),
+            },
+            Inst::Unary(op, a) => Inst::Unary(*op, f(*a)),
+            Inst::Cast(d, a) => Inst::Cast(*d, f(*a)),
+            Inst::Binary(op, a, b) => Inst::Binary(*op, f(*a), f(*b)),
+            Inst::Where(c, a, b) => Inst::Where(f(*c), f(*a), f(*b)),
+            Inst::Random {
+                seed_param,
+                dist,
+                counter,
+            } => Inst::Random {
+                seed_param: *seed_param,
+                dist: *dist,
+                counter: f(*counter),
+            },
+            Inst::Const(_)
+            | Inst::LoopIdx(_)
+            | Inst::Size(_)
+            | Inst::Param(_)
+            | Inst::PhaseResult(_) => self.clone(),
+        }
+    }
+}
+
 /// A write of a value to a buffer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Store {
@@ -118,15 +165,29 @@ pub struct Store {
 /// What a phase does with its body.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PhaseKind {
-    /// Folds `value` over the inner loops.
+    /// Folds `value` over the inner loops, and does `stores` at every inner iteration (the
+    /// scheduler keeps a value computed for the fold for a later phase this way: see
+    /// `schedule::keep_across_phases`).
     Reduce {
         /// The combining op.
         op: ReduceOp,
         /// The value folded.
         value: V,
+        /// Writes done at every inner iteration besides the fold (usually none).
+        stores: Vec<Store>,
     },
     /// Writes values at every inner iteration.
     Store(Vec<Store>),
+}
+
+impl PhaseKind {
+    /// The writes done at every inner iteration: a Store phase's, or a Reduce phase's besides
+    /// its fold.
+    pub fn stores(&self) -> &[Store] {
+        match self {
+            PhaseKind::Reduce { stores, .. } | PhaseKind::Store(stores) => stores,
+        }
+    }
 }
 
 /// One pass over the phase's inner loops.
@@ -279,20 +340,18 @@ impl Kernel {
                 }
                 f.push('\n');
             }
-            match &ph.kind {
-                PhaseKind::Reduce { op, value } => writeln!(f, "    reduce {} {value}", op.name())?,
-                PhaseKind::Store(stores) => {
-                    for st in stores {
-                        write!(f, "    store b{}[{}] = {}", st.buf, st.offset, st.value)?;
-                        if let Some(m) = st.mask {
-                            write!(f, " if {m}")?;
-                        }
-                        if let Some(op) = st.combine {
-                            write!(f, " combine {}", op.name())?;
-                        }
-                        f.push('\n');
-                    }
+            if let PhaseKind::Reduce { op, value, .. } = &ph.kind {
+                writeln!(f, "    reduce {} {value}", op.name())?;
+            }
+            for st in ph.kind.stores() {
+                write!(f, "    store b{}[{}] = {}", st.buf, st.offset, st.value)?;
+                if let Some(m) = st.mask {
+                    write!(f, " if {m}")?;
                 }
+                if let Some(op) = st.combine {
+                    write!(f, " combine {}", op.name())?;
+                }
+                f.push('\n');
             }
         }
         Ok(())
@@ -419,35 +478,31 @@ pub fn interpret(
                     };
                     vals.push(r);
                 }
-                match &ph.kind {
-                    PhaseKind::Reduce { op, value } => {
-                        let x = vals[value.0 as usize];
-                        acc = acc.map(|a| match (op, a) {
-                            // Float sums and products accumulate in f64 and round once at
-                            // the end, as the reference interpreter does.
-                            (ReduceOp::Sum | ReduceOp::Prod, Scalar::F64(_))
-                                if x.dtype() != DType::F64 =>
-                            {
-                                eval_reduce_combine(*op, a, x.cast(DType::F64))
-                            }
-                            _ => eval_reduce_combine(*op, a, x),
-                        });
-                    }
-                    PhaseKind::Store(stores) => {
-                        for st in stores {
-                            if let Some(m) = st.mask
-                                && !vals[m.0 as usize].is_truthy()
-                            {
-                                continue;
-                            }
-                            let off = vals[st.offset.0 as usize].to_i64() as usize;
-                            let mut val = vals[st.value.0 as usize];
-                            if let Some(op) = st.combine {
-                                val = eval_reduce_combine(op, bufs[st.buf].get(off), val);
-                            }
-                            bufs[st.buf].set(off, val);
+                if let PhaseKind::Reduce { op, value, .. } = &ph.kind {
+                    let x = vals[value.0 as usize];
+                    acc = acc.map(|a| match (op, a) {
+                        // Float sums and products accumulate in f64 and round once at the end,
+                        // as the reference interpreter does.
+                        (ReduceOp::Sum | ReduceOp::Prod, Scalar::F64(_))
+                            if x.dtype() != DType::F64 =>
+                        {
+                            eval_reduce_combine(*op, a, x.cast(DType::F64))
                         }
+                        _ => eval_reduce_combine(*op, a, x),
+                    });
+                }
+                for st in ph.kind.stores() {
+                    if let Some(m) = st.mask
+                        && !vals[m.0 as usize].is_truthy()
+                    {
+                        continue;
                     }
+                    let off = vals[st.offset.0 as usize].to_i64() as usize;
+                    let mut val = vals[st.value.0 as usize];
+                    if let Some(op) = st.combine {
+                        val = eval_reduce_combine(op, bufs[st.buf].get(off), val);
+                    }
+                    bufs[st.buf].set(off, val);
                 }
             }
             results.push(match (acc, reduce_dtype) {

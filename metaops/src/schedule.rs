@@ -1415,7 +1415,14 @@ impl<'g, 's> KernelBuilder<'g, 's> {
         }
         let value = self.eval(x, &coords)?;
         let inner: Vec<Extent> = reduced.iter().map(|&d| self.extent(d)).collect();
-        self.end_phase(inner, PhaseKind::Reduce { op: *op, value });
+        self.end_phase(
+            inner,
+            PhaseKind::Reduce {
+                op: *op,
+                value,
+                stores: Vec::new(),
+            },
+        );
         self.phase_of_node.insert(r, self.phases.len() - 1);
         Ok(())
     }
@@ -1513,6 +1520,12 @@ impl<'g, 's> KernelBuilder<'g, 's> {
                         combine: None,
                     }]),
                 );
+                // The store is at the root's own coordinates, one element per iteration of
+                // the loops, and nothing else touches the root's buffer: what
+                // `keep_across_phases` needs.
+                if !absorbed.is_empty() {
+                    keep_across_phases(&mut self.phases, &self.outer, &self.bufs);
+                }
             }
         }
         Ok(())
@@ -1541,6 +1554,371 @@ impl<'g, 's> KernelBuilder<'g, 's> {
             init: self.init,
             root: NodeId(k as u32),
         }
+    }
+}
+
+/// The least [`keep_cost`] of a value worth keeping across phases: a transcendental function,
+/// a power, a random number or two divisions. Cheaper values (`x - max`) are recomputed: a
+/// store and a load cost about as much.
+const KEEP_MIN_COST: usize = 8;
+
+/// Rough cost of computing one instruction once per element (for [`keep_across_phases`]).
+fn keep_cost(inst: &Inst) -> usize {
+    use crate::op::UnaryOp;
+    match inst {
+        Inst::Unary(
+            UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Tanh
+            | UnaryOp::Sigmoid
+            | UnaryOp::Erf,
+            _,
+        )
+        | Inst::Binary(BinaryOp::Pow, _, _) => 20,
+        Inst::Random { .. } => 50,
+        Inst::Unary(UnaryOp::Recip | UnaryOp::Sqrt, _)
+        | Inst::Binary(BinaryOp::Div | BinaryOp::Mod, _, _) => 4,
+        _ => 1,
+    }
+}
+
+/// Structural identities of the instructions of a phase, in a table shared by all phases:
+/// equal ids, equal values (at equal loop indices, for phases over the same loops). `outer`
+/// are the kernel's outer extents. Up to the forms the builder leaves for the same index: the
+/// index of a loop of extent 1 is 0, `a + 0`, `a - 0` and `a * 1` are `a`, `a * 0` is 0, and
+/// the operands of commutative integer ops are unordered (a Reduce phase reads a `[1, n]` row
+/// at `i`, the Store phase at `0 * n + i`).
+fn intern(ph: &Phase, outer: &[Extent], table: &mut HashMap<(Inst, DType), usize>) -> Vec<usize> {
+    let one_trip: Vec<bool> = outer
+        .iter()
+        .chain(&ph.inner)
+        .map(|e| *e == Extent::Const(1))
+        .collect();
+    let mut own: Vec<usize> = Vec::with_capacity(ph.body.len());
+    for (inst, d) in &ph.body {
+        let zero = Inst::Const(Scalar::I64(0));
+        let key = match inst {
+            Inst::LoopIdx(l) if one_trip.get(*l) == Some(&true) => zero.clone(),
+            _ => inst.map_operands(|v| V(own[v.0 as usize] as u32)),
+        };
+        let id_of = |c: i64| {
+            table
+                .get(&(Inst::Const(Scalar::I64(c)), DType::I64))
+                .copied()
+        };
+        let (z, one) = (id_of(0), id_of(1));
+        let same = match &key {
+            Inst::Binary(op, a, b) if *d == DType::I64 => {
+                let (a, b) = (Some(a.0 as usize), Some(b.0 as usize));
+                match op {
+                    BinaryOp::Add if a == z => b,
+                    BinaryOp::Add | BinaryOp::Sub if b == z => a,
+                    BinaryOp::Mul if a == one => b,
+                    BinaryOp::Mul if b == one => a,
+                    BinaryOp::Mul if a == z || b == z => z,
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let key = match key {
+            Inst::Binary(op, a, b) if *d == DType::I64 && op.is_commutative() && b < a => {
+                Inst::Binary(op, b, a)
+            }
+            k => k,
+        };
+        let id = match same {
+            Some(id) => id,
+            None => {
+                let n = table.len();
+                *table.entry((key, *d)).or_insert(n)
+            }
+        };
+        own.push(id);
+    }
+    own
+}
+
+/// Per instruction of `ph`: whether it varies with an inner loop, and the [`keep_cost`] of what
+/// it computes per element (the varying instructions it depends on, each counted once).
+fn varying_costs(ph: &Phase, n_outer: usize) -> (Vec<bool>, Vec<usize>) {
+    let n = ph.body.len();
+    let mut closure: Vec<Vec<bool>> = Vec::with_capacity(n);
+    let mut varies: Vec<bool> = Vec::with_capacity(n);
+    for (i, (inst, _)) in ph.body.iter().enumerate() {
+        let mut c = vec![false; n];
+        c[i] = true;
+        let mut v = matches!(inst, Inst::LoopIdx(l) if *l >= n_outer);
+        for o in inst.operands() {
+            let o = o.0 as usize;
+            v |= varies[o];
+            for (j, x) in closure[o].iter().enumerate() {
+                c[j] |= *x;
+            }
+        }
+        closure.push(c);
+        varies.push(v);
+    }
+    let cost = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| closure[i][j] && varies[j])
+                .map(|j| keep_cost(&ph.body[j].0))
+                .sum()
+        })
+        .collect();
+    (varies, cost)
+}
+
+/// The instructions `v` depends on (itself included), by index.
+fn depends(ph: &Phase, v: V) -> Vec<bool> {
+    let mut used = vec![false; ph.body.len()];
+    let mut stack = vec![v.0 as usize];
+    while let Some(j) = stack.pop() {
+        if !used[j] {
+            used[j] = true;
+            stack.extend(ph.body[j].0.operands().iter().map(|o| o.0 as usize));
+        }
+    }
+    used
+}
+
+/// Rebuilds `ph` with instruction `keep` replaced by a load of `buf` at `off` (an instruction
+/// of `ph` that does not depend on `keep`): `off`'s instructions first, then every other
+/// instruction still used, in order; the rest is dropped.
+fn load_instead(ph: &mut Phase, keep: usize, off: V, buf: usize) {
+    let n = ph.body.len();
+    let first = depends(ph, off);
+    let mut roots: Vec<V> = Vec::new();
+    if let PhaseKind::Reduce { value, .. } = &ph.kind {
+        roots.push(*value);
+    }
+    for st in ph.kind.stores() {
+        roots.extend([st.offset, st.value]);
+        roots.extend(st.mask);
+    }
+    let mut used = vec![false; n];
+    let mut stack: Vec<usize> = roots.iter().map(|v| v.0 as usize).collect();
+    while let Some(j) = stack.pop() {
+        if !used[j] {
+            used[j] = true;
+            if j != keep {
+                stack.extend(ph.body[j].0.operands().iter().map(|o| o.0 as usize));
+            }
+        }
+    }
+    let order: Vec<usize> = (0..n)
+        .filter(|&j| first[j])
+        .chain((0..n).filter(|&j| used[j] && !first[j]))
+        .collect();
+    let mut body: Vec<(Inst, DType)> = Vec::with_capacity(order.len());
+    let mut renum: Vec<Option<V>> = vec![None; n];
+    for j in order {
+        let (inst, d) = &ph.body[j];
+        let inst = if j == keep {
+            Inst::Load {
+                buf,
+                offset: renum[off.0 as usize].expect("the offset comes first"),
+            }
+        } else {
+            inst.map_operands(|o| renum[o.0 as usize].expect("operands precede"))
+        };
+        body.push((inst, *d));
+        renum[j] = Some(V(body.len() as u32 - 1));
+    }
+    let get = |v: V| renum[v.0 as usize].expect("roots are used");
+    let stores: Vec<Store> = ph
+        .kind
+        .stores()
+        .iter()
+        .map(|st| Store {
+            buf: st.buf,
+            offset: get(st.offset),
+            value: get(st.value),
+            mask: st.mask.map(get),
+            combine: st.combine,
+        })
+        .collect();
+    ph.kind = match &ph.kind {
+        PhaseKind::Reduce { op, value, .. } => PhaseKind::Reduce {
+            op: *op,
+            value: get(*value),
+            stores,
+        },
+        PhaseKind::Store(_) => PhaseKind::Store(stores),
+    };
+    ph.body = body;
+}
+
+/// Appends to `ph` (whose structural ids are `ids`) the instructions of `src` (ids `src_ids`)
+/// that `v` depends on and `ph` lacks; returns `v`'s value in `ph`, or `None` when `v` reads a
+/// phase result `ph` cannot (phase `p` or later).
+fn copy_into(
+    ph: &mut Phase,
+    ids: &mut Vec<usize>,
+    p: usize,
+    src: &Phase,
+    src_ids: &[usize],
+    v: V,
+) -> Option<V> {
+    let need = depends(src, v);
+    let mut map: Vec<Option<V>> = vec![None; src.body.len()];
+    for j in (0..src.body.len()).filter(|&j| need[j]) {
+        let got = match ids.iter().position(|id| *id == src_ids[j]) {
+            Some(at) => V(at as u32),
+            None => {
+                let (inst, d) = &src.body[j];
+                if matches!(inst, Inst::PhaseResult(q) if *q >= p) {
+                    return None;
+                }
+                let inst = inst.map_operands(|o| map[o.0 as usize].expect("operands precede"));
+                ph.body.push((inst, *d));
+                ids.push(src_ids[j]);
+                V(ph.body.len() as u32 - 1)
+            }
+        };
+        map[j] = Some(got);
+    }
+    map[v.0 as usize]
+}
+
+/// Computes a costly value once per element instead of once per phase.
+///
+/// A multi-phase kernel recomputes in later phases what an earlier one folded: softmax's
+/// `exp(x - max)` is summed in one phase and divided by the sum in the next (and its gradient
+/// needs it in three). When phases over the same inner loops compute the same value (the same
+/// instructions over the same loop indices, sizes, loads and earlier phase results: equal as
+/// expressions, so equal in value), the first of them, a Reduce phase, also stores it into the
+/// element of the kernel's output that the last phase writes at that iteration; the later ones
+/// load it from there instead of computing it, and the last phase then overwrites the element
+/// with its own value. The value must have the output's dtype (so the round trip is exact).
+/// One element holds one value: the one that saves the most is kept (its cost times the
+/// phases that no longer compute it), if it is costlier than [`KEEP_MIN_COST`].
+///
+/// The caller guarantees that the last phase is a Store phase with one unmasked, plain store
+/// whose offset is distinct for distinct iterations of the loops (the root's own coordinates;
+/// so one iteration's kept value is not overwritten by another's before it is read), into a
+/// buffer no phase loads or otherwise stores. `outer` are the kernel's outer extents.
+fn keep_across_phases(phases: &mut [Phase], outer: &[Extent], bufs: &[BufParam]) {
+    let n_outer = outer.len();
+    let Some(last) = phases.len().checked_sub(1) else {
+        return;
+    };
+    let st = match &phases[last].kind {
+        PhaseKind::Store(stores) => match stores.as_slice() {
+            [st] if st.mask.is_none() && st.combine.is_none() => st.clone(),
+            _ => return,
+        },
+        PhaseKind::Reduce { .. } => return,
+    };
+    let touches = |ph: &Phase| {
+        ph.body
+            .iter()
+            .any(|(i, _)| matches!(i, Inst::Load { buf, .. } if *buf == st.buf))
+    };
+    if phases.iter().any(touches)
+        || phases[..last]
+            .iter()
+            .any(|ph| ph.kind.stores().iter().any(|s| s.buf == st.buf))
+    {
+        return;
+    }
+    let dt = bufs[st.buf].dtype;
+    let mut table = HashMap::new();
+    let mut ids: Vec<Vec<usize>> = phases
+        .iter()
+        .map(|ph| intern(ph, outer, &mut table))
+        .collect();
+    // The phases over the last phase's loops: earlier Reduce phases, and the last one.
+    let over: Vec<usize> = (0..last)
+        .filter(|&p| {
+            phases[p].inner == phases[last].inner
+                && matches!(phases[p].kind, PhaseKind::Reduce { .. })
+        })
+        .chain([last])
+        .collect();
+    let in_offset = depends(&phases[last], st.offset);
+    let off_ids: Vec<usize> = (0..in_offset.len())
+        .filter(|&j| in_offset[j])
+        .map(|j| ids[last][j])
+        .collect();
+    // Per candidate value (structural id): the first phase computing it, how many later ones
+    // do, and its cost.
+    let mut seen: HashMap<usize, (usize, usize, usize)> = HashMap::new();
+    for &p in &over {
+        let (varies, cost) = varying_costs(&phases[p], n_outer);
+        let mut here: Vec<usize> = Vec::new();
+        for (i, (_, d)) in phases[p].body.iter().enumerate() {
+            let id = ids[p][i];
+            // Not the stored value itself (keeping it would only copy it), nor a part of the
+            // offset (the load of the kept value needs the offset first).
+            if !varies[i]
+                || *d != dt
+                || p == last && i == st.value.0 as usize
+                || off_ids.contains(&id)
+                || here.contains(&id)
+            {
+                continue;
+            }
+            here.push(id);
+            seen.entry(id)
+                .and_modify(|e| e.1 += 1)
+                .or_insert((p, 0, cost[i]));
+        }
+    }
+    let Some((id, first)) = seen
+        .iter()
+        .filter(|(_, (p, later, cost))| *p != last && *later > 0 && *cost >= KEEP_MIN_COST)
+        .max_by_key(|(id, (_, later, cost))| (cost * later, std::cmp::Reverse(**id)))
+        .map(|(id, (p, _, _))| (*id, *p))
+    else {
+        return;
+    };
+    // The first phase stores the value at the last phase's offset (computing the offset too:
+    // index arithmetic over loop indices and sizes, the same in every phase over these loops).
+    let (head, tail) = phases.split_at_mut(last);
+    let (last_ph, last_ids) = (&tail[0], ids[last].clone());
+    let Some(off) = copy_into(
+        &mut head[first],
+        &mut ids[first],
+        first,
+        last_ph,
+        &last_ids,
+        st.offset,
+    ) else {
+        return;
+    };
+    let value = V(ids[first]
+        .iter()
+        .position(|x| *x == id)
+        .expect("the first phase computes the value") as u32);
+    let PhaseKind::Reduce { stores, .. } = &mut head[first].kind else {
+        unreachable!("the first phase is a Reduce phase")
+    };
+    stores.push(Store {
+        buf: st.buf,
+        offset: off,
+        value,
+        mask: None,
+        combine: None,
+    });
+    // Every later phase computing it loads it instead.
+    for &q in over.iter().filter(|&&q| q > first) {
+        let Some(keep) = ids[q].iter().position(|x| *x == id) else {
+            continue;
+        };
+        let off = if q == last {
+            st.offset
+        } else {
+            let (head, tail) = phases.split_at_mut(last);
+            match copy_into(&mut head[q], &mut ids[q], q, &tail[0], &last_ids, st.offset) {
+                Some(off) => off,
+                None => unreachable!("the first phase could compute the offset, so can this"),
+            }
+        };
+        load_instead(&mut phases[q], keep, off, st.buf);
     }
 }
 

@@ -294,3 +294,311 @@ return %2
     let other = base.replace("input #0 : f32[4, 6]", "input #0 : f32[6, 6]");
     assert!(!same_plan(&g, &graph(&other)), "{other}");
 }
+
+// ---- values kept across phases (`keep_across_phases`) ----
+
+use metajit_metaops::kernel::{Inst, Kernel, PhaseKind};
+use metajit_metaops::schedule::Step;
+use metajit_metaops::{DType, Scalar, UnaryOp};
+
+/// The kernels of a graph's schedule.
+fn kernels(g: &Graph) -> Vec<Kernel> {
+    schedule(g)
+        .steps
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Kernel { kernel, .. } => Some(kernel),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many instructions of `k` (all phases) are `exp`.
+fn exps(k: &Kernel) -> usize {
+    k.phases
+        .iter()
+        .flat_map(|p| &p.body)
+        .filter(|(i, _)| matches!(i, Inst::Unary(UnaryOp::Exp, _)))
+        .count()
+}
+
+/// How many Reduce phases of `k` also store.
+fn storing_reduces(k: &Kernel) -> usize {
+    k.phases
+        .iter()
+        .filter(|p| matches!(&p.kind, PhaseKind::Reduce { stores, .. } if !stores.is_empty()))
+        .count()
+}
+
+/// The bench's row softmax (`e = exp(x - max); e / sum(e)`) over the last axis of `[r, c]`.
+fn softmax_text(dt: &str, r: usize, c: usize) -> String {
+    format!(
+        "%0 = input #0 : {dt}[{r}, {c}]
+%1 = reduce max %0 axes=[1] keepdims : {dt}[{r}, 1]
+%2 = reshape %1 : {dt}[{r}]
+%3 = broadcast %2 axes=[1] : {dt}[{r}, {c}]
+%4 = sub %0, %3 : {dt}[{r}, {c}]
+%5 = exp %4 : {dt}[{r}, {c}]
+%6 = reduce sum %5 axes=[1] keepdims : {dt}[{r}, 1]
+%7 = reshape %6 : {dt}[{r}]
+%8 = broadcast %7 axes=[1] : {dt}[{r}, {c}]
+%9 = div %5, %8 : {dt}[{r}, {c}]
+return %9
+"
+    )
+}
+
+/// Row data with the awkward cases: -inf elements, a row of only -inf, +inf, NaN, ±80, 1000.
+fn softmax_rows(dt: DType, r: usize, c: usize) -> HostData {
+    let mut x = Rng(r as u64 * 31 + c as u64);
+    let specials = [
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NAN,
+        80.0,
+        -80.0,
+        1000.0,
+    ];
+    let v: Vec<f64> = (0..r * c)
+        .map(|i| {
+            let (row, col) = (i / c, i % c);
+            match row % 5 {
+                // A row of only -inf.
+                1 => f64::NEG_INFINITY,
+                // One special value in the row.
+                2 if col == 0 => specials[(row / 5) % specials.len()],
+                _ => x.normal() * 10.0,
+            }
+        })
+        .collect();
+    HostData::from_scalars(dt, v.into_iter().map(|v| Scalar::F64(v).cast(dt)))
+}
+
+/// A small deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Roughly normal (a sum of uniforms).
+    fn normal(&mut self) -> f64 {
+        (0..4)
+            .map(|_| self.next() as f64 / (1u64 << 53) as f64)
+            .sum::<f64>()
+            - 2.0
+    }
+}
+
+#[test]
+fn softmax_computes_exp_once() {
+    for dt in ["f32", "f64", "f16", "bf16"] {
+        for (r, c) in [(1, 1), (7, 1), (6, 5), (11, 33), (3, 64)] {
+            let g = graph(&softmax_text(dt, r, c));
+            let ks = kernels(&g);
+            assert_eq!(ks.len(), 1, "{dt} {r}x{c}");
+            // The sum phase stores exp; the division loads it.
+            assert_eq!(exps(&ks[0]), 1, "{dt} {r}x{c}\n{}", ks[0]);
+            assert_eq!(storing_reduces(&ks[0]), 1, "{}", ks[0]);
+            let x = softmax_rows(g.nodes[0].dtype, r, c);
+            check(&g, &[x]).unwrap_or_else(|e| panic!("{dt} {r}x{c}: {e}"));
+        }
+    }
+}
+
+/// Softmax's gradient (as autograd builds it from `e / sum(e)`) needs `exp` in three phases:
+/// computed once, in the first.
+#[test]
+fn softmax_gradient_computes_exp_once() {
+    let g = graph(
+        "%0 = input #0 : f32[6, 9]
+%1 = input #1 : f32[6, 9]
+%2 = reduce max %1 axes=[1] keepdims : f32[6, 1]
+%3 = reshape %2 : f32[6]
+%4 = broadcast %3 axes=[1] : f32[6, 9]
+%5 = sub %1, %4 : f32[6, 9]
+%6 = exp %5 : f32[6, 9]
+%7 = reduce sum %6 axes=[1] keepdims : f32[6, 1]
+%8 = reshape %7 : f32[6]
+%9 = broadcast %8 axes=[1] : f32[6, 9]
+%10 = div %0, %9 : f32[6, 9]
+%11 = neg %0 : f32[6, 9]
+%12 = div %6, %9 : f32[6, 9]
+%13 = mul %11, %12 : f32[6, 9]
+%14 = div %13, %9 : f32[6, 9]
+%15 = reduce sum %14 axes=[1] : f32[6]
+%16 = broadcast %15 axes=[1] : f32[6, 9]
+%17 = add %10, %16 : f32[6, 9]
+%18 = mul %6, %17 : f32[6, 9]
+return %18
+",
+    );
+    let ks = kernels(&g);
+    assert_eq!(ks.len(), 1);
+    let k = &ks[0];
+    assert_eq!(k.phases.len(), 4, "{k}");
+    assert_eq!(exps(k), 1, "{k}");
+    assert!(
+        matches!(&k.phases[1].kind, PhaseKind::Reduce { stores, .. } if stores.len() == 1),
+        "{k}"
+    );
+    let gy = HostData::from_vec((0..54).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>());
+    check(&g, &[gy, softmax_rows(DType::F32, 6, 9)]).unwrap();
+}
+
+/// What is not kept: a cheap shared value (`x - mean`), and a value of another dtype than the
+/// output.
+#[test]
+fn cheap_or_other_dtype_values_are_recomputed() {
+    let cheap = graph(
+        "%0 = input #0 : f32[4, 10]
+%1 = reduce sum %0 axes=[1] keepdims : f32[4, 1]
+%2 = reshape %1 : f32[4]
+%3 = broadcast %2 axes=[1] : f32[4, 10]
+%4 = sub %0, %3 : f32[4, 10]
+%5 = mul %4, %4 : f32[4, 10]
+%6 = reduce sum %5 axes=[1] keepdims : f32[4, 1]
+%7 = reshape %6 : f32[4]
+%8 = broadcast %7 axes=[1] : f32[4, 10]
+%9 = div %4, %8 : f32[4, 10]
+return %9
+",
+    );
+    let other = graph(
+        "%0 = input #0 : f32[4, 10]
+%1 = exp %0 : f32[4, 10]
+%2 = reduce sum %1 axes=[1] keepdims : f32[4, 1]
+%3 = reshape %2 : f32[4]
+%4 = broadcast %3 axes=[1] : f32[4, 10]
+%5 = div %1, %4 : f32[4, 10]
+%6 = cast %5 : f16[4, 10]
+return %6
+",
+    );
+    for g in [cheap, other] {
+        for k in kernels(&g) {
+            assert_eq!(storing_reduces(&k), 0, "{k}");
+        }
+        let x = HostData::from_vec(
+            (0..40)
+                .map(|i| (i % 9) as f32 * 0.5 - 2.0)
+                .collect::<Vec<f32>>(),
+        );
+        check(&g, &[x]).unwrap();
+    }
+}
+
+/// Random multi-phase graphs over the trailing axes of a rank-1 to rank-3 input: a costly
+/// element-wise value `f(x)` (optionally shifted by a first reduction of `x`), folded by a
+/// reduction, and an epilogue combining `f(x)` with that fold; sometimes `f` is read through a
+/// second fold too. Bitwise equal to the graph interpreter whether or not a value is kept, and
+/// kept in most of them.
+#[test]
+fn random_kept_values_match_the_interpreter() {
+    let mut rng = Rng(7);
+    let mut kept = 0;
+    let cases = 300;
+    for case in 0..cases {
+        let dt = ["f32", "f64", "f16"][rng.below(3)];
+        let rank = 1 + rng.below(3);
+        let dims: Vec<usize> = (0..rank).map(|_| 1 + rng.below(6)).collect();
+        let nred = 1 + rng.below(rank);
+        let axes: Vec<usize> = (rank - nred..rank).collect();
+        let kept_dims: Vec<usize> = dims[..rank - nred].to_vec();
+        let kd: Vec<usize> = (0..rank)
+            .map(|a| if axes.contains(&a) { 1 } else { dims[a] })
+            .collect();
+        let sh = |d: &[usize]| {
+            format!(
+                "{dt}[{}]",
+                d.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let list = |d: &[usize]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (full, keep, flat) = (sh(&dims), sh(&kd), sh(&kept_dims));
+        let ax = list(&axes);
+        let bcast = list(&axes);
+        let f = ["exp", "tanh", "sigmoid", "sin", "erf"][rng.below(5)];
+        let red = ["sum", "max", "min", "prod"][rng.below(4)];
+        let epi = ["div", "mul", "sub", "add"][rng.below(4)];
+        let mut t = format!("%0 = input #0 : {full}\n");
+        let mut n = 1;
+        let mut node = |t: &mut String, s: String| {
+            t.push_str(&format!("%{n} = {s}\n"));
+            n += 1;
+            n - 1
+        };
+        // An optional shift by a first fold (softmax's max).
+        let src = if rng.below(2) == 0 {
+            let m = node(
+                &mut t,
+                format!("reduce max %0 axes=[{ax}] keepdims : {keep}"),
+            );
+            let r = node(&mut t, format!("reshape %{m} : {flat}"));
+            let b = node(&mut t, format!("broadcast %{r} axes=[{bcast}] : {full}"));
+            node(&mut t, format!("sub %0, %{b} : {full}"))
+        } else {
+            0
+        };
+        let fx = node(&mut t, format!("{f} %{src} : {full}"));
+        let s = node(
+            &mut t,
+            format!("reduce {red} %{fx} axes=[{ax}] keepdims : {keep}"),
+        );
+        let r = node(&mut t, format!("reshape %{s} : {flat}"));
+        let b = node(&mut t, format!("broadcast %{r} axes=[{bcast}] : {full}"));
+        let mut y = node(&mut t, format!("{epi} %{fx}, %{b} : {full}"));
+        if rng.below(3) == 0 {
+            // A second fold reading f(x) (a gradient's), and its epilogue.
+            let s2 = node(
+                &mut t,
+                format!("reduce sum %{y} axes=[{ax}] keepdims : {keep}"),
+            );
+            let r2 = node(&mut t, format!("reshape %{s2} : {flat}"));
+            let b2 = node(&mut t, format!("broadcast %{r2} axes=[{bcast}] : {full}"));
+            let m2 = node(&mut t, format!("mul %{fx}, %{b2} : {full}"));
+            y = node(&mut t, format!("add %{m2}, %{y} : {full}"));
+        }
+        t.push_str(&format!("return %{y}\n"));
+        let g = parse::parse(&t).unwrap_or_else(|e| panic!("case {case}: {e}\n{t}"));
+        let numel: usize = dims.iter().product();
+        let d = g.nodes[0].dtype;
+        let x = HostData::from_scalars(
+            d,
+            (0..numel).map(|_| {
+                let v = match rng.below(20) {
+                    0 => f64::NEG_INFINITY,
+                    1 => f64::NAN,
+                    2 => 90.0,
+                    _ => rng.normal() * 3.0,
+                };
+                Scalar::F64(v).cast(d)
+            }),
+        );
+        check(&g, &[x]).unwrap_or_else(|e| panic!("case {case}: {e}\n{t}"));
+        kept += kernels(&g)
+            .iter()
+            .map(storing_reduces)
+            .sum::<usize>()
+            .min(1);
+    }
+    assert!(
+        kept > cases / 2,
+        "only {kept} of {cases} graphs kept a value"
+    );
+}

@@ -51,8 +51,12 @@ impl Default for ClassLossOptions<'_> {
     }
 }
 
-/// `exp(x) / sum(exp(x))` along `dim`, computed stably (as `exp(log_softmax)`): inputs of ±80
-/// and -inf are fine; a row of only -inf gives NaN, as PyTorch.
+/// `exp(x) / sum(exp(x))` along `dim`, computed stably (shifted by the maximum, which carries no
+/// gradient): inputs of ±80 are fine, `-inf` elements give 0; a row of only `-inf`, or with
+/// `+inf` or NaN, gives NaN, as PyTorch.
+///
+/// The row's `exp` is computed once: the fused kernel folds it into the sum and keeps it in the
+/// output for the division (`schedule::keep_across_phases`).
 ///
 /// ```
 /// use metajit::{Tensor, nn::functional as F};
@@ -61,15 +65,27 @@ impl Default for ClassLossOptions<'_> {
 /// ```
 #[track_caller]
 pub fn softmax(x: &Tensor, dim: isize) -> Tensor {
-    log_softmax(x, dim).exp()
+    let a = norm_axis("softmax", dim, x.rank(), x.shape());
+    let x = x.to_float();
+    if x.dims()[a] == 0 {
+        return (&x - x.logsumexp(a, true)).exp();
+    }
+    let e = (&x - x.max(a, true).detach()).exp();
+    &e / e.sum(a, true)
 }
 
-/// `x - logsumexp(x)` along `dim`, computed stably.
+/// `x - logsumexp(x)` along `dim`, computed stably as `(x - max) - log(sum(exp(x - max)))` (the
+/// maximum carries no gradient: it cancels): a row of only `-inf`, or with `+inf` or NaN,
+/// gives NaN, as PyTorch.
 #[track_caller]
 pub fn log_softmax(x: &Tensor, dim: isize) -> Tensor {
     let a = norm_axis("log_softmax", dim, x.rank(), x.shape());
     let x = x.to_float();
-    &x - x.logsumexp(a, true)
+    if x.dims()[a] == 0 {
+        return &x - x.logsumexp(a, true);
+    }
+    let d = &x - x.max(a, true).detach();
+    &d - d.exp().sum(a, true).log()
 }
 
 /// Reads integer labels on the host and panics on one outside `0..n` (other than `allowed`).

@@ -36,7 +36,7 @@ use half::f16;
 use memmap2::{Mmap, MmapMut};
 use metajit_metaops::interp::eval_reduce_combine;
 use metajit_metaops::interp::{eval_binary, eval_unary};
-use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, PhaseKind};
+use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 use super::lower;
@@ -47,7 +47,8 @@ use crate::buffer::Buffer;
 /// kernel (lowering, helper table order, Cranelift version), so cached bytes are not reused.
 /// 2: the sizes array carries each entry's division constants after the entries.
 /// 3: split full reductions read two more words after those.
-pub const CODEGEN_VERSION: u32 = 3;
+/// 4: plain f32 sums unroll four times and accumulate with fused multiply-adds by 1.
+pub const CODEGEN_VERSION: u32 = 4;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(
@@ -203,14 +204,12 @@ fn privatisable(k: &Kernel) -> Option<Vec<(usize, ReduceOp)>> {
         if loads_output {
             return None;
         }
-        if let PhaseKind::Store(stores) = &ph.kind {
-            for st in stores {
-                let op = st.combine?;
-                match ops.iter().find(|(b, _)| *b == st.buf) {
-                    Some((_, o)) if *o != op => return None,
-                    Some(_) => {}
-                    None => ops.push((st.buf, op)),
-                }
+        for st in ph.kind.stores() {
+            let op = st.combine?;
+            match ops.iter().find(|(b, _)| *b == st.buf) {
+                Some((_, o)) if *o != op => return None,
+                Some(_) => {}
+                None => ops.push((st.buf, op)),
             }
         }
     }

@@ -20,7 +20,8 @@
 //! # Vectorisation
 //!
 //! A phase whose innermost loop computes f32 values (or a Reduce phase over f32 with sum, prod,
-//! max or min) gets an `f32x4` main loop, unrolled [`UNROLL`] times when it is small, plus a
+//! max or min) gets an `f32x4` main loop, unrolled [`UNROLL`] times when it is small
+//! ([`SUM_UNROLL`] times for a plain f32 sum), plus a
 //! scalar tail loop emitted from the same instructions. In the vector loop each value is one
 //! of:
 //!
@@ -36,13 +37,19 @@
 //! Stores that are masked, combining, of a non-f32 buffer or at a non-contiguous offset are
 //! done lane by lane, in lane order (so the scatter order equals the interpreter's). Reduce
 //! phases keep vector accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
-//! `f64x2`, the interpreter accumulating float sums and products in f64), fold them lane-wise
+//! `f64x2`, the interpreter accumulating float sums and products in f64; with FMA, a sum adds
+//! as `acc * 1 + x`, the same bits on the multiply-add ports), fold them lane-wise
 //! and then horizontally at the end of the row, and continue in the scalar tail. So vectorised
 //! sums are reassociated in f64 (in practice the rounded result equals the interpreter's), and
 //! a max/min over both `-0.0` and `+0.0` may pick the other zero; everything else is exact. A
 //! phase falls back to the plain scalar loop when vectorising could reorder memory effects: a
 //! buffer stored twice in the phase, or loaded in the phase at an offset other than the
-//! contiguous offset it is stored at.
+//! contiguous offset it is stored at. A Reduce phase may store too (the scheduler keeps a
+//! costly value for a later phase that way); its stores are emitted as a Store phase's, under
+//! the same rules, beside the fold; when the phase is costly and stores the very value it
+//! folds, contiguously, the stores run as one loop and the fold as a second one over the stored
+//! values (`split_fold`). Split reductions and column blocks take only Reduce phases that do
+//! not store.
 //!
 //! # Column blocks
 //!
@@ -108,6 +115,12 @@ pub const UNROLL: usize = 2;
 /// The largest innermost body (in rough instruction counts, a transcendental counting 40) that
 /// is unrolled.
 pub const UNROLL_MAX_COST: usize = 40;
+/// Copies of the vector body of an f32 sum whose body costs at most [`SUM_UNROLL_MAX_COST`]
+/// (a load and an index or two: a plain sum): eight `f64x2` accumulators, enough independent
+/// chains to keep the conversions and the adds (fused multiply-adds by 1, on other ports) busy.
+pub const SUM_UNROLL: usize = 4;
+/// The largest innermost body of a sum unrolled [`SUM_UNROLL`] times.
+pub const SUM_UNROLL_MAX_COST: usize = 8;
 
 /// A kernel that breaks the rules of the kernel IR (a bug in whatever produced it).
 #[derive(Debug, thiserror::Error)]
@@ -268,28 +281,24 @@ pub fn check(k: &Kernel) -> Result<(), InvalidKernel> {
         }
         let defined = |v: &V| (v.0 as usize) < ph.body.len();
         let dt_of = |v: &V| ph.body[v.0 as usize].1;
-        match &ph.kind {
-            PhaseKind::Reduce { op, value } => {
-                if !defined(value) || !op.accepts(dt_of(value)) {
-                    return fail(format!("reduce {} {value} is invalid", op.name()));
-                }
-            }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    let ok = defined(&st.offset)
-                        && defined(&st.value)
-                        && st
-                            .mask
-                            .is_none_or(|m| defined(&m) && dt_of(&m) == DType::Bool)
-                        && dt_of(&st.offset) == DType::I64
-                        && k.bufs
-                            .get(st.buf)
-                            .is_some_and(|b| b.output && b.dtype == dt_of(&st.value))
-                        && st.combine.is_none_or(|op| op.accepts(dt_of(&st.value)));
-                    if !ok {
-                        return fail(format!("store {st:?} is invalid"));
-                    }
-                }
+        if let PhaseKind::Reduce { op, value, .. } = &ph.kind
+            && (!defined(value) || !op.accepts(dt_of(value)))
+        {
+            return fail(format!("reduce {} {value} is invalid", op.name()));
+        }
+        for st in ph.kind.stores() {
+            let ok = defined(&st.offset)
+                && defined(&st.value)
+                && st
+                    .mask
+                    .is_none_or(|m| defined(&m) && dt_of(&m) == DType::Bool)
+                && dt_of(&st.offset) == DType::I64
+                && k.bufs
+                    .get(st.buf)
+                    .is_some_and(|b| b.output && b.dtype == dt_of(&st.value))
+                && st.combine.is_none_or(|op| op.accepts(dt_of(&st.value)));
+            if !ok {
+                return fail(format!("store {st:?} is invalid"));
             }
         }
     }
@@ -307,6 +316,8 @@ struct Plan {
     vectorize: bool,
     /// Copies of the vector body per main-loop iteration.
     unroll: usize,
+    /// A plain f32 sum (see [`SUM_UNROLL`]).
+    plain_sum: bool,
     /// Whether inner loop 0 runs over `start..end`.
     split_inner: bool,
     /// The value of each i64 constant.
@@ -339,7 +350,10 @@ fn varying_dep(inst: &Inst, d: impl Fn(&V) -> Dep, dt_of: impl Fn(&V) -> DType) 
 }
 
 fn plan(k: &Kernel, p: usize) -> Plan {
-    let ph = &k.phases[p];
+    plan_of(k, &k.phases[p])
+}
+
+fn plan_of(k: &Kernel, ph: &Phase) -> Plan {
     let no = k.outer.len();
     let ni = ph.inner.len();
     let mut levels = Vec::with_capacity(ph.body.len());
@@ -379,11 +393,21 @@ fn plan(k: &Kernel, p: usize) -> Plan {
             _ => 1,
         })
         .sum();
-    let unroll = if cost <= UNROLL_MAX_COST { UNROLL } else { 1 };
+    let wide_sum = matches!(&ph.kind, PhaseKind::Reduce { op: ReduceOp::Sum, value, .. }
+        if ph.body[value.0 as usize].1 == DType::F32);
+    let plain_sum = wide_sum && cost <= SUM_UNROLL_MAX_COST;
+    let unroll = if plain_sum {
+        SUM_UNROLL
+    } else if cost <= UNROLL_MAX_COST {
+        UNROLL
+    } else {
+        1
+    };
     Plan {
         levels,
         vectorize,
         unroll,
+        plain_sum,
         split_inner,
         consts,
     }
@@ -392,55 +416,146 @@ fn plan(k: &Kernel, p: usize) -> Plan {
 fn vectorizable(ph: &Phase, levels: &[usize]) -> bool {
     let ni = ph.inner.len();
     let dt_of = |v: &V| ph.body[v.0 as usize].1;
-    match &ph.kind {
-        PhaseKind::Reduce { op, value } => {
+    let work = match &ph.kind {
+        PhaseKind::Reduce { op, value, .. } => {
             dt_of(value) == DType::F32
                 && matches!(
                     op,
                     ReduceOp::Sum | ReduceOp::Prod | ReduceOp::Max | ReduceOp::Min
                 )
         }
-        PhaseKind::Store(stores) => {
-            let f32_work = ph
-                .body
-                .iter()
-                .zip(levels)
-                .any(|((_, dt), &l)| l == ni && *dt == DType::F32);
-            if !f32_work {
+        PhaseKind::Store(_) => ph
+            .body
+            .iter()
+            .zip(levels)
+            .any(|((_, dt), &l)| l == ni && *dt == DType::F32),
+    };
+    if !work {
+        return false;
+    }
+    // Dependence of each i64 value on the innermost index.
+    let mut dep = Vec::with_capacity(ph.body.len());
+    for (i, (inst, _)) in ph.body.iter().enumerate() {
+        let d = |v: &V| dep[v.0 as usize];
+        let x = if levels[i] < ni {
+            Dep::Invariant
+        } else {
+            varying_dep(inst, d, dt_of)
+        };
+        dep.push(x);
+    }
+    let mut seen = Vec::new();
+    for st in ph.kind.stores() {
+        if seen.contains(&st.buf) {
+            return false;
+        }
+        seen.push(st.buf);
+        let simple =
+            st.mask.is_none() && st.combine.is_none() && dep[st.offset.0 as usize] == Dep::Unit;
+        for (inst, _) in &ph.body {
+            if let Inst::Load { buf, offset } = inst
+                && *buf == st.buf
+                && !(simple && *offset == st.offset)
+            {
                 return false;
             }
-            // Dependence of each i64 value on the innermost index.
-            let mut dep = Vec::with_capacity(ph.body.len());
-            for (i, (inst, _)) in ph.body.iter().enumerate() {
-                let d = |v: &V| dep[v.0 as usize];
-                let x = if levels[i] < ni {
-                    Dep::Invariant
-                } else {
-                    varying_dep(inst, d, dt_of)
-                };
-                dep.push(x);
-            }
-            let mut seen = Vec::new();
-            for st in stores {
-                if seen.contains(&st.buf) {
-                    return false;
-                }
-                seen.push(st.buf);
-                let simple = st.mask.is_none()
-                    && st.combine.is_none()
-                    && dep[st.offset.0 as usize] == Dep::Unit;
-                for (inst, _) in &ph.body {
-                    if let Inst::Load { buf, offset } = inst
-                        && *buf == st.buf
-                        && !(simple && *offset == st.offset)
-                    {
-                        return false;
-                    }
-                }
-            }
-            true
         }
     }
+    true
+}
+
+/// A costly Reduce phase over one inner loop that also stores the f32 value it folds, at a
+/// contiguous offset into a buffer it stores nothing else into (softmax's exp-and-sum, see
+/// `schedule::keep_across_phases`), is emitted as two loops: the phase's stores (a Store phase),
+/// then a plain fold of the stored values, read back. The row is in L1; the f32 -> f64
+/// conversions and f64 adds of the fold then no longer compete with the exp for the
+/// floating-point ports (W2: 6% faster on one core). Same values, same fold: the offset is
+/// distinct for each iteration, so each stored value is read back as stored.
+fn split_fold(k: &Kernel, ph: &Phase) -> Option<(Phase, Phase)> {
+    let PhaseKind::Reduce { op, value, stores } = &ph.kind else {
+        return None;
+    };
+    if ph.inner.len() != 1 || ph.body[value.0 as usize].1 != DType::F32 {
+        return None;
+    }
+    let levels = plan_of(k, ph).levels;
+    let cost: usize = ph
+        .body
+        .iter()
+        .zip(&levels)
+        .filter(|(_, l)| **l == 1)
+        .map(|((inst, _), _)| match inst {
+            Inst::Unary(op, _) if math_fn(*op).is_some() => 40,
+            Inst::Random { .. } => 200,
+            _ => 1,
+        })
+        .sum();
+    if cost <= UNROLL_MAX_COST {
+        return None;
+    }
+    let dt_of = |v: &V| ph.body[v.0 as usize].1;
+    let mut dep = Vec::with_capacity(ph.body.len());
+    for (i, (inst, _)) in ph.body.iter().enumerate() {
+        let d = |v: &V| dep[v.0 as usize];
+        let x = if levels[i] < 1 {
+            Dep::Invariant
+        } else {
+            varying_dep(inst, d, dt_of)
+        };
+        dep.push(x);
+    }
+    let st = stores.iter().find(|st| {
+        st.value == *value
+            && st.mask.is_none()
+            && st.combine.is_none()
+            && k.bufs[st.buf].dtype == DType::F32
+            && dep[st.offset.0 as usize] == Dep::Unit
+    })?;
+    if stores.iter().filter(|s| s.buf == st.buf).count() > 1 {
+        return None;
+    }
+    // The offset's instructions, then the load.
+    let mut need = vec![false; ph.body.len()];
+    let mut stack = vec![st.offset.0 as usize];
+    while let Some(j) = stack.pop() {
+        if !need[j] {
+            need[j] = true;
+            stack.extend(operands(&ph.body[j].0).iter().map(|o| o.0 as usize));
+        }
+    }
+    let mut body = Vec::new();
+    let mut map = vec![None; ph.body.len()];
+    for j in (0..ph.body.len()).filter(|&j| need[j]) {
+        let inst = ph.body[j]
+            .0
+            .map_operands(|o| map[o.0 as usize].expect("operands precede"));
+        body.push((inst, ph.body[j].1));
+        map[j] = Some(V(body.len() as u32 - 1));
+    }
+    body.push((
+        Inst::Load {
+            buf: st.buf,
+            offset: map[st.offset.0 as usize].expect("mapped"),
+        },
+        DType::F32,
+    ));
+    let load = V(body.len() as u32 - 1);
+    Some((
+        Phase {
+            inner: ph.inner.clone(),
+            body: ph.body.clone(),
+            kind: PhaseKind::Store(stores.clone()),
+        },
+        Phase {
+            inner: ph.inner.clone(),
+            body,
+            kind: PhaseKind::Reduce {
+                op: *op,
+                value: load,
+                stores: Vec::new(),
+            },
+        },
+    ))
 }
 
 /// The value operands of an instruction.
@@ -483,10 +598,12 @@ pub fn split_reduce(k: &Kernel) -> Option<(ReduceOp, bool)> {
     let [red, st] = k.phases.as_slice() else {
         return None;
     };
-    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(_)) = (&red.kind, &st.kind) else {
+    let (PhaseKind::Reduce { op, value, stores }, PhaseKind::Store(_)) = (&red.kind, &st.kind)
+    else {
         return None;
     };
     (!red.inner.is_empty()
+        && stores.is_empty()
         && st.inner.is_empty()
         && red.body[value.0 as usize].1 == DType::F32
         && matches!(
@@ -554,10 +671,19 @@ pub fn column_block(k: &Kernel) -> bool {
     let [red, st] = k.phases.as_slice() else {
         return false;
     };
-    let (PhaseKind::Reduce { op, value }, PhaseKind::Store(stores)) = (&red.kind, &st.kind) else {
+    let (
+        PhaseKind::Reduce {
+            op,
+            value,
+            stores: red_stores,
+        },
+        PhaseKind::Store(stores),
+    ) = (&red.kind, &st.kind)
+    else {
         return false;
     };
     if red.inner.is_empty()
+        || !red_stores.is_empty()
         || !st.inner.is_empty()
         || red.body[value.0 as usize].1 != DType::F32
         || !matches!(
@@ -644,6 +770,8 @@ struct Acc {
     /// Float sum/prod of f32/f16/bf16: accumulated in f64 and rounded once at the end, as the
     /// interpreter does.
     wide: bool,
+    /// The vector loop adds with fused multiply-adds by 1 (a plain sum, see [`SUM_UNROLL`]).
+    by_fma: bool,
     var: Variable,
 }
 
@@ -823,8 +951,16 @@ impl Cx<'_, '_> {
     /// Emits phase `p`; returns its Reduce result.
     fn phase(&mut self, p: usize) -> Option<Value> {
         let k = self.k;
-        let ph = &k.phases[p];
-        let plan = plan(k, p);
+        if let Some((a, b)) = split_fold(k, &k.phases[p]) {
+            self.emit_phase(&a);
+            return self.emit_phase(&b);
+        }
+        self.emit_phase(&k.phases[p])
+    }
+
+    fn emit_phase(&mut self, ph: &Phase) -> Option<Value> {
+        let k = self.k;
+        let plan = plan_of(k, ph);
         let ni = ph.inner.len();
         let mut bounds = Vec::with_capacity(ni);
         for (j, e) in ph.inner.iter().enumerate() {
@@ -837,7 +973,7 @@ impl Cx<'_, '_> {
             }
         }
         let acc = match &ph.kind {
-            PhaseKind::Reduce { op, value } => {
+            PhaseKind::Reduce { op, value, .. } => {
                 let dt = ph.body[value.0 as usize].1;
                 let wide = dt.is_float()
                     && dt != DType::F64
@@ -850,6 +986,7 @@ impl Cx<'_, '_> {
                     op: *op,
                     dt,
                     wide,
+                    by_fma: plan.plain_sum && self.has_fma,
                     var,
                 })
             }
@@ -950,29 +1087,25 @@ impl Cx<'_, '_> {
     /// The innermost action of a scalar iteration: the stores or the fold.
     fn scalar_action(&mut self, ph: &Phase, vals: &[Option<Value>], acc: Option<Acc>) {
         let get = |v: &V| vals[v.0 as usize].expect("computed");
-        match &ph.kind {
-            PhaseKind::Reduce { value, .. } => {
-                let acc = acc.expect("a Reduce phase has an accumulator");
-                let a = self.b.use_var(acc.var);
-                let x = get(value);
-                let r = if acc.wide {
-                    let x = self.b.ins().fpromote(F64, x);
-                    self.binary(acc.op.combiner(), DType::F64, a, x)
-                } else {
-                    self.binary(acc.op.combiner(), acc.dt, a, x)
-                };
-                self.b.def_var(acc.var, r);
-            }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    self.store_one(
-                        st,
-                        get(&st.offset),
-                        get(&st.value),
-                        st.mask.map(|m| get(&m)),
-                    );
-                }
-            }
+        if let PhaseKind::Reduce { value, .. } = &ph.kind {
+            let acc = acc.expect("a Reduce phase has an accumulator");
+            let a = self.b.use_var(acc.var);
+            let x = get(value);
+            let r = if acc.wide {
+                let x = self.b.ins().fpromote(F64, x);
+                self.binary(acc.op.combiner(), DType::F64, a, x)
+            } else {
+                self.binary(acc.op.combiner(), acc.dt, a, x)
+            };
+            self.b.def_var(acc.var, r);
+        }
+        for st in ph.kind.stores() {
+            self.store_one(
+                st,
+                get(&st.offset),
+                get(&st.value),
+                st.mask.map(|m| get(&m)),
+            );
         }
     }
 
@@ -1149,7 +1282,7 @@ impl Cx<'_, '_> {
         let most = self.b.ins().iconst(I64, GROUPS);
         let ng = self.b.ins().smin(groups, most);
         let acc_base = self.b.ins().stack_addr(I64, slot, 0);
-        let PhaseKind::Reduce { op, value } = k.phases[0].kind.clone() else {
+        let PhaseKind::Reduce { op, value, .. } = k.phases[0].kind.clone() else {
             unreachable!("column_block checked the phases")
         };
         let wide = matches!(op, ReduceOp::Sum | ReduceOp::Prod);
@@ -1432,49 +1565,57 @@ impl Cx<'_, '_> {
 
     /// The innermost action of a vector iteration.
     fn vector_action(&mut self, ph: &Phase, c: &mut VCopy, acc: Option<(Acc, &[Variable])>) {
-        match &ph.kind {
-            PhaseKind::Reduce { value, .. } => {
-                let (a, vars) = acc.expect("a Reduce phase has accumulators");
-                let x = self.vv_vec(c, value.0 as usize, DType::F32);
-                let parts = if a.wide {
-                    // Lanes 0, 1 and lanes 2, 3 as f64x2.
-                    let lo = self.b.ins().fvpromote_low(x);
-                    let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
-                    let mask: Vec<u8> = (8..16).chain(0..8).collect();
-                    let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
-                    let sw = self.b.ins().shuffle(bytes, bytes, mask);
-                    let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
-                    let hi = self.b.ins().fvpromote_low(sw);
-                    vec![lo, hi]
+        if let PhaseKind::Reduce { value, .. } = &ph.kind {
+            let (a, vars) = acc.expect("a Reduce phase has accumulators");
+            let x = self.vv_vec(c, value.0 as usize, DType::F32);
+            let parts = if a.wide {
+                // Lanes 0, 1 and lanes 2, 3 as f64x2.
+                let lo = self.b.ins().fvpromote_low(x);
+                let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
+                let mask: Vec<u8> = (8..16).chain(0..8).collect();
+                let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+                let sw = self.b.ins().shuffle(bytes, bytes, mask);
+                let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
+                let hi = self.b.ins().fvpromote_low(sw);
+                vec![lo, hi]
+            } else {
+                vec![x]
+            };
+            for (var, x) in vars.iter().zip(parts) {
+                let old = self.b.use_var(*var);
+                let r = if a.by_fma {
+                    // `old * 1 + x` is `old + x` bit for bit (the product is exact, the sum
+                    // rounds once), but runs on the multiply-add ports, beside the f32 -> f64
+                    // conversions on the add ports (AMD Zen). The accumulator is the operand
+                    // the instruction overwrites, so it stays in its register (no moves on the
+                    // loop's back edge). Not where the body has work of its own for those ports
+                    // (an exp).
+                    let one = self.b.ins().f64const(1.0);
+                    let one = self.b.ins().splat(F64X2, one);
+                    self.b.ins().fma(old, one, x)
                 } else {
-                    vec![x]
+                    self.vcombine(a.op, old, x)
                 };
-                for (var, x) in vars.iter().zip(parts) {
-                    let old = self.b.use_var(*var);
-                    let r = self.vcombine(a.op, old, x);
-                    self.b.def_var(*var, r);
-                }
+                self.b.def_var(*var, r);
             }
-            PhaseKind::Store(stores) => {
-                for st in stores {
-                    let bdt = self.k.bufs[st.buf].dtype;
-                    if st.mask.is_none()
-                        && st.combine.is_none()
-                        && bdt == DType::F32
-                        && let Some(VV::Aff(base, Stride::K(1))) = c.vv[st.offset.0 as usize]
-                    {
-                        let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
-                        let a = self.addr(st.buf, base);
-                        self.b.ins().store(vec_flags().with_notrap(), v, a, 0);
-                        continue;
-                    }
-                    let offs = self.vv_lanes(c, st.offset.0 as usize, DType::I64);
-                    let vals = self.vv_lanes(c, st.value.0 as usize, bdt);
-                    let masks = st.mask.map(|m| self.vv_lanes(c, m.0 as usize, DType::Bool));
-                    for l in 0..LANES {
-                        self.store_one(st, offs[l], vals[l], masks.map(|m| m[l]));
-                    }
-                }
+        }
+        for st in ph.kind.stores() {
+            let bdt = self.k.bufs[st.buf].dtype;
+            if st.mask.is_none()
+                && st.combine.is_none()
+                && bdt == DType::F32
+                && let Some(VV::Aff(base, Stride::K(1))) = c.vv[st.offset.0 as usize]
+            {
+                let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
+                let a = self.addr(st.buf, base);
+                self.b.ins().store(vec_flags().with_notrap(), v, a, 0);
+                continue;
+            }
+            let offs = self.vv_lanes(c, st.offset.0 as usize, DType::I64);
+            let vals = self.vv_lanes(c, st.value.0 as usize, bdt);
+            let masks = st.mask.map(|m| self.vv_lanes(c, m.0 as usize, DType::Bool));
+            for l in 0..LANES {
+                self.store_one(st, offs[l], vals[l], masks.map(|m| m[l]));
             }
         }
     }
