@@ -220,7 +220,7 @@ pub fn emit_unary(
         has_fma,
     };
     match f {
-        MathFn::Exp => e.exp(x, true, true),
+        MathFn::Exp => e.exp(x),
         MathFn::Log => e.log(x),
         MathFn::Sin => e.sin_cos(x, false),
         MathFn::Cos => e.sin_cos(x, true),
@@ -250,6 +250,21 @@ const EXP_P: [f32; 5] = [
 /// exp's argument is clamped to [EXP_LO, EXP_HI]: e^-104 < 2^-150 rounds to 0, e^89 overflows.
 const EXP_LO: f32 = -104.0;
 const EXP_HI: f32 = 89.0;
+/// exp scales by 2^(n+k), k = EXP_K_NEG for x < 0 (n ≥ -150) and EXP_K_POS otherwise (n ≤ 128).
+const EXP_K_NEG: i32 = 64;
+const EXP_K_POS: i32 = -1;
+/// sigmoid scales e^-|x| and 1 + e^-|x| by 2^SIGMOID_K.
+const SIGMOID_K: i32 = 64;
+
+/// The constant that `exp_reduce` adds to `x/ln 2` to get `s = 2^(n+k)`: ROUND_MAGIC + 127 + k.
+const fn exp_magic(k: i32) -> f32 {
+    ROUND_MAGIC + (127 + k) as f32
+}
+
+/// 2^k for |k| ≤ 126.
+const fn pow2(k: i32) -> f32 {
+    f32::from_bits(((127 + k) as u32) << 23)
+}
 
 /// Bits of √½ (rounded down): mantissas are normalised into [√½, √2).
 const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
@@ -280,6 +295,8 @@ const COS_C: [f32; 3] = [0.04166664, -0.0013887194, 2.4419196e-5];
 
 /// Below this |x|, tanh uses its odd polynomial.
 const TANH_SMALL: f32 = 0.625;
+/// tanh(10) rounds to 1 (from 9.01 on); clamping there keeps e^{2|x|} finite.
+const TANH_CLAMP: f32 = 10.0;
 /// `tanh a ≈ a + a³·T(a²)` on a ≤ 0.625; relative error 2^-26.8.
 const TANH_T: [f32; 5] = [
     -0.3333328,
@@ -486,72 +503,49 @@ impl Emitter<'_, '_> {
 
     // ---- exp ----------------------------------------------------------------------------
 
-    /// `e^x`. The clamps may be skipped when the caller knows the argument is above -104
-    /// (`lo`) or below 89 (`hi`); NaN passes either way.
-    fn exp(&mut self, x: Value, lo: bool, hi: bool) -> Value {
-        let (hi, lo, s1, s2) = self.exp_parts(x, lo, hi);
-        // (hi + lo)·2^n1 rounds once, in the normal range; the product with 2^n2 is exact unless
-        // it overflows or lands among the subnormals, where it rounds once more (gradual
-        // underflow, no flushing).
-        let h = self.mul(hi, s1);
-        let v = self.fma(lo, s1, h);
-        self.mul(v, s2)
+    /// `e^x`: `(1 + q)·2^(n+k)` rounded once by a fused multiply-add, then scaled back by
+    /// `2^-k` (exact, but for results among the subnormals, which round a second time, or
+    /// beyond `f32::MAX`, which become `inf`). `k` is 64 for `x < 0` and -1 otherwise, so that
+    /// `2^(n+k)` is a normal number for every `n` the clamps allow.
+    fn exp(&mut self, x: Value) -> Value {
+        let x = self.clamp_hi(x, EXP_HI);
+        let x = self.clamp_lo(x, EXP_LO);
+        let neg = self.cmp_k(FloatCC::LessThan, x, 0.0);
+        let m_neg = self.fc(exp_magic(EXP_K_NEG));
+        let m_pos = self.fc(exp_magic(EXP_K_POS));
+        let magic = self.select(neg, m_neg, m_pos);
+        let (q, s) = self.exp_reduce(x, magic);
+        let y = self.fma(q, s, s);
+        let f_neg = self.fc(pow2(-EXP_K_NEG));
+        let f_pos = self.fc(pow2(-EXP_K_POS));
+        let f = self.select(neg, f_neg, f_pos);
+        self.mul(y, f)
     }
 
-    /// `e^x` as an unrounded pair `(hi, lo)`: `e^x ≈ hi + lo` with `hi` the rounded sum and `lo`
-    /// its exact remainder (scaled exactly, except among the subnormals where both round).
-    fn exp_pair(&mut self, x: Value, lo: bool, hi: bool) -> (Value, Value) {
-        let (hi, lo, s1, s2) = self.exp_parts(x, lo, hi);
-        // Renormalise (Fast2Sum, |hi| ≥ |lo|).
-        let h = self.add(hi, lo);
-        let l = self.sub(hi, h);
-        let l = self.add(l, lo);
-        let h = self.mul(h, s1);
-        let h = self.mul(h, s2);
-        let l = self.mul(l, s1);
-        let l = self.mul(l, s2);
-        (h, l)
-    }
-
-    /// The pieces of `e^x = (hi + lo)·s1·s2`: `hi ∈ [0.7, 1.5]`, `|lo| < 0.07`, `s1` and `s2`
-    /// normal powers of two. The clamps may be skipped when the caller knows that `x` is above
-    /// -104 (`lo`) or below 89 (`hi`); NaN passes either way.
-    fn exp_parts(&mut self, x: Value, lo: bool, hi: bool) -> (Value, Value, Value, Value) {
-        let mut x = x;
-        if hi {
-            x = self.clamp_hi(x, EXP_HI);
-        }
-        if lo {
-            x = self.clamp_lo(x, EXP_LO);
-        }
-        // n = round(x / ln 2) ∈ [-150, 128]; r = x - n·ln 2 = r_hi + r_lo with r_hi exact
-        // (n·LN2_HI is exact and x - n·LN2_HI cancels exactly).
-        let (t, n) = self.round_scaled(x, LOG2_E);
-        let r_hi = self.fma_kc(-LN2_HI, n, x);
-        let r_lo = self.mul_kc(-LN2_LO, n);
-        let r = self.add(r_hi, r_lo);
-        // e^r = 1 + r_hi + (r_lo + r²·P(r)) = hi + lo, hi = 1 + r_hi rounded and lo the rest
-        // (Fast2Sum of 1 + r_hi, |r_hi| < 1, then the small terms).
+    /// `e^x ≈ (1 + q)·s` with `s = 2^(n+k)`, for `magic = exp_magic(k)` (a constant or a
+    /// per-lane choice). `n = round(x/ln 2)`; the caller keeps `n + k + 127` in [1, 254] for
+    /// every lane whose result it uses (other lanes get a meaningless `s`). `|q| < 0.42`, with
+    /// an absolute error below 2^-25.
+    fn exp_reduce(&mut self, x: Value, magic: Value) -> (Value, Value) {
+        // t = x/ln 2 + magic rounded to an integer: n = t - magic exactly, and the bits of t
+        // are those of ROUND_MAGIC plus n + k + 127.
+        let log2e = self.fc(LOG2_E);
+        let t = self.fma(x, log2e, magic);
+        let n = self.sub(t, magic);
+        // r = x - n·ln 2: the first step is exact (n·LN2_HI is exact and cancels with x), the
+        // second rounds once.
+        let r = self.fma_kc(-LN2_HI, n, x);
+        let r = self.fma_kc(-LN2_LO, n, r);
+        // e^r = 1 + q, q = r + r²·P(r).
         let r2 = self.mul(r, r);
         let p = self.poly(r, &EXP_P);
-        let w = self.fma(p, r2, r_lo);
-        let one = self.fc(1.0);
-        let hi = self.add(one, r_hi);
-        let lo = self.sub(one, hi);
-        let lo = self.add(lo, r_hi);
-        let lo = self.add(lo, w);
-        // 2^n = 2^n1 · 2^n2, n1 = n >> 1, n2 = n - n1 ∈ [-75, 64], both normal. With
-        // a = n + 254: a >> 1 = n1 + 127 and a - (a >> 1) = n2 + 127, the biased exponents.
+        let q = self.fma(r2, p, r);
+        // The low 9 bits of ROUND_MAGIC's bits are zero: shifting t's bits left by 23 leaves
+        // (n + k + 127) << 23, the bits of 2^(n+k).
         let ti = self.int_bits(t);
-        let bias = self.ic(254 - ROUND_MAGIC.to_bits() as i32);
-        let a = self.b.ins().iadd(ti, bias);
-        let e1 = self.b.ins().sshr_imm_u(a, 1);
-        let e2 = self.b.ins().isub(a, e1);
-        let s1 = self.b.ins().ishl_imm_u(e1, 23);
-        let s1 = self.float_bits(s1);
-        let s2 = self.b.ins().ishl_imm_u(e2, 23);
-        let s2 = self.float_bits(s2);
-        (hi, lo, s1, s2)
+        let si = self.b.ins().ishl_imm_u(ti, 23);
+        let s = self.float_bits(si);
+        (q, s)
     }
 
     // ---- log ----------------------------------------------------------------------------
@@ -676,42 +670,58 @@ impl Emitter<'_, '_> {
         let p = self.poly(z, &TANH_T);
         let a3 = self.mul(a, z);
         let small = self.fma(a3, p, a);
-        // Large: 1 - 2/(e^{2a} + 1); e^{2a} = inf gives 1.
-        let a2 = self.add(a, a);
-        let e = self.exp(a2, false, true);
+        // Large: 1 - 2/(e^{2a} + 1), with e^{2a} + 1 = s·(1 + q) + 1 rounded once; a is
+        // clamped to 10 (tanh rounds to 1 from 9.01 on), so 2^n ≤ 2^29 and s + 1 is exact
+        // where it matters (n ≤ 23).
+        let ac = self.clamp_hi(a, TANH_CLAMP);
+        let a2 = self.add(ac, ac);
+        let magic = self.fc(exp_magic(0));
+        let (q, s) = self.exp_reduce(a2, magic);
         let one = self.fc(1.0);
-        let d = self.add(e, one);
+        let s1 = self.add(s, one);
+        let d = self.fma(q, s, s1);
         let two = self.fc(2.0);
-        let q = self.div(two, d);
-        let large = self.sub(one, q);
+        let y = self.div(two, d);
+        let large = self.sub(one, y);
         let is_small = self.cmp_k(FloatCC::LessThan, a, TANH_SMALL);
         let res = self.select(is_small, small, large);
         self.or_sign(res, sign)
     }
 
     fn sigmoid(&mut self, x: Value) -> Value {
-        // q = sigmoid(-|x|) = e/(1 + e) with e = e^-|x| = e_hi + e_lo; the result is q for
-        // x < 0 and 1 - q (≥ 0.5, no cancellation) otherwise.
+        // r = sigmoid(-|x|) = e/(1 + e) with e = e^-|x| = s·(1 + q)·2^-K (K = SIGMOID_K keeps s
+        // normal down to e = 2^-150, so only the last step rounds into the subnormals). In
+        // units of 2^-K: E = s·(1 + q) = e_hi + e_lo and 2^K + e_hi = d + d_lo, where e_hi and
+        // d are rounded once and e_lo, d_lo are their (exact) errors. r0 = e_hi/d is corrected
+        // once: r = r0 + ((e_hi - r0·d) - r0·d_lo + e_lo)/d, the residual e_hi - r0·d exact
+        // with FMA and 1/d = (1 - r0)·2^-K. The result is r for x < 0 and 1 - r (≥ ½, no
+        // cancellation) otherwise.
         let na = self.neg_abs(x);
-        let (e_hi, e_lo) = self.exp_pair(na, true, false);
+        let na = self.clamp_lo(na, EXP_LO);
+        let magic = self.fc(exp_magic(SIGMOID_K));
+        let (q, s) = self.exp_reduce(na, magic);
+        let e_hi = self.fma(q, s, s);
+        let k = self.fc(pow2(SIGMOID_K));
+        let d = self.add(e_hi, k);
+        let r0 = self.div(e_hi, d);
+        // e_lo = s·(1 + q) - e_hi (s - e_hi is exact: e_hi/s ∈ [0.7, 1.42]).
+        let se = self.sub(s, e_hi);
+        let e_lo = self.fma(q, s, se);
+        // d_lo = (2^K - d) + e_hi, exact (Fast2Sum: 2^K ≥ e_hi).
+        let kd = self.sub(k, d);
+        let d_lo = self.add(kd, e_hi);
+        let nr0 = self.b.ins().fneg(r0);
+        let res = self.fma(nr0, d, e_hi);
+        let res = self.fma(nr0, d_lo, res);
+        let res = self.add(res, e_lo);
         let one = self.fc(1.0);
-        // d = 1 + e_hi rounded; nd_lo = d - (1 + e) (exact but for e_lo's tiny rounding).
-        let d = self.add(one, e_hi);
-        let nd_lo = self.sub(d, one);
-        let nd_lo = self.sub(nd_lo, e_hi);
-        let nd_lo = self.sub(nd_lo, e_lo);
-        let q0 = self.div(e_hi, d);
-        // One correction step: q = q0 + (e - q0·(1 + e))/(1 + e), where e_hi - q0·d is exact
-        // under FMA and 1/(1 + e) = 1 - q.
-        let nq0 = self.b.ins().fneg(q0);
-        let res = self.fma(nq0, d, e_hi);
-        let t = self.fma(q0, nd_lo, res);
-        let t = self.add(t, e_lo);
-        let inv = self.sub(one, q0);
-        let q = self.fma(t, inv, q0);
-        let p = self.sub(one, q);
+        let w = self.sub(one, r0);
+        let k_inv = self.fc(pow2(-SIGMOID_K));
+        let inv = self.mul(w, k_inv);
+        let r = self.fma(res, inv, r0);
+        let p = self.sub(one, r);
         let neg = self.cmp_k(FloatCC::LessThan, x, 0.0);
-        self.select(neg, q, p)
+        self.select(neg, r, p)
     }
 
     fn erf(&mut self, x: Value) -> Value {
@@ -728,7 +738,10 @@ impl Emitter<'_, '_> {
         let q = self.poly(u, &ERF_Q);
         let zc = self.mul(ac, ac);
         let nzc = self.b.ins().fneg(zc);
-        let e = self.exp(nzc, false, false);
+        // e^{-a²} with a² ≤ 16: 2^n ≥ 2^-24 is normal.
+        let magic = self.fc(exp_magic(0));
+        let (qe, s) = self.exp_reduce(nzc, magic);
+        let e = self.fma(qe, s, s);
         let ne = self.b.ins().fneg(e);
         let one = self.fc(1.0);
         let large = self.fma(ne, q, one);
