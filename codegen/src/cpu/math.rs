@@ -91,9 +91,12 @@
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::isa::TargetIsa;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// A transcendental function that [`emit_unary`] can emit inline.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -184,9 +187,9 @@ pub fn emit_fma(
 
 /// Emits `f(x)` for `x` of type `ty`, which must be `f32x4` or `f32`, and returns the result
 /// (same type). `has_fma` selects fused multiply-adds (pass [`isa_has_fma`] of the target).
+/// Vector constants come from the function's constant pool; see [`emit_unary_with`].
 ///
-/// The code is branch-free and calls nothing; see the module documentation for accuracy and
-/// edge-case semantics.
+/// The code calls nothing; see the module documentation for accuracy and edge-case semantics.
 ///
 /// # Panics
 ///
@@ -197,6 +200,30 @@ pub fn emit_unary(
     ty: Type,
     x: Value,
     has_fma: bool,
+) -> Value {
+    emit_unary_with(b, f, ty, x, has_fma, None)
+}
+
+/// [`emit_unary`], with the `f32x4` constants loaded from [`const_table`] at `table` (an `i64`
+/// holding its address) when `table` is given.
+///
+/// Cranelift hoists constant-pool vectors out of loops, where a function as long as these
+/// spills most of them to the stack and reloads them on every use; loads from a table whose
+/// base is loop-variant stay in the loop and are often folded into the instructions using
+/// them. A caller emitting a loop should therefore pass a base that Cranelift cannot see is
+/// loop-invariant (a loop-carried copy of the address, redefined in each iteration). The
+/// results are bit-identical either way (`f32` code always uses the constant pool).
+///
+/// # Panics
+///
+/// As [`emit_unary`].
+pub fn emit_unary_with(
+    b: &mut FunctionBuilder<'_>,
+    f: MathFn,
+    ty: Type,
+    x: Value,
+    has_fma: bool,
+    table: Option<Value>,
 ) -> Value {
     assert!(
         ty == types::F32 || ty == types::F32X4,
@@ -218,16 +245,80 @@ pub fn emit_unary(
             types::I32
         },
         has_fma,
+        table: if ty.is_vector() {
+            table.map(|t| (t, const_table()))
+        } else {
+            None
+        },
+        record: None,
     };
-    match f {
-        MathFn::Exp => e.exp(x),
-        MathFn::Log => e.log(x),
-        MathFn::Sin => e.sin_cos(x, false),
-        MathFn::Cos => e.sin_cos(x, true),
-        MathFn::Tanh => e.tanh(x),
-        MathFn::Sigmoid => e.sigmoid(x),
-        MathFn::Erf => e.erf(x),
+    e.emit(f, x)
+}
+
+/// One 16-byte entry of [`const_table`]: a constant's bits in every lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct ConstEntry(pub [u32; 4]);
+
+/// The table of every `f32x4` (and `i32x4`) constant that [`emit_unary_with`] loads, in the
+/// order the functions first use them, with each constant's index by bits.
+pub struct ConstTable {
+    entries: Box<[ConstEntry]>,
+    index: HashMap<u32, usize>,
+}
+
+impl ConstTable {
+    /// The entries (their address is what kernels are given).
+    pub fn entries(&self) -> &[ConstEntry] {
+        &self.entries
     }
+
+    fn offset(&self, bits: u32) -> Option<i32> {
+        self.index.get(&bits).map(|&i| (i * 16) as i32)
+    }
+}
+
+/// The constant table (built once, by emitting every function with and without FMA and
+/// recording its constants: deterministic, so the offsets baked into cached kernels stay valid
+/// in every process running the same code — a change bumps `jit::CODEGEN_VERSION` anyway).
+pub fn const_table() -> &'static ConstTable {
+    static TABLE: OnceLock<ConstTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut bits = Vec::new();
+        for has_fma in [true, false] {
+            for f in MathFn::ALL {
+                let mut func = Function::new();
+                func.signature.params.push(AbiParam::new(types::F32X4));
+                let mut fctx = FunctionBuilderContext::new();
+                let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+                let block = b.create_block();
+                b.append_block_params_for_function_params(block);
+                b.switch_to_block(block);
+                let x = b.block_params(block)[0];
+                let mut e = Emitter {
+                    b: &mut b,
+                    ty: types::F32X4,
+                    ity: types::I32X4,
+                    has_fma,
+                    table: None,
+                    record: Some(&mut bits),
+                };
+                e.emit(f, x);
+            }
+        }
+        let mut index = HashMap::new();
+        let mut entries = Vec::new();
+        for b in bits {
+            index.entry(b).or_insert_with(|| {
+                entries.push(ConstEntry([b; 4]));
+                entries.len() - 1
+            });
+        }
+        ConstTable {
+            entries: entries.into_boxed_slice(),
+            index,
+        }
+    })
 }
 
 // ---- constants ----------------------------------------------------------------------------
@@ -344,9 +435,38 @@ struct Emitter<'a, 'b> {
     /// The integer type of the same shape (`i32` or `i32x4`).
     ity: Type,
     has_fma: bool,
+    /// Where vector constants are loaded from: the table's base value and the table.
+    table: Option<(Value, &'static ConstTable)>,
+    /// When building the table: every constant asked for, in order.
+    record: Option<&'a mut Vec<u32>>,
 }
 
 impl Emitter<'_, '_> {
+    fn emit(&mut self, f: MathFn, x: Value) -> Value {
+        match f {
+            MathFn::Exp => self.exp(x),
+            MathFn::Log => self.log(x),
+            MathFn::Sin => self.sin_cos(x, false),
+            MathFn::Cos => self.sin_cos(x, true),
+            MathFn::Tanh => self.tanh(x),
+            MathFn::Sigmoid => self.sigmoid(x),
+            MathFn::Erf => self.erf(x),
+        }
+    }
+
+    /// A vector constant with the given bits, of type `ty` (from the table when there is one).
+    fn vconst(&mut self, ty: Type, bits: u32) -> Option<Value> {
+        if let Some(rec) = self.record.as_deref_mut() {
+            rec.push(bits);
+        }
+        let (base, table) = self.table?;
+        let off = table.offset(bits)?;
+        // A pure load (read-only, never traps, movable): it stays in a loop only while its
+        // base is loop-variant (see `emit_unary_with`).
+        let flags = MemFlagsData::trusted().with_readonly().with_can_move();
+        Some(self.b.ins().load(ty, flags, base, off))
+    }
+
     fn is_vector(&self) -> bool {
         self.ty.is_vector()
     }
@@ -358,6 +478,11 @@ impl Emitter<'_, '_> {
 
     /// An integer constant of type `ity`.
     fn ic(&mut self, v: i32) -> Value {
+        if self.is_vector()
+            && let Some(c) = self.vconst(self.ity, v as u32)
+        {
+            return c;
+        }
         let s = self.b.ins().iconst(types::I32, i64::from(v as u32));
         if self.is_vector() {
             self.b.ins().splat(self.ity, s)
@@ -453,6 +578,11 @@ impl Emitter<'_, '_> {
 
     /// A float constant of type `ty` with the given bits.
     fn fc_bits(&mut self, bits: u32) -> Value {
+        if self.is_vector()
+            && let Some(c) = self.vconst(self.ty, bits)
+        {
+            return c;
+        }
         let s = self.b.ins().f32const(Ieee32::with_bits(bits));
         if self.is_vector() {
             self.b.ins().splat(self.ty, s)
