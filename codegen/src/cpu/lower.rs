@@ -42,7 +42,10 @@
 //! a max/min over both `-0.0` and `+0.0` may pick the other zero; everything else is exact. A
 //! phase falls back to the plain scalar loop when vectorising could reorder memory effects: a
 //! buffer stored twice in the phase, or loaded in the phase at an offset other than the
-//! contiguous offset it is stored at.
+//! contiguous offset it is stored at. A vector loop using f32 transcendentals loads their
+//! constants from [`math::const_table`] (its address is the word after the helper table),
+//! through an address carried around the loop so that the loads stay in it (see
+//! [`math::emit_unary_with`]).
 //!
 //! # Column blocks
 //!
