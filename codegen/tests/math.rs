@@ -16,10 +16,11 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
-use metajit_codegen::cpu::math::{MathFn, emit_fma, emit_unary, isa_has_fma};
+use metajit_codegen::cpu::math::{MathFn, const_table, emit_fma, emit_unary_with, isa_has_fma};
 use proptest::prelude::*;
 
-type Kernel = unsafe extern "C" fn(*const f32, *mut f32, i64);
+/// `fn(src, dst, n, table)`: `table` is the address of `const_table()`'s entries.
+type Kernel = unsafe extern "C" fn(*const f32, *mut f32, i64, *const u8);
 
 /// A code-generation configuration.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,30 +46,47 @@ struct Compiled {
     relocs: usize,
     /// Machine instructions in the function.
     insts: usize,
-    /// Of which loads of constants from the function's constant pool.
-    const_loads: usize,
+    /// Of which instructions with a memory operand (constant loads, spills and reloads, and
+    /// the kernel's own load and store).
+    mem_operands: usize,
 }
+
+/// How a kernel is emitted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum Form {
+    /// `f32x4`, constants from the constant table (as the kernels of `lower.rs` do).
+    Vector,
+    /// `f32x4`, constants from the function's constant pool.
+    VectorPool,
+    /// `f32` (the loop-tail form).
+    Scalar,
+}
+
+const FORMS: [Form; 3] = [Form::Vector, Form::VectorPool, Form::Scalar];
 
 struct Kernels {
     has_fma: HashMap<Config, bool>,
-    /// (function or identity, vector?, config) -> kernel.
-    table: HashMap<(Option<MathFn>, bool, Config), Compiled>,
+    /// (function or identity, form, config) -> kernel.
+    table: HashMap<(Option<MathFn>, Form, Config), Compiled>,
 }
 
-/// Builds `fn(src: *const f32, dst: *mut f32, n: i64)` applying `f` (identity for `None`) to
-/// `n` elements (`n` a multiple of the lane count).
+/// Builds `fn(src: *const f32, dst: *mut f32, n: i64, table: *const u8)` applying `f`
+/// (identity for `None`) to `n` elements (`n` a multiple of the lane count). With `table`, the
+/// constants are loaded from `table`, carried around the loop as a block parameter (as
+/// `lower.rs` does).
 fn build_kernel(
     module: &mut JITModule,
     f: Option<MathFn>,
     ty: Type,
     has_fma: bool,
+    table: bool,
     name: &str,
 ) -> (cranelift_module::FuncId, usize, usize, usize) {
     let frontend_config = module.isa().frontend_config();
     let mut ctx = module.make_context();
     ctx.set_disasm(true);
     let ptr = types::I64;
-    for _ in 0..3 {
+    for _ in 0..4 {
         ctx.func.signature.params.push(AbiParam::new(ptr));
     }
     let mut fctx = FunctionBuilderContext::new();
@@ -78,14 +96,16 @@ fn build_kernel(
         b.append_block_params_for_function_params(entry);
         let header = b.create_block();
         let i = b.append_block_param(header, ptr);
+        let t = b.append_block_param(header, ptr);
         let body = b.create_block();
         let exit = b.create_block();
 
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        let (src, dst, n) = (params[0], params[1], params[2]);
+        let (src, dst, n, t0) = (params[0], params[1], params[2], params[3]);
         let zero = b.ins().iconst(ptr, 0);
-        b.ins().jump(header, &[BlockArg::Value(zero)]);
+        b.ins()
+            .jump(header, &[BlockArg::Value(zero), BlockArg::Value(t0)]);
 
         b.switch_to_block(header);
         let more = b.ins().icmp(IntCC::SignedLessThan, i, n);
@@ -98,12 +118,15 @@ fn build_kernel(
         let flags = MemFlagsData::trusted();
         let x = b.ins().load(ty, flags, s, 0);
         let y = match f {
-            Some(f) => emit_unary(&mut b, f, ty, x, has_fma),
+            Some(f) => emit_unary_with(&mut b, f, ty, x, has_fma, table.then_some(t)),
             None => x,
         };
         b.ins().store(flags, y, d, 0);
         let next = b.ins().iadd_imm_s(i, i64::from(ty.lane_count()));
-        b.ins().jump(header, &[BlockArg::Value(next)]);
+        // t + 0: a distinct value for Cranelift's constant-phi removal (see `emit_unary_with`).
+        let t_next = b.ins().iadd_imm_s(t, 0);
+        b.ins()
+            .jump(header, &[BlockArg::Value(next), BlockArg::Value(t_next)]);
 
         b.switch_to_block(exit);
         b.ins().return_(&[]);
@@ -118,12 +141,12 @@ fn build_kernel(
     let relocs = code.buffer.relocs().len();
     let disasm = code.vcode.as_deref().unwrap_or("");
     let insts = count_insts(disasm);
-    let const_loads = disasm.lines().filter(|l| l.contains("(%rip)")).count();
+    let mem_operands = disasm.lines().filter(|l| l.contains("(%")).count();
     if std::env::var("MATH_DISASM").is_ok_and(|v| name.starts_with(&v)) {
         println!("{name}:\n{}", code.vcode.as_deref().unwrap_or(""));
     }
     module.clear_context(&mut ctx);
-    (id, relocs, insts, const_loads)
+    (id, relocs, insts, mem_operands)
 }
 
 /// Counts instruction lines in Cranelift's disassembly (labels and blank lines excluded).
@@ -154,20 +177,22 @@ fn kernels() -> &'static Kernels {
             let mut ids = Vec::new();
             let fns = std::iter::once(None).chain(MathFn::ALL.into_iter().map(Some));
             for f in fns {
-                for vector in [true, false] {
-                    let ty = if vector { types::F32X4 } else { types::F32 };
-                    let name = format!(
-                        "{}_{}_{config:?}",
-                        f.map_or("identity", MathFn::name),
-                        if vector { "f32x4" } else { "f32" }
-                    );
-                    let (id, relocs, insts, const_loads) =
-                        build_kernel(&mut module, f, ty, fma, &name);
-                    ids.push(((f, vector, config), id, relocs, insts, const_loads));
+                for form in FORMS {
+                    let ty = if form == Form::Scalar {
+                        types::F32
+                    } else {
+                        types::F32X4
+                    };
+                    let name =
+                        format!("{}_{form:?}_{config:?}", f.map_or("identity", MathFn::name),);
+                    let table = form == Form::Vector;
+                    let (id, relocs, insts, mem_operands) =
+                        build_kernel(&mut module, f, ty, fma, table, &name);
+                    ids.push(((f, form, config), id, relocs, insts, mem_operands));
                 }
             }
             module.finalize_definitions().unwrap();
-            for (key, id, relocs, insts, const_loads) in ids {
+            for (key, id, relocs, insts, mem_operands) in ids {
                 let ptr = module.get_finalized_function(id);
                 // SAFETY: the function was built with exactly this signature.
                 let f: Kernel = unsafe { std::mem::transmute::<*const u8, Kernel>(ptr) };
@@ -177,7 +202,7 @@ fn kernels() -> &'static Kernels {
                         f,
                         relocs,
                         insts,
-                        const_loads,
+                        mem_operands,
                     },
                 );
             }
@@ -188,15 +213,22 @@ fn kernels() -> &'static Kernels {
     })
 }
 
-/// Runs `f` over `xs` with the given form and configuration.
+/// Runs `f` over `xs` with the given form (`f32x4` with the constant table, or `f32`) and
+/// configuration.
 fn run(f: MathFn, vector: bool, config: Config, xs: &[f32]) -> Vec<f32> {
-    let k = &kernels().table[&(Some(f), vector, config)];
+    let form = if vector { Form::Vector } else { Form::Scalar };
+    run_form(f, form, config, xs)
+}
+
+fn run_form(f: MathFn, form: Form, config: Config, xs: &[f32]) -> Vec<f32> {
+    let k = &kernels().table[&(Some(f), form, config)];
     let n = xs.len().div_ceil(4) * 4;
     let mut src = xs.to_vec();
     src.resize(n, 0.0);
     let mut dst = vec![0.0f32; n];
-    // SAFETY: src and dst hold n elements, a multiple of the lane count.
-    unsafe { (k.f)(src.as_ptr(), dst.as_mut_ptr(), n as i64) };
+    let table = const_table().entries().as_ptr().cast::<u8>();
+    // SAFETY: src and dst hold n elements, a multiple of the lane count; table is the table.
+    unsafe { (k.f)(src.as_ptr(), dst.as_mut_ptr(), n as i64, table) };
     dst.truncate(xs.len());
     dst
 }
@@ -340,14 +372,17 @@ fn accuracy_sweeps() {
         for config in CONFIGS {
             let fma = k.has_fma[&config];
             let vec_out = run(f, true, config, &xs);
-            let scalar_out = run(f, false, config, &xs);
-            // The scalar tail form is the same code: bit-identical results.
-            for ((&x, &v), &s) in xs.iter().zip(&vec_out).zip(&scalar_out) {
-                assert!(
-                    v.to_bits() == s.to_bits() || (v.is_nan() && s.is_nan()),
-                    "{}({x:e}) {config:?}: f32x4 gives {v:e}, f32 gives {s:e}",
-                    f.name()
-                );
+            // The scalar tail form is the same code, and the constants are the same wherever
+            // they come from: bit-identical results.
+            for form in [Form::Scalar, Form::VectorPool] {
+                let other = run_form(f, form, config, &xs);
+                for ((&x, &v), &s) in xs.iter().zip(&vec_out).zip(&other) {
+                    assert!(
+                        v.to_bits() == s.to_bits() || (v.is_nan() && s.is_nan()),
+                        "{}({x:e}) {config:?}: f32x4 gives {v:e}, {form:?} gives {s:e}",
+                        f.name()
+                    );
+                }
             }
             let s = measure(f, true, config, &xs, &want);
             cells.insert(fma, format!("{:.2} (at {:e})", s.max, s.at));
@@ -604,16 +639,24 @@ fn instruction_counts() {
     let k = kernels();
     let mut counts = Vec::new();
     for config in CONFIGS {
-        let base = |vector| k.table[&(None, vector, config)].insts;
+        let base = |form| k.table[&(None, form, config)].insts;
         let mut line = format!("{config:?} (fma {}):", k.has_fma[&config]);
         for f in MathFn::ALL {
-            let v = k.table[&(Some(f), true, config)].insts - base(true);
-            let s = k.table[&(Some(f), false, config)].insts - base(false);
-            let loads = k.table[&(Some(f), true, config)].const_loads;
-            line += &format!(" {} {v} ({loads} constant loads)/{s},", f.name());
-            counts.push((f, config, v));
+            let count = |form| k.table[&(Some(f), form, config)].insts - base(form);
+            let (v, p, s) = (
+                count(Form::Vector),
+                count(Form::VectorPool),
+                count(Form::Scalar),
+            );
+            let mem = |form| {
+                k.table[&(Some(f), form, config)].mem_operands
+                    - k.table[&(None, form, config)].mem_operands
+            };
+            let (mv, mp) = (mem(Form::Vector), mem(Form::VectorPool));
+            line += &format!(" {} {v} ({mv} memory)/{p} ({mp})/{s},", f.name());
+            counts.push((f, config, v.max(p)));
         }
-        println!("{line}  (f32x4/f32)");
+        println!("{line}  (f32x4 table/f32x4 pool/f32)");
     }
     for (f, config, v) in counts {
         let cap = if k.has_fma[&config] { 100 } else { 140 };

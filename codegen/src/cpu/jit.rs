@@ -13,7 +13,8 @@
 //! the base address of buffer parameter `k` (row-major elements of its dtype; bool as bytes 0/1),
 //! `sizes[s]` runtime parameter `s` (extents, and the bits of `Param` scalars and `Random`
 //! seeds), `start..end` the range of loop 0 ([`Kernel::split_extent`]; ignored by kernels
-//! without one), `helpers` the table of [`Helper`] functions.
+//! without one), `helpers` the table of [`Helper`] functions (followed by the address of
+//! [`math::const_table`], at [`MATH_CONSTS_SLOT`]).
 //!
 //! # The helper table
 //!
@@ -40,7 +41,7 @@ use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 use super::lower;
-use super::math::MathFn;
+use super::math::{self, MathFn};
 use crate::buffer::Buffer;
 
 /// The version of the code format: bump it whenever generated code may change for the same
@@ -48,7 +49,9 @@ use crate::buffer::Buffer;
 /// 2: the sizes array carries each entry's division constants after the entries.
 /// 3: split full reductions read two more words after those.
 /// 4: plain f32 sums unroll four times and accumulate with fused multiply-adds by 1.
-pub const CODEGEN_VERSION: u32 = 4;
+/// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
+/// from `math::const_table` (its address after the helpers).
+pub const CODEGEN_VERSION: u32 = 5;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(
@@ -958,6 +961,9 @@ pub enum Helper {
 
 /// Number of entries in the helper table.
 pub const N_HELPERS: usize = Helper::PowI64 as usize + 1;
+/// The word of the helper table after the helpers: the address of [`math::const_table`]'s
+/// entries, from which vector loops load the constants of the transcendentals.
+pub const MATH_CONSTS_SLOT: usize = N_HELPERS;
 
 impl Helper {
     /// Parameter and return types.
@@ -1088,11 +1094,13 @@ extern "C" fn h_pow_i64(a: i64, b: i64) -> i64 {
     eval_binary(BinaryOp::Pow, Scalar::I64(a), Scalar::I64(b)).to_i64()
 }
 
-/// The helper table, in [`Helper`] order.
-pub fn helper_table() -> &'static [usize; N_HELPERS] {
-    static TABLE: OnceLock<[usize; N_HELPERS]> = OnceLock::new();
+/// The helper table, in [`Helper`] order, then the constant table's address
+/// ([`MATH_CONSTS_SLOT`]).
+pub fn helper_table() -> &'static [usize; N_HELPERS + 1] {
+    static TABLE: OnceLock<[usize; N_HELPERS + 1]> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut t = [0usize; N_HELPERS];
+        let mut t = [0usize; N_HELPERS + 1];
+        t[MATH_CONSTS_SLOT] = math::const_table().entries().as_ptr() as usize;
         let mut set = |h: Helper, f: usize| t[h as usize] = f;
         set(Helper::ExpF64, h_exp_f64 as *const () as usize);
         set(Helper::LnF64, h_ln_f64 as *const () as usize);

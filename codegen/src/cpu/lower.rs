@@ -49,7 +49,9 @@
 //! the same rules, beside the fold; when the phase is costly and stores the very value it
 //! folds, contiguously, the stores run as one loop and the fold as a second one over the stored
 //! values (`split_fold`). Split reductions and column blocks take only Reduce phases that do
-//! not store.
+//! not store. A vector loop using f32 transcendentals loads their constants from
+//! [`math::const_table`] (its address is the word after the helper table), through an address
+//! carried around the loop so that the loads stay in it (see [`math::emit_unary_with`]).
 //!
 //! # Column blocks
 //!
@@ -103,7 +105,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use metajit_metaops::kernel::{Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
 use metajit_metaops::{BinaryOp, DType, Distribution, ReduceOp, Scalar, UnaryOp};
 
-use super::jit::Helper;
+use super::jit::{Helper, MATH_CONSTS_SLOT};
 use super::math::{self, MathFn};
 
 /// Lanes of the vector type (`f32x4`: Cranelift has 128-bit vectors only on x86-64).
@@ -210,6 +212,7 @@ pub fn lower(k: &Kernel, isa: &dyn TargetIsa) -> Result<ir::Function, InvalidKer
         split,
         reduce_range: false,
         keep_raw: false,
+        math_table: None,
     };
     cx.kernel_body();
     cx.b.ins().return_(&[]);
@@ -810,6 +813,9 @@ struct Cx<'k, 'f> {
     reduce_range: bool,
     /// Whether a Reduce phase returns its accumulator unrounded (f64 for wide sums).
     keep_raw: bool,
+    /// In a vector loop using f32 transcendentals: the (loop-carried) address of their
+    /// constant table (see `math::emit_unary_with`).
+    math_table: Option<Value>,
 }
 
 impl Cx<'_, '_> {
@@ -1174,12 +1180,36 @@ impl Cx<'_, '_> {
                 .collect(),
             None => Vec::new(),
         };
+        // The transcendentals' constant table, its address carried around the loop so that
+        // Cranelift keeps the constant loads inside it (see `math::emit_unary_with`).
+        let uses_math = ph.body.iter().zip(&plan.levels).any(|((inst, dt), &l)| {
+            l == ni
+                && *dt == DType::F32
+                && matches!(inst, Inst::Unary(op, _) if math_fn(*op).is_some())
+        });
+        let table_var = uses_math.then(|| {
+            let flags = MemFlagsData::trusted().with_readonly().with_can_move();
+            let at = (8 * MATH_CONSTS_SLOT) as i32;
+            let t = self.b.ins().load(I64, flags, self.helpers, at);
+            let v = self.b.declare_var(I64);
+            self.b.def_var(v, t);
+            v
+        });
         let vec_head = self.b.create_block();
         let after = self.b.create_block();
         let any = self.b.ins().icmp(IntCC::SignedGreaterThan, main_end, lo);
         self.b.ins().brif(any, vec_head, NO_ARGS, after, NO_ARGS);
         self.b.switch_to_block(vec_head);
         let i = self.b.use_var(ivar);
+        if let Some(v) = table_var {
+            let t = self.b.use_var(v);
+            self.math_table = Some(t);
+            // Redefined as t + 0 each iteration: a distinct value when Cranelift removes
+            // constant block parameters (it folds it to t only afterwards), so t stays a
+            // parameter of the loop header and the loads from it are not hoisted.
+            let t_next = self.b.ins().iadd_imm_s(t, 0);
+            self.b.def_var(v, t_next);
+        }
         for u in 0..plan.unroll {
             let base = self.b.ins().iadd_imm_s(i, (u * LANES) as i64);
             let va = acc.zip(vaccs.get(u)).map(|(a, v)| (a, v.as_slice()));
@@ -1196,6 +1226,7 @@ impl Cx<'_, '_> {
             }
             self.vector_action(ph, &mut c, va);
         }
+        self.math_table = None;
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(ivar, next);
         let more = self.b.ins().icmp(IntCC::SignedLessThan, next, main_end);
@@ -2197,7 +2228,10 @@ impl Cx<'_, '_> {
         let ty = self.b.func.dfg.value_type(x);
         if let Some(f) = math_fn(op) {
             return match dt {
-                DType::F32 => math::emit_unary(&mut self.b, f, ty, x, self.has_fma),
+                DType::F32 => {
+                    let table = self.math_table.filter(|_| ty.is_vector());
+                    math::emit_unary_with(&mut self.b, f, ty, x, self.has_fma, table)
+                }
                 DType::F64 => self.call(Helper::f64_math(f), &[x]),
                 _ => self.call(Helper::f32_math(f), &[x]),
             };

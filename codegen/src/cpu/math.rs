@@ -4,8 +4,10 @@
 //! computing `exp`, `log`, `sin`, `cos`, `tanh`, `sigmoid` or `erf` of an `f32x4` or `f32` value.
 //! One code path serves both types (constants are splatted in the vector case), so the scalar
 //! form used for loop tails gives bit-for-bit the same results as the vector form. The sequences
-//! call nothing and use no external data (constants live in the function's own constant pool), so
-//! the compiled kernels are relocation-free and can be cached as bytes.
+//! call nothing. Their constants live in the function's own constant pool, or, for vectors in
+//! a loop, in the static [`const_table`] whose address the caller passes at run time
+//! ([`emit_unary_with`]; see "Constants" below), so the compiled kernels are relocation-free and
+//! can be cached as bytes.
 //!
 //! # Method
 //!
@@ -15,12 +17,12 @@
 //!
 //! | function | reduction and approximation |
 //! |---|---|
-//! | `exp` | `n = round(x/ln 2)`, `r = x - n·ln 2` as an exact head plus a tail; `e^r = 1 + r + r²·P₄(r)` kept as an unrounded pair and rounded once, scaled by `2^n` as two exact power-of-two factors (so gradual underflow rounds at most twice) |
+//! | `exp` | `n = round(x/ln 2)` by adding a rounding constant `c`, `r = x - n·ln 2` (an exact head, then a rounded tail); `e^r = 1 + q`, `q = r + r²·P₄(r)`; `s = 2^(n+k)` is the bits of `x/ln 2 + c` shifted left by 23 (one instruction: `c` is chosen to leave `n + k + 127` in the low bits); `e^x = fma(q, s, s)·2^-k`, rounded once by the `fma`, with `k = 64` for `x < 0` (results down to 2^-150 stay normal until the last product, which rounds into the subnormals) and `k = -1` otherwise (2^128 overflows only in the last product) |
 //! | `log` | subnormals scaled by 2²³; `x = 2^e·m`, `m ∈ [√½, √2)`, `f = m - 1`; `log1p(f) = f - (f²/2 - s(f²/2 + R₂(s²)))` with `s = f/(2+f)`; `e·ln 2` in two parts |
 //! | `sin`, `cos` | `j = round(a·2/π)`, `r = a - j·π/2` (π/2 in three parts with FMA — each step exact where it matters — or in six 11-bit parts without); `sin r = r + r³S₂(r²)`, `cos r = 1 - r²/2 + r⁴C₂(r²)`, chosen and signed by `j mod 4` (and the sign of `x` for `sin`) |
-//! | `tanh` | `a < 0.625`: `a + a³T₄(a²)`; else `1 - 2/(e^{2a} + 1)`; sign copied from `x` |
-//! | `sigmoid` | `q = e/(1 + e)`, `e = e^{-a}` from the unrounded `exp` pair, with one correction step (residual of the division, rounding of `1 + e`); `q` for `x < 0`, `1 - q` (≥ ½, no cancellation) otherwise |
-//! | `erf` | `a < 1`: `a + a·E₆(a²)`; else `1 - e^{-x²}·Q₈(a - 1.75)` with `a` clamped to 4 (where `erf` rounds to 1); sign copied from `x` |
+//! | `tanh` | `a < 0.625`: `a + a³T₄(a²)`; else `1 - 2/(e^{2a} + 1)` with `e^{2a} + 1 = fma(q, s, s + 1)` rounded once (`exp`'s reduction, `k = 0`, `a` clamped to 10 where `tanh` rounds to 1); sign copied from `x` |
+//! | `sigmoid` | `r = e/(1 + e)`, `e = e^{-a}` from `exp`'s reduction with `k = 64`: `E = fma(q, s, s)` and `D = E + 2^64` each rounded once, `r₀ = E/D`, then one correction step from the division's residual and the exact rounding errors of `E` and `D` (`1/D = (1 - r₀)·2^-64`); `r` where the sign bit of `x` is set, `1 - r` (≥ ½, no cancellation) otherwise, both as `fma(±1, r, 0 or 1)` with the operands from the sign bit |
+//! | `erf` | `a < 1`: `a + a·E₆(a²)`; else `1 - e^{-x²}·Q₈(a - 1.75)` with `a` clamped to 4 (where `erf` rounds to 1) and `e^{-x²}` from `exp`'s reduction (`k = 0`); sign copied from `x` |
 //!
 //! Masks come from `fcmp` (or integer shifts) and are applied with `bitselect`; clamps are written
 //! as the `bitselect(fcmp lt ..)` pattern that x64 lowers to a single `minps`/`maxps` that keeps a
@@ -31,8 +33,9 @@
 //!
 //! Maximum error in ulps of the correctly rounded result, against `f64` references (std's
 //! `exp`/`ln`/`sin`/`cos`/`tanh`, `1/(1+exp(-x))`, `libm::erf`), measured on x86-64 by
-//! `codegen/tests/math.rs`: every 61st `f32` bit pattern (≈ 7·10⁷ inputs per function, all
-//! binades, subnormals included; `strided_exhaustive`, ignored by default) and the dense sweeps
+//! `codegen/tests/math.rs`: every 5th `f32` bit pattern (≈ 8.6·10⁸ inputs per function, all
+//! binades, subnormals included; `strided_exhaustive` with `MATH_STRIDE=5`, ignored by
+//! default, about 5 minutes) and the dense sweeps
 //! of the regular tests (e.g. exp over [-104, 89], sin/cos over [-1e4, 1e4] plus every float
 //! nearest a multiple of π/2 there, tanh/sigmoid/erf over [-20, 20]). "FMA" is the path taken when
 //! the target has fused multiply-add ([`isa_has_fma`]); "no FMA" multiplies and adds separately
@@ -40,13 +43,13 @@
 //!
 //! | function | range | FMA | no FMA |
 //! |---|---|---|---|
-//! | `exp` | all `f32` | 0.76 | 0.76 |
-//! | `log` | all `f32` | 0.84 | 0.83 |
-//! | `sin` | \|x\| ≤ 1e4 | 1.55 | 2.35 |
-//! | `cos` | \|x\| ≤ 1e4 | 1.56 | 2.34 |
-//! | `tanh` | all `f32` | 1.31 | 1.31 |
-//! | `sigmoid` | all `f32` | 0.78 | 1.14 |
-//! | `erf` | all `f32` | 0.94 | 1.21 |
+//! | `exp` | all `f32` | 1.01 | 0.97 |
+//! | `log` | all `f32` | 0.82 | 0.82 |
+//! | `sin` | \|x\| ≤ 1e4 | 1.57 | 2.47 |
+//! | `cos` | \|x\| ≤ 1e4 | 1.57 | 2.38 |
+//! | `tanh` | all `f32` | 1.18 | 1.18 |
+//! | `sigmoid` | all `f32` | 0.99 | 1.45 |
+//! | `erf` | all `f32` | 0.99 | 1.32 |
 //!
 //! The tests assert 2 ulp for every function (2.5 for sin/cos without FMA) on their sweeps, the
 //! special values below, and 256 random bit patterns.
@@ -75,25 +78,44 @@
 //!
 //! NaN results are NaN; which NaN (payload, sign) is not specified.
 //!
+//! # Constants
+//!
+//! Cranelift materialises a vector constant as a load from the function's constant pool and
+//! hoists it out of loops; in a loop body as long as these functions that leaves more live
+//! constants than x64's 16 vector registers, so most were spilled to the stack and reloaded on
+//! every use (42 reloads and 7 spill stores per iteration of `relu(x·1.5 + 0.5)·sigmoid(x) +
+//! tanh(x)`). [`emit_unary_with`] instead loads them from [`const_table`], a static table of
+//! every constant these functions use, through an address the caller passes at run time
+//! (`lower.rs` takes it from the word after the helper table, carried around the vector loop
+//! so that the loads stay in it). The loads are pure, so Cranelift folds a single-use one into
+//! the instruction using it. The constants, and so the results, are the same either way.
+//!
 //! # Cost
 //!
-//! x64 instructions for one `f32x4` evaluation (load, store and loop excluded), of which loads
-//! of constants from the constant pool in parentheses (Cranelift loads every vector constant into
-//! a register rather than folding it into the instruction):
+//! x64 instructions for one `f32x4` evaluation in a loop (load, store and loop excluded), with
+//! the constants from the table or from the constant pool; in parentheses, those with a memory
+//! operand (constant loads, folded or not, and spills):
 //!
 //! | | exp | log | sin | cos | tanh | sigmoid | erf |
 //! |---|---|---|---|---|---|---|---|
-//! | AVX + FMA | 38 (13) | 50 (17) | 45 (17) | 46 (18) | 61 (21) | 58 (13) | 80 (31) |
-//! | SSE2, no FMA | 50 (13) | 74 (17) | 72 (20) | 72 (21) | 85 (21) | 85 (13) | 121 (31) |
+//! | AVX + FMA, table | 30 (15) | 47 (18) | 40 (17) | 41 (18) | 40 (20) | 48 (14) | 50 (30) |
+//! | AVX + FMA, pool | 34 (14) | 50 (17) | 45 (17) | 46 (18) | 50 (20) | 49 (14) | 69 (30) |
+//! | SSE2, no FMA, table | 46 (15) | 71 (18) | 67 (20) | 67 (21) | 62 (20) | 71 (14) | 89 (30) |
+//! | SSE2, no FMA, pool | 51 (14) | 74 (17) | 72 (20) | 72 (21) | 72 (20) | 72 (14) | 108 (30) |
 //!
 //! The `f32` form is the same sequence on scalars, plus moves between register files for the bit
-//! manipulations (64–99 instructions with FMA).
+//! manipulations (67–99 instructions with FMA). Measured throughput on the development machine
+//! (AMD EPYC, one core, `f32x4` loops over 2^16 elements in cache, kernels of `lower.rs`): `exp`
+//! 0.50, `sigmoid` 1.00, `tanh` 0.79 ns per element.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
+use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::isa::TargetIsa;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 /// A transcendental function that [`emit_unary`] can emit inline.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -184,9 +206,9 @@ pub fn emit_fma(
 
 /// Emits `f(x)` for `x` of type `ty`, which must be `f32x4` or `f32`, and returns the result
 /// (same type). `has_fma` selects fused multiply-adds (pass [`isa_has_fma`] of the target).
+/// Vector constants come from the function's constant pool; see [`emit_unary_with`].
 ///
-/// The code is branch-free and calls nothing; see the module documentation for accuracy and
-/// edge-case semantics.
+/// The code calls nothing; see the module documentation for accuracy and edge-case semantics.
 ///
 /// # Panics
 ///
@@ -197,6 +219,30 @@ pub fn emit_unary(
     ty: Type,
     x: Value,
     has_fma: bool,
+) -> Value {
+    emit_unary_with(b, f, ty, x, has_fma, None)
+}
+
+/// [`emit_unary`], with the `f32x4` constants loaded from [`const_table`] at `table` (an `i64`
+/// holding its address) when `table` is given.
+///
+/// Cranelift hoists constant-pool vectors out of loops, where a function as long as these
+/// spills most of them to the stack and reloads them on every use; loads from a table whose
+/// base is loop-variant stay in the loop and are often folded into the instructions using
+/// them. A caller emitting a loop should therefore pass a base that Cranelift cannot see is
+/// loop-invariant (a loop-carried copy of the address, redefined in each iteration). The
+/// results are bit-identical either way (`f32` code always uses the constant pool).
+///
+/// # Panics
+///
+/// As [`emit_unary`].
+pub fn emit_unary_with(
+    b: &mut FunctionBuilder<'_>,
+    f: MathFn,
+    ty: Type,
+    x: Value,
+    has_fma: bool,
+    table: Option<Value>,
 ) -> Value {
     assert!(
         ty == types::F32 || ty == types::F32X4,
@@ -218,16 +264,80 @@ pub fn emit_unary(
             types::I32
         },
         has_fma,
+        table: if ty.is_vector() {
+            table.map(|t| (t, const_table()))
+        } else {
+            None
+        },
+        record: None,
     };
-    match f {
-        MathFn::Exp => e.exp(x, true, true),
-        MathFn::Log => e.log(x),
-        MathFn::Sin => e.sin_cos(x, false),
-        MathFn::Cos => e.sin_cos(x, true),
-        MathFn::Tanh => e.tanh(x),
-        MathFn::Sigmoid => e.sigmoid(x),
-        MathFn::Erf => e.erf(x),
+    e.emit(f, x)
+}
+
+/// One 16-byte entry of [`const_table`]: a constant's bits in every lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct ConstEntry(pub [u32; 4]);
+
+/// The table of every `f32x4` (and `i32x4`) constant that [`emit_unary_with`] loads, in the
+/// order the functions first use them, with each constant's index by bits.
+pub struct ConstTable {
+    entries: Box<[ConstEntry]>,
+    index: HashMap<u32, usize>,
+}
+
+impl ConstTable {
+    /// The entries (their address is what kernels are given).
+    pub fn entries(&self) -> &[ConstEntry] {
+        &self.entries
     }
+
+    fn offset(&self, bits: u32) -> Option<i32> {
+        self.index.get(&bits).map(|&i| (i * 16) as i32)
+    }
+}
+
+/// The constant table (built once, by emitting every function with and without FMA and
+/// recording its constants: deterministic, so the offsets baked into cached kernels stay valid
+/// in every process running the same code — a change bumps `jit::CODEGEN_VERSION` anyway).
+pub fn const_table() -> &'static ConstTable {
+    static TABLE: OnceLock<ConstTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut bits = Vec::new();
+        for has_fma in [true, false] {
+            for f in MathFn::ALL {
+                let mut func = Function::new();
+                func.signature.params.push(AbiParam::new(types::F32X4));
+                let mut fctx = FunctionBuilderContext::new();
+                let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+                let block = b.create_block();
+                b.append_block_params_for_function_params(block);
+                b.switch_to_block(block);
+                let x = b.block_params(block)[0];
+                let mut e = Emitter {
+                    b: &mut b,
+                    ty: types::F32X4,
+                    ity: types::I32X4,
+                    has_fma,
+                    table: None,
+                    record: Some(&mut bits),
+                };
+                e.emit(f, x);
+            }
+        }
+        let mut index = HashMap::new();
+        let mut entries = Vec::new();
+        for b in bits {
+            index.entry(b).or_insert_with(|| {
+                entries.push(ConstEntry([b; 4]));
+                entries.len() - 1
+            });
+        }
+        ConstTable {
+            entries: entries.into_boxed_slice(),
+            index,
+        }
+    })
 }
 
 // ---- constants ----------------------------------------------------------------------------
@@ -250,6 +360,21 @@ const EXP_P: [f32; 5] = [
 /// exp's argument is clamped to [EXP_LO, EXP_HI]: e^-104 < 2^-150 rounds to 0, e^89 overflows.
 const EXP_LO: f32 = -104.0;
 const EXP_HI: f32 = 89.0;
+/// exp scales by 2^(n+k), k = EXP_K_NEG for x < 0 (n ≥ -150) and EXP_K_POS otherwise (n ≤ 128).
+const EXP_K_NEG: i32 = 64;
+const EXP_K_POS: i32 = -1;
+/// sigmoid scales e^-|x| and 1 + e^-|x| by 2^SIGMOID_K.
+const SIGMOID_K: i32 = 64;
+
+/// The constant that `exp_reduce` adds to `x/ln 2` to get `s = 2^(n+k)`: ROUND_MAGIC + 127 + k.
+const fn exp_magic(k: i32) -> f32 {
+    ROUND_MAGIC + (127 + k) as f32
+}
+
+/// 2^k for |k| ≤ 126.
+const fn pow2(k: i32) -> f32 {
+    f32::from_bits(((127 + k) as u32) << 23)
+}
 
 /// Bits of √½ (rounded down): mantissas are normalised into [√½, √2).
 const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
@@ -280,6 +405,8 @@ const COS_C: [f32; 3] = [0.04166664, -0.0013887194, 2.4419196e-5];
 
 /// Below this |x|, tanh uses its odd polynomial.
 const TANH_SMALL: f32 = 0.625;
+/// tanh(10) rounds to 1 (from 9.01 on); clamping there keeps e^{2|x|} finite.
+const TANH_CLAMP: f32 = 10.0;
 /// `tanh a ≈ a + a³·T(a²)` on a ≤ 0.625; relative error 2^-26.8.
 const TANH_T: [f32; 5] = [
     -0.3333328,
@@ -327,9 +454,38 @@ struct Emitter<'a, 'b> {
     /// The integer type of the same shape (`i32` or `i32x4`).
     ity: Type,
     has_fma: bool,
+    /// Where vector constants are loaded from: the table's base value and the table.
+    table: Option<(Value, &'static ConstTable)>,
+    /// When building the table: every constant asked for, in order.
+    record: Option<&'a mut Vec<u32>>,
 }
 
 impl Emitter<'_, '_> {
+    fn emit(&mut self, f: MathFn, x: Value) -> Value {
+        match f {
+            MathFn::Exp => self.exp(x),
+            MathFn::Log => self.log(x),
+            MathFn::Sin => self.sin_cos(x, false),
+            MathFn::Cos => self.sin_cos(x, true),
+            MathFn::Tanh => self.tanh(x),
+            MathFn::Sigmoid => self.sigmoid(x),
+            MathFn::Erf => self.erf(x),
+        }
+    }
+
+    /// A vector constant with the given bits, of type `ty` (from the table when there is one).
+    fn vconst(&mut self, ty: Type, bits: u32) -> Option<Value> {
+        if let Some(rec) = self.record.as_deref_mut() {
+            rec.push(bits);
+        }
+        let (base, table) = self.table?;
+        let off = table.offset(bits)?;
+        // A pure load (read-only, never traps, movable): it stays in a loop only while its
+        // base is loop-variant (see `emit_unary_with`).
+        let flags = MemFlagsData::trusted().with_readonly().with_can_move();
+        Some(self.b.ins().load(ty, flags, base, off))
+    }
+
     fn is_vector(&self) -> bool {
         self.ty.is_vector()
     }
@@ -341,6 +497,11 @@ impl Emitter<'_, '_> {
 
     /// An integer constant of type `ity`.
     fn ic(&mut self, v: i32) -> Value {
+        if self.is_vector()
+            && let Some(c) = self.vconst(self.ity, v as u32)
+        {
+            return c;
+        }
         let s = self.b.ins().iconst(types::I32, i64::from(v as u32));
         if self.is_vector() {
             self.b.ins().splat(self.ity, s)
@@ -436,6 +597,11 @@ impl Emitter<'_, '_> {
 
     /// A float constant of type `ty` with the given bits.
     fn fc_bits(&mut self, bits: u32) -> Value {
+        if self.is_vector()
+            && let Some(c) = self.vconst(self.ty, bits)
+        {
+            return c;
+        }
         let s = self.b.ins().f32const(Ieee32::with_bits(bits));
         if self.is_vector() {
             self.b.ins().splat(self.ty, s)
@@ -486,72 +652,49 @@ impl Emitter<'_, '_> {
 
     // ---- exp ----------------------------------------------------------------------------
 
-    /// `e^x`. The clamps may be skipped when the caller knows the argument is above -104
-    /// (`lo`) or below 89 (`hi`); NaN passes either way.
-    fn exp(&mut self, x: Value, lo: bool, hi: bool) -> Value {
-        let (hi, lo, s1, s2) = self.exp_parts(x, lo, hi);
-        // (hi + lo)·2^n1 rounds once, in the normal range; the product with 2^n2 is exact unless
-        // it overflows or lands among the subnormals, where it rounds once more (gradual
-        // underflow, no flushing).
-        let h = self.mul(hi, s1);
-        let v = self.fma(lo, s1, h);
-        self.mul(v, s2)
+    /// `e^x`: `(1 + q)·2^(n+k)` rounded once by a fused multiply-add, then scaled back by
+    /// `2^-k` (exact, but for results among the subnormals, which round a second time, or
+    /// beyond `f32::MAX`, which become `inf`). `k` is 64 for `x < 0` and -1 otherwise, so that
+    /// `2^(n+k)` is a normal number for every `n` the clamps allow.
+    fn exp(&mut self, x: Value) -> Value {
+        let x = self.clamp_hi(x, EXP_HI);
+        let x = self.clamp_lo(x, EXP_LO);
+        let neg = self.cmp_k(FloatCC::LessThan, x, 0.0);
+        let m_neg = self.fc(exp_magic(EXP_K_NEG));
+        let m_pos = self.fc(exp_magic(EXP_K_POS));
+        let magic = self.select(neg, m_neg, m_pos);
+        let (q, s) = self.exp_reduce(x, magic);
+        let y = self.fma(q, s, s);
+        let f_neg = self.fc(pow2(-EXP_K_NEG));
+        let f_pos = self.fc(pow2(-EXP_K_POS));
+        let f = self.select(neg, f_neg, f_pos);
+        self.mul(y, f)
     }
 
-    /// `e^x` as an unrounded pair `(hi, lo)`: `e^x ≈ hi + lo` with `hi` the rounded sum and `lo`
-    /// its exact remainder (scaled exactly, except among the subnormals where both round).
-    fn exp_pair(&mut self, x: Value, lo: bool, hi: bool) -> (Value, Value) {
-        let (hi, lo, s1, s2) = self.exp_parts(x, lo, hi);
-        // Renormalise (Fast2Sum, |hi| ≥ |lo|).
-        let h = self.add(hi, lo);
-        let l = self.sub(hi, h);
-        let l = self.add(l, lo);
-        let h = self.mul(h, s1);
-        let h = self.mul(h, s2);
-        let l = self.mul(l, s1);
-        let l = self.mul(l, s2);
-        (h, l)
-    }
-
-    /// The pieces of `e^x = (hi + lo)·s1·s2`: `hi ∈ [0.7, 1.5]`, `|lo| < 0.07`, `s1` and `s2`
-    /// normal powers of two. The clamps may be skipped when the caller knows that `x` is above
-    /// -104 (`lo`) or below 89 (`hi`); NaN passes either way.
-    fn exp_parts(&mut self, x: Value, lo: bool, hi: bool) -> (Value, Value, Value, Value) {
-        let mut x = x;
-        if hi {
-            x = self.clamp_hi(x, EXP_HI);
-        }
-        if lo {
-            x = self.clamp_lo(x, EXP_LO);
-        }
-        // n = round(x / ln 2) ∈ [-150, 128]; r = x - n·ln 2 = r_hi + r_lo with r_hi exact
-        // (n·LN2_HI is exact and x - n·LN2_HI cancels exactly).
-        let (t, n) = self.round_scaled(x, LOG2_E);
-        let r_hi = self.fma_kc(-LN2_HI, n, x);
-        let r_lo = self.mul_kc(-LN2_LO, n);
-        let r = self.add(r_hi, r_lo);
-        // e^r = 1 + r_hi + (r_lo + r²·P(r)) = hi + lo, hi = 1 + r_hi rounded and lo the rest
-        // (Fast2Sum of 1 + r_hi, |r_hi| < 1, then the small terms).
+    /// `e^x ≈ (1 + q)·s` with `s = 2^(n+k)`, for `magic = exp_magic(k)` (a constant or a
+    /// per-lane choice). `n = round(x/ln 2)`; the caller keeps `n + k + 127` in [1, 254] for
+    /// every lane whose result it uses (other lanes get a meaningless `s`). `|q| < 0.42`, with
+    /// an absolute error below 2^-25.
+    fn exp_reduce(&mut self, x: Value, magic: Value) -> (Value, Value) {
+        // t = x/ln 2 + magic rounded to an integer: n = t - magic exactly, and the bits of t
+        // are those of ROUND_MAGIC plus n + k + 127.
+        let log2e = self.fc(LOG2_E);
+        let t = self.fma(x, log2e, magic);
+        let n = self.sub(t, magic);
+        // r = x - n·ln 2: the first step is exact (n·LN2_HI is exact and cancels with x), the
+        // second rounds once.
+        let r = self.fma_kc(-LN2_HI, n, x);
+        let r = self.fma_kc(-LN2_LO, n, r);
+        // e^r = 1 + q, q = r + r²·P(r).
         let r2 = self.mul(r, r);
         let p = self.poly(r, &EXP_P);
-        let w = self.fma(p, r2, r_lo);
-        let one = self.fc(1.0);
-        let hi = self.add(one, r_hi);
-        let lo = self.sub(one, hi);
-        let lo = self.add(lo, r_hi);
-        let lo = self.add(lo, w);
-        // 2^n = 2^n1 · 2^n2, n1 = n >> 1, n2 = n - n1 ∈ [-75, 64], both normal. With
-        // a = n + 254: a >> 1 = n1 + 127 and a - (a >> 1) = n2 + 127, the biased exponents.
+        let q = self.fma(r2, p, r);
+        // The low 9 bits of ROUND_MAGIC's bits are zero: shifting t's bits left by 23 leaves
+        // (n + k + 127) << 23, the bits of 2^(n+k).
         let ti = self.int_bits(t);
-        let bias = self.ic(254 - ROUND_MAGIC.to_bits() as i32);
-        let a = self.b.ins().iadd(ti, bias);
-        let e1 = self.b.ins().sshr_imm_u(a, 1);
-        let e2 = self.b.ins().isub(a, e1);
-        let s1 = self.b.ins().ishl_imm_u(e1, 23);
-        let s1 = self.float_bits(s1);
-        let s2 = self.b.ins().ishl_imm_u(e2, 23);
-        let s2 = self.float_bits(s2);
-        (hi, lo, s1, s2)
+        let si = self.b.ins().ishl_imm_u(ti, 23);
+        let s = self.float_bits(si);
+        (q, s)
     }
 
     // ---- log ----------------------------------------------------------------------------
@@ -676,42 +819,64 @@ impl Emitter<'_, '_> {
         let p = self.poly(z, &TANH_T);
         let a3 = self.mul(a, z);
         let small = self.fma(a3, p, a);
-        // Large: 1 - 2/(e^{2a} + 1); e^{2a} = inf gives 1.
-        let a2 = self.add(a, a);
-        let e = self.exp(a2, false, true);
+        // Large: 1 - 2/(e^{2a} + 1), with e^{2a} + 1 = s·(1 + q) + 1 rounded once; a is
+        // clamped to 10 (tanh rounds to 1 from 9.01 on), so 2^n ≤ 2^29 and s + 1 is exact
+        // where it matters (n ≤ 23).
+        let ac = self.clamp_hi(a, TANH_CLAMP);
+        let a2 = self.add(ac, ac);
+        let magic = self.fc(exp_magic(0));
+        let (q, s) = self.exp_reduce(a2, magic);
         let one = self.fc(1.0);
-        let d = self.add(e, one);
+        let s1 = self.add(s, one);
+        let d = self.fma(q, s, s1);
         let two = self.fc(2.0);
-        let q = self.div(two, d);
-        let large = self.sub(one, q);
+        let y = self.div(two, d);
+        let large = self.sub(one, y);
         let is_small = self.cmp_k(FloatCC::LessThan, a, TANH_SMALL);
         let res = self.select(is_small, small, large);
         self.or_sign(res, sign)
     }
 
     fn sigmoid(&mut self, x: Value) -> Value {
-        // q = sigmoid(-|x|) = e/(1 + e) with e = e^-|x| = e_hi + e_lo; the result is q for
-        // x < 0 and 1 - q (≥ 0.5, no cancellation) otherwise.
+        // r = sigmoid(-|x|) = e/(1 + e) with e = e^-|x| = s·(1 + q)·2^-K (K = SIGMOID_K keeps s
+        // normal down to e = 2^-150, so only the last step rounds into the subnormals). In
+        // units of 2^-K: E = s·(1 + q) = e_hi + e_lo and 2^K + e_hi = d + d_lo, where e_hi and
+        // d are rounded once and e_lo, d_lo are their (exact) errors. r0 = e_hi/d is corrected
+        // once: r = r0 + ((e_hi - r0·d) - r0·d_lo + e_lo)/d, the residual e_hi - r0·d exact
+        // with FMA and 1/d = (1 - r0)·2^-K. The result is r where x's sign bit is set and
+        // 1 - r (≥ ½, no cancellation) otherwise.
         let na = self.neg_abs(x);
-        let (e_hi, e_lo) = self.exp_pair(na, true, false);
+        let na = self.clamp_lo(na, EXP_LO);
+        let magic = self.fc(exp_magic(SIGMOID_K));
+        let (q, s) = self.exp_reduce(na, magic);
+        let e_hi = self.fma(q, s, s);
+        let k = self.fc(pow2(SIGMOID_K));
+        let d = self.add(e_hi, k);
+        let r0 = self.div(e_hi, d);
+        // e_lo = s·(1 + q) - e_hi (s - e_hi is exact: e_hi/s ∈ [0.7, 1.42]).
+        let se = self.sub(s, e_hi);
+        let e_lo = self.fma(q, s, se);
+        // d_lo = (2^K - d) + e_hi, exact (Fast2Sum: 2^K ≥ e_hi).
+        let kd = self.sub(k, d);
+        let d_lo = self.add(kd, e_hi);
+        let nr0 = self.b.ins().fneg(r0);
+        let res = self.fma(nr0, d, e_hi);
+        let res = self.fma(nr0, d_lo, res);
+        let res = self.add(res, e_lo);
         let one = self.fc(1.0);
-        // d = 1 + e_hi rounded; nd_lo = d - (1 + e) (exact but for e_lo's tiny rounding).
-        let d = self.add(one, e_hi);
-        let nd_lo = self.sub(d, one);
-        let nd_lo = self.sub(nd_lo, e_hi);
-        let nd_lo = self.sub(nd_lo, e_lo);
-        let q0 = self.div(e_hi, d);
-        // One correction step: q = q0 + (e - q0·(1 + e))/(1 + e), where e_hi - q0·d is exact
-        // under FMA and 1/(1 + e) = 1 - q.
-        let nq0 = self.b.ins().fneg(q0);
-        let res = self.fma(nq0, d, e_hi);
-        let t = self.fma(q0, nd_lo, res);
-        let t = self.add(t, e_lo);
-        let inv = self.sub(one, q0);
-        let q = self.fma(t, inv, q0);
-        let p = self.sub(one, q);
-        let neg = self.cmp_k(FloatCC::LessThan, x, 0.0);
-        self.select(neg, q, p)
+        let w = self.sub(one, r0);
+        let k_inv = self.fc(pow2(-SIGMOID_K));
+        let inv = self.mul(w, k_inv);
+        let r = self.fma(res, inv, r0);
+        // r·1 + 0 where x's sign bit is set, r·(-1) + 1 (one rounding) where it is clear.
+        let xi = self.int_bits(x);
+        let m = self.b.ins().sshr_imm_u(xi, 31);
+        let m = self.float_bits(m);
+        let nz = self.fc(-0.0);
+        let flip = self.b.ins().band_not(nz, m);
+        let sgn = self.b.ins().bor(flip, one);
+        let c = self.b.ins().band_not(one, m);
+        self.fma(sgn, r, c)
     }
 
     fn erf(&mut self, x: Value) -> Value {
@@ -728,7 +893,10 @@ impl Emitter<'_, '_> {
         let q = self.poly(u, &ERF_Q);
         let zc = self.mul(ac, ac);
         let nzc = self.b.ins().fneg(zc);
-        let e = self.exp(nzc, false, false);
+        // e^{-a²} with a² ≤ 16: 2^n ≥ 2^-24 is normal.
+        let magic = self.fc(exp_magic(0));
+        let (qe, s) = self.exp_reduce(nzc, magic);
+        let e = self.fma(qe, s, s);
         let ne = self.b.ins().fneg(e);
         let one = self.fc(1.0);
         let large = self.fma(ne, q, one);
