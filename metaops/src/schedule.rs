@@ -236,6 +236,11 @@ pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: 
     if iter_dims.contains(&0) {
         return false; // nothing runs; keep the checks, as for any unproven expression
     }
+    if target_dims.contains(&0) {
+        // An empty target has no element in range: every coordinate stays checked, so an
+        // invalid point reads offset 0 (see `safe_target`), not a coordinate of another axis.
+        return false;
+    }
     matches!(bounds(e, iter_dims, target_dims), Some((lo, hi)) if lo >= 0 && hi < extent as i64)
 }
 
@@ -1114,7 +1119,9 @@ impl<'g, 's> KernelBuilder<'g, 's> {
     }
 
     /// The target coordinates made safe to read: `where(valid, t, 0)` for each checked one (the
-    /// others are in range already, so the address is in range whatever `valid` says).
+    /// others are in range already, so the address is in range whatever `valid` says). When the
+    /// target is empty every coordinate is checked ([`in_range`]) and the address is 0, which
+    /// every buffer holds (backends allocate at least one element).
     fn safe_target(&mut self, m: &Mapped) -> Vec<V> {
         let Some(valid) = m.valid else {
             return m.target.clone();
