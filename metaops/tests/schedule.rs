@@ -76,7 +76,10 @@ fn soak_random_graphs() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let (from, n) = (var("METAJIT_FUZZ_FROM", 600), var("METAJIT_FUZZ_SEEDS", 20_000));
+    let (from, n) = (
+        var("METAJIT_FUZZ_FROM", 600),
+        var("METAJIT_FUZZ_SEEDS", 20_000),
+    );
     fuzz(from..from + n);
 }
 
