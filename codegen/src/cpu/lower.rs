@@ -371,7 +371,7 @@ fn plan_of(k: &Kernel, ph: &Phase) -> Plan {
                     l - no + 1
                 }
             }
-            _ => operands(inst).iter().map(lv).max().unwrap_or(0),
+            _ => inst.operands().iter().map(lv).max().unwrap_or(0),
         };
         levels.push(l);
     }
@@ -523,7 +523,7 @@ fn split_fold(k: &Kernel, ph: &Phase) -> Option<(Phase, Phase)> {
     while let Some(j) = stack.pop() {
         if !need[j] {
             need[j] = true;
-            stack.extend(operands(&ph.body[j].0).iter().map(|o| o.0 as usize));
+            stack.extend(ph.body[j].0.operands().iter().map(|o| o.0 as usize));
         }
     }
     let mut body = Vec::new();
@@ -559,22 +559,6 @@ fn split_fold(k: &Kernel, ph: &Phase) -> Option<(Phase, Phase)> {
             },
         },
     ))
-}
-
-/// The value operands of an instruction.
-fn operands(inst: &Inst) -> Vec<V> {
-    match inst {
-        Inst::Load { offset, .. } => vec![*offset],
-        Inst::Unary(_, a) | Inst::Cast(_, a) => vec![*a],
-        Inst::Binary(_, a, b) => vec![*a, *b],
-        Inst::Where(c, a, b) => vec![*c, *a, *b],
-        Inst::Random { counter, .. } => vec![*counter],
-        Inst::Const(_)
-        | Inst::LoopIdx(_)
-        | Inst::Size(_)
-        | Inst::Param(_)
-        | Inst::PhaseResult(_) => vec![],
-    }
 }
 
 fn math_fn(op: UnaryOp) -> Option<MathFn> {
@@ -650,7 +634,7 @@ fn dep_on(ph: &Phase, target: usize, results_vary: bool) -> (Vec<Dep>, Vec<bool>
         let vary = match inst {
             Inst::LoopIdx(l) => *l == target,
             Inst::PhaseResult(_) => results_vary,
-            _ => operands(inst).iter().any(|o| varies[o.0 as usize]),
+            _ => inst.operands().iter().any(|o| varies[o.0 as usize]),
         };
         let x = if !vary {
             Dep::Invariant
@@ -1079,7 +1063,8 @@ impl Cx<'_, '_> {
                 Inst::Param(s) => self.param(self.sizes[*s], *dt),
                 Inst::PhaseResult(q) => self.results[*q].expect("checked: a Reduce phase"),
                 _ => {
-                    let args: Vec<Value> = operands(inst)
+                    let args: Vec<Value> = inst
+                        .operands()
                         .iter()
                         .map(|o| vals[o.0 as usize].expect("operands precede"))
                         .collect();
@@ -1601,13 +1586,7 @@ impl Cx<'_, '_> {
             let x = self.vv_vec(c, value.0 as usize, DType::F32);
             let parts = if a.wide {
                 // Lanes 0, 1 and lanes 2, 3 as f64x2.
-                let lo = self.b.ins().fvpromote_low(x);
-                let bytes = self.b.ins().bitcast(I8X16, vec_flags(), x);
-                let mask: Vec<u8> = (8..16).chain(0..8).collect();
-                let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
-                let sw = self.b.ins().shuffle(bytes, bytes, mask);
-                let sw = self.b.ins().bitcast(F32X4, vec_flags(), sw);
-                let hi = self.b.ins().fvpromote_low(sw);
+                let (lo, hi) = self.promote_halves(x);
                 vec![lo, hi]
             } else {
                 vec![x]
@@ -1963,7 +1942,7 @@ impl Cx<'_, '_> {
             _ => {}
         }
         // Lane by lane, with the scalar lowering.
-        let ops = operands(inst);
+        let ops = inst.operands();
         let lanes: Vec<[Value; LANES]> = ops
             .iter()
             .map(|o| self.vv_lanes(c, o.0 as usize, dt_of(o)))
