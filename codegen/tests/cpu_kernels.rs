@@ -380,6 +380,62 @@ fn elementwise_f32_every_tail_length() {
     }
 }
 
+/// `where` and `max` on f32 and f64 scalars (the vector loop's tail, and the scalar loop of
+/// f64) return one operand's exact bits: NaN payloads and the sign of zero survive (the scalar
+/// lowering selects the bits with an integer `cmov`, not a branch).
+#[test]
+fn scalar_where_and_max_keep_operand_bits() {
+    let nan_a = f32::from_bits(0x7fc0_1234);
+    let nan_b = f32::from_bits(0xffc0_0042);
+    let pool = [0.0f32, -0.0, nan_a, nan_b, 1.5, -2.5, f32::INFINITY, 3.0];
+    for dt in [DType::F32, DType::F64] {
+        let mut b = B::default();
+        let i = b.idx(0);
+        let x = b.load(0, i, dt);
+        let y = b.load(1, i, dt);
+        let c = b.bin(BinaryOp::Lt, x, y);
+        let w = b.sel(c, x, y);
+        let m = b.bin(BinaryOp::Max, x, y);
+        let k = Kernel {
+            bufs: bufs(&[(dt, false), (dt, false), (dt, true), (dt, true)]),
+            n_sizes: 1,
+            outer: vec![],
+            phases: vec![b.store(vec![s(0)], vec![st(2, i, w), st(3, i, m)])],
+            parallel: false,
+        };
+        let ck = compile(&k);
+        for n in [1usize, 3, 5, 11, 64] {
+            let xs: Vec<f32> = (0..n).map(|j| pool[j % 8]).collect();
+            let ys: Vec<f32> = (0..n).map(|j| pool[(j * 3 + 1) % 8]).collect();
+            let data: Vec<HostData> = match dt {
+                DType::F32 => vec![
+                    HostData::F32(xs.clone()),
+                    HostData::F32(ys.clone()),
+                    HostData::F32(vec![7.0; n]),
+                    HostData::F32(vec![7.0; n]),
+                ],
+                _ => vec![
+                    HostData::F64(xs.iter().map(|&v| v as f64).collect()),
+                    HostData::F64(ys.iter().map(|&v| v as f64).collect()),
+                    HostData::F64(vec![7.0; n]),
+                    HostData::F64(vec![7.0; n]),
+                ],
+            };
+            let got = run_compiled(&ck, &data, &[n as i64], 1);
+            let want = interpret(&k, &data, &[n as i64]);
+            for out in [2, 3] {
+                for j in 0..n {
+                    let (g, w) = (got[out].get(j), want[out].get(j));
+                    // Where: exactly the chosen operand's bits. Max: NaN is any NaN (the
+                    // interpreter's rule), other values bit for bit (so -0.0 is not 0.0).
+                    let same = g.to_bits() == w.to_bits() || (out == 3 && g.is_nan() && w.is_nan());
+                    assert!(same, "{dt:?} n = {n}, buffer {out}[{j}]: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn empty_range_writes_nothing() {
     let k = elementwise_kernel();

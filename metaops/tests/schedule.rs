@@ -179,6 +179,34 @@ return %4
     assert_eq!(texts(&g1), texts(&g2));
 }
 
+/// An extent of 2 is a kernel constant (a shift for index division by it), so a plan or
+/// kernel for a 2 is not reused for another extent, nor the other way round, and the
+/// schedule still computes the right values at both.
+#[test]
+fn an_extent_of_two_is_a_constant_of_its_own_plan() {
+    use metajit_metaops::schedule::{plan_key, same_plan};
+    let text = |b: usize| {
+        format!(
+            "%0 = input #0 : f32[{b}, 6]
+%1 = reshape %0 : f32[{b}, 3, 2]
+%2 = reindex %1 [i0, i1, 1] overflow=0.0 : f32[{b}, 3]
+%3 = reindex %1 [i0, i1, 0] overflow=0.0 : f32[{b}, 3]
+%4 = sub %2, %3 : f32[{b}, 3]
+return %4
+"
+        )
+    };
+    let (g2, g3) = (graph(&text(2)), graph(&text(3)));
+    assert_ne!(plan_key(&g2), plan_key(&g3));
+    assert!(!same_plan(&g2, &g3));
+    assert_ne!(kernel_texts(&g2), kernel_texts(&g3));
+    assert!(kernel_texts(&g2).iter().all(|t| !t.contains("s0, s1, s2")));
+    for (g, b) in [(&g2, 2), (&g3, 3)] {
+        let x = HostData::from_vec((0..6 * b).map(|v| (v * v) as f32).collect::<Vec<f32>>());
+        check(g, &[x]).unwrap();
+    }
+}
+
 /// The kernels' texts of a graph's schedule.
 fn kernel_texts(g: &Graph) -> Vec<String> {
     schedule(g)

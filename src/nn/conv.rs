@@ -195,11 +195,21 @@ pub fn conv2d(
     let (cg, og) = (c / groups, o / groups);
     let k = cg * kh * kw;
     let p = oh * ow;
-    // [N, C, OH, OW, KH, KW] -> [N, C, KH, KW, OH, OW] -> [N, groups, k, OH·OW]: each image's
-    // columns with the output position innermost, so the copy runs along contiguous rows.
-    // The window view is materialised once (one copy kernel), so the product runs as GEMM.
-    let cols = windows(&x, ax, [oh, ow], 0.0)
-        .permute(&[0, 1, 4, 5, 2, 3])
+    // The windows as [N, C, KH, KW, OH, OW] -> [N, groups, k, OH·OW]: each image's columns
+    // with the output position innermost, so the copy runs along contiguous rows. The window
+    // view is materialised once (one copy kernel), so the product runs as GEMM. The view is
+    // built in that order (not as a permute of [N, C, OH, OW, KH, KW]) so that its gradient,
+    // the scatter-add of the columns' gradient back into the input (col2im), also iterates
+    // with the output column innermost: contiguous loads of the GEMM's output and contiguous
+    // targets, instead of a loop over KW reading at a stride of OH·OW.
+    let cols = x
+        .reindex_raw(
+            Shape::new([n, c, kh, kw, oh, ow]),
+            window_map(ax, [IndexExpr::Idx(0), IndexExpr::Idx(1)], [4, 5, 2, 3]),
+            Scalar::zero(dtype),
+            vec![],
+            &[],
+        )
         .contiguous()
         .reshape([n, groups, k, p]);
     // [groups, og, k] @ [N, groups, k, P] -> [N, groups, og, P]: one GEMM per image (and

@@ -88,7 +88,8 @@
 //! arithmetic; f16 through a helper). f32 transcendentals are the inline polynomials of
 //! [`super::math`]; f64 (and the f32 ones used by f16/bf16, which must match the interpreter
 //! bit for bit) call the helper table (see [`super::jit::Helper`]), as do `pow` and float
-//! `mod`. Max/min are a compare and a select with the NaN rule; integer division and modulo are
+//! `mod`. Max/min are a compare and a select with the NaN rule (a float select is an integer
+//! select of the bits: no data-dependent branch, see `select`); integer division and modulo are
 //! floor division with 0 for a zero divisor and wrapping at `MIN / -1` (Cranelift's `sdiv`
 //! would trap; the divisor is replaced first).
 
@@ -2137,7 +2138,7 @@ impl Cx<'_, '_> {
             Inst::Load { buf, .. } => self.load(*buf, args[0]),
             Inst::Unary(op, _) => self.unary(*op, dt, args[0]),
             Inst::Binary(op, a, _) => self.binary(*op, dt_of(a), args[0], args[1]),
-            Inst::Where(..) => self.b.ins().select(args[0], args[1], args[2]),
+            Inst::Where(..) => self.select(args[0], args[1], args[2]),
             Inst::Cast(to, a) => self.cast(dt_of(a), *to, args[0]),
             Inst::Random {
                 seed_param, dist, ..
@@ -2240,7 +2241,26 @@ impl Cx<'_, '_> {
         let c1 = self.b.ins().fcmp(cc, a, b);
         let c2 = self.b.ins().fcmp(FloatCC::Unordered, a, a);
         let c = self.b.ins().bor(c1, c2);
-        self.b.ins().select(c, a, b)
+        self.select(c, a, b)
+    }
+
+    /// `c ? a : b` on scalars without a branch. Cranelift lowers a float `select` on x86-64 as
+    /// a conditional jump over a register move, which data-dependent conditions (relu, the
+    /// first-max chain of max pooling) mispredict about half the time — in the scalar tails
+    /// of vector loops that cost more than the vector body. A float select is therefore an
+    /// integer select (`cmov`) of the bits.
+    fn select(&mut self, c: Value, a: Value, b: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(a);
+        let int = match ty {
+            F32 => I32,
+            F64 => I64,
+            _ => return self.b.ins().select(c, a, b),
+        };
+        let flags = MemFlagsData::new();
+        let ai = self.b.ins().bitcast(int, flags, a);
+        let bi = self.b.ins().bitcast(int, flags, b);
+        let r = self.b.ins().select(c, ai, bi);
+        self.b.ins().bitcast(ty, flags, r)
     }
 
     /// A binary op on scalar operands of dtype `dt`.
