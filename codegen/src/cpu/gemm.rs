@@ -25,12 +25,8 @@
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, batch_offsets};
 use rayon::prelude::*;
 
-/// Multiply-adds (`m · n · k`) from which work is worth spreading across threads (2^21).
-///
-/// Measured on LeNet-5's fully connected products (64×120×256 down to 120×64×84, 0.6–2M
-/// multiply-adds, per-call minima over 600 steps): one thread takes 0.4–0.7× the time of the
-/// `gemm` crate's own 2-thread split, whose start-up costs more than it saves below ~2M.
-pub const PARALLEL_OPS: usize = 1 << 21;
+/// Multiply-adds (`m · n · k`) from which work is worth spreading across threads (2^18).
+pub const PARALLEL_OPS: usize = 1 << 18;
 
 /// Computes the batched product described by `layout` in f32 (see the module docs).
 ///
@@ -684,16 +680,16 @@ mod tests {
     #[test]
     fn large_products_take_the_parallel_paths() {
         // One product above the threshold: split by the gemm crate.
-        let l = row_major(160, 128, 112);
+        let l = row_major(96, 80, 72);
         assert!(l.ops() >= PARALLEL_OPS);
         check(&l, 4);
         let mut t = l.clone();
-        t.lhs = MatStrides { rs: 1, cs: 160 };
+        t.lhs = MatStrides { rs: 1, cs: 96 };
         check(&t, 4);
         // Many small products above the threshold together: split over the batch.
         let mut b = row_major(16, 16, 16);
         b.batch = vec![BatchAxis {
-            extent: 600,
+            extent: 80,
             dst: 256,
             lhs: 256,
             rhs: 0,
@@ -722,12 +718,12 @@ mod tests {
             check(&t, threads);
         }
         // Large products, as many as the threads or more: one per task.
-        let mut big = row_major(140, 130, 120);
+        let mut big = row_major(70, 70, 60);
         assert!(big.ops() >= PARALLEL_OPS);
         big.batch = vec![BatchAxis {
             extent: 4,
-            dst: 140 * 130,
-            lhs: 140 * 120,
+            dst: 4900,
+            lhs: 4200,
             rhs: 0,
         }];
         for threads in [2, 3, 4] {
