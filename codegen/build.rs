@@ -1,7 +1,8 @@
 //! Fingerprints the code generator for the compiled-kernel cache: a hash of the CPU backend's
-//! sources and of the Cranelift versions in `Cargo.lock`, so that any change to how code is
-//! generated changes every cache key (`cpu::jit::target_description`) — a stale entry can never
-//! be loaded after an edit that forgot to bump `CODEGEN_VERSION`.
+//! sources, of the kernel IR's definition (`metaops/src/kernel.rs`) and of the Cranelift
+//! versions in `Cargo.lock`, so that any change to how code is generated changes every cache
+//! key (`cpu::jit::target_description`) — a stale entry can never be loaded after an edit that
+//! forgot to bump `CODEGEN_VERSION`.
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -29,6 +30,11 @@ fn main() {
             std::fs::read(&f).unwrap_or_default().hash(&mut h);
         }
     }
+    // The kernel IR the lowering reads (its instructions' operands and semantics), when built
+    // inside the workspace.
+    let ir = dir.join("..").join("metaops").join("src").join("kernel.rs");
+    println!("cargo:rerun-if-changed={}", ir.display());
+    std::fs::read(&ir).unwrap_or_default().hash(&mut h);
     // The exact Cranelift versions, when built inside the workspace.
     let lock = dir.join("..").join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());

@@ -176,11 +176,13 @@ type CpuCompiled = <CpuBackend as Backend>::Compiled;
 
 /// A one-op graph (the op over its distinct inputs, in first-occurrence order, as
 /// [`collect`] builds it) and its plan: what eager mode runs again for an op signature it
-/// has run before ([`crate::dispatch::OpEntry`]).
+/// has run before ([`crate::dispatch::OpEntry`]). The plan is held weakly: the plan cache owns
+/// it, so its capacity bounds the compiled code kept alive, however many signatures the
+/// per-thread memos remember.
 pub(crate) struct OneOp {
     graph: Graph,
     plan_hash: u64,
-    plan: Arc<Plan<CpuCompiled>>,
+    plan: std::sync::Weak<Plan<CpuCompiled>>,
 }
 
 /// Eager mode's fast path: the value of an op whose signature `entry` ran before, over the
@@ -206,10 +208,15 @@ pub(crate) fn eager_known(
         return Ok(None);
     };
     let engine = cpu_engine()?;
-    if !engine.touch(one.plan_hash, &one.plan) {
-        return Ok(None);
-    }
-    let out = engine.execute(&one.graph, &one.plan, &bufs, debug)?;
+    let plan = match one.plan.upgrade() {
+        Some(plan) if engine.touch(one.plan_hash, &plan) => plan,
+        _ => {
+            // Evicted from the plan cache: forget it (the slow path remembers the new one).
+            *entry.eager.borrow_mut() = None;
+            return Ok(None);
+        }
+    };
+    let out = engine.execute(&one.graph, &plan, &bufs, debug)?;
     Ok(out.into_iter().next())
 }
 
@@ -240,7 +247,7 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
     *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
         graph: p.graph,
         plan_hash,
-        plan,
+        plan: Arc::downgrade(&plan),
     }));
     let data = out
         .into_iter()

@@ -22,13 +22,14 @@
 //!   phase the instruction is in.
 //! - Scalar ops have the reference interpreter's semantics (`crate::interp::eval_unary`, ...).
 //! - A Reduce phase starts from `op.identity(dtype)` and folds `value` over its inner loops in
-//!   row-major order (its stores, if any, are done at every iteration as a Store phase's are); float sums and products accumulate in f64 and round once at the end.
+//!   row-major order (its stores, if any, are done at every iteration as a Store phase's are);
+//!   float sums and products accumulate in f64 and round once at the end.
 //!   Backends may reassociate float sums/products (results then agree within an ulp, not
 //!   bitwise) but keep the f64 accumulation of f32/f16/bf16 sums and products: partial sums
 //!   are f64, combined in f64 and rounded once at the end (the CPU backend splits a reduction
 //!   to one value across threads so, with the partials combined in order; its column blocks
-//!   fold many outer iterations at once without reassociating anything), and a vectorised max/min may return either zero when the extreme is both -0.0
-//!   and +0.0; which NaN payload a NaN result carries is unspecified.
+//!   fold many outer iterations at once without reassociating anything), and a vectorised
+//!   max/min may return either zero when the extreme is both -0.0 and +0.0; which NaN payload a NaN result carries is unspecified.
 //! - A store with `mask` writes only where the mask is true; a store with `combine` folds the
 //!   value into the buffer element instead of overwriting it (buffers that are combined into
 //!   are filled with the combine op's identity by the runtime before the kernel runs).

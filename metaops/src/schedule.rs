@@ -147,8 +147,8 @@ impl Schedule {
 /// What a schedule depends on besides the graph's structure ([`Graph::same_structure`]), as
 /// numbers: for each extent of each node, in order, its class — `u32::MAX` for 1 and
 /// `u32::MAX - 1` for 2 (the extents kernels take as constants, see `KernelBuilder::extent`),
-/// else the position of the first extent of the graph equal to it — then, for each index expression of
-/// each `reindex`, whether [`in_range`] proves it in range (1) or not (0). Extents themselves,
+/// else the position of the first extent of the graph equal to it — then, for each index
+/// expression of each `reindex`, whether [`in_range`] proves it in range (1) or not (0). Extents themselves,
 /// seeds, constants and index parameters are left out, so a new batch size or a new slice
 /// offset has the same facts unless it changes one of these decisions.
 pub fn plan_facts(g: &Graph) -> Vec<u32> {
@@ -233,16 +233,17 @@ pub const MAX_INLINE_DEPTH: usize = 64;
 /// arithmetic lie inside. The answer depends on values, so it is part of the plan key
 /// ([`plan_facts`]); that is what lets a slice at a runtime offset load without range checks.
 pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: &[usize]) -> bool {
-    if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
-        return true;
-    }
     if iter_dims.contains(&0) {
         return false; // nothing runs; keep the checks, as for any unproven expression
     }
     if target_dims.contains(&0) {
-        // An empty target has no element in range: every coordinate stays checked, so an
-        // invalid point reads offset 0 (see `safe_target`), not a coordinate of another axis.
+        // An empty target has no element in range: every coordinate stays checked (a bare
+        // index over an axis of its own extent too), so an invalid point reads offset 0 (see
+        // `safe_target`), not a coordinate of another axis.
         return false;
+    }
+    if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
+        return true;
     }
     matches!(bounds(e, iter_dims, target_dims), Some((lo, hi)) if lo >= 0 && hi < extent as i64)
 }

@@ -655,3 +655,16 @@ return %4, %2
     );
     check(&g, &[HostData::I64(vec![])]).unwrap();
 }
+
+/// A pad of an empty tensor: the bare index `i1` over an axis of its own extent is in range
+/// for that axis, but the target has no element at all, so it must stay checked too.
+#[test]
+fn pads_of_an_empty_input_read_nothing_out_of_bounds() {
+    let g = graph(
+        "%0 = input #0 : f32[0, 5]
+%1 = reindex %0 [i0-1, i1] overflow=7.0 : f32[3, 5]
+return %1
+",
+    );
+    check(&g, &[HostData::F32(vec![])]).unwrap();
+}

@@ -51,6 +51,7 @@ use crate::buffer::Buffer;
 /// 4: plain f32 sums unroll four times and accumulate with fused multiply-adds by 1.
 /// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
 /// from `math::const_table` (its address after the helpers).
+/// 6: scalar float selects (`where`, max/min) select the bits with integer moves, no branch.
 pub const CODEGEN_VERSION: u32 = 6;
 
 /// The native signature of every compiled kernel.
