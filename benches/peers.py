@@ -25,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402
+from timing import time_each  # noqa: E402
 
 
 def sizes(quick):
@@ -257,16 +257,15 @@ def main():
     only = {k.strip().lower() for k in a.only.split(",") if k.strip()}
     workloads, info = make(a.quick)
     print(f"peer-info\t{a.framework}\t{info}", flush=True)
-    for key, build in workloads:
-        if only and key.lower() not in only:
-            continue
-        try:
-            s = median_time(build(), max(a.runs, 1), warmup, min_s)
-            print(f"peer\t{a.framework}\t{key}\t{s!r}", flush=True)
-        except Exception as e:  # a failing workload must not hide the others
-            msg = f"{type(e).__name__}: {e}".replace("\t", " ").replace("\n", " ")
-            print(f"peer-failed\t{a.framework}\t{key}\t{msg[:300]}", flush=True)
-
+    time_each(
+        workloads,
+        only,
+        a.runs,
+        warmup,
+        min_s,
+        ok=lambda key, s: f"peer\t{a.framework}\t{key}\t{s!r}",
+        failed=lambda key, why: f"peer-failed\t{a.framework}\t{key}\t{why}",
+    )
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_time  # noqa: E402
+from timing import time_each  # noqa: E402
 
 try:
     import torch
@@ -164,17 +164,18 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     print(f"torch-info\ttorch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    for key, make in workloads(a.quick):
-        if only and key.lower() not in only:
-            continue
-        try:
-            with torch.no_grad() if key not in ("W6mlp", "W6lenet") else torch.enable_grad():
-                s = median_time(make(), max(a.runs, 1), warmup, min_s)
-            print(f"torch\t{key}\t{s!r}", flush=True)
-        except Exception as e:  # a failing workload must not hide the others
-            msg = f"{type(e).__name__}: {e}".replace("\t", " ").replace("\n", " ")
-            print(f"torch-failed\t{key}\t{msg[:300]}", flush=True)
-
+    time_each(
+        workloads(a.quick),
+        only,
+        a.runs,
+        warmup,
+        min_s,
+        ok=lambda key, s: f"torch\t{key}\t{s!r}",
+        failed=lambda key, why: f"torch-failed\t{key}\t{why}",
+        context=lambda key: torch.enable_grad()
+        if key in ("W6mlp", "W6lenet")
+        else torch.no_grad(),
+    )
 
 if __name__ == "__main__":
     main()
