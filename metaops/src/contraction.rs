@@ -991,6 +991,28 @@ mod tests {
         }
     }
 
+    /// A product of empty transposed operands (found by the property test above): a bare
+    /// index over an empty iteration space is still a permutation, so the product matches.
+    #[test]
+    fn empty_transposed_operands_still_match() {
+        check_values(
+            "%0 = input #0 : f64[0, 4, 0]
+%1 = reindex %0 [i0, i2, i1] overflow=0.0 : f64[0, 0, 4]
+%2 = input #1 : f64[3, 0, 0, 4]
+%3 = reindex %2 [i0, i1, i3, i2] overflow=0.0 : f64[3, 0, 4, 0]
+%4 = reshape %1 : f64[0, 0, 4, 1]
+%5 = reshape %4 : f64[0, 0, 4]
+%6 = broadcast %5 axes=[0, 4] : f64[3, 0, 0, 4, 0]
+%7 = reshape %3 : f64[3, 0, 1, 4, 0]
+%8 = reshape %7 : f64[3, 0, 4, 0]
+%9 = broadcast %8 axes=[2] : f64[3, 0, 0, 4, 0]
+%10 = mul %6, %9 : f64[3, 0, 0, 4, 0]
+%11 = reduce sum %10 axes=[3] : f64[3, 0, 0, 0]
+return %11
+",
+        );
+    }
+
     /// The exact graph `x.linear(&w, Some(&b))` records (printed by `METAJIT_DEBUG=3`).
     #[test]
     fn tensor_linear_lowering() {
