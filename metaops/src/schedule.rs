@@ -1774,7 +1774,7 @@ fn load_instead(ph: &mut Phase, keep: usize, off: V, buf: usize) {
 
 /// Appends to `ph` (whose structural ids are `ids`) the instructions of `src` (ids `src_ids`)
 /// that `v` depends on and `ph` lacks; returns `v`'s value in `ph`, or `None` when `v` reads a
-/// phase result `ph` cannot (phase `p` or later).
+/// phase result `ph` cannot (phase `p` or later), and then `ph` is left as it was.
 fn copy_into(
     ph: &mut Phase,
     ids: &mut Vec<usize>,
@@ -1785,12 +1785,16 @@ fn copy_into(
 ) -> Option<V> {
     let need = depends(src, v);
     let mut map: Vec<Option<V>> = vec![None; src.body.len()];
+    let (body_len, ids_len) = (ph.body.len(), ids.len());
     for j in (0..src.body.len()).filter(|&j| need[j]) {
         let got = match ids.iter().position(|id| *id == src_ids[j]) {
             Some(at) => V(at as u32),
             None => {
                 let (inst, d) = &src.body[j];
                 if matches!(inst, Inst::PhaseResult(q) if *q >= p) {
+                    // Leave the phase as it was: no dead instructions in the kernel's text.
+                    ph.body.truncate(body_len);
+                    ids.truncate(ids_len);
                     return None;
                 }
                 let inst = inst.map_operands(|o| map[o.0 as usize].expect("operands precede"));
