@@ -233,20 +233,19 @@ pub const MAX_INLINE_DEPTH: usize = 64;
 /// arithmetic lie inside. The answer depends on values, so it is part of the plan key
 /// ([`plan_facts`]); that is what lets a slice at a runtime offset load without range checks.
 pub fn in_range(e: &IndexExpr, extent: usize, iter_dims: &[usize], target_dims: &[usize]) -> bool {
-    let bare = matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent);
-    if iter_dims.contains(&0) {
-        // Nothing runs, so any answer is safe: a bare index stays proven (a transpose of an
-        // empty tensor is still a view the GEMM matcher accepts); the rest keeps its checks.
-        return bare;
-    }
     if target_dims.contains(&0) {
         // An empty target has no element in range: every coordinate stays checked (a bare
         // index over an axis of its own extent too), so an invalid point reads offset 0 (see
-        // `safe_target`), not a coordinate of another axis.
+        // `safe_target`), not a coordinate of another axis. This holds even when the map's
+        // own iteration space is empty: fused into a consumer, it is evaluated at that
+        // consumer's (zeroed) coordinates all the same.
         return false;
     }
-    if bare {
+    if matches!(e, IndexExpr::Idx(j) if iter_dims[*j] == extent) {
         return true;
+    }
+    if iter_dims.contains(&0) {
+        return false; // interval bounds need a non-empty space; keep the checks
     }
     matches!(bounds(e, iter_dims, target_dims), Some((lo, hi)) if lo >= 0 && hi < extent as i64)
 }
