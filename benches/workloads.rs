@@ -13,8 +13,11 @@
 //! (`set_device(Device::Reference)`, compiled mode; only where the work is small enough to take
 //! about a second per run, else "skipped (too slow)"). Eager matmul materialises its n^3
 //! broadcast product; eager is skipped where that would not fit in the available memory (an
-//! allocation failure aborts the process, which no harness can catch). Per workload and mode: one cold warm-up run (it schedules and compiles; its
-//! compile time per kernel is reported), then `METAJIT_BENCH_RUNS` timed runs (default 7). A
+//! allocation failure aborts the process, which no harness can catch). Per workload and mode:
+//! one cold run (it schedules and compiles; its compile time per kernel is reported), untimed
+//! warm-up runs (at least 3 runs in all and at least 1 s, 0.1 s with `--quick`), then timed
+//! runs: at least `METAJIT_BENCH_RUNS` (default 7), and more while they add up to less than
+//! 1 s (0.1 s quick), at most 1000 — the rule `benches/timing.py` applies to the peers. A
 //! timed run records the graph from realized inputs and realizes its output; the clock covers
 //! both, and nothing else (inputs are realized before, outputs are dropped after). A training
 //! step (W6) is one run: zero_grad, forward, loss, backward, optimizer step, realize.
@@ -77,7 +80,12 @@ use rayon::prelude::*;
 
 struct Settings {
     runs: usize,
+    /// Runs before the timed ones, the cold one included (at least).
     warmups: usize,
+    /// Seconds of untimed runs before the timed ones (at least).
+    warmup_seconds: f64,
+    /// Seconds the timed runs add up to (at least, up to 1000 runs).
+    min_seconds: f64,
     quick: bool,
     filters: Vec<String>,
     /// Run the reference interpreter on every workload, however slow (`METAJIT_BENCH_REFERENCE=all`).
@@ -125,7 +133,9 @@ impl Settings {
         let reference_all = std::env::var("METAJIT_BENCH_REFERENCE").is_ok_and(|v| v == "all");
         Settings {
             runs,
-            warmups: 1,
+            warmups: 3,
+            warmup_seconds: if quick { 0.1 } else { 1.0 },
+            min_seconds: if quick { 0.1 } else { 1.0 },
             quick,
             filters,
             reference_all,
@@ -1115,18 +1125,25 @@ fn measure(
     let values = out.to_vec::<f32>().map_err(|e| e.to_string())?;
     drop(out);
     let check = expected.map(|e| compare(&values, e, w));
-    for _ in 1..settings.warmups {
+    // Warm: a training loop's steady state is what matters (buffer pool, page mapping,
+    // thread pool), and the peers get the same warm-up (`benches/timing.py`).
+    let warm_start = Instant::now();
+    let mut done = 1;
+    while done < settings.warmups || warm_start.elapsed().as_secs_f64() < settings.warmup_seconds {
         drop(timed(w, inputs)?);
+        done += 1;
     }
 
     let mut samples = Vec::with_capacity(settings.runs);
     let mut kernel_runs = Vec::with_capacity(settings.runs);
     let mut plan_misses = Vec::with_capacity(settings.runs);
-    for _ in 0..settings.runs {
+    let mut total = 0.0;
+    while samples.len() < settings.runs || (total < settings.min_seconds && samples.len() < 1000) {
         let s0 = metajit::stats();
         let (out, dt) = timed(w, inputs)?;
         let d = delta(&s0, &metajit::stats());
         drop(out);
+        total += dt;
         samples.push(dt);
         kernel_runs.push(d.kernel_runs);
         plan_misses.push(d.plan_misses);
@@ -1505,9 +1522,12 @@ fn print_table(results: &[Ran], settings: &Settings, limits: &Limits) {
     };
     println!();
     println!(
-        "metajit workloads: {} timed run(s) after {} warm-up(s) per mode{}",
+        "metajit workloads: at least {} timed run(s) and {} s, after at least {} warm-up run(s) \
+         and {} s, per mode{}",
         settings.runs,
+        settings.min_seconds,
         settings.warmups,
+        settings.warmup_seconds,
         if settings.quick {
             " (QUICK: data sizes ÷ 16, small conv and LeNet batches)"
         } else {
