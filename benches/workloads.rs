@@ -1085,14 +1085,7 @@ impl Ran {
 }
 
 fn delta(a: &Stats, b: &Stats) -> Stats {
-    Stats {
-        kernels_compiled: b.kernels_compiled - a.kernels_compiled,
-        kernel_cache_hits: b.kernel_cache_hits - a.kernel_cache_hits,
-        plan_hits: b.plan_hits - a.plan_hits,
-        plan_misses: b.plan_misses - a.plan_misses,
-        kernel_runs: b.kernel_runs - a.kernel_runs,
-        compile_ns: b.compile_ns - a.compile_ns,
-    }
+    b.since(a)
 }
 
 /// One run: record the graph, realize the output; returns the output and the seconds taken.

@@ -622,6 +622,21 @@ pub struct Stats {
     pub compile_ns: u64,
 }
 
+impl Stats {
+    /// The counts since `earlier` (a snapshot of [`stats`] taken before): what happened in
+    /// between, on every thread.
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            kernels_compiled: self.kernels_compiled - earlier.kernels_compiled,
+            kernel_cache_hits: self.kernel_cache_hits - earlier.kernel_cache_hits,
+            plan_hits: self.plan_hits - earlier.plan_hits,
+            plan_misses: self.plan_misses - earlier.plan_misses,
+            kernel_runs: self.kernel_runs - earlier.kernel_runs,
+            compile_ns: self.compile_ns - earlier.compile_ns,
+        }
+    }
+}
+
 /// The executor's counters (the kernel ones are the kernel cache's, [`cache_stats`]).
 pub fn stats() -> Stats {
     let c = cache_stats();

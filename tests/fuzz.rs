@@ -8,7 +8,7 @@
 //! `METAJIT_FUZZ_SEEDS=100000 cargo test --release --test fuzz -- --ignored` runs a long soak.
 
 use metajit::metaops::r#gen::{GenConfig, random_graph};
-use metajit::metaops::{Graph, Op, UnaryOp};
+use metajit::metaops::{Graph, Op};
 use metajit::{GraphMode, run_graph_with};
 
 mod common;
@@ -18,16 +18,7 @@ use common::agree;
 /// Whether the graph uses an op whose backends may differ from the reference by rounding.
 fn inexact(g: &Graph) -> bool {
     g.nodes.iter().any(|n| match &n.op {
-        Op::Unary(u) => matches!(
-            u,
-            UnaryOp::Exp
-                | UnaryOp::Log
-                | UnaryOp::Sin
-                | UnaryOp::Cos
-                | UnaryOp::Tanh
-                | UnaryOp::Sigmoid
-                | UnaryOp::Erf
-        ),
+        Op::Unary(u) => u.is_transcendental(),
         Op::Random { .. } => true,
         Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
         _ => false,

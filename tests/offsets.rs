@@ -9,14 +9,7 @@ fn count<T>(f: impl FnOnce() -> T) -> (Stats, T) {
     let b = metajit::stats();
     let r = f();
     let a = metajit::stats();
-    let d = Stats {
-        kernels_compiled: a.kernels_compiled - b.kernels_compiled,
-        kernel_cache_hits: a.kernel_cache_hits - b.kernel_cache_hits,
-        plan_hits: a.plan_hits - b.plan_hits,
-        plan_misses: a.plan_misses - b.plan_misses,
-        kernel_runs: a.kernel_runs - b.kernel_runs,
-        compile_ns: a.compile_ns - b.compile_ns,
-    };
+    let d = a.since(&b);
     (d, r)
 }
 

@@ -1711,19 +1711,9 @@ fn has_approx_ops(k: &Kernel) -> bool {
                 ..
             }
         ) || p.body.iter().any(|(inst, dt)| {
-            matches!(
-                inst,
-                Inst::Unary(
-                    UnaryOp::Exp
-                        | UnaryOp::Log
-                        | UnaryOp::Sin
-                        | UnaryOp::Cos
-                        | UnaryOp::Tanh
-                        | UnaryOp::Sigmoid
-                        | UnaryOp::Erf,
-                    _
-                ) | Inst::Random { .. }
-            ) && *dt == DType::F32
+            (matches!(inst, Inst::Unary(u, _) if u.is_transcendental())
+                || matches!(inst, Inst::Random { .. }))
+                && *dt == DType::F32
         })
     })
 }

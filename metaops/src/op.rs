@@ -65,6 +65,13 @@ impl UnaryOp {
         UnaryOp::Not,
     ];
 
+    /// The transcendental functions (exp, log, sin, cos, tanh, sigmoid, erf): costly per
+    /// element, and computed by backends within a few ulps rather than exactly.
+    pub fn is_transcendental(self) -> bool {
+        use UnaryOp::*;
+        matches!(self, Exp | Log | Sin | Cos | Tanh | Sigmoid | Erf)
+    }
+
     /// The op's name in the text form.
     pub fn name(self) -> &'static str {
         match self {

@@ -1585,17 +1585,8 @@ const KEEP_MIN_COST: usize = 8;
 fn keep_cost(inst: &Inst) -> usize {
     use crate::op::UnaryOp;
     match inst {
-        Inst::Unary(
-            UnaryOp::Exp
-            | UnaryOp::Log
-            | UnaryOp::Sin
-            | UnaryOp::Cos
-            | UnaryOp::Tanh
-            | UnaryOp::Sigmoid
-            | UnaryOp::Erf,
-            _,
-        )
-        | Inst::Binary(BinaryOp::Pow, _, _) => 20,
+        Inst::Unary(u, _) if u.is_transcendental() => 20,
+        Inst::Binary(BinaryOp::Pow, _, _) => 20,
         Inst::Random { .. } => 50,
         Inst::Unary(UnaryOp::Recip | UnaryOp::Sqrt, _)
         | Inst::Binary(BinaryOp::Div | BinaryOp::Mod, _, _) => 4,

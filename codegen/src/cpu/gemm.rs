@@ -305,6 +305,30 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
     }
     let per = l.m * l.n * l.k;
     let threads = threads.max(1);
+    // A product split across the threads by the gemm crate itself, when it is large enough.
+    let par = if per >= PARALLEL_OPS && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // Product `b` of the batch, added into dst when `accumulate`, else overwriting it.
+    // SAFETY: the caller guarantees every offset formed here is in bounds for its pointer;
+    // the callers below run products into the same matrix one at a time.
+    let one_product = |b: usize, accumulate: bool| {
+        let (od, ol, or) = batch_offsets(&l.batch, b);
+        unsafe {
+            product(
+                l,
+                dst.wrapping_offset(od),
+                (l.dst.rs, l.dst.cs),
+                lhs.wrapping_offset(ol),
+                rhs.wrapping_offset(or),
+                accumulate,
+                (zero, one),
+                par,
+            )
+        }
+    };
     // Batch axes along which dst does not move are summed: the products are added into the
     // same matrix, one after the other, in batch order (the first overwrites).
     if l.batch.iter().any(|b| b.dst == 0 && b.extent > 1) {
@@ -328,49 +352,12 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
             unsafe { matrices_in_parallel(dst, lhs, rhs, l, (&free, &summed), threads, zero, one) };
             return;
         }
-        let par = if per >= PARALLEL_OPS && threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
         for b in 0..count {
-            let (od, ol, or) = batch_offsets(&l.batch, b);
-            // The first product into this matrix: every summed index is 0.
-            let first = summed_indices_zero(&l.batch, b);
-            // SAFETY: the caller guarantees every offset is in bounds; the calls run one at a
-            // time, so products into the same matrix do not race.
-            unsafe {
-                product(
-                    l,
-                    dst.wrapping_offset(od),
-                    (l.dst.rs, l.dst.cs),
-                    lhs.wrapping_offset(ol),
-                    rhs.wrapping_offset(or),
-                    !first,
-                    (zero, one),
-                    par,
-                )
-            }
+            // The first product into its matrix (every summed index 0) overwrites it.
+            one_product(b, !summed_indices_zero(&l.batch, b));
         }
         return;
     }
-    // SAFETY (for both closures): the caller guarantees every offset formed below is in bounds
-    // for its pointer and that the writes are disjoint.
-    let one_product = |b: usize, par: gemm::Parallelism| {
-        let (od, ol, or) = batch_offsets(&l.batch, b);
-        unsafe {
-            product(
-                l,
-                dst.wrapping_offset(od),
-                (l.dst.rs, l.dst.cs),
-                lhs.wrapping_offset(ol),
-                rhs.wrapping_offset(or),
-                false,
-                (zero, one),
-                par,
-            )
-        }
-    };
     if threads > 1 && per >= PARALLEL_OPS && spreads_evenly(count, threads) {
         // Many large products (a convolution's input gradient, per image and tap): one per
         // task on one thread each, rather than each split across the threads in turn.
@@ -379,13 +366,8 @@ unsafe fn gemm_batched<T: Copy + Send + Sync + std::ops::Add<Output = T> + 'stat
         return;
     }
     if per >= PARALLEL_OPS || count == 1 || threads == 1 || per * count < PARALLEL_OPS {
-        let par = if per >= PARALLEL_OPS && threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
         for b in 0..count {
-            one_product(b, par);
+            one_product(b, false);
         }
     } else {
         // Many small products: one per task, at most `threads` chunks.
