@@ -826,10 +826,10 @@ impl<B: Backend> Engine<B> {
     fn run_remembered(
         &self,
         raw: &Graph,
-        inputs: &[Arc<Buffer>],
+        inputs: &[Arc<B::Buffer>],
         debug: u8,
         cx: &PassCx<'_>,
-    ) -> Result<Vec<Arc<Buffer>>> {
+    ) -> Result<Vec<Arc<B::Buffer>>> {
         let hash = graph_hash(raw);
         let known = {
             let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
@@ -870,7 +870,7 @@ impl<B: Backend> Engine<B> {
     }
 
     /// Plans and runs `g`.
-    fn run(&self, g: &Graph, inputs: &[Arc<Buffer>], debug: u8) -> Result<Vec<Arc<Buffer>>> {
+    fn run(&self, g: &Graph, inputs: &[Arc<B::Buffer>], debug: u8) -> Result<Vec<Arc<B::Buffer>>> {
         let (_, plan) = self.plan(g, debug)?;
         self.execute(g, &plan, inputs, debug)
     }
@@ -881,11 +881,11 @@ impl<B: Backend> Engine<B> {
         &self,
         g: &Graph,
         plan: &Plan<B::Compiled>,
-        inputs: &[Arc<Buffer>],
+        inputs: &[Arc<B::Buffer>],
         debug: u8,
-    ) -> Result<Vec<Arc<Buffer>>> {
-        let mut node_bufs: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];
-        let fetch = |r: &BufRef, node_bufs: &[Option<Arc<Buffer>>]| -> Arc<Buffer> {
+    ) -> Result<Vec<Arc<B::Buffer>>> {
+        let mut node_bufs: Vec<Option<Arc<B::Buffer>>> = vec![None; g.nodes.len()];
+        let fetch = |r: &BufRef, node_bufs: &[Option<Arc<B::Buffer>>]| -> Arc<B::Buffer> {
             match r {
                 BufRef::Input(slot) => inputs[*slot].clone(),
                 BufRef::Node(n) => node_bufs[n.index()]
@@ -901,7 +901,7 @@ impl<B: Backend> Engine<B> {
                 }
                 Step::Contraction { contraction, bufs } => {
                     let out = g.node(contraction.output);
-                    let mut dst = Buffer::new(out.dtype, out.shape.numel());
+                    let mut dst = self.backend.alloc(out.dtype, out.shape.numel())?;
                     let (lhs, rhs) = (fetch(&bufs[1], &node_bufs), fetch(&bufs[2], &node_bufs));
                     let layout = contraction.layout(g);
                     let t0 = (debug >= 1).then(Instant::now);
@@ -935,14 +935,15 @@ impl<B: Backend> Engine<B> {
                     // reference (no count changes).
                     for (p, (r, param)) in bufs.iter().zip(&kernel.bufs).enumerate() {
                         if let (BufRef::Node(n), true) = (r, param.output) {
-                            let mut b = Buffer::new(param.dtype, g.node(*n).shape.numel());
+                            let mut b =
+                                self.backend.alloc(param.dtype, g.node(*n).shape.numel())?;
                             if let Some((_, v)) = init.iter().find(|(q, _)| *q == p) {
-                                b.fill(*v);
+                                self.backend.fill(&mut b, *v)?;
                             }
                             node_bufs[n.index()] = Some(Arc::new(b));
                         }
                     }
-                    let refs: Vec<&Buffer> = bufs
+                    let refs: Vec<&B::Buffer> = bufs
                         .iter()
                         .map(|r| match r {
                             BufRef::Input(slot) => inputs[*slot].as_ref(),

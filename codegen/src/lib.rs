@@ -11,13 +11,13 @@
 #![deny(missing_docs)]
 
 pub mod buffer;
+pub mod check;
 pub mod cpu;
 pub mod reference;
 
-use buffer::Buffer;
-use metajit_metaops::DType;
 use metajit_metaops::contraction::GemmLayout;
 use metajit_metaops::kernel::Kernel;
+use metajit_metaops::{DType, HostData, Scalar};
 
 /// A failure of a backend: a compile error (a metajit bug, with the IR attached), a device
 /// error, or a graph it refused.
@@ -75,12 +75,38 @@ pub enum BackendError {
     },
 }
 
-/// A place where kernels run: it compiles kernels of the kernel IR and launches them on
-/// buffers. (The executor in the `metajit` crate schedules graphs into kernels, caches plans and
-/// compiled kernels, and allocates buffers.)
+/// A buffer in a backend's memory: host memory for the CPU backend, device memory for a GPU.
+pub trait DeviceBuffer: Send + Sync + 'static {
+    /// The element type.
+    fn dtype(&self) -> DType;
+    /// The number of elements.
+    fn numel(&self) -> usize;
+}
+
+impl DeviceBuffer for buffer::Buffer {
+    fn dtype(&self) -> DType {
+        buffer::Buffer::dtype(self)
+    }
+    fn numel(&self) -> usize {
+        buffer::Buffer::numel(self)
+    }
+}
+
+/// A place where kernels run: it owns buffers in its memory, compiles kernels of the kernel IR
+/// and launches them on its buffers. (The executor in the `metajit` crate schedules graphs into
+/// kernels, caches plans and compiled kernels, and allocates buffers through the backend.)
+///
+/// Work is ordered as a stream: every call acts after the calls made before it (a GPU
+/// backend enqueues on one in-order queue; the CPU backend returns when the work is done), so a
+/// buffer dropped after a launch that reads it may be reused by any later call, and
+/// [`Backend::download`] returns the values every earlier launch wrote.
 pub trait Backend: Send + Sync {
     /// A compiled kernel, ready to launch.
     type Compiled: Send + Sync;
+
+    /// A buffer in this backend's memory. Every buffer holds at least one element's bytes
+    /// (the kernel IR's masked reads may read element 0 of an empty buffer).
+    type Buffer: DeviceBuffer;
 
     /// A short name (`cpu`, `cuda:0`).
     fn name(&self) -> &'static str;
@@ -92,6 +118,22 @@ pub trait Backend: Send + Sync {
     /// code format version and compile options. The executor hashes it into every cache key,
     /// so code cached by another machine or another version is never loaded.
     fn cache_identity(&self) -> String;
+
+    /// A buffer of `numel` elements of `dtype`, with unspecified contents.
+    fn alloc(&self, dtype: DType, numel: usize) -> Result<Self::Buffer, BackendError>;
+
+    /// A buffer holding a copy of `data`.
+    fn upload(&self, data: &HostData) -> Result<Self::Buffer, BackendError>;
+
+    /// A host copy of a buffer's elements, after every earlier launch.
+    fn download(&self, buf: &Self::Buffer) -> Result<HostData, BackendError>;
+
+    /// Sets every element of `buf` to `value` (of the buffer's dtype).
+    fn fill(&self, buf: &mut Self::Buffer, value: Scalar) -> Result<(), BackendError>;
+
+    /// Waits until every call made so far has finished (and reports a failure of one that ran
+    /// asynchronously).
+    fn synchronize(&self) -> Result<(), BackendError>;
 
     /// The bytes to persist for a compiled kernel (CPU: its relocation-free machine code).
     fn artifact(&self, compiled: &Self::Compiled) -> Vec<u8>;
@@ -127,7 +169,7 @@ pub trait Backend: Send + Sync {
         &self,
         compiled: &Self::Compiled,
         kernel: &Kernel,
-        bufs: &[&Buffer],
+        bufs: &[&Self::Buffer],
         sizes: &[i64],
     ) -> Result<(), BackendError>;
 
@@ -142,8 +184,8 @@ pub trait Backend: Send + Sync {
         &self,
         layout: &GemmLayout,
         dtype: DType,
-        dst: &mut Buffer,
-        lhs: &Buffer,
-        rhs: &Buffer,
+        dst: &mut Self::Buffer,
+        lhs: &Self::Buffer,
+        rhs: &Self::Buffer,
     ) -> Result<(), BackendError>;
 }
