@@ -9,7 +9,7 @@ use metajit_metaops::kernel::{BufParam, Extent, Kernel};
 
 use crate::{BackendError, DeviceBuffer};
 
-/// The checks of [`Backend::launch`] (see there), for code compiled for the parameters
+/// The checks of [`crate::Backend::launch`] (see there), for code compiled for the parameters
 /// `params` and `n_sizes` size parameters.
 pub fn launch_args<B: DeviceBuffer>(
     backend: &'static str,
@@ -94,7 +94,7 @@ fn is_extent(k: &Kernel, s: usize) -> bool {
         || k.bufs.iter().any(|b| b.dims.iter().any(ext))
 }
 
-/// The checks of [`Backend::contraction`] (see there).
+/// The checks of [`crate::Backend::contraction`] (see there).
 pub fn contraction_args<B: DeviceBuffer>(
     backend: &'static str,
     l: &GemmLayout,
