@@ -33,6 +33,7 @@ use metajit_metaops::schedule::{self, BufRef, PlanKey, Schedule, Step};
 use metajit_metaops::{Graph, Node, NodeId, Op};
 
 use crate::config::{self, Device};
+use crate::device::Storage;
 use crate::error::{Error, Result};
 use crate::tensor::{NodeRef, State, Tensor};
 
@@ -62,8 +63,8 @@ struct Pending {
     order: Vec<NodeRef>,
     /// The meta-op graph: realized nodes are inputs; the outputs are the pending targets.
     graph: Graph,
-    /// The buffer of each input slot.
-    buffers: Vec<Arc<Buffer>>,
+    /// The elements of each input slot.
+    buffers: Vec<Storage>,
     /// The position in `order` of each output.
     outputs: Vec<usize>,
 }
@@ -76,13 +77,13 @@ struct Pending {
 fn collect(targets: &[NodeRef]) -> Pending {
     /// What a visit read of a node.
     enum Seen {
-        Realized(Arc<Buffer>),
+        Realized(Storage),
         Lazy(Op, Vec<u64>),
     }
     let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
     let mut graph = Graph::new();
-    let mut buffers: Vec<Arc<Buffer>> = Vec::new();
+    let mut buffers: Vec<Storage> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
     // `None`: to visit; `Some`: visited, to finish once the entries above it are.
     let mut stack: Vec<(NodeRef, Option<Seen>)> =
@@ -155,20 +156,85 @@ fn collect(targets: &[NodeRef]) -> Pending {
     }
 }
 
-/// Realizes the nodes `targets` together, as one graph.
+/// Realizes the nodes `targets` together: one graph per device among them.
 pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
     // A bad setting is this call's error (config's infallible readers gave defaults meanwhile).
     config::try_executor_settings()?;
+    let default = crate::device::default_placement();
+    let device_of = |t: &NodeRef| t.device.unwrap_or(default);
+    let first = match targets.first() {
+        Some(t) => device_of(t),
+        None => return Ok(()),
+    };
+    if targets.iter().any(|t| device_of(t) != first) {
+        let mut devices: Vec<Device> = Vec::new();
+        for t in targets {
+            if !devices.contains(&device_of(t)) {
+                devices.push(device_of(t));
+            }
+        }
+        for d in devices {
+            let group: Vec<NodeRef> = targets
+                .iter()
+                .filter(|t| device_of(t) == d)
+                .cloned()
+                .collect();
+            realize_on(&group, d)?;
+        }
+        return Ok(());
+    }
+    realize_on(targets, first)
+}
+
+/// Realizes `targets`, all on `device`, as one graph.
+fn realize_on(targets: &[NodeRef], device: Device) -> Result<()> {
     let p = collect(targets);
     if p.outputs.is_empty() {
         return Ok(());
     }
-    let results = run_graph(&p.graph, &p.buffers)?;
+    let results = run_graph(&p.graph, &p.buffers, device)?;
     // Each output becomes a buffer, dropping its references to its inputs.
     for (&k, data) in p.outputs.iter().zip(results) {
         *p.order[k].lock() = State::Realized(data);
     }
     Ok(())
+}
+
+/// Moves a realized node's elements held in host memory for another device onto that device
+/// (what [`crate::Tensor::to`] calls, so that a failure to reach the device is its error).
+pub(crate) fn place(node: &NodeRef) -> Result<()> {
+    let storage = match &*node.lock() {
+        State::Realized(s) => s.clone(),
+        State::Lazy { .. } => return Ok(()),
+    };
+    let device = storage.device();
+    let placed = to_device(&storage, device)?;
+    *node.lock() = State::Realized(placed);
+    Ok(())
+}
+
+/// The elements of `storage` on `device`, copied there when they are elsewhere.
+fn to_device(storage: &Storage, device: Device) -> Result<Storage> {
+    match device {
+        Device::Cpu | Device::Auto | Device::Reference => match storage.host_buffer() {
+            Some(buf) => Ok(Storage::cpu(buf.clone())),
+            None => Ok(Storage::cpu(Arc::new(Buffer::from_host(
+                &storage.to_host()?,
+            )))),
+        },
+        Device::Cuda(_) | Device::OpenCl(_) => Err(unbuilt(device)),
+    }
+}
+
+/// The error for a device whose backend is not built yet.
+fn unbuilt(device: Device) -> Error {
+    Error::Device {
+        device: device.to_string(),
+        reason: match device {
+            Device::Cuda(_) => "the CUDA backend is not built yet".into(),
+            _ => "the OpenCL backend is not built yet".into(),
+        },
+    }
 }
 
 /// The compiled kernel type of the CPU backend.
@@ -194,6 +260,7 @@ pub(crate) struct OneOp {
 /// no graph is collected or hashed, and the node never holds a pending op.
 pub(crate) fn eager_known(
     inputs: &[NodeRef],
+    device: Option<Device>,
     entry: &crate::dispatch::OpEntry,
 ) -> Result<Option<Arc<Buffer>>> {
     let Some(one) = entry.eager.borrow().clone() else {
@@ -201,7 +268,11 @@ pub(crate) fn eager_known(
     };
     config::try_executor_settings()?;
     let debug = config::try_debug()?;
-    if debug >= 2 || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+    let setting = config::try_device()?;
+    if debug >= 2
+        || !matches!(setting, Device::Cpu | Device::Auto)
+        || device.unwrap_or(setting.placement()) != Device::Cpu
+    {
         return Ok(None);
     }
     let Some(bufs) = computed_inputs(inputs) else {
@@ -233,7 +304,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
     };
     let one_op = computed_inputs(&inputs).is_some();
     drop(inputs);
-    if debug >= 2 || !one_op || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+    let setting = config::try_device()?;
+    if debug >= 2
+        || !one_op
+        || !matches!(setting, Device::Cpu | Device::Auto)
+        || node.device.unwrap_or(setting.placement()) != Device::Cpu
+    {
         return realize(std::slice::from_ref(node));
     }
     let engine = cpu_engine()?;
@@ -243,7 +319,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
         "the pending graph of an op over computed inputs is the one-op graph"
     );
     let (plan_hash, plan) = engine.plan(&p.graph, debug)?;
-    let out = engine.execute(&p.graph, &plan, &p.buffers, debug)?;
+    let bufs: Vec<Arc<Buffer>> = p
+        .buffers
+        .iter()
+        .filter_map(|s| s.host_buffer().cloned())
+        .collect();
+    let out = engine.execute(&p.graph, &plan, &bufs, debug)?;
     *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
         graph: p.graph,
         plan_hash,
@@ -253,12 +334,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
         .into_iter()
         .next()
         .expect("a one-op graph has one output");
-    *node.lock() = State::Realized(data);
+    *node.lock() = State::Realized(Storage::cpu(data));
     Ok(())
 }
 
 /// The buffers of an op's distinct input nodes in first-occurrence order (the input slots of
-/// its one-op graph), or `None` when one is not computed.
+/// its one-op graph), or `None` when one is not computed, or not a CPU tensor's.
 fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
     let mut bufs = Vec::with_capacity(inputs.len());
     for (k, i) in inputs.iter().enumerate() {
@@ -266,8 +347,11 @@ fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
             continue;
         }
         match &*i.lock() {
-            State::Realized(b) => bufs.push(b.clone()),
-            State::Lazy { .. } => return None,
+            State::Realized(Storage::Host {
+                buf,
+                device: Device::Cpu,
+            }) => bufs.push(buf.clone()),
+            State::Realized(_) | State::Lazy { .. } => return None,
         }
     }
     Some(bufs)
@@ -302,7 +386,14 @@ pub fn pending_graph(tensors: &[&Tensor]) -> (Graph, Vec<metajit_metaops::HostDa
         });
     }
     p.graph.outputs = outputs;
-    let data = p.buffers.iter().map(|b| b.to_host()).collect();
+    let data = p
+        .buffers
+        .iter()
+        .map(|b| {
+            b.to_host()
+                .unwrap_or_else(|e| panic!("pending_graph: reading an input: {e}"))
+        })
+        .collect();
     (p.graph, data)
 }
 
@@ -358,8 +449,28 @@ fn graph_hash(g: &Graph) -> u64 {
     h.finish()
 }
 
-/// Simplifies and runs a graph on the selected device.
-fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
+/// Simplifies and runs a graph on `device`, copying inputs that are elsewhere to it.
+fn run_graph(g: &Graph, inputs: &[Storage], device: Device) -> Result<Vec<Storage>> {
+    match device.placement() {
+        Device::Cpu => {
+            let bufs = inputs
+                .iter()
+                .map(|s| match to_device(s, Device::Cpu)? {
+                    Storage::Host { buf, .. } => Ok(buf),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(run_graph_on_host(g, &bufs)?
+                .into_iter()
+                .map(Storage::cpu)
+                .collect())
+        }
+        d => Err(unbuilt(d)),
+    }
+}
+
+/// Simplifies and runs a graph of CPU tensors, on the CPU backend or (`METAJIT_DEVICE=reference`)
+/// the reference interpreter.
+fn run_graph_on_host(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     let debug = config::try_debug()?;
     if debug >= 3 {
         eprintln!(
@@ -386,7 +497,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
         trace: if debug >= 4 { Some(&trace) } else { None },
     };
     let device = config::try_device()?;
-    if debug < 3 && matches!(device, Device::Cpu | Device::Auto) {
+    if debug < 3 && device != Device::Reference {
         return cpu_engine()?.run_remembered(g, buffers, debug, &cx);
     }
     // The reference device and the debug levels that print graphs simplify every time: only
@@ -412,11 +523,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
                 .map(Arc::new)
                 .collect())
         }
-        Device::Cpu | Device::Auto => cpu_engine()?.run(g, buffers, debug),
-        Device::Cuda(n) => Err(Error::Device {
-            device: format!("cuda:{n}"),
-            reason: "the CUDA backend is not built yet".into(),
-        }),
+        _ => cpu_engine()?.run(g, buffers, debug),
     }
 }
 
