@@ -1278,16 +1278,36 @@ pub enum GraphMode {
     Compiled,
     /// One kernel per meta-op, every intermediate materialised.
     Eager,
+    /// Simplified, fused and compiled as one graph on a device (its inputs copied there).
+    Device(Device),
 }
 
-/// Runs a graph of meta-ops on the native CPU backend or the reference interpreter and returns
-/// its outputs (for tests and fuzzing: the same graph through every path).
+/// Runs a graph of meta-ops on the native CPU backend, the reference interpreter or a device
+/// and returns its outputs (for tests and fuzzing: the same graph through every path).
 #[doc(hidden)]
 pub fn run_graph_with(
     g: &Graph,
     inputs: &[metajit_metaops::HostData],
     mode: GraphMode,
 ) -> Result<Vec<metajit_metaops::HostData>> {
+    if let GraphMode::Device(d) = mode {
+        let staged = inputs
+            .iter()
+            .map(|h| {
+                to_device(
+                    &Storage::Host {
+                        buf: Arc::new(Buffer::from_host(h)),
+                        device: d.placement(),
+                    },
+                    d,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return run_graph(g, &staged, d)?
+            .iter()
+            .map(Storage::to_host)
+            .collect();
+    }
     let bufs: Vec<Arc<Buffer>> = inputs
         .iter()
         .map(|h| Arc::new(Buffer::from_host(h)))
@@ -1304,6 +1324,7 @@ pub fn run_graph_with(
             let s = passes::simplify(g, &PassCx::default());
             cpu_engine()?.run(&s, &bufs, config::try_debug()?)?
         }
+        GraphMode::Device(_) => unreachable!("handled above"),
         GraphMode::Eager => {
             // Each node alone, reading its inputs' materialised buffers.
             let mut vals: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];
