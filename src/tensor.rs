@@ -511,7 +511,8 @@ impl Tensor {
     }
 
     /// The value on `device` (`Auto` and `Reference` mean the CPU): this tensor when it is
-    /// there already, else a computed copy, which does not require grad.
+    /// there already, else a computed copy. Gradients flow back through the copy to this
+    /// tensor's device, as in PyTorch.
     ///
     /// ```
     /// use metajit::{Device, Tensor};
@@ -522,30 +523,19 @@ impl Tensor {
     ///
     /// # Errors
     /// When computing this tensor fails, or the device cannot be opened.
-    ///
-    /// # Panics
-    /// When the tensor requires grad and would move (gradients do not cross devices yet: move
-    /// the data before making it a parameter).
-    #[track_caller]
     pub fn to(&self, device: Device) -> Result<Tensor> {
-        let target = device.placement();
-        if self.device() == target {
+        let (source, target) = (self.device(), device.placement());
+        if source == target {
             return Ok(self.clone());
-        }
-        if self.requires_grad() {
-            panic!(
-                "unsupported in to: tensor {} {} requires grad and is on {}; gradients do not \
-                 cross devices yet (create or move the data on {target} first, then call \
-                 requires_grad_)",
-                self.dtype(),
-                self.shape(),
-                self.device()
-            );
         }
         let data = self.host_data()?;
         let t = Tensor::from_host_on(data, self.shape().clone(), target);
         crate::exec::place(&t.node())?;
-        Ok(t)
+        Ok(autograd::with_custom_rule(
+            t,
+            autograd::Custom::ToDevice(source),
+            &[self],
+        ))
     }
 
     /// The elements in row-major order.

@@ -86,14 +86,7 @@ fn tensors_live_on_one_device_and_move_with_to() {
     }
     assert_eq!(x.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 3.0]);
 
-    // A tensor that requires grad does not move (gradients do not cross devices yet).
     set_device(Device::Cpu);
-    let w = Tensor::ones([2]).requires_grad_(true);
-    let msg = panic_message(move || {
-        let _ = w.to(Device::OpenCl(0));
-    });
-    assert!(msg.contains("requires grad"), "{msg}");
-
     // Realizing several tensors on two devices runs one graph per device.
     let c = &x * 3.0;
     let d = &on_cl + 1.0;
@@ -171,6 +164,16 @@ fn workload() -> Vec<(&'static str, Vec<f64>)> {
         losses.push(loss.item::<f32>().unwrap() as f64);
     }
     out.push(("training losses", losses));
+    // A gradient crossing devices: a CPU leaf used on this device gets its gradient on the CPU.
+    let cpu_leaf = Tensor::from_vec(vec![0.5f32, -1.0, 2.0], [3])
+        .to(Device::Cpu)
+        .unwrap()
+        .requires_grad_(true);
+    let here = cpu_leaf.to(metajit::config::try_device().unwrap()).unwrap();
+    (&here * &here).sum_all().backward();
+    let grad = cpu_leaf.grad().expect("the CPU leaf has a gradient");
+    assert_eq!(grad.device(), Device::Cpu);
+    out.push(("gradient through to", v(&grad)));
     out.push(("trained weights", v(&lin)));
     out
 }
