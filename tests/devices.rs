@@ -8,6 +8,7 @@ mod common;
 
 use std::sync::{Mutex, MutexGuard};
 
+use metajit::nn::Module;
 use metajit::nn::functional as F;
 use metajit::optim::{Optimizer, Sgd, SgdConfig};
 use metajit::{Device, Tensor, set_device};
@@ -174,6 +175,29 @@ fn workload() -> Vec<(&'static str, Vec<f64>)> {
     let grad = cpu_leaf.grad().expect("the CPU leaf has a gradient");
     assert_eq!(grad.device(), Device::Cpu);
     out.push(("gradient through to", v(&grad)));
+    // A module moved to the CPU and back, trained a step on each side.
+    let here = metajit::config::try_device().unwrap().placement();
+    let m = metajit::nn::Linear::new(3, 2);
+    let xs = Tensor::randn([4, 3]);
+    for d in [Device::Cpu, here] {
+        m.to(d).unwrap();
+        assert!(
+            m.parameters()
+                .iter()
+                .all(|p| p.device() == d && p.requires_grad())
+        );
+        let mut opt = Sgd::new(
+            m.parameters(),
+            SgdConfig {
+                lr: 0.5,
+                ..Default::default()
+            },
+        );
+        opt.zero_grad();
+        m.forward(&xs.to(d).unwrap()).square().mean_all().backward();
+        opt.step();
+        out.push(("moved module", v(&m.parameters()[0])));
+    }
     out.push(("trained weights", v(&lin)));
     out
 }
