@@ -1,5 +1,6 @@
-//! Times W5's conv2d forward (16x64x56x56, 64 out, 3x3, pad 1, with bias) and optionally a
-//! conv training step, printing the median and minimum of the timed runs:
+//! Times W5's conv2d forward (16x64x56x56, 64 out, 3x3, pad 1, with bias), the graph building
+//! alone, and a small conv training step (16x32x28x28, 32 out, 3x3, pad 1: forward, a squared
+//! loss, the input and weight gradients), printing medians and minima of the timed runs:
 //! `cargo run --release --example conv_bench [-- reps]`. With `METAJIT_DEBUG=1` every kernel
 //! run and GEMM prints its time.
 
@@ -46,6 +47,28 @@ fn main() {
     t.sort_by(f64::total_cmp);
     println!(
         "W5 conv2d forward: median {:.3} ms, min {:.3} ms ({reps} runs)",
+        t[t.len() / 2],
+        t[0]
+    );
+    let xs = Tensor::randn([16, 32, 28, 28]).requires_grad_(true);
+    let ws = (Tensor::randn([32, 32, 3, 3]) * 0.05).requires_grad_(true);
+    metajit::realize_all(&[&xs, &ws]).unwrap_or_else(|e| panic!("{e}"));
+    let step = || {
+        let y = F::conv2d(&xs, &ws, None, (1, 1), (1, 1), (1, 1), 1);
+        let g = metajit::autograd::grad(&[&y.square().sum_all()], &[&xs, &ws], None);
+        metajit::realize_all(&[&g[0], &g[1]]).unwrap_or_else(|e| panic!("{e}"));
+    };
+    step();
+    step();
+    let mut t = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        step();
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    println!(
+        "conv training step: median {:.3} ms, min {:.3} ms ({reps} runs)",
         t[t.len() / 2],
         t[0]
     );
