@@ -722,6 +722,51 @@ fn affine_comparisons() {
     }
 }
 
+/// `out[r + i] op= x[r, i]` (col2im's overlapping rows), serial, for sum and product: the
+/// combining store at a contiguous offset is one vector read-modify-write in the vector loop;
+/// each element still combines its terms in row order, so the result is the interpreter's bit
+/// for bit. Also a max (lane by lane) for contrast.
+#[test]
+fn contiguous_combining_stores() {
+    for op in [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max] {
+        let mut b = B::default();
+        let r = b.idx(0);
+        let i = b.idx(1);
+        let n = b.size(1);
+        let src = b.mul(r, n);
+        let src = b.add(src, i);
+        let x = b.load(0, src, DType::F32);
+        let dst = b.add(r, i);
+        let mut store = st(1, dst, x);
+        store.combine = Some(op);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(DType::F32, false), (DType::F32, true)]),
+                &[(0, &[s(0), s(1)]), (1, &[s(2)])],
+            ),
+            n_sizes: 3,
+            outer: vec![s(0)],
+            phases: vec![b.store(vec![s(1)], vec![store])],
+            parallel: false,
+        };
+        for (rows, cols) in [(1usize, 3usize), (3, 8), (4, 13), (5, 30)] {
+            let len = rows + cols - 1;
+            let data = [
+                HostData::F32(f32_data(rows * cols, 13)),
+                HostData::F32(f32_data(len, 14)),
+            ];
+            let sizes = [rows as i64, cols as i64, len as i64];
+            check(
+                &k,
+                &data,
+                &sizes,
+                Tol::Exact,
+                &format!("{op:?} {rows}x{cols}"),
+            );
+        }
+    }
+}
+
 /// Scatter-add with colliding indices (`out[idx[i]] += x[i]`), serial: the combining store
 /// runs lane by lane in iteration order, so even float sums agree bit for bit. Also max and an
 /// i32 sum.

@@ -44,7 +44,9 @@
 //! compute the same values (a padding copy of 16×64×56×56: 2.1 → 0.74 ms).
 //!
 //! Stores that are masked, combining, of a non-f32 buffer or at a non-contiguous offset are
-//! done lane by lane, in lane order (so the scatter order equals the interpreter's). Reduce
+//! done lane by lane, in lane order (so the scatter order equals the interpreter's); but for
+//! an unmasked sum or product into f32 at a contiguous offset (distinct elements: a row of a
+//! scatter-add), which is one vector read-modify-write. Reduce
 //! phases keep vector accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
 //! `f64x2`, the interpreter accumulating float sums and products in f64; with FMA, a sum adds
 //! as `acc * 1 + x`, the same bits on the multiply-add ports), fold them lane-wise
@@ -1741,6 +1743,25 @@ impl Cx<'_, '_> {
                 let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
                 let a = self.addr(st.buf, base);
                 self.b.ins().store(vec_flags().with_notrap(), v, a, 0);
+                continue;
+            }
+            // A sum or product into distinct contiguous elements (a scatter-add along a
+            // row, col2im): one vector read-modify-write, the same operations as lane by lane.
+            if st.mask.is_none()
+                && bdt == DType::F32
+                && matches!(st.combine, Some(ReduceOp::Sum | ReduceOp::Prod))
+                && let Some(VV::Aff(base, Stride::K(1))) = c.vv[st.offset.0 as usize]
+            {
+                let v = self.vv_vec(c, st.value.0 as usize, DType::F32);
+                let a = self.addr(st.buf, base);
+                let f = vec_flags().with_notrap();
+                let old = self.b.ins().load(F32X4, f, a, 0);
+                let r = if st.combine == Some(ReduceOp::Sum) {
+                    self.b.ins().fadd(old, v)
+                } else {
+                    self.b.ins().fmul(old, v)
+                };
+                self.b.ins().store(f, r, a, 0);
                 continue;
             }
             let offs = self.vv_lanes(c, st.offset.0 as usize, DType::I64);
