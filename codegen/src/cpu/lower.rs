@@ -46,8 +46,8 @@
 //! Stores that are masked, combining, of a non-f32 buffer or at a non-contiguous offset are
 //! done lane by lane, in lane order (so the scatter order equals the interpreter's); but for
 //! an unmasked sum or product into f32 at a contiguous offset (distinct elements: a row of a
-//! scatter-add), which is one vector read-modify-write. Reduce
-//! phases keep vector accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
+//! scatter-add), which is one vector read-modify-write. Reduce phases keep vector
+//! accumulators per unrolled copy (max/min: one `f32x4`; sum/prod: two
 //! `f64x2`, the interpreter accumulating float sums and products in f64; with FMA, a sum adds
 //! as `acc * 1 + x`, the same bits on the multiply-add ports), fold them lane-wise
 //! and then horizontally at the end of the row, and continue in the scalar tail. So vectorised
