@@ -576,6 +576,55 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Padding and repetition.
 
+/// Padding of rows wide enough for the CPU backend's vector loop, where the masked read runs as
+/// a vector load when a whole vector lies inside the input (and lane by lane at the edges):
+/// pads narrower and wider than a vector, crops, every row tail, alone and fused into a
+/// consumer (an element-wise op, a row sum), against a plain loop.
+#[test]
+fn wide_rows_pad_matches_naive() {
+    for (k, (shape, pads)) in [
+        (vec![2, 3, 9], vec![(1isize, 1isize), (1, 2)]),
+        (vec![1, 2, 5, 30], vec![(1, 1), (1, 1)]),
+        (vec![3, 17], vec![(5, 6), (0, 0)]),
+        (vec![2, 4, 13], vec![(0, 3), (2, 0), (1, 1)]),
+        (vec![4, 40], vec![(-3, 9), (1, -1)]),
+        (vec![2, 8, 8], vec![(8, 8)]),
+        (vec![3, 21], vec![(-2, -3)]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (x, data) = iota(&shape);
+        let r = shape.len();
+        let mut per_axis = vec![(0isize, 0isize); r];
+        for (j, &p) in pads.iter().enumerate() {
+            per_axis[r - 1 - j] = p;
+        }
+        let out: Vec<usize> = (0..r)
+            .map(|a| (shape[a] as isize + per_axis[a].0 + per_axis[a].1) as usize)
+            .collect();
+        let expect = naive_map(&data, &shape, &out, -7.5, |o| {
+            (0..r)
+                .map(|a| {
+                    let i = o[a] as isize - per_axis[a].0;
+                    (0..shape[a] as isize).contains(&i).then_some(i as usize)
+                })
+                .collect()
+        });
+        let y = x.pad(&pads, -7.5);
+        assert_eq!(y.dims(), out.as_slice(), "case {k}");
+        assert_eq!(vals(&y), expect, "case {k}");
+        let doubled: Vec<f32> = expect.iter().map(|v| v * 2.0 + 1.0).collect();
+        assert_eq!(vals(&(x.pad(&pads, -7.5) * 2.0 + 1.0)), doubled, "case {k}");
+        let row = out[r - 1];
+        let sums: Vec<f32> = expect
+            .chunks(row)
+            .map(|c| c.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
+            .collect();
+        assert_eq!(vals(&x.pad(&pads, -7.5).sum(-1, false)), sums, "case {k}");
+    }
+}
+
 proptest! {
     #![proptest_config(cfg())]
 

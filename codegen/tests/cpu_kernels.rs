@@ -591,6 +591,182 @@ fn masked_store() {
     }
 }
 
+/// The scheduler's padded read (`F::pad`, a convolution's input), `out[r, w] = x[r - ph, w - pw]`
+/// inside `x` and `fill` outside, through the safe coordinates `where(valid, r - ph, 0)` and
+/// `where(valid, w - pw, 0)`: the vector loop's guarded copies (a vector load where every lane
+/// is inside, lane by lane elsewhere), for pads wider and narrower than a vector, rows of
+/// every tail length, and a Reduce phase (a row sum of the padded rows) beside the Store phase.
+#[test]
+fn padded_reads() {
+    for (ph, pw) in [(0i64, 1i64), (1, 1), (2, 5), (1, 0), (3, 9)] {
+        let mut b = B::default();
+        let r = b.idx(0);
+        let w = b.idx(1);
+        let (rows, width) = (b.size(2), b.size(3));
+        let zero = b.i64(0);
+        let phv = b.i64(ph);
+        let pwv = b.i64(pw);
+        let sr = b.bin(BinaryOp::Sub, r, phv);
+        let sw = b.bin(BinaryOp::Sub, w, pwv);
+        let in_rows = {
+            let lo = b.bin(BinaryOp::Le, zero, sr);
+            let hi = b.bin(BinaryOp::Lt, sr, rows);
+            b.bin(BinaryOp::And, lo, hi)
+        };
+        let in_cols = {
+            let lo = b.bin(BinaryOp::Le, zero, sw);
+            let hi = b.bin(BinaryOp::Lt, sw, width);
+            b.bin(BinaryOp::And, lo, hi)
+        };
+        let valid = b.bin(BinaryOp::And, in_rows, in_cols);
+        let r0 = b.sel(valid, sr, zero);
+        let w0 = b.sel(valid, sw, zero);
+        let off = b.mul(r0, width);
+        let off = b.add(off, w0);
+        let x = b.load(0, off, DType::F32);
+        let fill = b.f32(-3.0);
+        let v = b.sel(valid, x, fill);
+        let n = b.size(1);
+        let dst = b.mul(r, n);
+        let dst = b.add(dst, w);
+        let body = b.body.clone();
+        let store = b.store(vec![s(1)], vec![st(1, dst, v)]);
+        let sum = B { body }.reduce(vec![s(1)], ReduceOp::Sum, v);
+        let mut b = B::default();
+        let total = b.res(0, DType::F32);
+        let r = b.idx(0);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(DType::F32, false), (DType::F32, true), (DType::F32, true)]),
+                &[(0, &[s(2), s(3)]), (1, &[s(0), s(1)]), (2, &[s(0)])],
+            ),
+            n_sizes: 4,
+            outer: vec![s(0)],
+            phases: vec![sum, store, b.store(vec![], vec![st(2, r, total)])],
+            parallel: true,
+        };
+        for (h, wd) in [
+            (1usize, 1usize),
+            (2, 3),
+            (3, 4),
+            (2, 7),
+            (4, 8),
+            (3, 13),
+            (2, 30),
+        ] {
+            let (hp, wp) = (h + 2 * ph as usize, wd + 2 * pw as usize + 1);
+            let data = [
+                HostData::F32(positive_data(h * wd, 11)),
+                HostData::F32(vec![0.0; hp * wp]),
+                HostData::F32(vec![0.0; hp]),
+            ];
+            let sizes = [hp as i64, wp as i64, h as i64, wd as i64];
+            check(
+                &k,
+                &data,
+                &sizes,
+                Tol::Rel(1e-6),
+                &format!("pad ({ph}, {pw}) of {h}x{wd}"),
+            );
+        }
+    }
+}
+
+/// `out[i] = where(a·i + c op b·i + d, x[i], -1)` for i64 comparisons of affine values in the
+/// vector loop (one `i32x4` mask from two `i64x2` halves), with negative and zero strides, and
+/// bases near the ends of i64, where the lanes wrap as the scalars do.
+#[test]
+fn affine_comparisons() {
+    let cases: [(i64, i64, i64, i64); 7] = [
+        (1, 0, 0, 5),
+        (2, -3, 1, 4),
+        (-1, 9, 1, 0),
+        (3, 0, 3, 0),
+        (0, 7, 1, 0),
+        (1, i64::MAX - 6, 0, i64::MIN + 3),
+        (-5, i64::MIN + 8, 2, 0),
+    ];
+    for op in [BinaryOp::Lt, BinaryOp::Le, BinaryOp::Eq, BinaryOp::Ne] {
+        for (a, c, bb, d) in cases {
+            let mut b = B::default();
+            let i = b.idx(0);
+            let (av, cv, bv, dv) = (b.i64(a), b.i64(c), b.i64(bb), b.i64(d));
+            let l = b.mul(i, av);
+            let l = b.add(l, cv);
+            let r = b.mul(bv, i);
+            let r = b.add(r, dv);
+            let m = b.bin(op, l, r);
+            let x = b.load(0, i, DType::F32);
+            let neg = b.f32(-1.0);
+            let v = b.sel(m, x, neg);
+            let k = Kernel {
+                bufs: bufs(&[(DType::F32, false), (DType::F32, true)]),
+                n_sizes: 1,
+                outer: vec![],
+                phases: vec![b.store(vec![s(0)], vec![st(1, i, v)])],
+                parallel: true,
+            };
+            let n = 21;
+            let data = [
+                HostData::F32(positive_data(n, 5)),
+                HostData::F32(vec![0.0; n]),
+            ];
+            check(
+                &k,
+                &data,
+                &[n as i64],
+                Tol::Exact,
+                &format!("{op:?} {a}i + {c} vs {bb}i + {d}"),
+            );
+        }
+    }
+}
+
+/// `out[r + i] op= x[r, i]` (col2im's overlapping rows), serial, for sum and product: the
+/// combining store at a contiguous offset is one vector read-modify-write in the vector loop;
+/// each element still combines its terms in row order, so the result is the interpreter's bit
+/// for bit. Also a max (lane by lane) for contrast.
+#[test]
+fn contiguous_combining_stores() {
+    for op in [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max] {
+        let mut b = B::default();
+        let r = b.idx(0);
+        let i = b.idx(1);
+        let n = b.size(1);
+        let src = b.mul(r, n);
+        let src = b.add(src, i);
+        let x = b.load(0, src, DType::F32);
+        let dst = b.add(r, i);
+        let mut store = st(1, dst, x);
+        store.combine = Some(op);
+        let k = Kernel {
+            bufs: dims(
+                bufs(&[(DType::F32, false), (DType::F32, true)]),
+                &[(0, &[s(0), s(1)]), (1, &[s(2)])],
+            ),
+            n_sizes: 3,
+            outer: vec![s(0)],
+            phases: vec![b.store(vec![s(1)], vec![store])],
+            parallel: false,
+        };
+        for (rows, cols) in [(1usize, 3usize), (3, 8), (4, 13), (5, 30)] {
+            let len = rows + cols - 1;
+            let data = [
+                HostData::F32(f32_data(rows * cols, 13)),
+                HostData::F32(f32_data(len, 14)),
+            ];
+            let sizes = [rows as i64, cols as i64, len as i64];
+            check(
+                &k,
+                &data,
+                &sizes,
+                Tol::Exact,
+                &format!("{op:?} {rows}x{cols}"),
+            );
+        }
+    }
+}
+
 /// Scatter-add with colliding indices (`out[idx[i]] += x[i]`), serial: the combining store
 /// runs lane by lane in iteration order, so even float sums agree bit for bit. Also max and an
 /// i32 sum.

@@ -52,7 +52,7 @@ use crate::buffer::Buffer;
 /// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
 /// from `math::const_table` (its address after the helpers).
 /// 6: scalar float selects (`where`, max/min) select the bits with integer moves, no branch.
-pub const CODEGEN_VERSION: u32 = 6;
+pub const CODEGEN_VERSION: u32 = 7;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(
