@@ -162,7 +162,7 @@ fn data(d: DType, n: usize, seed: u64) -> HostData {
     HostData::from_scalars(
         d,
         (0..n).map(|_| {
-            let special = r.next() % 5 == 0;
+            let special = r.next().is_multiple_of(5);
             if d.is_float() {
                 let v = if special {
                     specials_f[(r.next() % specials_f.len() as u64) as usize]

@@ -65,6 +65,7 @@ typedef uint u32;
 typedef ulong u64;
 typedef int i32;
 typedef long i64;
+typedef size_t uptr;
 #define FN static inline
 #define F32_OF(x) as_float((uint)(x))
 #define BITS_F32(x) as_uint(x)
@@ -82,6 +83,7 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef int i32;
 typedef long long i64;
+typedef unsigned long long uptr;
 #define FN static __device__ __forceinline__
 #define F32_OF(x) __uint_as_float((unsigned int)(x))
 #define BITS_F32(x) __float_as_uint(x)
@@ -442,12 +444,12 @@ fn check(k: &Kernel) -> Result<(), String> {
             }
         }
         let in_body = |v: &V| (v.0 as usize) < ph.body.len();
-        if let PhaseKind::Reduce { op, value, .. } = &ph.kind {
-            if !in_body(value) || !op.accepts(ph.body[value.0 as usize].1) {
-                return Err(format!(
-                    "phase {p}: a reduction of a missing value or dtype"
-                ));
-            }
+        if let PhaseKind::Reduce { op, value, .. } = &ph.kind
+            && (!in_body(value) || !op.accepts(ph.body[value.0 as usize].1))
+        {
+            return Err(format!(
+                "phase {p}: a reduction of a missing value or dtype"
+            ));
         }
         for st in ph.kind.stores() {
             let ok = in_body(&st.offset)
@@ -897,11 +899,8 @@ impl Renderer<'_> {
             match shift {
                 Some((mask, _)) => {
                     // The containing 32-bit word (buffers are padded to 8 bytes), little-endian.
-                    let _ = writeln!(
-                        s,
-                        "    {ap}{word}* w = ({ap}{word}*)((size_t)p & ~(size_t)3);"
-                    );
-                    let _ = writeln!(s, "    const u32 sh = (u32)(((size_t)p & {mask}) * 8);");
+                    let _ = writeln!(s, "    {ap}{word}* w = ({ap}{word}*)((uptr)p & ~(uptr)3);");
+                    let _ = writeln!(s, "    const u32 sh = (u32)(((uptr)p & {mask}) * 8);");
                 }
                 None => {
                     let _ = writeln!(s, "    {ap}{word}* w = ({ap}{word}*)p;");
