@@ -292,24 +292,33 @@ fn names_and_malformed_kernels_are_errors() {
 
 use metajit_metaops::kernel::V;
 
-#[test]
-#[ignore]
-fn dump_sources() {
-    // Writes rendered programs to $METAJIT_GPU_DUMP (for compiling them with another compiler).
-    let Ok(dir) = std::env::var("METAJIT_GPU_DUMP") else {
-        return;
-    };
-    let mut hand = vec![
+/// A clang on the PATH, if any.
+fn clang() -> Option<String> {
+    let names = [
+        "clang", "clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15",
+    ];
+    names.into_iter().map(String::from).find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Kernels for the compile checks: the hand-built ones and those of 40 random graphs.
+fn sample_kernels() -> Vec<metajit_metaops::kernel::Kernel> {
+    let mut ks = vec![
         gpu_common::softmax(),
         gpu_common::row_scatter_and_max(),
         gpu_common::last_write_wins(),
         gpu_common::store_then_reduce(),
+        gpu_common::elementwise_2d(),
     ];
     for op in ReduceOp::ALL {
         for d in gpu_common::DTYPES {
             if op.accepts(d) {
-                hand.push(gpu_common::scatter(op, d));
-                hand.push(gpu_common::reduce(op, d, Axis::Columns));
+                ks.push(gpu_common::scatter(op, d));
+                ks.push(gpu_common::reduce(op, d, Axis::Columns));
             }
         }
     }
@@ -318,26 +327,84 @@ fn dump_sources() {
             metajit_metaops::Distribution::Uniform,
             metajit_metaops::Distribution::Normal,
         ] {
-            hand.push(gpu_common::random(d, dist));
-        }
-    }
-    for (i, kernel) in hand.iter().enumerate() {
-        for (d, ext) in [(Dialect::OpenCl, "cl"), (Dialect::Cuda, "cu")] {
-            let r = render(kernel, d).expect("render");
-            std::fs::write(format!("{dir}/hand{i}.{ext}"), &r.source).expect("write");
+            ks.push(gpu_common::random(d, dist));
         }
     }
     let cfg = GenConfig::default();
     for seed in 0..40 {
         let (g, _) = random_graph(seed, &cfg);
-        for (i, step) in schedule::schedule(&g).steps.iter().enumerate() {
+        for step in schedule::schedule(&g).steps {
             if let Step::Kernel { kernel, .. } = step {
-                for (d, ext) in [(Dialect::OpenCl, "cl"), (Dialect::Cuda, "cu")] {
-                    let r = render(kernel, d).expect("render");
-                    let path = format!("{dir}/g{seed}_{i}.{ext}");
-                    std::fs::write(path, &r.source).expect("write");
-                }
+                ks.push(kernel);
             }
         }
     }
+    ks
+}
+
+/// Both dialects' sources of many kernels (as one program each) through clang's front end:
+/// the CUDA dialect in CUDA mode against `gpu_cuda_stub.h` (no CUDA toolkit needed), the
+/// OpenCL dialect as OpenCL C 1.2. Skipped without clang. This checks that the CUDA source
+/// is well-formed and type-correct; it does not run it (NVRTC and a GPU are not needed here,
+/// and nothing CUDA-specific is executed).
+#[test]
+fn rendered_source_compiles_with_clang() {
+    let Some(clang) = clang() else {
+        println!("skipped: no clang");
+        return;
+    };
+    let ks = sample_kernels();
+    let dir = std::env::temp_dir().join(format!("metajit_gpu_clang_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stub = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_cuda_stub.h");
+    for (d, ext) in [(Dialect::Cuda, "cu"), (Dialect::OpenCl, "cl")] {
+        let rendered: Vec<_> = ks
+            .iter()
+            .enumerate()
+            .map(|(i, k)| render_named(k, d, &format!("k{i}")).expect("render"))
+            .collect();
+        let refs: Vec<_> = rendered.iter().collect();
+        let src = metajit_codegen::gpu::render::program_source(d, &refs);
+        let path = dir.join(format!("all.{ext}"));
+        std::fs::write(&path, src).expect("write");
+        let mut cmd = std::process::Command::new(&clang);
+        match d {
+            Dialect::Cuda => cmd.args([
+                "-x",
+                "cuda",
+                "--cuda-gpu-arch=sm_80",
+                "-nocudainc",
+                "-nocudalib",
+                "--cuda-device-only",
+                "-include",
+                stub,
+            ]),
+            Dialect::OpenCl => cmd.args([
+                "-x",
+                "cl",
+                "-cl-std=CL1.2",
+                "-Xclang",
+                "-finclude-default-header",
+                "-target",
+                "spir64",
+            ]),
+        };
+        let out = cmd
+            .arg("-fsyntax-only")
+            .arg(&path)
+            .output()
+            .expect("clang runs");
+        assert!(
+            out.status.success(),
+            "{d:?}: {} kernels in {}:\n{}",
+            ks.len(),
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{} kernels in both dialects pass {clang} -fsyntax-only",
+        ks.len()
+    );
 }

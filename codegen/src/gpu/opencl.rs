@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metajit_metaops::contraction::GemmLayout;
@@ -121,6 +122,7 @@ pub struct OpenCl {
     description: String,
     /// The GEMM program per dtype, built on first use.
     gemm: Mutex<HashMap<DType, Arc<Built>>>,
+    debug: AtomicU8,
 }
 
 impl std::fmt::Debug for OpenCl {
@@ -176,7 +178,14 @@ impl OpenCl {
             queue,
             description: format!("{platform} / {name} / {version} / driver {driver}"),
             gemm: Mutex::new(HashMap::new()),
+            debug: AtomicU8::new(0),
         })
+    }
+
+    /// Sets the debug level: 4 prints each program's OpenCL C source when it is built, 5 also
+    /// the compiler's build log.
+    pub fn set_debug(&self, level: u8) {
+        self.debug.store(level, Ordering::Relaxed);
     }
 
     /// Platform, device, OpenCL version and driver version.
@@ -188,9 +197,17 @@ impl OpenCl {
     pub fn build_program(&self, source: &str, options: &str) -> Result<Program, String> {
         let mut program = Program::create_from_source(&self.context, source)
             .map_err(|e| format!("creating the program: {e}"))?;
+        let debug = self.debug.load(Ordering::Relaxed);
+        if debug >= 4 {
+            eprintln!("metajit: OpenCL C ({options}):\n{source}");
+        }
         if let Err(e) = program.build(&[self.device.id()], options) {
             let log = program.get_build_log(self.device.id()).unwrap_or_default();
             return Err(format!("build failed ({e}); log:\n{log}"));
+        }
+        if debug >= 5 {
+            let log = program.get_build_log(self.device.id()).unwrap_or_default();
+            eprintln!("metajit: OpenCL build log:\n{log}");
         }
         Ok(program)
     }

@@ -365,8 +365,12 @@ pub fn render_named(
                 EntryKind::Thread => "thread",
             }
         );
-        // Combines are atomic wherever two threads may reach one element.
-        let atomic = kind != EntryKind::Thread || !kernel.parallel;
+        // Combines are atomic wherever two threads may reach one element: the flat and group
+        // entries share an outer iteration among threads; the thread entry gives each thread
+        // one iteration of the flattened outer loops, of which only loop 0's iterations are
+        // independent (`parallel`), so with a second outer loop, or without `parallel`, two
+        // threads may combine into one element too.
+        let atomic = kind != EntryKind::Thread || !kernel.parallel || kernel.outer.len() > 1;
         let atomic = atomic && !serial_only;
         let body = match kind {
             EntryKind::Flat => r.flat_entry(&ename),
