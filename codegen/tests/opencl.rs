@@ -820,6 +820,29 @@ fn backend_compile_reload_fill_and_gemm() {
                 },
             ],
         },
+        GemmLayout {
+            m: 37,
+            n: 45,
+            k: 50,
+            dst: MatStrides { rs: 45, cs: 1 },
+            lhs: MatStrides { rs: 50, cs: 1 },
+            rhs: MatStrides { rs: 1, cs: 50 },
+            batch: vec![BatchAxis {
+                extent: 2,
+                dst: 37 * 45,
+                lhs: 37 * 50,
+                rhs: 45 * 50,
+            }],
+        },
+        GemmLayout {
+            m: 1,
+            n: 1,
+            k: 1,
+            dst: MatStrides { rs: 1, cs: 1 },
+            lhs: MatStrides { rs: 1, cs: 1 },
+            rhs: MatStrides { rs: 1, cs: 1 },
+            batch: vec![],
+        },
     ];
     for (i, l) in layouts.iter().enumerate() {
         for d in [DType::F32, DType::F64] {
@@ -925,4 +948,46 @@ fn reductions_pick_both_mappings() {
     assert_eq!(kind(&[1000, 8]), EntryKind::Thread);
     assert_eq!(kind(&[100_000, 500]), EntryKind::Thread);
     let _ = PhaseKind::Store(vec![]);
+}
+
+/// Opening a device where the OpenCL loader finds no platform (a child process of this test
+/// binary with `OCL_ICD_VENDORS` pointing at an empty directory) is an error, not a panic;
+/// so is a device index past the last device.
+#[test]
+fn no_platform_or_device_is_an_error() {
+    if std::env::var_os("METAJIT_OPENCL_CHILD").is_some() {
+        let e = OpenCl::open(0).expect_err("no platform");
+        println!("child: {e}");
+        assert_eq!(OpenCl::device_count().ok().filter(|&n| n > 0), None);
+        return;
+    }
+    if let Some(dev) = device() {
+        let _ = dev;
+        let e = OpenCl::open(1000).expect_err("no device 1000");
+        assert!(e.to_string().contains("no device 1000"), "{e}");
+    }
+    let empty = std::env::temp_dir().join(format!("metajit_no_icd_{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "no_platform_or_device_is_an_error",
+            "--nocapture",
+        ])
+        .env("METAJIT_OPENCL_CHILD", "1")
+        .env("OCL_ICD_VENDORS", &empty)
+        .output()
+        .expect("the child runs");
+    let _ = std::fs::remove_dir_all(&empty);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{}",
+        text.lines().find(|l| l.starts_with("child:")).unwrap_or("")
+    );
 }
