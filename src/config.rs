@@ -48,17 +48,43 @@ pub enum Mode {
     Eager,
 }
 
-/// Where tensors are computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where tensors live and are computed: the `METAJIT_DEVICE` setting, and a tensor's
+/// [`Tensor::device`](crate::Tensor::device) (always a concrete one there: `Cpu`, `Cuda(n)` or
+/// `OpenCl(n)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
-    /// The best available backend.
+    /// The best available backend (CUDA once it is built; today the CPU).
     Auto,
     /// The native CPU backend.
     Cpu,
     /// CUDA device `N`.
     Cuda(usize),
-    /// The reference interpreter (slow; the oracle, for debugging).
+    /// OpenCL device `N` (counted over every platform, in the order the OpenCL loader lists them).
+    OpenCl(usize),
+    /// The reference interpreter (slow; the oracle, for debugging). Its tensors are CPU tensors.
     Reference,
+}
+
+impl Device {
+    /// Where a tensor created under this setting lives: `Auto` and `Reference` are the CPU.
+    pub fn placement(self) -> Device {
+        match self {
+            Device::Auto | Device::Reference | Device::Cpu => Device::Cpu,
+            d => d,
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => write!(f, "auto"),
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::OpenCl(n) => write!(f, "opencl:{n}"),
+            Device::Reference => write!(f, "reference"),
+        }
+    }
 }
 
 const UNSET: u8 = u8::MAX;
@@ -130,13 +156,17 @@ pub fn parse_device(v: &str) -> Result<Device> {
         "auto" => Ok(Device::Auto),
         "cpu" => Ok(Device::Cpu),
         "cuda" => Ok(Device::Cuda(0)),
+        "opencl" => Ok(Device::OpenCl(0)),
         "reference" => Ok(Device::Reference),
-        _ => v2
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
+        _ => None
+            .or_else(|| v2.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda))
+            .or_else(|| v2.strip_prefix("opencl:")?.parse().ok().map(Device::OpenCl))
             .ok_or_else(|| {
-                Error::config("METAJIT_DEVICE", v, "auto, cpu, cuda, cuda:N, reference")
+                Error::config(
+                    "METAJIT_DEVICE",
+                    v,
+                    "auto, cpu, cuda, cuda:N, opencl, opencl:N, reference",
+                )
             }),
     }
 }
@@ -218,8 +248,10 @@ fn encode_device(d: Device) -> u64 {
         Device::Auto => 0,
         Device::Cpu => 1,
         Device::Reference => 2,
-        // (An index past 2^64 - 5 cannot name a device; it is kept out of the unset code.)
-        Device::Cuda(n) => (n as u64).saturating_add(3).min(DEVICE_UNSET - 1),
+        // Even codes from 4 are CUDA devices, odd ones from 5 OpenCL devices. (An index past
+        // 2^63 - 3 cannot name a device; it is kept out of the unset code.)
+        Device::Cuda(n) => (n as u64).min((DEVICE_UNSET - 6) / 2) * 2 + 4,
+        Device::OpenCl(n) => (n as u64).min((DEVICE_UNSET - 6) / 2) * 2 + 5,
     }
 }
 
@@ -227,8 +259,9 @@ fn decode_device(v: u64) -> Device {
     match v {
         0 => Device::Auto,
         1 => Device::Cpu,
-        2 => Device::Reference,
-        n => Device::Cuda((n - 3) as usize),
+        2 | 3 => Device::Reference,
+        n if n % 2 == 0 => Device::Cuda(((n - 4) / 2) as usize),
+        n => Device::OpenCl(((n - 5) / 2) as usize),
     }
 }
 
@@ -388,6 +421,9 @@ mod tests {
         let e = parse_device("tpu").unwrap_err().to_string();
         assert!(e.contains("METAJIT_DEVICE") && e.contains("cuda:N"), "{e}");
         assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+        assert_eq!(parse_device("opencl").unwrap(), Device::OpenCl(0));
+        assert_eq!(parse_device(" opencl:2 ").unwrap(), Device::OpenCl(2));
+        assert!(parse_device("opencl:x").is_err() && parse_device("cuda:").is_err());
         let e = parse_threads("0").unwrap_err().to_string();
         assert!(
             e.contains("METAJIT_THREADS") && e.contains("positive integer"),
@@ -405,10 +441,13 @@ mod tests {
             Device::Reference,
             Device::Cuda(0),
             Device::Cuda(7),
+            Device::OpenCl(0),
+            Device::OpenCl(3),
         ] {
             assert_eq!(decode_device(encode_device(d)), d);
         }
         assert_ne!(encode_device(Device::Cuda(usize::MAX)), DEVICE_UNSET);
+        assert_ne!(encode_device(Device::OpenCl(usize::MAX)), DEVICE_UNSET);
     }
 }
 

@@ -33,6 +33,7 @@ use metajit_metaops::schedule::{self, BufRef, PlanKey, Schedule, Step};
 use metajit_metaops::{Graph, Node, NodeId, Op};
 
 use crate::config::{self, Device};
+use crate::device::Storage;
 use crate::error::{Error, Result};
 use crate::tensor::{NodeRef, State, Tensor};
 
@@ -62,8 +63,8 @@ struct Pending {
     order: Vec<NodeRef>,
     /// The meta-op graph: realized nodes are inputs; the outputs are the pending targets.
     graph: Graph,
-    /// The buffer of each input slot.
-    buffers: Vec<Arc<Buffer>>,
+    /// The elements of each input slot.
+    buffers: Vec<Storage>,
     /// The position in `order` of each output.
     outputs: Vec<usize>,
 }
@@ -76,13 +77,13 @@ struct Pending {
 fn collect(targets: &[NodeRef]) -> Pending {
     /// What a visit read of a node.
     enum Seen {
-        Realized(Arc<Buffer>),
+        Realized(Storage),
         Lazy(Op, Vec<u64>),
     }
     let mut order: Vec<NodeRef> = Vec::new();
     let mut index: IdMap<usize> = IdMap::default();
     let mut graph = Graph::new();
-    let mut buffers: Vec<Arc<Buffer>> = Vec::new();
+    let mut buffers: Vec<Storage> = Vec::new();
     let mut pending: Vec<usize> = Vec::new();
     // `None`: to visit; `Some`: visited, to finish once the entries above it are.
     let mut stack: Vec<(NodeRef, Option<Seen>)> =
@@ -155,20 +156,206 @@ fn collect(targets: &[NodeRef]) -> Pending {
     }
 }
 
-/// Realizes the nodes `targets` together, as one graph.
+/// Realizes the nodes `targets` together: one graph per device among them.
 pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
     // A bad setting is this call's error (config's infallible readers gave defaults meanwhile).
     config::try_executor_settings()?;
-    let p = collect(targets);
+    let default = crate::device::default_placement();
+    let device_of = |t: &NodeRef| t.device.unwrap_or(default);
+    let first = match targets.first() {
+        Some(t) => device_of(t),
+        None => return Ok(()),
+    };
+    if targets.iter().any(|t| device_of(t) != first) {
+        let mut devices: Vec<Device> = Vec::new();
+        for t in targets {
+            if !devices.contains(&device_of(t)) {
+                devices.push(device_of(t));
+            }
+        }
+        for d in devices {
+            let group: Vec<NodeRef> = targets
+                .iter()
+                .filter(|t| device_of(t) == d)
+                .cloned()
+                .collect();
+            realize_on(&group, d)?;
+        }
+        return Ok(());
+    }
+    realize_on(targets, first)
+}
+
+/// Realizes `targets`, all on `device`, as one graph.
+fn realize_on(targets: &[NodeRef], device: Device) -> Result<()> {
+    let mut p = collect(targets);
     if p.outputs.is_empty() {
         return Ok(());
     }
-    let results = run_graph(&p.graph, &p.buffers)?;
+    if device.placement() != Device::Cpu {
+        // Inputs elsewhere are copied to the device first; a device tensor's staged host
+        // data keeps its copy (it is copied once).
+        for k in 0..p.graph.nodes.len() {
+            let Op::Input { slot } = p.graph.nodes[k].op else {
+                continue;
+            };
+            let s = &p.buffers[slot];
+            if matches!(s, Storage::Device { device: d, .. } if *d == device) {
+                continue;
+            }
+            let placed = to_device(s, device)?;
+            if s.device() == device {
+                *p.order[k].lock() = State::Realized(placed.clone());
+            }
+            p.buffers[slot] = placed;
+        }
+    }
+    let results = run_graph(&p.graph, &p.buffers, device)?;
     // Each output becomes a buffer, dropping its references to its inputs.
     for (&k, data) in p.outputs.iter().zip(results) {
         *p.order[k].lock() = State::Realized(data);
     }
     Ok(())
+}
+
+/// Moves a realized node's elements held in host memory for another device onto that device
+/// (what [`crate::Tensor::to`] calls, so that a failure to reach the device is its error).
+pub(crate) fn place(node: &NodeRef) -> Result<()> {
+    let storage = match &*node.lock() {
+        State::Realized(s) => s.clone(),
+        State::Lazy { .. } => return Ok(()),
+    };
+    let device = storage.device();
+    let placed = to_device(&storage, device)?;
+    *node.lock() = State::Realized(placed);
+    Ok(())
+}
+
+/// The elements of `storage` on `device`, copied there when they are elsewhere.
+fn to_device(storage: &Storage, device: Device) -> Result<Storage> {
+    let device = device.placement();
+    if device == Device::Cpu {
+        return Ok(match storage.host_buffer() {
+            Some(buf) => Storage::cpu(buf.clone()),
+            None => Storage::cpu(Arc::new(Buffer::from_host(&storage.to_host()?))),
+        });
+    }
+    if let Storage::Device { device: d, .. } = storage
+        && *d == device
+    {
+        return Ok(storage.clone());
+    }
+    let host = match storage.host_buffer() {
+        Some(buf) => buf.to_host(),
+        None => storage.to_host()?,
+    };
+    Ok(Storage::Device {
+        buf: device_engine(device)?.upload(&host)?,
+        device,
+    })
+}
+
+/// A device buffer with its type erased ([`Storage::Device`]).
+type AnyBuffer = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An engine of a device other than the CPU, with its backend's buffer type erased, so that
+/// the executor keeps one per device in one table.
+pub(crate) trait DeviceEngine: Send + Sync {
+    /// A device buffer holding `data`.
+    fn upload(&self, data: &metajit_metaops::HostData) -> Result<AnyBuffer>;
+    /// A host copy of a device buffer of this engine.
+    fn download(
+        &self,
+        buf: &(dyn std::any::Any + Send + Sync),
+    ) -> Result<metajit_metaops::HostData>;
+    /// Simplifies, plans and runs `g` over input buffers of this engine.
+    fn run(
+        &self,
+        g: &Graph,
+        inputs: &[AnyBuffer],
+        debug: u8,
+        cx: &PassCx<'_>,
+    ) -> Result<Vec<AnyBuffer>>;
+    /// The engine's kernel-cache counters.
+    fn stats(&self) -> StatsSnapshot;
+}
+
+/// The error for a buffer of another backend handed to an engine: a metajit bug.
+fn foreign_buffer(backend: &str) -> Error {
+    Error::Device {
+        device: backend.to_string(),
+        reason: "metajit bug: a buffer of another backend reached this device's engine".into(),
+    }
+}
+
+impl<B: Backend> DeviceEngine for Engine<B> {
+    fn upload(&self, data: &metajit_metaops::HostData) -> Result<AnyBuffer> {
+        Ok(Arc::new(self.backend.upload(data)?))
+    }
+
+    fn download(
+        &self,
+        buf: &(dyn std::any::Any + Send + Sync),
+    ) -> Result<metajit_metaops::HostData> {
+        let buf = buf
+            .downcast_ref::<B::Buffer>()
+            .ok_or_else(|| foreign_buffer(self.backend.name()))?;
+        Ok(self.backend.download(buf)?)
+    }
+
+    fn run(
+        &self,
+        g: &Graph,
+        inputs: &[AnyBuffer],
+        debug: u8,
+        cx: &PassCx<'_>,
+    ) -> Result<Vec<AnyBuffer>> {
+        let bufs = inputs
+            .iter()
+            .map(|b| {
+                b.clone()
+                    .downcast::<B::Buffer>()
+                    .map_err(|_| foreign_buffer(self.backend.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.run_remembered(g, &bufs, debug, cx)?;
+        Ok(out.into_iter().map(|b| b as AnyBuffer).collect())
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.cache_stats()
+    }
+}
+
+/// The engines of the devices opened so far (never closed: a device's compiled kernels and
+/// plans live as long as the process).
+static DEVICE_ENGINES: Mutex<Vec<(Device, &'static dyn DeviceEngine)>> = Mutex::new(Vec::new());
+
+/// Opens the backend of `device` (CUDA or OpenCL) as an engine.
+fn open_device(device: Device) -> Result<&'static dyn DeviceEngine> {
+    let reason = match device {
+        Device::Cuda(_) => "the CUDA backend is not built yet",
+        Device::OpenCl(_) => "the OpenCL backend is not built yet",
+        Device::Cpu | Device::Auto | Device::Reference => {
+            "metajit bug: the CPU has no device engine"
+        }
+    };
+    Err(Error::Device {
+        device: device.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// The engine of `device` (CUDA or OpenCL), opened on first use. A device that fails to open
+/// is an error each time it is asked for (nothing is remembered, so a later call may succeed).
+pub(crate) fn device_engine(device: Device) -> Result<&'static dyn DeviceEngine> {
+    let mut engines = DEVICE_ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, e)) = engines.iter().find(|(d, _)| *d == device) {
+        return Ok(*e);
+    }
+    let engine = open_device(device)?;
+    engines.push((device, engine));
+    Ok(engine)
 }
 
 /// The compiled kernel type of the CPU backend.
@@ -194,6 +381,7 @@ pub(crate) struct OneOp {
 /// no graph is collected or hashed, and the node never holds a pending op.
 pub(crate) fn eager_known(
     inputs: &[NodeRef],
+    device: Option<Device>,
     entry: &crate::dispatch::OpEntry,
 ) -> Result<Option<Arc<Buffer>>> {
     let Some(one) = entry.eager.borrow().clone() else {
@@ -201,7 +389,11 @@ pub(crate) fn eager_known(
     };
     config::try_executor_settings()?;
     let debug = config::try_debug()?;
-    if debug >= 2 || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+    let setting = config::try_device()?;
+    if debug >= 2
+        || !matches!(setting, Device::Cpu | Device::Auto)
+        || device.unwrap_or(setting.placement()) != Device::Cpu
+    {
         return Ok(None);
     }
     let Some(bufs) = computed_inputs(inputs) else {
@@ -233,7 +425,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
     };
     let one_op = computed_inputs(&inputs).is_some();
     drop(inputs);
-    if debug >= 2 || !one_op || !matches!(config::try_device()?, Device::Cpu | Device::Auto) {
+    let setting = config::try_device()?;
+    if debug >= 2
+        || !one_op
+        || !matches!(setting, Device::Cpu | Device::Auto)
+        || node.device.unwrap_or(setting.placement()) != Device::Cpu
+    {
         return realize(std::slice::from_ref(node));
     }
     let engine = cpu_engine()?;
@@ -243,7 +440,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
         "the pending graph of an op over computed inputs is the one-op graph"
     );
     let (plan_hash, plan) = engine.plan(&p.graph, debug)?;
-    let out = engine.execute(&p.graph, &plan, &p.buffers, debug)?;
+    let bufs: Vec<Arc<Buffer>> = p
+        .buffers
+        .iter()
+        .filter_map(|s| s.host_buffer().cloned())
+        .collect();
+    let out = engine.execute(&p.graph, &plan, &bufs, debug)?;
     *entry.eager.borrow_mut() = Some(std::rc::Rc::new(OneOp {
         graph: p.graph,
         plan_hash,
@@ -253,12 +455,12 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
         .into_iter()
         .next()
         .expect("a one-op graph has one output");
-    *node.lock() = State::Realized(data);
+    *node.lock() = State::Realized(Storage::cpu(data));
     Ok(())
 }
 
 /// The buffers of an op's distinct input nodes in first-occurrence order (the input slots of
-/// its one-op graph), or `None` when one is not computed.
+/// its one-op graph), or `None` when one is not computed, or not a CPU tensor's.
 fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
     let mut bufs = Vec::with_capacity(inputs.len());
     for (k, i) in inputs.iter().enumerate() {
@@ -266,8 +468,11 @@ fn computed_inputs(inputs: &[NodeRef]) -> Option<Vec<Arc<Buffer>>> {
             continue;
         }
         match &*i.lock() {
-            State::Realized(b) => bufs.push(b.clone()),
-            State::Lazy { .. } => return None,
+            State::Realized(Storage::Host {
+                buf,
+                device: Device::Cpu,
+            }) => bufs.push(buf.clone()),
+            State::Realized(_) | State::Lazy { .. } => return None,
         }
     }
     Some(bufs)
@@ -302,7 +507,14 @@ pub fn pending_graph(tensors: &[&Tensor]) -> (Graph, Vec<metajit_metaops::HostDa
         });
     }
     p.graph.outputs = outputs;
-    let data = p.buffers.iter().map(|b| b.to_host()).collect();
+    let data = p
+        .buffers
+        .iter()
+        .map(|b| {
+            b.to_host()
+                .unwrap_or_else(|e| panic!("pending_graph: reading an input: {e}"))
+        })
+        .collect();
     (p.graph, data)
 }
 
@@ -358,8 +570,59 @@ fn graph_hash(g: &Graph) -> u64 {
     h.finish()
 }
 
-/// Simplifies and runs a graph on the selected device.
-fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
+/// Simplifies and runs a graph on `device`, copying inputs that are elsewhere to it.
+fn run_graph(g: &Graph, inputs: &[Storage], device: Device) -> Result<Vec<Storage>> {
+    match device.placement() {
+        Device::Cpu => {
+            let bufs = inputs
+                .iter()
+                .map(|s| match to_device(s, Device::Cpu)? {
+                    Storage::Host { buf, .. } => Ok(buf),
+                    Storage::Device { .. } => unreachable!("to_device(Cpu) gives host memory"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(run_graph_on_host(g, &bufs)?
+                .into_iter()
+                .map(Storage::cpu)
+                .collect())
+        }
+        d => {
+            let debug = config::try_debug()?;
+            let engine = device_engine(d)?;
+            let bufs = inputs
+                .iter()
+                .map(|s| match s {
+                    Storage::Device { buf, device } if *device == d => Ok(buf.clone()),
+                    _ => Err(Error::Device {
+                        device: d.to_string(),
+                        reason: "metajit bug: an input was not copied to the device".into(),
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let trace = |t: &PassTrace<'_>| {
+                eprintln!(
+                    "metajit: pass {} (round {}): {}",
+                    t.pass,
+                    t.round,
+                    if t.changed { "changed" } else { "no change" }
+                )
+            };
+            let cx = PassCx {
+                verify: cfg!(debug_assertions),
+                trace: if debug >= 4 { Some(&trace) } else { None },
+            };
+            Ok(engine
+                .run(g, &bufs, debug, &cx)?
+                .into_iter()
+                .map(|buf| Storage::Device { buf, device: d })
+                .collect())
+        }
+    }
+}
+
+/// Simplifies and runs a graph of CPU tensors, on the CPU backend or (`METAJIT_DEVICE=reference`)
+/// the reference interpreter.
+fn run_graph_on_host(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     let debug = config::try_debug()?;
     if debug >= 3 {
         eprintln!(
@@ -386,7 +649,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
         trace: if debug >= 4 { Some(&trace) } else { None },
     };
     let device = config::try_device()?;
-    if debug < 3 && matches!(device, Device::Cpu | Device::Auto) {
+    if debug < 3 && device != Device::Reference {
         return cpu_engine()?.run_remembered(g, buffers, debug, &cx);
     }
     // The reference device and the debug levels that print graphs simplify every time: only
@@ -412,11 +675,7 @@ fn run_graph(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
                 .map(Arc::new)
                 .collect())
         }
-        Device::Cpu | Device::Auto => cpu_engine()?.run(g, buffers, debug),
-        Device::Cuda(n) => Err(Error::Device {
-            device: format!("cuda:{n}"),
-            reason: "the CUDA backend is not built yet".into(),
-        }),
+        _ => cpu_engine()?.run(g, buffers, debug),
     }
 }
 
@@ -650,10 +909,13 @@ pub fn stats() -> Stats {
     }
 }
 
-/// The compiled-kernel cache's counters since the process started: hits per tier, compiles,
-/// compile and load time. Its `Display` is the line `METAJIT_DEBUG>=1` prints at exit.
+/// The compiled-kernel cache's counters since the process started, over every device: hits
+/// per tier, compiles, compile and load time. Its `Display` is the line `METAJIT_DEBUG>=1`
+/// prints at exit.
 pub fn cache_stats() -> StatsSnapshot {
-    cpu_engine_if_started().map_or_else(StatsSnapshot::default, |e| e.cache_stats())
+    let cpu = cpu_engine_if_started().map_or_else(StatsSnapshot::default, |e| e.cache_stats());
+    let engines = DEVICE_ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    engines.iter().fold(cpu, |acc, (_, e)| acc + e.stats())
 }
 
 /// Prints [`cache_stats`] to stderr (`metajit cache: compiled=.. disk_hits=.. ...`).
@@ -1016,16 +1278,36 @@ pub enum GraphMode {
     Compiled,
     /// One kernel per meta-op, every intermediate materialised.
     Eager,
+    /// Simplified, fused and compiled as one graph on a device (its inputs copied there).
+    Device(Device),
 }
 
-/// Runs a graph of meta-ops on the native CPU backend or the reference interpreter and returns
-/// its outputs (for tests and fuzzing: the same graph through every path).
+/// Runs a graph of meta-ops on the native CPU backend, the reference interpreter or a device
+/// and returns its outputs (for tests and fuzzing: the same graph through every path).
 #[doc(hidden)]
 pub fn run_graph_with(
     g: &Graph,
     inputs: &[metajit_metaops::HostData],
     mode: GraphMode,
 ) -> Result<Vec<metajit_metaops::HostData>> {
+    if let GraphMode::Device(d) = mode {
+        let staged = inputs
+            .iter()
+            .map(|h| {
+                to_device(
+                    &Storage::Host {
+                        buf: Arc::new(Buffer::from_host(h)),
+                        device: d.placement(),
+                    },
+                    d,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return run_graph(g, &staged, d)?
+            .iter()
+            .map(Storage::to_host)
+            .collect();
+    }
     let bufs: Vec<Arc<Buffer>> = inputs
         .iter()
         .map(|h| Arc::new(Buffer::from_host(h)))
@@ -1042,6 +1324,7 @@ pub fn run_graph_with(
             let s = passes::simplify(g, &PassCx::default());
             cpu_engine()?.run(&s, &bufs, config::try_debug()?)?
         }
+        GraphMode::Device(_) => unreachable!("handled above"),
         GraphMode::Eager => {
             // Each node alone, reading its inputs' materialised buffers.
             let mut vals: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];

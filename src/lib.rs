@@ -22,6 +22,7 @@
 pub mod autograd;
 pub mod config;
 pub mod data;
+mod device;
 mod dispatch;
 mod display;
 pub mod error;

@@ -25,6 +25,7 @@ use metajit_metaops::{DType, Element, Graph, HostData, Node, Op, Shape};
 
 use crate::autograd::{self, Autograd};
 use crate::config;
+use crate::device::{Device, Storage};
 use crate::error::Result;
 
 /// A multi-dimensional array of one dtype, computed lazily.
@@ -53,6 +54,9 @@ pub(crate) struct Inner {
     pub(crate) dtype: DType,
     pub(crate) shape: Shape,
     pub(crate) state: Mutex<State>,
+    /// The device of the node's value; `None` for a floating node, computed from no data (see
+    /// [`crate::device`]).
+    pub(crate) device: Option<Device>,
     /// The autograd record: nothing, a leaf that accumulates `.grad`, or backward edges.
     /// Change it only through [`Inner::set_autograd`], which keeps `grad_flag` in step.
     pub(crate) autograd: Mutex<Autograd>,
@@ -66,7 +70,7 @@ pub(crate) struct Inner {
 /// What a node currently is: a pending op over other nodes, or a computed buffer.
 pub(crate) enum State {
     Lazy { op: Op, inputs: Vec<NodeRef> },
-    Realized(Arc<Buffer>),
+    Realized(Storage),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -83,12 +87,19 @@ impl Inner {
     }
 
     /// A new node.
-    pub(crate) fn new(dtype: DType, shape: Shape, state: State, autograd: Autograd) -> NodeRef {
+    pub(crate) fn new(
+        dtype: DType,
+        shape: Shape,
+        state: State,
+        device: Option<Device>,
+        autograd: Autograd,
+    ) -> NodeRef {
         Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             dtype,
             shape,
             state: Mutex::new(state),
+            device,
             grad_flag: AtomicBool::new(!matches!(autograd, Autograd::None)),
             autograd: Mutex::new(autograd),
             group: config::current_group(),
@@ -172,6 +183,37 @@ fn verify_node(op: &Op, inputs: &[&Tensor], dtype: DType, shape: &Shape) {
     }
 }
 
+/// The device of a node of `op` over `inputs`: the device of every input that has one
+/// (floating inputs have none), or `None` when all are floating.
+///
+/// # Panics
+/// When two inputs are on different devices.
+#[track_caller]
+fn common_device(op: &Op, inputs: &[NodeRef]) -> Option<Device> {
+    let mut device = None;
+    for n in inputs {
+        match (device, n.device) {
+            (None, d) => device = d,
+            (Some(a), Some(b)) if a != b => {
+                let list: Vec<String> = inputs
+                    .iter()
+                    .map(|i| {
+                        let d = i.device.map_or("floating".to_string(), |d| d.to_string());
+                        format!("{} {} on {d}", i.dtype, i.shape)
+                    })
+                    .collect();
+                panic!(
+                    "device mismatch in {}: inputs {} (move them to one device with Tensor::to)",
+                    op.name(),
+                    list.join(", ")
+                );
+            }
+            _ => {}
+        }
+    }
+    device
+}
+
 impl Tensor {
     /// A handle to `node`.
     pub(crate) fn from_node(node: NodeRef) -> Tensor {
@@ -188,10 +230,6 @@ impl Tensor {
         lock(&self.0.node).clone()
     }
 
-    fn with_state(dtype: DType, shape: Shape, state: State) -> Tensor {
-        Tensor::from_node(Inner::new(dtype, shape, state, Autograd::None))
-    }
-
     /// Records `op` over `inputs` as a new node of `dtype` and `shape`. The node is checked
     /// against the verifier's rules; a failure here is a bug in the op's lowering (callers
     /// check user-facing rules first, with better messages), reported with the op's text.
@@ -200,6 +238,7 @@ impl Tensor {
     #[track_caller]
     pub(crate) fn from_op(op: Op, inputs: &[&Tensor], dtype: DType, shape: Shape) -> Tensor {
         let nodes: Vec<NodeRef> = inputs.iter().map(|t| t.node()).collect();
+        let device = common_device(&op, &nodes);
         let entry = match crate::dispatch::lookup(&op, &nodes, dtype, &shape) {
             Some(e) => e,
             None => {
@@ -210,12 +249,13 @@ impl Tensor {
         let grad = autograd::record(&op, dtype, &nodes);
         let eager = config::eager_now();
         if eager {
-            match crate::exec::eager_known(&nodes, &entry) {
+            match crate::exec::eager_known(&nodes, device, &entry) {
                 Ok(Some(data)) => {
                     return Tensor::from_node(Inner::new(
                         dtype,
                         shape,
-                        State::Realized(data),
+                        State::Realized(Storage::cpu(data)),
+                        device,
                         grad,
                     ));
                 }
@@ -223,7 +263,13 @@ impl Tensor {
                 Err(e) => panic!("eager execution failed: {e}"),
             }
         }
-        let node = Inner::new(dtype, shape, State::Lazy { op, inputs: nodes }, grad);
+        let node = Inner::new(
+            dtype,
+            shape,
+            State::Lazy { op, inputs: nodes },
+            device,
+            grad,
+        );
         if eager && let Err(e) = crate::exec::realize_eager(&node, &entry) {
             panic!("eager execution failed: {e}");
         }
@@ -254,7 +300,13 @@ impl Tensor {
                 inputs: vec![node.clone()],
             },
         };
-        Inner::new(self.dtype(), self.shape().clone(), state, autograd)
+        Inner::new(
+            self.dtype(),
+            self.shape().clone(),
+            state,
+            node.device,
+            autograd,
+        )
     }
 
     /// Gives this tensor (and every clone of it) the value of `value`, as a parameter update
@@ -286,6 +338,15 @@ impl Tensor {
                 value.shape()
             );
         }
+        if let (Some(a), Some(b)) = (self.node().device, value.node().device)
+            && a != b
+        {
+            panic!(
+                "device mismatch in assign: tensor {} {} on {a}, value on {b} (move the value with Tensor::to)",
+                self.dtype(),
+                self.shape()
+            );
+        }
         let autograd = match &*crate::tensor::lock(&self.node().autograd) {
             Autograd::Leaf(l) => Autograd::Leaf(l.clone()),
             _ => Autograd::None,
@@ -294,14 +355,61 @@ impl Tensor {
         *lock(&self.0.node) = node;
     }
 
-    /// A tensor holding `data` with `shape`.
+    /// Moves this tensor (and every clone of it) to `device`, in place, as PyTorch's
+    /// `Module.to` moves parameters: the tensor keeps being the same leaf, and an accumulated
+    /// [`grad`](Tensor::grad) moves with it. Graphs recorded earlier keep reading the old
+    /// value. An optimizer's state made before the move stays where it was: create optimizers
+    /// after moving the model.
+    ///
+    /// ```
+    /// use metajit::{Device, Tensor};
+    /// let w = Tensor::ones([2]).requires_grad_(true);
+    /// w.move_to(Device::Cpu).unwrap();
+    /// assert!(w.requires_grad() && w.device() == Device::Cpu);
+    /// ```
+    ///
+    /// # Errors
+    /// When computing the value fails or the device cannot be opened; the tensor is then
+    /// unchanged.
+    pub fn move_to(&self, device: Device) -> Result<()> {
+        let target = device.placement();
+        if self.device() == target {
+            return Ok(());
+        }
+        let moved = Tensor::from_host_on(self.host_data()?, self.shape().clone(), target);
+        crate::exec::place(&moved.node())?;
+        let leaf = lock(&self.0.leaf).clone();
+        if let Some(cell) = &leaf {
+            let mut grad = lock(&cell.grad);
+            if let Some(g) = grad.as_ref() {
+                *grad = Some(g.to(target)?);
+            }
+        }
+        let autograd = match &*lock(&self.node().autograd) {
+            Autograd::Leaf(l) => Autograd::Leaf(l.clone()),
+            _ => Autograd::None,
+        };
+        let node = moved.same_value_node(autograd);
+        *lock(&self.0.node) = node;
+        Ok(())
+    }
+
+    /// A tensor holding `data` with `shape`, on the default device.
     pub(crate) fn from_host(data: HostData, shape: Shape) -> Tensor {
+        Tensor::from_host_on(data, shape, crate::device::default_placement())
+    }
+
+    /// A tensor holding `data` with `shape`, on `device` (a placement: not `Auto`).
+    fn from_host_on(data: HostData, shape: Shape, device: Device) -> Tensor {
         debug_assert_eq!(data.len(), shape.numel());
-        Tensor::with_state(
+        let buf = Arc::new(Buffer::from_host(&data));
+        Tensor::from_node(Inner::new(
             data.dtype(),
             shape,
-            State::Realized(Arc::new(Buffer::from_host(&data))),
-        )
+            State::Realized(Storage::Host { buf, device }),
+            Some(device),
+            Autograd::None,
+        ))
     }
 
     /// A tensor holding a copy of `data` with `shape` (for tests and tools that work with the
@@ -406,8 +514,8 @@ impl Tensor {
         Ok(self)
     }
 
-    /// The computed buffer.
-    pub(crate) fn buffer(&self) -> Result<Arc<Buffer>> {
+    /// The computed elements.
+    pub(crate) fn storage(&self) -> Result<Storage> {
         let node = self.node();
         crate::exec::realize(std::slice::from_ref(&node))?;
         match &*node.lock() {
@@ -418,7 +526,55 @@ impl Tensor {
 
     /// A host copy of the computed elements.
     pub(crate) fn host_data(&self) -> Result<HostData> {
-        Ok(self.buffer()?.to_host())
+        self.storage()?.to_host()
+    }
+
+    /// The device the tensor's value lives on: the device of its data, of the tensors it was
+    /// computed from, or (for a value computed from no data, such as `Tensor::zeros`) the
+    /// default device ([`crate::config::set_device`], `METAJIT_DEVICE`).
+    ///
+    /// ```
+    /// use metajit::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]);
+    /// assert_eq!(x.device(), Device::Cpu); // with METAJIT_DEVICE unset or cpu
+    /// ```
+    pub fn device(&self) -> Device {
+        let node = self.node();
+        if let Some(d) = node.device {
+            return d;
+        }
+        match &*node.lock() {
+            State::Realized(s) => s.device(),
+            State::Lazy { .. } => crate::device::default_placement(),
+        }
+    }
+
+    /// The value on `device` (`Auto` and `Reference` mean the CPU): this tensor when it is
+    /// there already, else a computed copy. Gradients flow back through the copy to this
+    /// tensor's device, as in PyTorch.
+    ///
+    /// ```
+    /// use metajit::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], [2]);
+    /// let y = x.to(Device::Cpu).unwrap();
+    /// assert_eq!(y.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    /// ```
+    ///
+    /// # Errors
+    /// When computing this tensor fails, or the device cannot be opened.
+    pub fn to(&self, device: Device) -> Result<Tensor> {
+        let (source, target) = (self.device(), device.placement());
+        if source == target {
+            return Ok(self.clone());
+        }
+        let data = self.host_data()?;
+        let t = Tensor::from_host_on(data, self.shape().clone(), target);
+        crate::exec::place(&t.node())?;
+        Ok(autograd::with_custom_rule(
+            t,
+            autograd::Custom::ToDevice(source),
+            &[self],
+        ))
     }
 
     /// The elements in row-major order.
