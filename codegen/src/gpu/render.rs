@@ -394,9 +394,11 @@ pub fn render_named(
     })
 }
 
-/// The structural checks the renderer relies on (SSA order, parameter indices, dtypes of
-/// stores), so that a malformed kernel is an error and not malformed source.
+/// The checks the renderer relies on: the kernel IR's own ([`Kernel::check`]: SSA order,
+/// operand dtypes, references in range), and buffer extents naming existing sizes, so that a
+/// malformed kernel is an error and not malformed source.
 fn check(k: &Kernel) -> Result<(), String> {
+    k.check().map_err(|e| e.to_string())?;
     if k.bufs.is_empty() {
         return Err("a kernel without buffers".into());
     }
@@ -404,70 +406,8 @@ fn check(k: &Kernel) -> Result<(), String> {
         Extent::Size(s) => *s < k.n_sizes,
         Extent::Const(_) => true,
     };
-    if !k.outer.iter().all(size_ok) || !k.bufs.iter().all(|b| b.dims.iter().all(size_ok)) {
-        return Err("an extent names a missing size parameter".into());
-    }
-    for (p, ph) in k.phases.iter().enumerate() {
-        if !ph.inner.iter().all(size_ok) {
-            return Err(format!(
-                "phase {p}: an extent names a missing size parameter"
-            ));
-        }
-        let n_loops = k.outer.len() + ph.inner.len();
-        for (i, (inst, dt)) in ph.body.iter().enumerate() {
-            let bad = |m: &str| Err(format!("phase {p}, v{i}: {m}"));
-            if inst.operands().iter().any(|v| v.0 as usize >= i) {
-                return bad("an operand is not defined before its use");
-            }
-            let dtype_of = |v: &V| ph.body[v.0 as usize].1;
-            match inst {
-                Inst::LoopIdx(l) if *l >= n_loops => return bad("no such loop"),
-                Inst::Size(s) | Inst::Param(s) if *s >= k.n_sizes => {
-                    return bad("no such size parameter");
-                }
-                Inst::Random { seed_param, .. } if *seed_param >= k.n_sizes => {
-                    return bad("no such seed parameter");
-                }
-                Inst::Load { buf, .. } if k.bufs.get(*buf).map(|b| b.dtype) != Some(*dt) => {
-                    return bad("a load of a missing buffer or of another dtype");
-                }
-                Inst::PhaseResult(q)
-                    if *q >= p
-                        || !matches!(k.phases[*q].kind, PhaseKind::Reduce { value, .. }
-                            if k.phases[*q].body.get(value.0 as usize).map(|x| x.1) == Some(*dt)) =>
-                {
-                    return bad("a phase result of no earlier Reduce phase of this dtype");
-                }
-                Inst::Where(_, a, b) if dtype_of(a) != *dt || dtype_of(b) != *dt => {
-                    return bad("where's operands differ in dtype");
-                }
-                Inst::Binary(_, a, b) if dtype_of(a) != dtype_of(b) => {
-                    return bad("binary operands differ in dtype");
-                }
-                _ => {}
-            }
-        }
-        let in_body = |v: &V| (v.0 as usize) < ph.body.len();
-        if let PhaseKind::Reduce { op, value, .. } = &ph.kind
-            && (!in_body(value) || !op.accepts(ph.body[value.0 as usize].1))
-        {
-            return Err(format!(
-                "phase {p}: a reduction of a missing value or dtype"
-            ));
-        }
-        for st in ph.kind.stores() {
-            let ok = in_body(&st.offset)
-                && in_body(&st.value)
-                && st.mask.is_none_or(|m| in_body(&m))
-                && k.bufs.get(st.buf).is_some_and(|b| {
-                    b.output
-                        && b.dtype == ph.body[st.value.0 as usize].1
-                        && st.combine.is_none_or(|op| op.accepts(b.dtype))
-                });
-            if !ok {
-                return Err(format!("phase {p}: a malformed store to b{}", st.buf));
-            }
-        }
+    if !k.bufs.iter().all(|b| b.dims.iter().all(size_ok)) {
+        return Err("a buffer extent names a missing size parameter".into());
     }
     Ok(())
 }
