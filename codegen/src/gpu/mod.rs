@@ -73,6 +73,23 @@
 //! bf16 (f64 sums may differ in the last bits from reassociation). This needs a device with
 //! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU, at a cost on consumer cards).
 
+//!
+//! # Contractions
+//!
+//! The OpenCL backend computes contractions with a generated GEMM kernel (16x16 tiles in
+//! local memory, products in the element type accumulated in f64, rounded once; untuned).
+//!
+//! # What is not done or not verified
+//!
+//! - A full reduction (no outer loop) runs in one group; it is not split across groups.
+//! - The group-or-thread choice uses the sizes only (not which loop is contiguous in memory);
+//!   its thresholds are untuned.
+//! - The CUDA dialect has no runtime yet (NVRTC through cudarc comes later): its source is
+//!   checked by clang's CUDA front end against declarations of CUDA's device functions (see
+//!   `codegen/tests/gpu_render.rs`), never compiled by NVRTC nor run here; in particular its
+//!   warp-shuffle tail of the tree reduction, `atomicAdd`, and the `__launch_bounds__`
+//!   qualifier are unexecuted.
+
 pub mod opencl;
 pub mod prelude;
 pub mod render;
