@@ -13,6 +13,7 @@
 pub mod buffer;
 pub mod check;
 pub mod cpu;
+pub mod gpu;
 pub mod reference;
 
 use metajit_metaops::contraction::GemmLayout;

@@ -1,0 +1,83 @@
+//! The GPU code generator: one C-style renderer of the kernel IR with two dialects (CUDA C and
+//! OpenCL C), and the OpenCL runtime that runs the OpenCL dialect (on any OpenCL device; in CI
+//! on the CPU through pocl, which is how the GPU kernels' logic is tested without a GPU).
+//!
+//! [`render::render`] turns a [`Kernel`](metajit_metaops::kernel::Kernel) into source text;
+//! everything that differs between the dialects (qualifiers, thread and group ids, barriers,
+//! local/shared memory, atomics, warp shuffles, type names, pragmas, math names) lives in one
+//! small table (`render::Lang`); the rest of the renderer, and the C helpers of
+//! [`mod@prelude`], are shared.
+//!
+//! # ABI of a rendered entry point
+//!
+//! One pointer per kernel buffer parameter in `kernel.bufs` order (bool and u8 as
+//! `unsigned char`, f16 and bf16 as `unsigned short` bits, i32 `int`, i64 64-bit, f32
+//! `float`, f64 `double`), then one 64-bit signed integer per size parameter
+//! (`kernel.n_sizes`; a `Param` is the value's bits in that integer, f16/bf16 as f32 bits).
+//! Device buffers are padded to a multiple of 8 bytes (the compare-and-swap loops of narrow
+//! dtypes work on the containing 32-bit word).
+//!
+//! # Thread mapping
+//!
+//! Chosen per kernel when rendering, and per launch from the sizes
+//! ([`render::Rendered::launch`]):
+//! - **flat** (a single Store phase that loads none of its outputs): every loop, outer and
+//!   inner, is flattened into one index space walked by a grid-stride loop; 256 threads per
+//!   group, at most 65535 groups.
+//! - **group** (kernels with a Reduce phase or several phases): one work-group (CUDA block) of
+//!   256 threads per outer iteration (all outer loops flattened; a group-stride loop when there
+//!   are more than 65535). Each phase's inner loops are flattened and strided over the group's
+//!   threads; a Reduce phase folds into a private accumulator, then a tree reduction in local
+//!   (shared) memory (CUDA: shared memory down to 64 lanes, then warp shuffles) gives every
+//!   thread the result (`PhaseResult`); a barrier (local and global fence) follows every phase,
+//!   so a later phase reads what an earlier phase of the same outer iteration stored.
+//!   A full reduction (no outer loop) is one group: correct, not split across groups.
+//! - **thread** (the same kernels, a second entry point in the same source): one thread per
+//!   outer iteration running its phases in order, in the interpreter's order (so reads across
+//!   a column are coalesced for column sums). The launch picks it when the inner extent is
+//!   small (at most 32) or the outer extent is large (at least 16384 with inner at most 1024);
+//!   otherwise the group entry. These thresholds are untuned.
+//! - Kernels that are not `parallel` run the thread entry on one thread — the single-thread
+//!   fallback — unless every store into an output combines and no output is loaded (the
+//!   kernel IR then allows splitting loop 0): those take the flat or group mapping with atomic
+//!   combines.
+//!
+//! Combine stores (scatter-add/prod/max/min/and/or) are atomic wherever two threads may reach
+//! one element (the flat and group entries, and the thread entry of a non-parallel kernel):
+//! CUDA uses `atomicAdd` for f32/f64/i32 sums; every other case, and every OpenCL atomic (OpenCL
+//! 1.2 has no float atomics), is a compare-and-swap loop on the 32- or 64-bit word (for
+//! u8/bool/f16/bf16 on the containing 32-bit word). The combines' order is then unspecified:
+//! integer, max/min/and/or results are unchanged, float sums and products are reassociated.
+//!
+//! # Precision contract
+//!
+//! Every element-wise op is computed as the reference interpreter does: f32 in f32, f64 in f64,
+//! f16/bf16 in f32 and rounded to nearest even after every op (software conversions, exact);
+//! integer arithmetic wraps, integer division and modulo are floor division with 0 for a zero
+//! divisor; casts saturate with NaN -> 0; max/min propagate NaN. Float contraction into FMA is
+//! off (OpenCL `FP_CONTRACT OFF`, NVRTC `--fmad=false`) and f32 division and square root are
+//! correctly rounded (`-cl-fp32-correctly-rounded-divide-sqrt`; NVRTC's default `-prec-div`
+//! and `-prec-sqrt`), so add/sub/mul/div/sqrt, comparisons, casts, integer ops and Philox's bits
+//! are bit-exact. Transcendentals (exp, log, sin, cos, tanh, erf, pow, sigmoid, and the
+//! normal samples' log/cos) use the device's math library: within its documented ulp bounds
+//! (OpenCL 1.2: up to 4 ulp for f32; CUDA: up to 2-4 ulp), not bit-exact.
+//!
+//! Float sums and products accumulate in f64 (the kernel IR's contract, the same as the CPU
+//! backend), in a fixed order: each thread folds its strided share in order, then a fixed
+//! tree combines the 256 partials; the result is rounded once to the dtype. Results therefore
+//! agree with the interpreter's sequential f64 sum to within an ulp of the dtype for f32/f16/
+//! bf16 (f64 sums may differ in the last bits from reassociation). This needs a device with
+//! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU, at a cost on consumer cards).
+
+pub mod opencl;
+pub mod prelude;
+pub mod render;
+
+/// The C dialect a kernel is rendered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// CUDA C++ for NVRTC (`extern "C" __global__` entry points).
+    Cuda,
+    /// OpenCL C 1.2 (with `cl_khr_fp64` and `cl_khr_int64_base_atomics`).
+    OpenCl,
+}

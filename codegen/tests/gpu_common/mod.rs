@@ -1,0 +1,461 @@
+//! Hand-built kernels shared by the GPU renderer and OpenCL tests.
+#![allow(dead_code)]
+
+use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
+use metajit_metaops::{BinaryOp, DType, Distribution, ReduceOp, Scalar, UnaryOp};
+
+/// A phase body under construction.
+#[derive(Default)]
+pub struct B {
+    pub body: Vec<(Inst, DType)>,
+}
+
+impl B {
+    pub fn push(&mut self, i: Inst, d: DType) -> V {
+        self.body.push((i, d));
+        V(self.body.len() as u32 - 1)
+    }
+    pub fn dt(&self, v: V) -> DType {
+        self.body[v.0 as usize].1
+    }
+    pub fn k(&mut self, s: Scalar) -> V {
+        self.push(Inst::Const(s), s.dtype())
+    }
+    pub fn i64(&mut self, v: i64) -> V {
+        self.k(Scalar::I64(v))
+    }
+    pub fn idx(&mut self, l: usize) -> V {
+        self.push(Inst::LoopIdx(l), DType::I64)
+    }
+    pub fn size(&mut self, s: usize) -> V {
+        self.push(Inst::Size(s), DType::I64)
+    }
+    pub fn load(&mut self, buf: usize, offset: V, d: DType) -> V {
+        self.push(Inst::Load { buf, offset }, d)
+    }
+    pub fn un(&mut self, op: UnaryOp, a: V) -> V {
+        let d = self.dt(a);
+        self.push(Inst::Unary(op, a), d)
+    }
+    pub fn bin(&mut self, op: BinaryOp, a: V, b: V) -> V {
+        let d = op.output_dtype(self.dt(a));
+        self.push(Inst::Binary(op, a, b), d)
+    }
+    pub fn cast(&mut self, to: DType, a: V) -> V {
+        self.push(Inst::Cast(to, a), to)
+    }
+    /// `a * s + b` on i64 values.
+    pub fn lin(&mut self, a: V, s: V, b: V) -> V {
+        let m = self.bin(BinaryOp::Mul, a, s);
+        self.bin(BinaryOp::Add, m, b)
+    }
+    pub fn phase(self, inner: Vec<Extent>, kind: PhaseKind) -> Phase {
+        Phase {
+            inner,
+            body: self.body,
+            kind,
+        }
+    }
+}
+
+pub fn st(buf: usize, offset: V, value: V) -> Store {
+    Store {
+        buf,
+        offset,
+        value,
+        mask: None,
+        combine: None,
+    }
+}
+
+pub fn s(i: usize) -> Extent {
+    Extent::Size(i)
+}
+
+pub fn buf(dtype: DType, output: bool, dims: &[Extent]) -> BufParam {
+    BufParam {
+        dtype,
+        output,
+        dims: dims.to_vec(),
+    }
+}
+
+/// `out[i] = op(x[i])` over `s0` elements.
+pub fn unary(op: UnaryOp, d: DType) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, d);
+    let y = b.un(op, x);
+    Kernel {
+        bufs: vec![buf(d, false, &[s(0)]), buf(d, true, &[s(0)])],
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![st(1, i, y)]))],
+        parallel: true,
+    }
+}
+
+/// `out[i] = op(x[i], y[i])` over `s0` elements.
+pub fn binary(op: BinaryOp, d: DType) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, d);
+    let y = b.load(1, i, d);
+    let z = b.bin(op, x, y);
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0)]),
+            buf(d, false, &[s(0)]),
+            buf(op.output_dtype(d), true, &[s(0)]),
+        ],
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![st(2, i, z)]))],
+        parallel: true,
+    }
+}
+
+/// `out[i] = x[i] as to` over `s0` elements.
+pub fn cast(from: DType, to: DType) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, from);
+    let y = b.cast(to, x);
+    Kernel {
+        bufs: vec![buf(from, false, &[s(0)]), buf(to, true, &[s(0)])],
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![st(1, i, y)]))],
+        parallel: true,
+    }
+}
+
+/// A 2-D element-wise kernel with an outer loop: `out[o, i] = x[o, i] * p + y[i]` where `p`
+/// is runtime parameter 2 (f32), over `[s0, s1]`.
+pub fn elementwise_2d() -> Kernel {
+    let d = DType::F32;
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let off = b.lin(o, n, i);
+    let x = b.load(0, off, d);
+    let y = b.load(1, i, d);
+    let p = b.push(Inst::Param(2), d);
+    let xp = b.bin(BinaryOp::Mul, x, p);
+    let z = b.bin(BinaryOp::Add, xp, y);
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0), s(1)]),
+            buf(d, false, &[s(1)]),
+            buf(d, true, &[s(0), s(1)]),
+        ],
+        n_sizes: 3,
+        outer: vec![s(0)],
+        phases: vec![b.phase(vec![s(1)], PhaseKind::Store(vec![st(2, off, z)]))],
+        parallel: true,
+    }
+}
+
+/// Which axis of an `[s0, s1]` input a reduction folds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Over `s1`, one result per row (`[s0]`).
+    Rows,
+    /// Over `s0`, one result per column (`[s1]`).
+    Columns,
+    /// Over everything (`[1]`).
+    All,
+}
+
+/// A reduction of `x: d[s0, s1]` with `op` along `axis`, the result stored by a second phase.
+pub fn reduce(op: ReduceOp, d: DType, axis: Axis) -> Kernel {
+    let mut b = B::default();
+    let (outer, inner, out_dims) = match axis {
+        Axis::Rows => (vec![s(0)], vec![s(1)], vec![s(0)]),
+        Axis::Columns => (vec![s(1)], vec![s(0)], vec![s(1)]),
+        Axis::All => (vec![], vec![s(0), s(1)], vec![Extent::Const(1)]),
+    };
+    let n_outer = outer.len();
+    let off = match axis {
+        Axis::Rows => {
+            let o = b.idx(0);
+            let i = b.idx(1);
+            let n = b.size(1);
+            b.lin(o, n, i)
+        }
+        Axis::Columns => {
+            let o = b.idx(0);
+            let i = b.idx(1);
+            let n = b.size(1);
+            b.lin(i, n, o)
+        }
+        Axis::All => {
+            let r = b.idx(0);
+            let c = b.idx(1);
+            let n = b.size(1);
+            b.lin(r, n, c)
+        }
+    };
+    let x = b.load(0, off, d);
+    let p0 = b.phase(
+        inner,
+        PhaseKind::Reduce {
+            op,
+            value: x,
+            stores: vec![],
+        },
+    );
+    let mut b = B::default();
+    let o = if n_outer > 0 { b.idx(0) } else { b.i64(0) };
+    let r = b.push(Inst::PhaseResult(0), d);
+    let p1 = b.phase(vec![], PhaseKind::Store(vec![st(1, o, r)]));
+    Kernel {
+        bufs: vec![buf(d, false, &[s(0), s(1)]), buf(d, true, &out_dims)],
+        n_sizes: 2,
+        outer,
+        phases: vec![p0, p1],
+        parallel: true,
+    }
+}
+
+/// Softmax over the rows of `x: f32[s0, s1]`: max, sum of exp, then the quotient.
+pub fn softmax() -> Kernel {
+    let d = DType::F32;
+    let row = |b: &mut B| {
+        let o = b.idx(0);
+        let i = b.idx(1);
+        let n = b.size(1);
+        let off = b.lin(o, n, i);
+        (off, b.load(0, off, d))
+    };
+    let mut b = B::default();
+    let (_, x) = row(&mut b);
+    let p0 = b.phase(
+        vec![s(1)],
+        PhaseKind::Reduce {
+            op: ReduceOp::Max,
+            value: x,
+            stores: vec![],
+        },
+    );
+    let mut b = B::default();
+    let (_, x) = row(&mut b);
+    let m = b.push(Inst::PhaseResult(0), d);
+    let t = b.bin(BinaryOp::Sub, x, m);
+    let e = b.un(UnaryOp::Exp, t);
+    let p1 = b.phase(
+        vec![s(1)],
+        PhaseKind::Reduce {
+            op: ReduceOp::Sum,
+            value: e,
+            stores: vec![],
+        },
+    );
+    let mut b = B::default();
+    let (off, x) = row(&mut b);
+    let m = b.push(Inst::PhaseResult(0), d);
+    let z = b.push(Inst::PhaseResult(1), d);
+    let t = b.bin(BinaryOp::Sub, x, m);
+    let e = b.un(UnaryOp::Exp, t);
+    let q = b.bin(BinaryOp::Div, e, z);
+    let p2 = b.phase(vec![s(1)], PhaseKind::Store(vec![st(1, off, q)]));
+    Kernel {
+        bufs: vec![buf(d, false, &[s(0), s(1)]), buf(d, true, &[s(0), s(1)])],
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![p0, p1, p2],
+        parallel: true,
+    }
+}
+
+/// Phase 0 stores `y = 2x` (f32 rows), phase 1 sums what phase 0 stored (loading the
+/// output), phase 2 stores the sum: a later phase reads an earlier phase's stores.
+pub fn store_then_reduce() -> Kernel {
+    let d = DType::F32;
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let off = b.lin(o, n, i);
+    let x = b.load(0, off, d);
+    let two = b.k(Scalar::F32(2.0));
+    let y = b.bin(BinaryOp::Mul, x, two);
+    let p0 = b.phase(vec![s(1)], PhaseKind::Store(vec![st(1, off, y)]));
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let off = b.lin(o, n, i);
+    // Read a neighbour's element (another thread's store in the group mapping).
+    let one = b.i64(1);
+    let n1 = b.bin(BinaryOp::Sub, n, one);
+    let j = b.bin(BinaryOp::Sub, n1, i);
+    let off2 = b.lin(o, n, j);
+    let _ = off;
+    let y = b.load(1, off2, d);
+    let p1 = b.phase(
+        vec![s(1)],
+        PhaseKind::Reduce {
+            op: ReduceOp::Sum,
+            value: y,
+            stores: vec![],
+        },
+    );
+    let mut b = B::default();
+    let o = b.idx(0);
+    let r = b.push(Inst::PhaseResult(1), d);
+    let p2 = b.phase(vec![], PhaseKind::Store(vec![st(2, o, r)]));
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0), s(1)]),
+            buf(d, true, &[s(0), s(1)]),
+            buf(d, true, &[s(0)]),
+        ],
+        n_sizes: 2,
+        outer: vec![s(0)],
+        phases: vec![p0, p1, p2],
+        parallel: true,
+    }
+}
+
+/// `out[idx[i]] op= x[i]` for `i < s0`, `out: d[s1]`, `idx: i64[s0]` (in range): a scatter
+/// with collisions (not parallel, every store combines).
+pub fn scatter(op: ReduceOp, d: DType) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let t = b.load(1, i, DType::I64);
+    let x = b.load(0, i, d);
+    let mut store = st(2, t, x);
+    store.combine = Some(op);
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0)]),
+            buf(DType::I64, false, &[s(0)]),
+            buf(d, true, &[s(1)]),
+        ],
+        n_sizes: 2,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![store]))],
+        parallel: false,
+    }
+}
+
+/// A scatter inside a parallel kernel with an outer loop and a Reduce phase: per row `o` of
+/// `x: f32[s0, s1]`, `hist[o, idx[i]] += x[o, i]` (phase 0, a Reduce phase that also stores)
+/// and the row's max (stored by phase 1).
+pub fn row_scatter_and_max() -> Kernel {
+    let d = DType::F32;
+    let mut b = B::default();
+    let o = b.idx(0);
+    let i = b.idx(1);
+    let n = b.size(1);
+    let off = b.lin(o, n, i);
+    let x = b.load(0, off, d);
+    let t = b.load(1, i, DType::I64);
+    let k = b.size(2);
+    let hoff = b.lin(o, k, t);
+    let mut store = st(2, hoff, x);
+    store.combine = Some(ReduceOp::Sum);
+    let p0 = b.phase(
+        vec![s(1)],
+        PhaseKind::Reduce {
+            op: ReduceOp::Max,
+            value: x,
+            stores: vec![store],
+        },
+    );
+    let mut b = B::default();
+    let o = b.idx(0);
+    let r = b.push(Inst::PhaseResult(0), d);
+    let p1 = b.phase(vec![], PhaseKind::Store(vec![st(3, o, r)]));
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0), s(1)]),
+            buf(DType::I64, false, &[s(1)]),
+            buf(d, true, &[s(0), s(2)]),
+            buf(d, true, &[s(0)]),
+        ],
+        n_sizes: 3,
+        outer: vec![s(0)],
+        phases: vec![p0, p1],
+        parallel: true,
+    }
+}
+
+/// Not parallel, plain stores into one element: `out[0] = x[i]` for every `i` in order (the
+/// last one wins: the single-thread fallback).
+pub fn last_write_wins() -> Kernel {
+    let d = DType::I32;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, d);
+    let z = b.i64(0);
+    Kernel {
+        bufs: vec![buf(d, false, &[s(0)]), buf(d, true, &[Extent::Const(1)])],
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![st(1, z, x)]))],
+        parallel: false,
+    }
+}
+
+/// `out[i] = random(seed = s1, counter = i)` of `d` with `dist`, masked to even `i` (odd
+/// elements keep the buffer's contents).
+pub fn random(d: DType, dist: Distribution) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let r = b.push(
+        Inst::Random {
+            seed_param: 1,
+            dist,
+            counter: i,
+        },
+        d,
+    );
+    let two = b.i64(2);
+    let m = b.bin(BinaryOp::Mod, i, two);
+    let zero = b.i64(0);
+    let even = b.bin(BinaryOp::Eq, m, zero);
+    let mut store = st(0, i, r);
+    store.mask = Some(even);
+    Kernel {
+        bufs: vec![buf(d, true, &[s(0)])],
+        n_sizes: 2,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![store]))],
+        parallel: true,
+    }
+}
+
+/// `out[i] = x[i] + param` where the parameter (size slot 1) is of dtype `d`.
+pub fn add_param(d: DType) -> Kernel {
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, d);
+    let p = b.push(Inst::Param(1), d);
+    let op = if d == DType::Bool {
+        BinaryOp::Or
+    } else {
+        BinaryOp::Add
+    };
+    let y = b.bin(op, x, p);
+    Kernel {
+        bufs: vec![buf(d, false, &[s(0)]), buf(d, true, &[s(0)])],
+        n_sizes: 2,
+        outer: vec![],
+        phases: vec![b.phase(vec![s(0)], PhaseKind::Store(vec![st(1, i, y)]))],
+        parallel: true,
+    }
+}
+
+pub const DTYPES: [DType; 8] = [
+    DType::Bool,
+    DType::U8,
+    DType::I32,
+    DType::I64,
+    DType::F16,
+    DType::BF16,
+    DType::F32,
+    DType::F64,
+];
