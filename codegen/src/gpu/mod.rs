@@ -69,6 +69,7 @@
 //! bf16 (f64 sums may differ in the last bits from reassociation). This needs a device with
 //! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU, at a cost on consumer cards).
 
+pub mod cuda;
 pub mod opencl;
 pub mod prelude;
 pub mod render;
