@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The CUDA backend (codegen/src/gpu/cuda.rs) on a lent NVIDIA GPU (H100/H200), from binaries
+# built on a machine without one: the device has no Rust toolchain.
+#
+# What "run" checks and measures on the device:
+#   1. the machine: nvidia-smi, and where libcuda, libnvrtc and libcublas are (their folders
+#      are added to LD_LIBRARY_PATH: cudarc loads them at run time);
+#   2. the gpu::cuda unit tests (cuBLAS layout mapping, library detection) and
+#      codegen/tests/cuda.rs: the shared backend suite on CUDA (buffers and fills of every
+#      dtype, every op, reductions over each thread mapping, random graphs through the
+#      scheduler, cuBLAS and the naive-GEMM fallback against the reference GEMM, PTX artifacts
+#      loaded back, rejected launches) -- each against the interpreter; the same suite on the
+#      CPU backend runs too. METAJIT_FUZZ_SEEDS (default 150) sets the random graphs;
+#   3. codegen/examples/cuda_bench.rs: per kernel of W1-W3-like graphs (elementwise chain,
+#      row softmax 4096x4096, sum of 2^24, column sum 4096x4096) the NVRTC cold compile, the
+#      warm load of the cached PTX and the launch's time and GB/s (minimum of 10); the
+#      device-to-device copy bandwidth (W1's share of it: divide W1's GB/s by it); a 4096^3 f32
+#      matmul through Backend::contraction against a direct cuBLAS SGEMM on the same buffers.
+# Not covered (not wired yet): the executor on CUDA (METAJIT_DEVICE=cuda), W4-W6, training.
+# Goals (issue 11): W1 >= 85% of copy bandwidth, cold compile <= 50 ms, warm load <= 1 ms.
+#
+# Usage:
+#   here:    scripts/gpu_check.sh build   # builds, strips and copies the binaries to gpu-bin/
+#                                         # (listed in .git/info/exclude, so never committed)
+#   device:  run(command="scripts/gpu_check.sh run", carry=["gpu-bin"], timeout_s=540)
+#   here, no GPU: scripts/gpu_check.sh run   # every CUDA test prints "skipped: ..." and passes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=gpu-bin
+
+# The executable of the target named $1 of kind $2 in cargo's JSON messages on stdin.
+executable() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+            and t.get("name") == sys.argv[1] and sys.argv[2] in t.get("kind", []):
+        print(m["executable"])
+' "$1" "$2" | tail -n 1
+}
+
+case "${1:-}" in
+build)
+    exclude="$(git rev-parse --git-common-dir)/info/exclude"
+    mkdir -p "$(dirname "$exclude")"
+    grep -qx "/$BIN/" "$exclude" 2>/dev/null || echo "/$BIN/" >>"$exclude"
+    rm -rf "$BIN"
+    mkdir -p "$BIN"
+    tests=$(cargo test --release -p metajit-codegen --test cuda --no-run --message-format=json |
+        executable cuda test)
+    unit=$(cargo test --release -p metajit-codegen --lib --no-run --message-format=json |
+        executable metajit_codegen lib)
+    bench=$(cargo build --release -p metajit-codegen --example cuda_bench --message-format=json |
+        executable cuda_bench example)
+    for pair in "$tests:cuda_tests" "$unit:codegen_unit" "$bench:cuda_bench"; do
+        src=${pair%%:*}
+        [ -n "$src" ] || { echo "a binary was not built" >&2; exit 1; }
+        strip --strip-debug -o "$BIN/${pair##*:}" "$src"
+    done
+    du -sh "$BIN"/*
+    echo "carry [\"$BIN\"] and run: scripts/gpu_check.sh run"
+    ;;
+run)
+    [ -x "$BIN/cuda_tests" ] || { echo "no $BIN/: run 'scripts/gpu_check.sh build' first" >&2; exit 1; }
+    echo "== machine"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null ||
+        echo "(no nvidia-smi)"
+    # Folders holding the libraries cudarc loads (a CUDA toolkit, pip's nvidia-* wheels, the
+    # driver's mount), first match of each wins.
+    for lib in libcuda.so libnvrtc.so libcublas.so; do
+        found=$(find /usr/local/nvidia /usr/local /usr/lib /usr/lib64 /opt -name "$lib*" \
+            -not -path '*/stubs/*' 2>/dev/null | head -n 1 || true)
+        if [ -n "$found" ]; then
+            echo "$lib: $found"
+            export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        else
+            echo "$lib: not found"
+        fi
+    done
+    status=0
+    echo "== unit tests (gpu::cuda)"
+    timeout 120 "$BIN/codegen_unit" gpu::cuda --nocapture || status=1
+    echo "== backend suite (codegen/tests/cuda.rs)"
+    METAJIT_FUZZ_SEEDS=${METAJIT_FUZZ_SEEDS:-150} timeout 300 "$BIN/cuda_tests" --nocapture \
+        --test-threads 1 || status=1
+    echo "== timings (codegen/examples/cuda_bench.rs)"
+    timeout 180 "$BIN/cuda_bench" || status=1
+    exit $status
+    ;;
+*)
+    echo "usage: $0 build|run" >&2
+    exit 2
+    ;;
+esac
