@@ -611,100 +611,190 @@ fn at(base: u64, offset: isize, size: usize) -> u64 {
     base.wrapping_add((offset as i64).wrapping_mul(size as i64) as u64)
 }
 
-impl Cuda {
-    /// `blas` calls for every product of `l` (dst stride ≠ 0 on every axis of `free`, 0 on
-    /// every axis of `summed`); `batched` is the free axis cuBLAS strides over, if any.
-    #[allow(clippy::too_many_arguments)]
-    fn blas_products(
-        &self,
-        s: &BlasShape,
-        dtype: DType,
-        (d, a, b): (u64, u64, u64),
-        batched: Option<BatchAxis>,
-        rest: &[BatchAxis],
-        summed: &[BatchAxis],
-    ) -> Result<(), BackendError> {
-        let size = dtype.size_in_bytes();
-        let count = |axes: &[BatchAxis]| -> usize { axes.iter().map(|x| x.extent).product() };
-        let (batch, sd, sl, sr) = match batched {
-            Some(x) => (x.extent, x.dst, x.lhs, x.rhs),
-            None => (1, 0, 0, 0),
-        };
-        let batch = i32::try_from(batch).map_err(|_| device_error("batch over i32"))?;
-        let handle = *self.blas.handle();
-        for r in 0..count(rest) {
-            let (od, ol, or) = batch_offsets(rest, r);
-            for t in 0..count(summed) {
-                let (_, tl, tr) = batch_offsets(summed, t);
-                let dp = at(d, od, size);
-                let lp = at(a, ol + tl, size);
-                let rp = at(b, or + tr, size);
-                // cuBLAS's A and B: rhs and lhs when swapped.
-                let ((ap, astride), (bp, bstride)) = if s.swapped {
-                    ((rp, sr), (lp, sl))
+/// One call of a contraction's plan ([`plan_gemm`]); offsets are in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GemmCall {
+    /// A cuBLAS strided-batched GEMM: `C'[p] = op(A'[p]) · op(B'[p]) (+ C'[p] when
+    /// `accumulate`)` for `p < batch`, with `A'`, `B'` the operands of `shape` (rhs and lhs
+    /// when swapped) at `a = (offset, batch stride)`, `b` likewise, and `C'` (dst) at `c`.
+    Blas {
+        shape: BlasShape,
+        a: (isize, isize),
+        b: (isize, isize),
+        c: (isize, isize),
+        batch: i32,
+        accumulate: bool,
+    },
+    /// One product of the plan's layout by the naive kernel, at these dst, lhs and rhs
+    /// offsets, over `k` (0: zeros).
+    Naive {
+        dst: isize,
+        lhs: isize,
+        rhs: isize,
+        k: usize,
+        accumulate: bool,
+    },
+}
+
+/// The calls that compute `layout` (see the module doc), and the simplified layout whose
+/// shape and matrix strides they use. Nothing to call when nothing is written.
+fn plan_gemm(layout: &GemmLayout) -> (GemmLayout, Vec<GemmCall>) {
+    let l = layout.simplified();
+    let mut calls = Vec::new();
+    if l.m == 0 || l.n == 0 || l.batch.iter().any(|b| b.dst != 0 && b.extent == 0) {
+        return (l, calls); // nothing is written
+    }
+    let (free, summed): (Vec<BatchAxis>, Vec<BatchAxis>) = l.batch.iter().partition(|b| b.dst != 0);
+    // An empty summed axis: every matrix is an empty sum, as with k = 0.
+    let k = if summed.iter().any(|b| b.extent == 0) {
+        0
+    } else {
+        l.k
+    };
+    let count = |axes: &[BatchAxis]| -> usize { axes.iter().map(|x| x.extent).product() };
+    let nonneg = l
+        .batch
+        .iter()
+        .all(|b| b.dst >= 0 && b.lhs >= 0 && b.rhs >= 0);
+    // cuBLAS strides over the longest free axis; the other free axes and the summed ones are
+    // a loop of calls (summed entries after the first accumulate).
+    let longest = (0..free.len()).max_by_key(|&i| free[i].extent);
+    let batched = longest.map(|i| free[i]);
+    let blas = if k > 0 && nonneg {
+        blas_shape(&l).filter(|_| batched.is_none_or(|b| i32::try_from(b.extent).is_ok()))
+    } else {
+        None
+    };
+    if let Some(shape) = blas {
+        let rest: Vec<BatchAxis> = free
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != longest)
+            .map(|(_, b)| *b)
+            .collect();
+        let x = batched.unwrap_or(BatchAxis {
+            extent: 1,
+            dst: 0,
+            lhs: 0,
+            rhs: 0,
+        });
+        for r in 0..count(&rest) {
+            let (od, ol, or) = batch_offsets(&rest, r);
+            for t in 0..count(&summed) {
+                let (_, tl, tr) = batch_offsets(&summed, t);
+                let (lhs, rhs) = ((ol + tl, x.lhs), (or + tr, x.rhs));
+                let (a, b) = if shape.swapped {
+                    (rhs, lhs)
                 } else {
-                    ((lp, sl), (rp, sr))
+                    (lhs, rhs)
                 };
-                let accumulate = t > 0;
-                // SAFETY: `check::contraction_args` verified that every offset the layout
-                // reaches is inside its buffer; `blas_shape` expresses exactly the layout's
-                // strides (leading dimensions, transposes, batch strides), so cuBLAS reads
-                // and writes those elements only; alpha and beta are host values (the
-                // handle's default pointer mode).
-                let status = unsafe {
-                    match dtype {
-                        DType::F64 => {
-                            let (alpha, beta) = (1.0f64, if accumulate { 1.0f64 } else { 0.0 });
-                            cudarc::cublas::result::dgemm_strided_batched(
-                                handle,
-                                s.a.0,
-                                s.b.0,
-                                s.m,
-                                s.n,
-                                s.k,
-                                &alpha,
-                                ap as *const f64,
-                                s.a.1,
-                                astride as i64,
-                                bp as *const f64,
-                                s.b.1,
-                                bstride as i64,
-                                &beta,
-                                dp as *mut f64,
-                                s.ldc,
-                                sd as i64,
-                                batch,
-                            )
-                        }
-                        _ => {
-                            let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
-                            cudarc::cublas::result::sgemm_strided_batched(
-                                handle,
-                                s.a.0,
-                                s.b.0,
-                                s.m,
-                                s.n,
-                                s.k,
-                                &alpha,
-                                ap as *const f32,
-                                s.a.1,
-                                astride as i64,
-                                bp as *const f32,
-                                s.b.1,
-                                bstride as i64,
-                                &beta,
-                                dp as *mut f32,
-                                s.ldc,
-                                sd as i64,
-                                batch,
-                            )
-                        }
-                    }
-                };
-                status.map_err(|e| device_error(format!("cuBLAS GEMM {s:?}: {e}")))?;
+                calls.push(GemmCall::Blas {
+                    shape,
+                    a,
+                    b,
+                    c: (od, x.dst),
+                    batch: x.extent as i32,
+                    accumulate: t > 0,
+                });
             }
         }
-        Ok(())
+        return (l, calls);
+    }
+    let summed = if k == 0 { Vec::new() } else { summed };
+    for f in 0..count(&free) {
+        let (od, ol, or) = batch_offsets(&free, f);
+        for t in 0..count(&summed) {
+            let (_, tl, tr) = batch_offsets(&summed, t);
+            calls.push(GemmCall::Naive {
+                dst: od,
+                lhs: ol + tl,
+                rhs: or + tr,
+                k,
+                accumulate: t > 0,
+            });
+        }
+    }
+    (l, calls)
+}
+
+impl Cuda {
+    /// Runs one cuBLAS call of a plan on buffers at `d`, `lhs`, `rhs`.
+    fn blas_call(
+        &self,
+        call: &GemmCall,
+        dtype: DType,
+        (d, lhs, rhs): (u64, u64, u64),
+    ) -> Result<(), BackendError> {
+        let GemmCall::Blas {
+            shape: s,
+            a,
+            b,
+            c,
+            batch,
+            accumulate,
+        } = *call
+        else {
+            return Ok(());
+        };
+        let size = dtype.size_in_bytes();
+        let (abase, bbase) = if s.swapped { (rhs, lhs) } else { (lhs, rhs) };
+        let (ap, bp, cp) = (at(abase, a.0, size), at(bbase, b.0, size), at(d, c.0, size));
+        let handle = *self.blas.handle();
+        // SAFETY: `check::contraction_args` verified that every offset the layout reaches is
+        // inside its buffer; `plan_gemm` expresses exactly the layout's strides (leading
+        // dimensions, transposes, batch strides; see its tests), so cuBLAS reads and writes
+        // those elements only; alpha and beta are host values (the default pointer mode).
+        let status = unsafe {
+            match dtype {
+                DType::F64 => {
+                    let (alpha, beta) = (1.0f64, if accumulate { 1.0f64 } else { 0.0 });
+                    cudarc::cublas::result::dgemm_strided_batched(
+                        handle,
+                        s.a.0,
+                        s.b.0,
+                        s.m,
+                        s.n,
+                        s.k,
+                        &alpha,
+                        ap as *const f64,
+                        s.a.1,
+                        a.1 as i64,
+                        bp as *const f64,
+                        s.b.1,
+                        b.1 as i64,
+                        &beta,
+                        cp as *mut f64,
+                        s.ldc,
+                        c.1 as i64,
+                        batch,
+                    )
+                }
+                _ => {
+                    let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+                    cudarc::cublas::result::sgemm_strided_batched(
+                        handle,
+                        s.a.0,
+                        s.b.0,
+                        s.m,
+                        s.n,
+                        s.k,
+                        &alpha,
+                        ap as *const f32,
+                        s.a.1,
+                        a.1 as i64,
+                        bp as *const f32,
+                        s.b.1,
+                        b.1 as i64,
+                        &beta,
+                        cp as *mut f32,
+                        s.ldc,
+                        c.1 as i64,
+                        batch,
+                    )
+                }
+            }
+        };
+        status.map_err(|e| device_error(format!("cuBLAS GEMM {s:?}: {e}")))
     }
 }
 
@@ -929,59 +1019,33 @@ impl Backend for Cuda {
         rhs: &CudaBuffer,
     ) -> Result<(), BackendError> {
         check::contraction_args(NAME, layout, dtype, dst, lhs, rhs)?;
-        let l = layout.simplified();
-        if l.m == 0 || l.n == 0 || l.batch.iter().any(|b| b.dst != 0 && b.extent == 0) {
-            return Ok(()); // nothing is written
+        let (l, calls) = plan_gemm(layout);
+        if calls.is_empty() {
+            return Ok(());
         }
-        let (free, summed): (Vec<BatchAxis>, Vec<BatchAxis>) =
-            l.batch.iter().partition(|b| b.dst != 0);
-        // An empty summed axis: every matrix is an empty sum, as with k = 0.
-        let k = if summed.iter().any(|b| b.extent == 0) {
-            0
-        } else {
-            l.k
-        };
-        let ptrs = (dst.ptr, lhs.ptr, rhs.ptr);
-        let size = dtype.size_in_bytes();
-        let nonneg = |s: isize| s >= 0;
-        let strides_ok = l
-            .batch
-            .iter()
-            .all(|b| nonneg(b.dst) && nonneg(b.lhs) && nonneg(b.rhs) && b.extent > 0);
         self.ctx
             .bind_to_thread()
             .map_err(|e| self.sync_error("binding the context", e))?;
-        if k > 0
-            && strides_ok
-            && let Some(shape) = blas_shape(&l)
-        {
-            // cuBLAS strides over the longest free axis; the rest are a loop.
-            let longest = (0..free.len()).max_by_key(|&i| free[i].extent);
-            let batched = longest.map(|i| free[i]);
-            let rest: Vec<BatchAxis> = free
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| Some(i) != longest)
-                .map(|(_, b)| *b)
-                .collect();
-            if batched.is_none_or(|b| i32::try_from(b.extent).is_ok()) {
-                return self.blas_products(&shape, dtype, ptrs, batched, &rest, &summed);
-            }
-        }
-        // The naive kernel, one call per batch entry (summed entries accumulate).
-        let summed = if k == 0 { Vec::new() } else { summed };
-        let frees: usize = free.iter().map(|b| b.extent).product();
-        let sums: usize = summed.iter().map(|b| b.extent).product();
-        for f in 0..frees {
-            let (od, ol, or) = batch_offsets(&free, f);
-            for t in 0..sums {
-                let (_, tl, tr) = batch_offsets(&summed, t);
-                let p = (
-                    at(ptrs.0, od, size),
-                    at(ptrs.1, ol + tl, size),
-                    at(ptrs.2, or + tr, size),
-                );
-                self.naive_gemm(&l, k, dtype, p, t > 0)?;
+        let size = dtype.size_in_bytes();
+        for call in &calls {
+            match *call {
+                GemmCall::Blas { .. } => {
+                    self.blas_call(call, dtype, (dst.ptr, lhs.ptr, rhs.ptr))?
+                }
+                GemmCall::Naive {
+                    dst: od,
+                    lhs: ol,
+                    rhs: or,
+                    k,
+                    accumulate,
+                } => {
+                    let p = (
+                        at(dst.ptr, od, size),
+                        at(lhs.ptr, ol, size),
+                        at(rhs.ptr, or, size),
+                    );
+                    self.naive_gemm(&l, k, dtype, p, accumulate)?;
+                }
             }
         }
         Ok(())
@@ -1030,7 +1094,7 @@ fn host_from_bytes(dtype: DType, src: &[u8]) -> HostData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metajit_metaops::contraction::MatStrides;
+    use metajit_metaops::contraction::{MatStrides, gemm_reference};
 
     fn layout(
         m: usize,
@@ -1106,6 +1170,181 @@ mod tests {
         assert_eq!(blas_shape(&layout(4, 5, 0, (5, 1), (0, 1), (5, 1))), None);
         // A leading dimension smaller than the rows (overlapping columns).
         assert_eq!(operand(4, 5, 1, 2), None);
+    }
+
+    /// cuBLAS's strided-batched GEMM as documented (column-major, `op` N or T, `beta = 0`
+    /// ignores C), and the naive kernel, on host arrays: every index must be in bounds and
+    /// every leading dimension valid.
+    fn emulate(l: &GemmLayout, calls: &[GemmCall], d: &mut [f64], x: &[f64], y: &[f64]) {
+        let idx = |base: isize, off: usize| -> usize {
+            usize::try_from(base + off as isize).expect("an index before the buffer")
+        };
+        for call in calls {
+            match *call {
+                GemmCall::Blas {
+                    shape: s,
+                    a,
+                    b,
+                    c,
+                    batch,
+                    accumulate,
+                } => {
+                    let (am, bm) = if s.swapped { (y, x) } else { (x, y) };
+                    let (m, n, k) = (s.m as usize, s.n as usize, s.k as usize);
+                    let (lda, ldb, ldc) = (s.a.1 as usize, s.b.1 as usize, s.ldc as usize);
+                    assert!(m > 0 && n > 0 && k > 0 && batch > 0, "{s:?}");
+                    assert!(lda >= if s.a.0 == N { m } else { k }, "lda {s:?}");
+                    assert!(ldb >= if s.b.0 == N { k } else { n }, "ldb {s:?}");
+                    assert!(ldc >= m, "ldc {s:?}");
+                    for p in 0..batch as isize {
+                        for i in 0..m {
+                            for j in 0..n {
+                                let mut acc = 0.0;
+                                for q in 0..k {
+                                    let ai = if s.a.0 == N { i + q * lda } else { q + i * lda };
+                                    let bi = if s.b.0 == N { q + j * ldb } else { j + q * ldb };
+                                    acc += am[idx(a.0 + p * a.1, ai)] * bm[idx(b.0 + p * b.1, bi)];
+                                }
+                                let ci = idx(c.0 + p * c.1, i + j * ldc);
+                                d[ci] = if accumulate { d[ci] + acc } else { acc };
+                            }
+                        }
+                    }
+                }
+                GemmCall::Naive {
+                    dst,
+                    lhs,
+                    rhs,
+                    k,
+                    accumulate,
+                } => {
+                    for i in 0..l.m as isize {
+                        for j in 0..l.n as isize {
+                            let mut acc = 0.0;
+                            for q in 0..k as isize {
+                                acc += x[idx(lhs + i * l.lhs.rs + q * l.lhs.cs, 0)]
+                                    * y[idx(rhs + q * l.rhs.rs + j * l.rhs.cs, 0)];
+                            }
+                            let ci = idx(dst + i * l.dst.rs + j * l.dst.cs, 0);
+                            d[ci] = if accumulate { d[ci] + acc } else { acc };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A random layout: dense matrices in a random axis order (some padded, some read with
+    /// step 2), batch axes of every kind (shared, broadcast in either operand, summed), extents
+    /// 0 to 4; and the buffer lengths it needs.
+    fn random_layout(r: &mut impl FnMut(usize) -> usize) -> (GemmLayout, [usize; 3]) {
+        let (m, n, k) = (r(5), r(5), r(5));
+        // Batch axes: kind 0 shared, 1 lhs only, 2 rhs only, 3 summed.
+        let batch: Vec<(usize, usize)> = (0..r(3)).map(|_| (r(4), r(4))).collect();
+        // Strides for `axes` (extents) laid out densely in a random order, padded or stepped.
+        let mut dense = |axes: &[usize]| -> (Vec<isize>, usize) {
+            let mut order: Vec<usize> = (0..axes.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, r(i + 1));
+            }
+            let step = if r(4) == 0 { 2 } else { 1 };
+            let mut strides = vec![0isize; axes.len()];
+            let mut next = step;
+            for &a in order.iter().rev() {
+                strides[a] = next as isize;
+                next *= axes[a].max(1) + usize::from(r(5) == 0);
+            }
+            (strides, next)
+        };
+        let pick = |kinds: &[usize]| -> Vec<usize> {
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, kind))| kinds.contains(kind))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let (dst_b, lhs_b, rhs_b) = (pick(&[0, 1, 2]), pick(&[0, 1, 3]), pick(&[0, 2, 3]));
+        let axes_of = |b: &[usize], rows: usize, cols: usize| -> Vec<usize> {
+            let mut axes: Vec<usize> = b.iter().map(|&i| batch[i].0).collect();
+            axes.extend([rows, cols]);
+            axes
+        };
+        let (ds, dl) = dense(&axes_of(&dst_b, m, n));
+        let (ls, ll) = dense(&axes_of(&lhs_b, m, k));
+        let (rs, rl) = dense(&axes_of(&rhs_b, k, n));
+        let along = |which: &[usize], strides: &[isize], i: usize| {
+            which.iter().position(|&j| j == i).map_or(0, |p| strides[p])
+        };
+        let l = GemmLayout {
+            m,
+            n,
+            k,
+            dst: MatStrides {
+                rs: ds[ds.len() - 2],
+                cs: ds[ds.len() - 1],
+            },
+            lhs: MatStrides {
+                rs: ls[ls.len() - 2],
+                cs: ls[ls.len() - 1],
+            },
+            rhs: MatStrides {
+                rs: rs[rs.len() - 2],
+                cs: rs[rs.len() - 1],
+            },
+            batch: (0..batch.len())
+                .map(|i| BatchAxis {
+                    extent: batch[i].0,
+                    dst: along(&dst_b, &ds, i),
+                    lhs: along(&lhs_b, &ls, i),
+                    rhs: along(&rhs_b, &rs, i),
+                })
+                .collect(),
+        };
+        (l, [dl, ll, rl])
+    }
+
+    #[test]
+    fn plans_compute_every_layout() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut r = move |n: usize| -> usize {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % n.max(1) as u64) as usize
+        };
+        let (mut blas, mut naive) = (0, 0);
+        for case in 0..3000 {
+            let (l, [dl, ll, rl]) = random_layout(&mut r);
+            let vals = |n: usize, seed: usize| -> Vec<f64> {
+                (0..n)
+                    .map(|i| ((i * 7 + seed * 3) % 11) as f64 - 5.0)
+                    .collect()
+            };
+            let (x, y) = (vals(ll, 1), vals(rl, 2));
+            let mut want = HostData::from_vec(vec![99.0f64; dl]);
+            gemm_reference(
+                &l,
+                &mut want,
+                &HostData::from_vec(x.clone()),
+                &HostData::from_vec(y.clone()),
+            );
+            let (sl, calls) = plan_gemm(&l);
+            let mut got = vec![99.0f64; dl];
+            emulate(&sl, &calls, &mut got, &x, &y);
+            assert_eq!(got, want.to_vec::<f64>(), "case {case}: {l:?}\n{calls:?}");
+            for c in &calls {
+                match c {
+                    GemmCall::Blas { .. } => blas += 1,
+                    GemmCall::Naive { .. } => naive += 1,
+                }
+            }
+        }
+        // Both paths are exercised.
+        assert!(
+            blas > 300 && naive > 300,
+            "{blas} cuBLAS calls, {naive} naive"
+        );
     }
 
     #[test]
