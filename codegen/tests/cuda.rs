@@ -58,6 +58,7 @@ fn dump_cuda_sources() {
         let (g, _) = r#gen::random_graph(seed, &r#gen::GenConfig::default());
         graphs.push(passes::simplify(&g, &passes::PassCx::default()));
     }
+    std::fs::write(format!("{dir}/k0000.cu"), cuda::NAIVE_GEMM_SOURCE).unwrap();
     let mut seen = std::collections::HashSet::new();
     for g in &graphs {
         for step in schedule(g).steps {

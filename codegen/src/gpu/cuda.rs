@@ -245,7 +245,7 @@ struct Fallback {
 
 /// Any-strides GEMM for one batch entry: `d[i, j] (+)= Σ_l a[i, l] · b[l, j]`, the sum in f64,
 /// one thread per output element (grid-stride).
-const FALLBACK_SOURCE: &str = r#"
+pub const NAIVE_GEMM_SOURCE: &str = r#"
 typedef long long i64;
 #define NAIVE_GEMM(NAME, T) \
 extern "C" __global__ void NAME(T* d, const T* a, const T* b, i64 m, i64 n, i64 k, \
@@ -464,7 +464,7 @@ impl Cuda {
     /// The naive GEMM kernels, compiled on first use.
     fn fallback(&self) -> Result<&Fallback, BackendError> {
         let f = self.fallback.get_or_init(|| {
-            let ptx = self.nvrtc(FALLBACK_SOURCE)?;
+            let ptx = self.nvrtc(NAIVE_GEMM_SOURCE)?;
             let module = self.load_module(&ptx).map_err(|e| e.to_string())?;
             let f = |name: &str| module.load_function(name).map_err(|e| e.to_string());
             Ok(Fallback {
@@ -1064,7 +1064,7 @@ fn func_name(c: &CudaKernel, entry: usize) -> &str {
 fn renderer_fingerprint() -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let text = render::prelude(Dialect::Cuda) + render::compile_options(Dialect::Cuda);
-    for b in text.bytes().chain(FALLBACK_SOURCE.bytes()) {
+    for b in text.bytes().chain(NAIVE_GEMM_SOURCE.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
@@ -1345,6 +1345,57 @@ mod tests {
             blas > 300 && naive > 300,
             "{blas} cuBLAS calls, {naive} naive"
         );
+    }
+
+    /// Every entry point of a rendered kernel takes what `launch` passes: one pointer per
+    /// buffer parameter, then one 64-bit integer per size, and has C linkage (the PTX symbol
+    /// `load_function` looks up).
+    #[test]
+    fn rendered_entry_points_take_what_launch_passes() {
+        use metajit_metaops::schedule::{Step, schedule};
+        let g = metajit_metaops::parse::parse(
+            "%0 = input #0 : f32[3, 500]
+%1 = input #1 : i64[3, 500]
+%2 = reduce max %0 axes=[1] keepdims : f32[3, 1]
+%3 = reshape %2 : f32[3]
+%4 = broadcast %3 axes=[1] : f32[3, 500]
+%5 = sub %0, %4 : f32[3, 500]
+%6 = cast %1 : f32[3, 500]
+%7 = add %5, %6 : f32[3, 500]
+return %7
+",
+        )
+        .unwrap();
+        let mut seen = 0;
+        for step in schedule(&g).steps {
+            let Step::Kernel { kernel, .. } = step else {
+                continue;
+            };
+            let r = render::render(&kernel, Dialect::Cuda).unwrap();
+            assert!(!r.entries.is_empty());
+            for e in &r.entries {
+                let head = format!(" {}(", e.name);
+                let line = r
+                    .source
+                    .lines()
+                    .find(|l| l.contains(&head) && l.contains("__global__"))
+                    .unwrap_or_else(|| panic!("no entry {}:\n{}", e.name, r.source));
+                assert!(line.starts_with("extern \"C\" __global__"), "{line}");
+                let params =
+                    &line[line.find(&head).unwrap() + head.len()..line.rfind(')').unwrap()];
+                let params: Vec<&str> = params.split(", ").collect();
+                assert_eq!(params.len(), kernel.bufs.len() + kernel.n_sizes, "{line}");
+                for (i, p) in params.iter().enumerate() {
+                    if i < kernel.bufs.len() {
+                        assert!(p.ends_with(&format!("* b{i}")), "{line}");
+                    } else {
+                        assert_eq!(*p, format!("i64 s{}", i - kernel.bufs.len()), "{line}");
+                    }
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
     }
 
     #[test]
