@@ -14,6 +14,22 @@ use metajit_codegen::gpu::cuda::{self, Cuda};
 backend_tests!(cuda_device, Cuda::open(0));
 backend_tests!(cpu_backend, Ok::<_, String>(Cpu::new(2)));
 
+/// CUBIN artifacts (machine code for the device's real architecture) compile, load back and
+/// compute what the PTX path computes; the per-op graphs run on them too.
+#[test]
+fn cubin_artifacts() {
+    let c = match Cuda::open(0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    c.set_cubin(true);
+    suite::artifacts(&c);
+    suite::every_op(&c);
+}
+
 /// Needs no GPU: on a machine without CUDA, opening is an error that says what is missing
 /// (not a panic); with CUDA, device 0 opens and reports an architecture.
 #[test]

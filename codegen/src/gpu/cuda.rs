@@ -12,9 +12,11 @@
 //!   [`Backend::synchronize`] wait for the stream.
 //! - **Buffers** hold `max(numel, 1)` elements, rounded up to a multiple of 8 bytes (the
 //!   renderer's compare-and-swap loops on narrow dtypes work on the containing word).
-//! - **Compiled kernels** keep their PTX text: that is the cached artifact, and
-//!   [`Backend::load`] loads it back without NVRTC (the launch geometry is re-rendered from
-//!   the kernel, which costs no compile).
+//! - **Compiled kernels** keep their code: PTX text for the device's virtual architecture
+//!   (`compute_XY`, the default; the driver JIT-compiles it when it is loaded), or with
+//!   [`Cuda::set_cubin`] a CUBIN for its real architecture (`sm_XY`, loaded as it is). That is
+//!   the cached artifact, and [`Backend::load`] loads either back without NVRTC (the launch
+//!   geometry is re-rendered from the kernel, which costs no compile).
 //! - **Contractions** map the row-major product `C = A·B` to cuBLAS's column-major
 //!   `Cᵀ = Bᵀ·Aᵀ` (or `C = A·B` when dst is column-major), one strided-batched call per
 //!   batch axis that cuBLAS can stride over, a loop of calls over the others, and summed batch
@@ -24,7 +26,7 @@
 //!   f64) instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -33,7 +35,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
     PushKernelArg, result as drv,
 };
-use cudarc::nvrtc::{self, Ptx};
+use cudarc::nvrtc::Ptx;
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, batch_offsets};
 use metajit_metaops::kernel::{BufParam, Kernel};
 use metajit_metaops::{DType, HostData, Scalar};
@@ -220,14 +222,20 @@ pub struct CudaKernel {
     rendered: Rendered,
     params: Vec<BufParam>,
     n_sizes: usize,
-    ptx: String,
+    artifact: Vec<u8>,
     _module: Arc<CudaModule>,
 }
 
 impl CudaKernel {
-    /// The PTX text.
-    pub fn ptx(&self) -> &str {
-        &self.ptx
+    /// The compiled code as cached: PTX text, or a CUBIN (an ELF image) when the backend
+    /// compiles CUBINs ([`Cuda::set_cubin`]).
+    pub fn code(&self) -> &[u8] {
+        &self.artifact
+    }
+
+    /// Whether the code is a CUBIN (machine code for the device) rather than PTX.
+    pub fn is_cubin(&self) -> bool {
+        is_cubin(&self.artifact)
     }
 
     /// The rendered kernel (its CUDA C source and entry points).
@@ -275,6 +283,7 @@ pub struct Cuda {
     info: DeviceInfo,
     fallback: OnceLock<Result<Fallback, String>>,
     debug: AtomicU8,
+    cubin: AtomicBool,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -346,6 +355,7 @@ impl Cuda {
             info,
             fallback: OnceLock::new(),
             debug: AtomicU8::new(0),
+            cubin: AtomicBool::new(false),
         })
     }
 
@@ -370,53 +380,98 @@ impl Cuda {
         self.pool.trim();
     }
 
-    /// The NVRTC options for this device: the renderer's (no FMA contraction) and the arch.
-    pub fn nvrtc_options(&self) -> Vec<String> {
+    /// Makes [`Backend::compile`] produce CUBINs (machine code for this device's real
+    /// architecture, `sm_XY`, loaded without the driver's PTX JIT) instead of PTX text (the
+    /// default, JIT-compiled by the driver when loaded). [`Backend::load`] takes either.
+    pub fn set_cubin(&self, on: bool) {
+        self.cubin.store(on, Ordering::Relaxed);
+    }
+
+    /// The NVRTC options for this device: the renderer's (no FMA contraction) and the
+    /// architecture, virtual (`compute_XY`, PTX) or real (`sm_XY`, CUBIN).
+    pub fn nvrtc_options(&self, cubin: bool) -> Vec<String> {
         let mut o: Vec<String> = render::compile_options(Dialect::Cuda)
             .split_whitespace()
             .map(String::from)
             .collect();
-        o.push(format!("--gpu-architecture={}", self.info.arch()));
+        let (major, minor) = self.info.compute_capability;
+        let arch = if cubin { "sm" } else { "compute" };
+        o.push(format!("--gpu-architecture={arch}_{major}{minor}"));
         o
     }
 
-    /// Compiles CUDA C to PTX text; `Err` is NVRTC's log.
-    fn nvrtc(&self, source: &str) -> Result<String, String> {
-        if source.contains('\0') {
-            return Err("the source contains a NUL byte".into());
+    /// Compiles CUDA C with NVRTC: the artifact (a CUBIN when `cubin`, else the PTX text) and
+    /// the PTX text where NVRTC gives it; `Err` holds NVRTC's log.
+    fn nvrtc(&self, source: &str, cubin: bool) -> Result<(Vec<u8>, Option<String>), String> {
+        use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
+        let src = std::ffi::CString::new(source).map_err(|_| "the source contains a NUL byte")?;
+        /// Destroys the program when dropped.
+        struct Program(rtc_sys::nvrtcProgram);
+        impl Drop for Program {
+            fn drop(&mut self) {
+                // SAFETY: created by `create_program` below and destroyed only here.
+                let _ = unsafe { rtc::destroy_program(self.0) };
+            }
         }
-        let opts = nvrtc::CompileOptions {
-            options: self.nvrtc_options(),
-            ..Default::default()
+        let prog = Program(
+            rtc::create_program(&src, None)
+                .map_err(|e| format!("NVRTC: creating a program: {e:?}"))?,
+        );
+        let options = self.nvrtc_options(cubin);
+        // SAFETY: a live program whose source (`src`) outlives it; the options are strings.
+        if let Err(e) = unsafe { rtc::compile_program(prog.0, &options) } {
+            // SAFETY: as above.
+            let log = unsafe { rtc::get_program_log(prog.0) }
+                .map(|l| c_chars_to_string(&l))
+                .unwrap_or_default();
+            return Err(format!("NVRTC failed ({e:?}, options {options:?}):\n{log}"));
+        }
+        // SAFETY: as above; the program compiled.
+        let ptx = unsafe { rtc::get_ptx(prog.0) }
+            .ok()
+            .map(|p| c_chars_to_string(&p));
+        if !cubin {
+            let ptx = ptx.ok_or("NVRTC gave no PTX")?;
+            return Ok((ptx.clone().into_bytes(), Some(ptx)));
+        }
+        let mut size = 0usize;
+        // SAFETY: as above; writes one usize.
+        unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }
+            .result()
+            .map_err(|e| format!("NVRTC: no CUBIN: {e:?}"))?;
+        let mut image = vec![0u8; size];
+        // SAFETY: `image` holds the `size` bytes NVRTC said the CUBIN has.
+        unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, image.as_mut_ptr().cast()) }
+            .result()
+            .map_err(|e| format!("NVRTC: reading the CUBIN: {e:?}"))?;
+        Ok((image, ptx))
+    }
+
+    /// Loads PTX text or a CUBIN into the context.
+    fn load_module(&self, artifact: &[u8]) -> Result<Arc<CudaModule>, BackendError> {
+        let code = if is_cubin(artifact) {
+            Ptx::from_binary(artifact.to_vec())
+        } else {
+            let text =
+                std::str::from_utf8(artifact).map_err(|_| device_error("PTX is not UTF-8 text"))?;
+            if text.contains('\0') {
+                return Err(device_error("PTX text contains a NUL byte"));
+            }
+            Ptx::from_src(text)
         };
-        match nvrtc::compile_ptx_with_opts(source, opts) {
-            Ok(ptx) => Ok(ptx.to_src()),
-            Err(nvrtc::CompileError::CompileError { log, options, .. }) => Err(format!(
-                "NVRTC failed (options {options:?}):\n{}",
-                log.to_string_lossy()
-            )),
-            Err(e) => Err(format!("NVRTC failed: {e:?}")),
-        }
-    }
-
-    /// Loads PTX text into the context.
-    fn load_module(&self, ptx: &str) -> Result<Arc<CudaModule>, BackendError> {
-        if ptx.contains('\0') {
-            return Err(device_error("PTX text contains a NUL byte"));
-        }
         self.ctx
-            .load_module(Ptx::from_src(ptx))
-            .map_err(|e| device_error(format!("loading PTX: {e}")))
+            .load_module(code)
+            .map_err(|e| device_error(format!("loading compiled code: {e}")))
     }
 
-    /// A loaded kernel from its rendering and PTX.
+    /// A loaded kernel from its rendering and compiled code.
     fn finish(
         &self,
         kernel: &Kernel,
         rendered: Rendered,
-        ptx: String,
+        artifact: Vec<u8>,
     ) -> Result<CudaKernel, BackendError> {
-        let module = self.load_module(&ptx)?;
+        let module = self.load_module(&artifact)?;
         let functions = rendered
             .entries
             .iter()
@@ -431,7 +486,7 @@ impl Cuda {
             rendered,
             params: kernel.bufs.clone(),
             n_sizes: kernel.n_sizes,
-            ptx,
+            artifact,
             _module: module,
         })
     }
@@ -464,8 +519,8 @@ impl Cuda {
     /// The naive GEMM kernels, compiled on first use.
     fn fallback(&self) -> Result<&Fallback, BackendError> {
         let f = self.fallback.get_or_init(|| {
-            let ptx = self.nvrtc(NAIVE_GEMM_SOURCE)?;
-            let module = self.load_module(&ptx).map_err(|e| e.to_string())?;
+            let (code, _) = self.nvrtc(NAIVE_GEMM_SOURCE, false)?;
+            let module = self.load_module(&code).map_err(|e| e.to_string())?;
             let f = |name: &str| module.load_function(name).map_err(|e| e.to_string());
             Ok(Fallback {
                 f32: f("metajit_naive_gemm_f32")?,
@@ -812,32 +867,37 @@ impl Backend for Cuda {
         if debug >= 4 {
             eprintln!("metajit: CUDA C:\n{}", rendered.source);
         }
-        let ptx = self
-            .nvrtc(&rendered.source)
-            .map_err(|log| BackendError::Compile {
-                backend: NAME,
-                message: format!("{log}\nCUDA C source:\n{}", rendered.source),
-                kernel: kernel.text(),
-            })?;
+        let cubin = self.cubin.load(Ordering::Relaxed);
+        let (code, ptx) =
+            self.nvrtc(&rendered.source, cubin)
+                .map_err(|log| BackendError::Compile {
+                    backend: NAME,
+                    message: format!("{log}\nCUDA C source:\n{}", rendered.source),
+                    kernel: kernel.text(),
+                })?;
         if debug >= 5 {
-            eprintln!("metajit: PTX:\n{ptx}");
+            match ptx {
+                Some(ptx) => eprintln!("metajit: PTX:\n{ptx}"),
+                None => eprintln!("metajit: (NVRTC gave no PTX with the CUBIN)"),
+            }
         }
-        self.finish(kernel, rendered, ptx)
+        self.finish(kernel, rendered, code)
     }
 
     fn cache_identity(&self) -> String {
         let i = &self.info;
         format!(
-            "cuda {} {} driver {} nvrtc {}.{} runtime v{} render v{} {:016x} options {:?}",
+            "cuda {} sm_{}{} driver {} nvrtc {}.{} runtime v{} render v{} {:016x} options {:?}",
             i.name,
-            i.arch(),
+            i.compute_capability.0,
+            i.compute_capability.1,
             i.driver_version,
             i.nvrtc_version.0,
             i.nvrtc_version.1,
             RUNTIME_VERSION,
             super::opencl::RENDER_VERSION,
             renderer_fingerprint(),
-            self.nvrtc_options(),
+            self.nvrtc_options(self.cubin.load(Ordering::Relaxed)),
         )
     }
 
@@ -947,17 +1007,15 @@ impl Backend for Cuda {
     }
 
     fn artifact(&self, compiled: &CudaKernel) -> Vec<u8> {
-        compiled.ptx.as_bytes().to_vec()
+        compiled.artifact.clone()
     }
 
     unsafe fn load(&self, kernel: &Kernel, bytes: &[u8]) -> Result<CudaKernel, BackendError> {
-        let ptx = String::from_utf8(bytes.to_vec())
-            .map_err(|_| device_error("cached PTX is not UTF-8 text"))?;
         let rendered = render::render(kernel, Dialect::Cuda)?;
-        if self.debug.load(Ordering::Relaxed) >= 5 {
-            eprintln!("metajit: PTX (cached):\n{ptx}");
+        if self.debug.load(Ordering::Relaxed) >= 5 && !is_cubin(bytes) {
+            eprintln!("metajit: PTX (cached):\n{}", String::from_utf8_lossy(bytes));
         }
-        self.finish(kernel, rendered, ptx)
+        self.finish(kernel, rendered, bytes.to_vec())
     }
 
     unsafe fn launch(
@@ -1057,6 +1115,21 @@ fn func_name(c: &CudaKernel, entry: usize) -> &str {
         .entries
         .get(entry)
         .map_or("a kernel", |e| e.name.as_str())
+}
+
+/// Whether compiled code is a CUBIN (an ELF image) rather than PTX text.
+fn is_cubin(code: &[u8]) -> bool {
+    code.starts_with(b"\x7fELF")
+}
+
+/// NVRTC's NUL-terminated text as a string.
+fn c_chars_to_string(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A fingerprint of the renderer's CUDA prelude and options (FNV-1a), so that code cached by
