@@ -1,5 +1,5 @@
 //! The CUDA runtime: kernels rendered in the CUDA dialect ([`super::render`]), compiled by NVRTC
-//! for the device's own architecture, loaded as PTX and launched on one stream; contractions
+//! for the device's own architecture, loaded as PTX (or CUBIN) and launched on one stream; contractions
 //! through cuBLAS. Everything is reached through `cudarc` with dynamic loading, so the crate
 //! builds and runs on machines without CUDA: [`Cuda::open`] looks for the driver, NVRTC and
 //! cuBLAS libraries first and returns an error naming what is missing (creating a context
