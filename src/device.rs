@@ -12,6 +12,7 @@
 //! `METAJIT_DEVICE=opencl`) waits in host memory until a graph first reads it on its device,
 //! which keeps creation infallible; the executor copies it over once and keeps the copy.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use metajit_codegen::buffer::Buffer;
@@ -31,6 +32,14 @@ pub(crate) enum Storage {
         /// The tensor's device.
         device: Device,
     },
+    /// In a device's memory: a buffer of the device's backend (`Backend::Buffer`), its type
+    /// erased so that one executor holds the engines of every device.
+    Device {
+        /// The backend's buffer.
+        buf: Arc<dyn Any + Send + Sync>,
+        /// Its device.
+        device: Device,
+    },
 }
 
 impl Storage {
@@ -45,7 +54,7 @@ impl Storage {
     /// The device the elements belong to.
     pub(crate) fn device(&self) -> Device {
         match self {
-            Storage::Host { device, .. } => *device,
+            Storage::Host { device, .. } | Storage::Device { device, .. } => *device,
         }
     }
 
@@ -53,6 +62,7 @@ impl Storage {
     pub(crate) fn host_buffer(&self) -> Option<&Arc<Buffer>> {
         match self {
             Storage::Host { buf, .. } => Some(buf),
+            Storage::Device { .. } => None,
         }
     }
 
@@ -60,6 +70,9 @@ impl Storage {
     pub(crate) fn to_host(&self) -> Result<HostData> {
         match self {
             Storage::Host { buf, .. } => Ok(buf.to_host()),
+            Storage::Device { buf, device } => {
+                crate::exec::device_engine(*device)?.download(buf.as_ref())
+            }
         }
     }
 }

@@ -188,9 +188,27 @@ pub(crate) fn realize(targets: &[NodeRef]) -> Result<()> {
 
 /// Realizes `targets`, all on `device`, as one graph.
 fn realize_on(targets: &[NodeRef], device: Device) -> Result<()> {
-    let p = collect(targets);
+    let mut p = collect(targets);
     if p.outputs.is_empty() {
         return Ok(());
+    }
+    if device.placement() != Device::Cpu {
+        // Inputs elsewhere are copied to the device first; a device tensor's staged host
+        // data keeps its copy (it is copied once).
+        for k in 0..p.graph.nodes.len() {
+            let Op::Input { slot } = p.graph.nodes[k].op else {
+                continue;
+            };
+            let s = &p.buffers[slot];
+            if matches!(s, Storage::Device { device: d, .. } if *d == device) {
+                continue;
+            }
+            let placed = to_device(s, device)?;
+            if s.device() == device {
+                *p.order[k].lock() = State::Realized(placed.clone());
+            }
+            p.buffers[slot] = placed;
+        }
     }
     let results = run_graph(&p.graph, &p.buffers, device)?;
     // Each output becomes a buffer, dropping its references to its inputs.
@@ -215,26 +233,129 @@ pub(crate) fn place(node: &NodeRef) -> Result<()> {
 
 /// The elements of `storage` on `device`, copied there when they are elsewhere.
 fn to_device(storage: &Storage, device: Device) -> Result<Storage> {
-    match device {
-        Device::Cpu | Device::Auto | Device::Reference => match storage.host_buffer() {
-            Some(buf) => Ok(Storage::cpu(buf.clone())),
-            None => Ok(Storage::cpu(Arc::new(Buffer::from_host(
-                &storage.to_host()?,
-            )))),
-        },
-        Device::Cuda(_) | Device::OpenCl(_) => Err(unbuilt(device)),
+    let device = device.placement();
+    if device == Device::Cpu {
+        return Ok(match storage.host_buffer() {
+            Some(buf) => Storage::cpu(buf.clone()),
+            None => Storage::cpu(Arc::new(Buffer::from_host(&storage.to_host()?))),
+        });
+    }
+    if let Storage::Device { device: d, .. } = storage
+        && *d == device
+    {
+        return Ok(storage.clone());
+    }
+    let host = match storage.host_buffer() {
+        Some(buf) => buf.to_host(),
+        None => storage.to_host()?,
+    };
+    Ok(Storage::Device {
+        buf: device_engine(device)?.upload(&host)?,
+        device,
+    })
+}
+
+/// A device buffer with its type erased ([`Storage::Device`]).
+type AnyBuffer = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An engine of a device other than the CPU, with its backend's buffer type erased, so that
+/// the executor keeps one per device in one table.
+pub(crate) trait DeviceEngine: Send + Sync {
+    /// A device buffer holding `data`.
+    fn upload(&self, data: &metajit_metaops::HostData) -> Result<AnyBuffer>;
+    /// A host copy of a device buffer of this engine.
+    fn download(
+        &self,
+        buf: &(dyn std::any::Any + Send + Sync),
+    ) -> Result<metajit_metaops::HostData>;
+    /// Simplifies, plans and runs `g` over input buffers of this engine.
+    fn run(
+        &self,
+        g: &Graph,
+        inputs: &[AnyBuffer],
+        debug: u8,
+        cx: &PassCx<'_>,
+    ) -> Result<Vec<AnyBuffer>>;
+    /// The engine's kernel-cache counters.
+    fn stats(&self) -> StatsSnapshot;
+}
+
+/// The error for a buffer of another backend handed to an engine: a metajit bug.
+fn foreign_buffer(backend: &str) -> Error {
+    Error::Device {
+        device: backend.to_string(),
+        reason: "metajit bug: a buffer of another backend reached this device's engine".into(),
     }
 }
 
-/// The error for a device whose backend is not built yet.
-fn unbuilt(device: Device) -> Error {
-    Error::Device {
-        device: device.to_string(),
-        reason: match device {
-            Device::Cuda(_) => "the CUDA backend is not built yet".into(),
-            _ => "the OpenCL backend is not built yet".into(),
-        },
+impl<B: Backend> DeviceEngine for Engine<B> {
+    fn upload(&self, data: &metajit_metaops::HostData) -> Result<AnyBuffer> {
+        Ok(Arc::new(self.backend.upload(data)?))
     }
+
+    fn download(
+        &self,
+        buf: &(dyn std::any::Any + Send + Sync),
+    ) -> Result<metajit_metaops::HostData> {
+        let buf = buf
+            .downcast_ref::<B::Buffer>()
+            .ok_or_else(|| foreign_buffer(self.backend.name()))?;
+        Ok(self.backend.download(buf)?)
+    }
+
+    fn run(
+        &self,
+        g: &Graph,
+        inputs: &[AnyBuffer],
+        debug: u8,
+        cx: &PassCx<'_>,
+    ) -> Result<Vec<AnyBuffer>> {
+        let bufs = inputs
+            .iter()
+            .map(|b| {
+                b.clone()
+                    .downcast::<B::Buffer>()
+                    .map_err(|_| foreign_buffer(self.backend.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.run_remembered(g, &bufs, debug, cx)?;
+        Ok(out.into_iter().map(|b| b as AnyBuffer).collect())
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.cache_stats()
+    }
+}
+
+/// The engines of the devices opened so far (never closed: a device's compiled kernels and
+/// plans live as long as the process).
+static DEVICE_ENGINES: Mutex<Vec<(Device, &'static dyn DeviceEngine)>> = Mutex::new(Vec::new());
+
+/// Opens the backend of `device` (CUDA or OpenCL) as an engine.
+fn open_device(device: Device) -> Result<&'static dyn DeviceEngine> {
+    let reason = match device {
+        Device::Cuda(_) => "the CUDA backend is not built yet",
+        Device::OpenCl(_) => "the OpenCL backend is not built yet",
+        Device::Cpu | Device::Auto | Device::Reference => {
+            "metajit bug: the CPU has no device engine"
+        }
+    };
+    Err(Error::Device {
+        device: device.to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// The engine of `device` (CUDA or OpenCL), opened on first use. A device that fails to open
+/// is an error each time it is asked for (nothing is remembered, so a later call may succeed).
+pub(crate) fn device_engine(device: Device) -> Result<&'static dyn DeviceEngine> {
+    let mut engines = DEVICE_ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, e)) = engines.iter().find(|(d, _)| *d == device) {
+        return Ok(*e);
+    }
+    let engine = open_device(device)?;
+    engines.push((device, engine));
+    Ok(engine)
 }
 
 /// The compiled kernel type of the CPU backend.
@@ -457,6 +578,7 @@ fn run_graph(g: &Graph, inputs: &[Storage], device: Device) -> Result<Vec<Storag
                 .iter()
                 .map(|s| match to_device(s, Device::Cpu)? {
                     Storage::Host { buf, .. } => Ok(buf),
+                    Storage::Device { .. } => unreachable!("to_device(Cpu) gives host memory"),
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(run_graph_on_host(g, &bufs)?
@@ -464,7 +586,37 @@ fn run_graph(g: &Graph, inputs: &[Storage], device: Device) -> Result<Vec<Storag
                 .map(Storage::cpu)
                 .collect())
         }
-        d => Err(unbuilt(d)),
+        d => {
+            let debug = config::try_debug()?;
+            let engine = device_engine(d)?;
+            let bufs = inputs
+                .iter()
+                .map(|s| match s {
+                    Storage::Device { buf, device } if *device == d => Ok(buf.clone()),
+                    _ => Err(Error::Device {
+                        device: d.to_string(),
+                        reason: "metajit bug: an input was not copied to the device".into(),
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let trace = |t: &PassTrace<'_>| {
+                eprintln!(
+                    "metajit: pass {} (round {}): {}",
+                    t.pass,
+                    t.round,
+                    if t.changed { "changed" } else { "no change" }
+                )
+            };
+            let cx = PassCx {
+                verify: cfg!(debug_assertions),
+                trace: if debug >= 4 { Some(&trace) } else { None },
+            };
+            Ok(engine
+                .run(g, &bufs, debug, &cx)?
+                .into_iter()
+                .map(|buf| Storage::Device { buf, device: d })
+                .collect())
+        }
     }
 }
 
@@ -757,10 +909,13 @@ pub fn stats() -> Stats {
     }
 }
 
-/// The compiled-kernel cache's counters since the process started: hits per tier, compiles,
-/// compile and load time. Its `Display` is the line `METAJIT_DEBUG>=1` prints at exit.
+/// The compiled-kernel cache's counters since the process started, over every device: hits
+/// per tier, compiles, compile and load time. Its `Display` is the line `METAJIT_DEBUG>=1`
+/// prints at exit.
 pub fn cache_stats() -> StatsSnapshot {
-    cpu_engine_if_started().map_or_else(StatsSnapshot::default, |e| e.cache_stats())
+    let cpu = cpu_engine_if_started().map_or_else(StatsSnapshot::default, |e| e.cache_stats());
+    let engines = DEVICE_ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    engines.iter().fold(cpu, |acc, (_, e)| acc + e.stats())
 }
 
 /// Prints [`cache_stats`] to stderr (`metajit cache: compiled=.. disk_hits=.. ...`).
@@ -1123,16 +1278,36 @@ pub enum GraphMode {
     Compiled,
     /// One kernel per meta-op, every intermediate materialised.
     Eager,
+    /// Simplified, fused and compiled as one graph on a device (its inputs copied there).
+    Device(Device),
 }
 
-/// Runs a graph of meta-ops on the native CPU backend or the reference interpreter and returns
-/// its outputs (for tests and fuzzing: the same graph through every path).
+/// Runs a graph of meta-ops on the native CPU backend, the reference interpreter or a device
+/// and returns its outputs (for tests and fuzzing: the same graph through every path).
 #[doc(hidden)]
 pub fn run_graph_with(
     g: &Graph,
     inputs: &[metajit_metaops::HostData],
     mode: GraphMode,
 ) -> Result<Vec<metajit_metaops::HostData>> {
+    if let GraphMode::Device(d) = mode {
+        let staged = inputs
+            .iter()
+            .map(|h| {
+                to_device(
+                    &Storage::Host {
+                        buf: Arc::new(Buffer::from_host(h)),
+                        device: d.placement(),
+                    },
+                    d,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return run_graph(g, &staged, d)?
+            .iter()
+            .map(Storage::to_host)
+            .collect();
+    }
     let bufs: Vec<Arc<Buffer>> = inputs
         .iter()
         .map(|h| Arc::new(Buffer::from_host(h)))
@@ -1149,6 +1324,7 @@ pub fn run_graph_with(
             let s = passes::simplify(g, &PassCx::default());
             cpu_engine()?.run(&s, &bufs, config::try_debug()?)?
         }
+        GraphMode::Device(_) => unreachable!("handled above"),
         GraphMode::Eager => {
             // Each node alone, reading its inputs' materialised buffers.
             let mut vals: Vec<Option<Arc<Buffer>>> = vec![None; g.nodes.len()];

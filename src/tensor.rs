@@ -355,6 +355,45 @@ impl Tensor {
         *lock(&self.0.node) = node;
     }
 
+    /// Moves this tensor (and every clone of it) to `device`, in place, as PyTorch's
+    /// `Module.to` moves parameters: the tensor keeps being the same leaf, and an accumulated
+    /// [`grad`](Tensor::grad) moves with it. Graphs recorded earlier keep reading the old
+    /// value. An optimizer's state made before the move stays where it was: create optimizers
+    /// after moving the model.
+    ///
+    /// ```
+    /// use metajit::{Device, Tensor};
+    /// let w = Tensor::ones([2]).requires_grad_(true);
+    /// w.move_to(Device::Cpu).unwrap();
+    /// assert!(w.requires_grad() && w.device() == Device::Cpu);
+    /// ```
+    ///
+    /// # Errors
+    /// When computing the value fails or the device cannot be opened; the tensor is then
+    /// unchanged.
+    pub fn move_to(&self, device: Device) -> Result<()> {
+        let target = device.placement();
+        if self.device() == target {
+            return Ok(());
+        }
+        let moved = Tensor::from_host_on(self.host_data()?, self.shape().clone(), target);
+        crate::exec::place(&moved.node())?;
+        let leaf = lock(&self.0.leaf).clone();
+        if let Some(cell) = &leaf {
+            let mut grad = lock(&cell.grad);
+            if let Some(g) = grad.as_ref() {
+                *grad = Some(g.to(target)?);
+            }
+        }
+        let autograd = match &*lock(&self.node().autograd) {
+            Autograd::Leaf(l) => Autograd::Leaf(l.clone()),
+            _ => Autograd::None,
+        };
+        let node = moved.same_value_node(autograd);
+        *lock(&self.0.node) = node;
+        Ok(())
+    }
+
     /// A tensor holding `data` with `shape`, on the default device.
     pub(crate) fn from_host(data: HostData, shape: Shape) -> Tensor {
         Tensor::from_host_on(data, shape, crate::device::default_placement())
@@ -511,7 +550,8 @@ impl Tensor {
     }
 
     /// The value on `device` (`Auto` and `Reference` mean the CPU): this tensor when it is
-    /// there already, else a computed copy, which does not require grad.
+    /// there already, else a computed copy. Gradients flow back through the copy to this
+    /// tensor's device, as in PyTorch.
     ///
     /// ```
     /// use metajit::{Device, Tensor};
@@ -522,30 +562,19 @@ impl Tensor {
     ///
     /// # Errors
     /// When computing this tensor fails, or the device cannot be opened.
-    ///
-    /// # Panics
-    /// When the tensor requires grad and would move (gradients do not cross devices yet: move
-    /// the data before making it a parameter).
-    #[track_caller]
     pub fn to(&self, device: Device) -> Result<Tensor> {
-        let target = device.placement();
-        if self.device() == target {
+        let (source, target) = (self.device(), device.placement());
+        if source == target {
             return Ok(self.clone());
-        }
-        if self.requires_grad() {
-            panic!(
-                "unsupported in to: tensor {} {} requires grad and is on {}; gradients do not \
-                 cross devices yet (create or move the data on {target} first, then call \
-                 requires_grad_)",
-                self.dtype(),
-                self.shape(),
-                self.device()
-            );
         }
         let data = self.host_data()?;
         let t = Tensor::from_host_on(data, self.shape().clone(), target);
         crate::exec::place(&t.node())?;
-        Ok(t)
+        Ok(autograd::with_custom_rule(
+            t,
+            autograd::Custom::ToDevice(source),
+            &[self],
+        ))
     }
 
     /// The elements in row-major order.

@@ -54,6 +54,37 @@ fn random_graphs_compiled_eager_and_reference_agree() {
     }
 }
 
+/// The random graphs compiled on each device besides the CPU (OpenCL, CUDA) against the
+/// reference: fewer of them than on the CPU, since a device compiles each new kernel with an
+/// external compiler (pocl: about half a second cold). `METAJIT_FUZZ_GPU_SEEDS` sets how many.
+#[test]
+fn random_graphs_on_each_gpu_device_agree_with_the_reference() {
+    let n: u64 = std::env::var("METAJIT_FUZZ_GPU_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    for device in common::gpu_devices() {
+        for seed in 0..n {
+            let (g, inputs) = random_graph(seed, &GenConfig::default());
+            let run = |m| run_graph_with(&g, &inputs, m).map_err(|e| format!("{m:?}: {e}"));
+            let want = run(GraphMode::Reference).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            let got = run(GraphMode::Device(device)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert_eq!(
+                want.len(),
+                got.len(),
+                "seed {seed}: output count on {device}"
+            );
+            let tolerant = inexact(&g);
+            for (k, (w, o)) in want.iter().zip(&got).enumerate() {
+                assert!(
+                    agree(w, o, tolerant),
+                    "seed {seed}: {device} output {k} differs from the reference\nwant {w:?}\ngot  {o:?}\ngraph:\n{g}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 #[ignore]
 fn soak() {

@@ -49,6 +49,11 @@ use std::fmt::{self, Write};
 use crate::dtype::{DType, Scalar};
 use crate::op::{BinaryOp, Distribution, ReduceOp, UnaryOp};
 
+/// A kernel that breaks the rules of the kernel IR (a bug in whatever produced it).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid kernel: {0}")]
+pub struct InvalidKernel(pub String);
+
 /// A value in a phase body: the index of its instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct V(pub u32);
@@ -262,6 +267,97 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Checks what every backend relies on: SSA order, operand dtypes, loop, size, buffer and
+    /// phase references in range, stores into output buffers of their dtype.
+    pub fn check(&self) -> Result<(), InvalidKernel> {
+        let k = self;
+        let size_ok = |e: &Extent| !matches!(e, Extent::Size(s) if *s >= k.n_sizes);
+        if !k.outer.iter().all(size_ok) {
+            return Err(InvalidKernel("outer extent names a missing size".into()));
+        }
+        for (p, ph) in k.phases.iter().enumerate() {
+            let fail = |what: String| Err(InvalidKernel(format!("phase {p}: {what}")));
+            if !ph.inner.iter().all(size_ok) {
+                return fail("inner extent names a missing size".into());
+            }
+            let n_loops = k.outer.len() + ph.inner.len();
+            for (i, (inst, dt)) in ph.body.iter().enumerate() {
+                let dt = *dt;
+                let opnd = |v: &V| {
+                    let j = v.0 as usize;
+                    if j < i {
+                        Ok(ph.body[j].1)
+                    } else {
+                        Err(InvalidKernel(format!(
+                            "phase {p}: v{i} uses {v}, not defined before it"
+                        )))
+                    }
+                };
+                let ok = match inst {
+                    Inst::Const(c) => c.dtype() == dt,
+                    Inst::LoopIdx(l) => *l < n_loops && dt == DType::I64,
+                    Inst::Size(s) => *s < k.n_sizes && dt == DType::I64,
+                    Inst::Param(s) => *s < k.n_sizes,
+                    Inst::Load { buf, offset } => {
+                        opnd(offset)? == DType::I64
+                            && k.bufs.get(*buf).is_some_and(|b| b.dtype == dt)
+                    }
+                    Inst::Unary(op, a) => opnd(a)? == dt && op.accepts(dt),
+                    Inst::Binary(op, a, b) => {
+                        let da = opnd(a)?;
+                        da == opnd(b)? && op.accepts(da) && op.output_dtype(da) == dt
+                    }
+                    Inst::Where(c, a, b) => {
+                        opnd(c)? == DType::Bool && opnd(a)? == dt && opnd(b)? == dt
+                    }
+                    Inst::Cast(to, a) => {
+                        opnd(a)?;
+                        *to == dt
+                    }
+                    Inst::Random {
+                        counter,
+                        seed_param,
+                        ..
+                    } => opnd(counter)? == DType::I64 && *seed_param < k.n_sizes,
+                    Inst::PhaseResult(q) => {
+                        *q < p
+                            && matches!(&k.phases[*q].kind,
+                                PhaseKind::Reduce { value, .. }
+                                    if k.phases[*q].body[value.0 as usize].1 == dt)
+                    }
+                };
+                if !ok {
+                    return fail(format!(
+                        "v{i}: {dt} = {inst:?} breaks the kernel IR's rules"
+                    ));
+                }
+            }
+            let defined = |v: &V| (v.0 as usize) < ph.body.len();
+            let dt_of = |v: &V| ph.body[v.0 as usize].1;
+            if let PhaseKind::Reduce { op, value, .. } = &ph.kind
+                && (!defined(value) || !op.accepts(dt_of(value)))
+            {
+                return fail(format!("reduce {} {value} is invalid", op.name()));
+            }
+            for st in ph.kind.stores() {
+                let ok = defined(&st.offset)
+                    && defined(&st.value)
+                    && st
+                        .mask
+                        .is_none_or(|m| defined(&m) && dt_of(&m) == DType::Bool)
+                    && dt_of(&st.offset) == DType::I64
+                    && k.bufs
+                        .get(st.buf)
+                        .is_some_and(|b| b.output && b.dtype == dt_of(&st.value))
+                    && st.combine.is_none_or(|op| op.accepts(dt_of(&st.value)));
+                if !ok {
+                    return fail(format!("store {st:?} is invalid"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The extent of the loop that `start..end` splits: outer loop 0, or (without outer loops)
     /// inner loop 0 of the single phase; `None` when the kernel has no loop to split.
     pub fn split_extent(&self) -> Option<Extent> {

@@ -55,6 +55,9 @@ pub(crate) enum Custom {
     /// reduction over an empty axis): built without a differentiable path, its gradient is
     /// zero, and PyTorch still gives one (rather than "does not require grad").
     Zero,
+    /// `x.to(device)`: the value copied to another device; the gradient goes back to the
+    /// input's device, `Device` here.
+    ToDevice(crate::config::Device),
 }
 
 /// How a node's gradient is computed.
@@ -91,6 +94,13 @@ pub(crate) fn input_grads(
         Rule::Custom(Custom::Expm1) => {
             if wants(0) {
                 r[0] = Some(g.mul(&out.add(1.0)));
+            }
+        }
+        Rule::Custom(Custom::ToDevice(device)) => {
+            if wants(0) {
+                r[0] = Some(g.to(*device).unwrap_or_else(|e| {
+                    panic!("backward of to: copying the gradient back to {device} failed: {e}")
+                }));
             }
         }
         Rule::Custom(Custom::Zero) => {

@@ -39,6 +39,19 @@ pub trait Module: Send + Sync {
             .collect()
     }
 
+    /// Moves every parameter and buffer to `device`, in place ([`Tensor::move_to`]); create
+    /// the optimizer afterwards. On an error, the tensors moved so far stay moved.
+    fn to(&self, device: crate::Device) -> crate::Result<()> {
+        for (_, t) in self
+            .named_parameters()
+            .into_iter()
+            .chain(self.named_buffers())
+        {
+            t.move_to(device)?;
+        }
+        Ok(())
+    }
+
     /// Training mode (PyTorch's `train()`).
     fn train(&self) {
         self.set_training(true);

@@ -162,3 +162,32 @@ pub fn counters() -> (u64, u64, u64) {
     let s = metajit::stats();
     (s.kernel_runs, s.kernels_compiled, s.plan_misses)
 }
+
+/// The devices besides the CPU that open on this machine (OpenCL device 0, CUDA device 0), each
+/// checked by a round trip of one value. A device that does not open is reported once per test
+/// binary as `skipped: no <device> (<why>)`, and its tests pass without running.
+#[allow(dead_code)]
+pub fn gpu_devices() -> Vec<metajit::Device> {
+    use metajit::{Device, Tensor};
+    static FOUND: std::sync::OnceLock<Vec<Device>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            [Device::OpenCl(0), Device::Cuda(0)]
+                .into_iter()
+                .filter(|&d| {
+                    let probe = Tensor::from_vec(vec![1.5f32], [1])
+                        .to(d)
+                        .and_then(|t| (&t * 2.0).to_vec::<f32>());
+                    match probe {
+                        Ok(v) if v == [3.0] => true,
+                        Ok(v) => panic!("{d}: 1.5 * 2 came back as {v:?}"),
+                        Err(e) => {
+                            eprintln!("skipped: no {d} ({e})");
+                            false
+                        }
+                    }
+                })
+                .collect()
+        })
+        .clone()
+}

@@ -42,8 +42,12 @@
 //!   kernel IR then allows splitting loop 0): those take the flat or group mapping with atomic
 //!   combines.
 //!
+//! Outer loops after loop 0 are flattened with it: the mapping assumes (as the schedules'
+//! kernels satisfy) that no outer iteration loads what another one stores.
+//!
 //! Combine stores (scatter-add/prod/max/min/and/or) are atomic wherever two threads may reach
-//! one element (the flat and group entries, and the thread entry of a non-parallel kernel):
+//! one element (the flat and group entries, and the thread entry of a kernel that is not
+//! `parallel` or has more than one outer loop):
 //! CUDA uses `atomicAdd` for f32/f64/i32 sums; every other case, and every OpenCL atomic (OpenCL
 //! 1.2 has no float atomics), is a compare-and-swap loop on the 32- or 64-bit word (for
 //! u8/bool/f16/bf16 on the containing 32-bit word). The combines' order is then unspecified:

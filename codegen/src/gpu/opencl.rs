@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ptr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metajit_metaops::contraction::GemmLayout;
@@ -28,6 +29,9 @@ use crate::{Backend, BackendError, DeviceBuffer, check};
 
 const NAME: &str = "opencl";
 
+/// `CL_PLATFORM_NOT_FOUND_KHR`: what the ICD loader answers when no driver is installed.
+const CL_PLATFORM_NOT_FOUND_KHR: i32 = -1001;
+
 /// The version of the rendered code: part of [`Backend::cache_identity`], bumped whenever the
 /// renderer's output changes.
 pub const RENDER_VERSION: u32 = 1;
@@ -42,6 +46,9 @@ fn device_error(what: &str, e: impl std::fmt::Display) -> BackendError {
 fn cl_error(what: &str, e: ClError) -> BackendError {
     if e.0 == DLOPEN_RUNTIME_LOAD_FAILED {
         return device_error(what, "no OpenCL library (libOpenCL.so.1) could be loaded");
+    }
+    if e.0 == CL_PLATFORM_NOT_FOUND_KHR {
+        return device_error(what, "no OpenCL platform (the ICD loader found no driver)");
     }
     device_error(what, e)
 }
@@ -121,6 +128,7 @@ pub struct OpenCl {
     description: String,
     /// The GEMM program per dtype, built on first use.
     gemm: Mutex<HashMap<DType, Arc<Built>>>,
+    debug: AtomicU8,
 }
 
 impl std::fmt::Debug for OpenCl {
@@ -176,7 +184,14 @@ impl OpenCl {
             queue,
             description: format!("{platform} / {name} / {version} / driver {driver}"),
             gemm: Mutex::new(HashMap::new()),
+            debug: AtomicU8::new(0),
         })
+    }
+
+    /// Sets the debug level: 4 prints each program's OpenCL C source when it is built, 5 also
+    /// the compiler's build log.
+    pub fn set_debug(&self, level: u8) {
+        self.debug.store(level, Ordering::Relaxed);
     }
 
     /// Platform, device, OpenCL version and driver version.
@@ -188,9 +203,17 @@ impl OpenCl {
     pub fn build_program(&self, source: &str, options: &str) -> Result<Program, String> {
         let mut program = Program::create_from_source(&self.context, source)
             .map_err(|e| format!("creating the program: {e}"))?;
+        let debug = self.debug.load(Ordering::Relaxed);
+        if debug >= 4 {
+            eprintln!("metajit: OpenCL C ({options}):\n{source}");
+        }
         if let Err(e) = program.build(&[self.device.id()], options) {
             let log = program.get_build_log(self.device.id()).unwrap_or_default();
             return Err(format!("build failed ({e}); log:\n{log}"));
+        }
+        if debug >= 5 {
+            let log = program.get_build_log(self.device.id()).unwrap_or_default();
+            eprintln!("metajit: OpenCL build log:\n{log}");
         }
         Ok(program)
     }
@@ -397,12 +420,13 @@ impl OpenCl {
     }
 }
 
-/// The GEMM kernel: one thread per destination element (free batch entry, row, column),
-/// summing the batch axes the destination does not index (stride 0) and the contracted axis,
-/// products in the element type accumulated in f64 (as the reference does). The layout comes
+/// The GEMM kernel, tiled: a group of 16x16 threads per 16x16 tile of the destination (per free
+/// batch entry; a group-stride loop over the tiles), walking the summed batch entries and the
+/// contracted axis 16 at a time through two tiles in local memory; every product in the
+/// element type, accumulated in f64 (as the reference does) and rounded once. The layout comes
 /// in a small i64 buffer: `m n k dst.rs dst.cs lhs.rs lhs.cs rhs.rs rhs.cs n_free n_summed`,
 /// then `extent dst lhs rhs` per free batch axis and `extent lhs rhs` per summed axis.
-/// Untiled: correct, not fast.
+/// `tiles` is the number of (free entry, row tile, column tile) triples.
 fn gemm_source(dtype: DType) -> String {
     let t = if dtype == DType::F64 {
         "double"
@@ -411,22 +435,28 @@ fn gemm_source(dtype: DType) -> String {
     };
     format!(
         "{}typedef {t} T;
+#define TILE 16
 __kernel void metajit_gemm(__global T* dst, __global const T* lhs, __global const T* rhs,
-                           __global const i64* d, i64 total) {{
+                           __global const i64* d, i64 tiles) {{
+    __local T ta[TILE][TILE + 1];
+    __local T tb[TILE][TILE + 1];
     const i64 m = d[0], n = d[1], k = d[2];
     const i64 nfree = d[9], nsum = d[10];
+    const int tx = (int)(get_local_id(0) % TILE), ty = (int)(get_local_id(0) / TILE);
+    const i64 mt = (m + TILE - 1) / TILE, nt = (n + TILE - 1) / TILE;
     i64 nsb = 1;
     for (i64 a = 0; a < nsum; a++) nsb *= d[11 + 4 * nfree + 3 * a];
-    for (i64 g = (i64)get_global_id(0); g < total; g += (i64)get_global_size(0)) {{
-        i64 t = g;
-        const i64 j = t % n; t /= n;
-        const i64 i = t % m; t /= m;
+    for (i64 tile = (i64)get_group_id(0); tile < tiles; tile += (i64)get_num_groups(0)) {{
+        i64 t = tile;
+        const i64 j0 = (t % nt) * TILE; t /= nt;
+        const i64 i0 = (t % mt) * TILE; t /= mt;
         i64 od = 0, ol = 0, orr = 0;
         for (i64 a = nfree - 1; a >= 0; a--) {{
             const i64 e = d[11 + 4 * a];
             const i64 c = t % e; t /= e;
             od += c * d[12 + 4 * a]; ol += c * d[13 + 4 * a]; orr += c * d[14 + 4 * a];
         }}
+        const i64 i = i0 + ty, j = j0 + tx;
         double acc = 0.0;
         for (i64 sb = 0; sb < nsb; sb++) {{
             i64 u = sb, sl = 0, sr = 0;
@@ -435,13 +465,21 @@ __kernel void metajit_gemm(__global T* dst, __global const T* lhs, __global cons
                 const i64 c = u % d[base]; u /= d[base];
                 sl += c * d[base + 1]; sr += c * d[base + 2];
             }}
-            const i64 lo = ol + sl + i * d[5], ro = orr + sr + j * d[8];
-            for (i64 l = 0; l < k; l++) {{
-                const T p = lhs[lo + l * d[6]] * rhs[ro + l * d[7]];
-                acc += (double)p;
+            for (i64 l0 = 0; l0 < k; l0 += TILE) {{
+                /* Thread (ty, tx) loads lhs[i0 + ty, l0 + tx] and rhs[l0 + ty, j0 + tx]. */
+                const i64 la = l0 + tx, lb = l0 + ty;
+                ta[ty][tx] = (i < m && la < k) ? lhs[ol + sl + i * d[5] + la * d[6]] : (T)0;
+                tb[ty][tx] = (lb < k && j < n) ? rhs[orr + sr + lb * d[7] + j * d[8]] : (T)0;
+                barrier(CLK_LOCAL_MEM_FENCE);
+                const int lim = (int)min((i64)TILE, k - l0);
+                for (int l = 0; l < lim; l++) {{
+                    const T p = ta[ty][l] * tb[l][tx];
+                    acc += (double)p;
+                }}
+                barrier(CLK_LOCAL_MEM_FENCE);
             }}
         }}
-        dst[od + i * d[3] + j * d[4]] = (T)acc;
+        if (i < m && j < n) dst[od + i * d[3] + j * d[4]] = (T)acc;
     }}
 }}
 ",
@@ -665,12 +703,15 @@ impl Backend for OpenCl {
         }
         let built = self.gemm_program(dtype)?;
         let d = self.upload(&HostData::I64(desc))?;
-        let groups = (total as u64).div_ceil(256).min(render::MAX_GROUPS);
+        let free = total / (layout.m * layout.n);
+        let tiles = (free * layout.m.div_ceil(16) * layout.n.div_ceil(16)) as u64;
+        let groups = tiles.min(render::MAX_GROUPS);
         let mems = [dst.raw(), lhs.raw(), rhs.raw(), d.raw()];
         // SAFETY: `check::contraction_args` verified that every offset the layout reaches lies
-        // within its buffer and that dst's elements are written once; the arguments match
+        // within its buffer and that dst's elements are written once; the kernel reads and
+        // writes only rows < m, columns < n and contracted indices < k; the arguments match
         // `gemm_source`'s parameters. `d` is dropped after `finish`, as the kernel reads it.
-        unsafe { self.run(&built.kernels[0], &mems, &[total as i64], groups, 256) }?;
+        unsafe { self.run(&built.kernels[0], &mems, &[tiles as i64], groups, 256) }?;
         self.synchronize()
     }
 }

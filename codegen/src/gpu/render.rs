@@ -65,6 +65,7 @@ typedef uint u32;
 typedef ulong u64;
 typedef int i32;
 typedef long i64;
+typedef size_t uptr;
 #define FN static inline
 #define F32_OF(x) as_float((uint)(x))
 #define BITS_F32(x) as_uint(x)
@@ -82,6 +83,7 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 typedef int i32;
 typedef long long i64;
+typedef unsigned long long uptr;
 #define FN static __device__ __forceinline__
 #define F32_OF(x) __uint_as_float((unsigned int)(x))
 #define BITS_F32(x) __float_as_uint(x)
@@ -363,8 +365,12 @@ pub fn render_named(
                 EntryKind::Thread => "thread",
             }
         );
-        // Combines are atomic wherever two threads may reach one element.
-        let atomic = kind != EntryKind::Thread || !kernel.parallel;
+        // Combines are atomic wherever two threads may reach one element: the flat and group
+        // entries share an outer iteration among threads; the thread entry gives each thread
+        // one iteration of the flattened outer loops, of which only loop 0's iterations are
+        // independent (`parallel`), so with a second outer loop, or without `parallel`, two
+        // threads may combine into one element too.
+        let atomic = kind != EntryKind::Thread || !kernel.parallel || kernel.outer.len() > 1;
         let atomic = atomic && !serial_only;
         let body = match kind {
             EntryKind::Flat => r.flat_entry(&ename),
@@ -388,9 +394,11 @@ pub fn render_named(
     })
 }
 
-/// The structural checks the renderer relies on (SSA order, parameter indices, dtypes of
-/// stores), so that a malformed kernel is an error and not malformed source.
+/// The checks the renderer relies on: the kernel IR's own ([`Kernel::check`]: SSA order,
+/// operand dtypes, references in range), and buffer extents naming existing sizes, so that a
+/// malformed kernel is an error and not malformed source.
 fn check(k: &Kernel) -> Result<(), String> {
+    k.check().map_err(|e| e.to_string())?;
     if k.bufs.is_empty() {
         return Err("a kernel without buffers".into());
     }
@@ -398,70 +406,8 @@ fn check(k: &Kernel) -> Result<(), String> {
         Extent::Size(s) => *s < k.n_sizes,
         Extent::Const(_) => true,
     };
-    if !k.outer.iter().all(size_ok) || !k.bufs.iter().all(|b| b.dims.iter().all(size_ok)) {
-        return Err("an extent names a missing size parameter".into());
-    }
-    for (p, ph) in k.phases.iter().enumerate() {
-        if !ph.inner.iter().all(size_ok) {
-            return Err(format!(
-                "phase {p}: an extent names a missing size parameter"
-            ));
-        }
-        let n_loops = k.outer.len() + ph.inner.len();
-        for (i, (inst, dt)) in ph.body.iter().enumerate() {
-            let bad = |m: &str| Err(format!("phase {p}, v{i}: {m}"));
-            if inst.operands().iter().any(|v| v.0 as usize >= i) {
-                return bad("an operand is not defined before its use");
-            }
-            let dtype_of = |v: &V| ph.body[v.0 as usize].1;
-            match inst {
-                Inst::LoopIdx(l) if *l >= n_loops => return bad("no such loop"),
-                Inst::Size(s) | Inst::Param(s) if *s >= k.n_sizes => {
-                    return bad("no such size parameter");
-                }
-                Inst::Random { seed_param, .. } if *seed_param >= k.n_sizes => {
-                    return bad("no such seed parameter");
-                }
-                Inst::Load { buf, .. } if k.bufs.get(*buf).map(|b| b.dtype) != Some(*dt) => {
-                    return bad("a load of a missing buffer or of another dtype");
-                }
-                Inst::PhaseResult(q)
-                    if *q >= p
-                        || !matches!(k.phases[*q].kind, PhaseKind::Reduce { value, .. }
-                            if k.phases[*q].body.get(value.0 as usize).map(|x| x.1) == Some(*dt)) =>
-                {
-                    return bad("a phase result of no earlier Reduce phase of this dtype");
-                }
-                Inst::Where(_, a, b) if dtype_of(a) != *dt || dtype_of(b) != *dt => {
-                    return bad("where's operands differ in dtype");
-                }
-                Inst::Binary(_, a, b) if dtype_of(a) != dtype_of(b) => {
-                    return bad("binary operands differ in dtype");
-                }
-                _ => {}
-            }
-        }
-        let in_body = |v: &V| (v.0 as usize) < ph.body.len();
-        if let PhaseKind::Reduce { op, value, .. } = &ph.kind {
-            if !in_body(value) || !op.accepts(ph.body[value.0 as usize].1) {
-                return Err(format!(
-                    "phase {p}: a reduction of a missing value or dtype"
-                ));
-            }
-        }
-        for st in ph.kind.stores() {
-            let ok = in_body(&st.offset)
-                && in_body(&st.value)
-                && st.mask.is_none_or(|m| in_body(&m))
-                && k.bufs.get(st.buf).is_some_and(|b| {
-                    b.output
-                        && b.dtype == ph.body[st.value.0 as usize].1
-                        && st.combine.is_none_or(|op| op.accepts(b.dtype))
-                });
-            if !ok {
-                return Err(format!("phase {p}: a malformed store to b{}", st.buf));
-            }
-        }
+    if !k.bufs.iter().all(|b| b.dims.iter().all(size_ok)) {
+        return Err("a buffer extent names a missing size parameter".into());
     }
     Ok(())
 }
@@ -897,11 +843,8 @@ impl Renderer<'_> {
             match shift {
                 Some((mask, _)) => {
                     // The containing 32-bit word (buffers are padded to 8 bytes), little-endian.
-                    let _ = writeln!(
-                        s,
-                        "    {ap}{word}* w = ({ap}{word}*)((size_t)p & ~(size_t)3);"
-                    );
-                    let _ = writeln!(s, "    const u32 sh = (u32)(((size_t)p & {mask}) * 8);");
+                    let _ = writeln!(s, "    {ap}{word}* w = ({ap}{word}*)((uptr)p & ~(uptr)3);");
+                    let _ = writeln!(s, "    const u32 sh = (u32)(((uptr)p & {mask}) * 8);");
                 }
                 None => {
                     let _ = writeln!(s, "    {ap}{word}* w = ({ap}{word}*)p;");
