@@ -16,13 +16,21 @@
 #      warm load of the cached PTX and the launch's time and GB/s (minimum of 10); the
 #      device-to-device copy bandwidth (W1's share of it: divide W1's GB/s by it); a 4096^3 f32
 #      matmul through Backend::contraction against a direct cuBLAS SGEMM on the same buffers.
-# Not covered (not wired yet): the executor on CUDA (METAJIT_DEVICE=cuda), W4-W6, training.
+# "run-root" (a second call, when time is left): the metajit crate on CUDA -- tests/devices.rs
+# and tests/fuzz.rs (which run on every device that opens) with METAJIT_DEVICE=cuda, and the
+# W1-W7 workloads bench (benches/workloads.rs) with METAJIT_DEVICE=cuda. Meaningful only once
+# src/exec.rs opens CUDA devices through gpu::cuda::Cuda (until then they report CUDA as
+# "not built yet" and skip it).
+# With $OUT set (the device tool), the output is also written to $OUT/gpu_check.log (and the
+# bench's JSON to $OUT/workloads.json).
 # Goals (issue 11): W1 >= 85% of copy bandwidth, cold compile <= 50 ms, warm load <= 1 ms.
 #
 # Usage:
 #   here:    scripts/gpu_check.sh build   # builds, strips and copies the binaries to gpu-bin/
-#                                         # (listed in .git/info/exclude, so never committed)
+#                                         # (listed in .git/info/exclude, so never committed;
+#                                         # about 40 MB, with the tree under the 64 MiB carry)
 #   device:  run(command="scripts/gpu_check.sh run", carry=["gpu-bin"], timeout_s=540)
+#            run(command="scripts/gpu_check.sh run-root", carry=["gpu-bin"], timeout_s=540)
 #   here, no GPU: scripts/gpu_check.sh run   # every CUDA test prints "skipped: ..." and passes
 #   here, no GPU: scripts/gpu_check.sh syntax
 #            # renders every kernel of the suite in the CUDA dialect (tests/cuda.rs's ignored
@@ -65,16 +73,26 @@ build)
         executable metajit_codegen lib)
     bench=$(cargo build --release -p metajit-codegen --example cuda_bench --message-format=json |
         executable cuda_bench example)
-    for pair in "$tests:cuda_tests" "$unit:codegen_unit" "$bench:cuda_bench"; do
+    devices=$(cargo test --release --test devices --no-run --message-format=json |
+        executable devices test)
+    fuzz=$(cargo test --release --test fuzz --no-run --message-format=json | executable fuzz test)
+    workloads=$(cargo bench --bench workloads --no-run --message-format=json |
+        executable workloads bench)
+    for pair in "$tests:cuda_tests" "$unit:codegen_unit" "$bench:cuda_bench" \
+        "$devices:devices" "$fuzz:fuzz" "$workloads:workloads"; do
         src=${pair%%:*}
         [ -n "$src" ] || { echo "a binary was not built" >&2; exit 1; }
-        strip --strip-debug -o "$BIN/${pair##*:}" "$src"
+        strip -o "$BIN/${pair##*:}" "$src"
     done
     du -sh "$BIN"/*
     echo "carry [\"$BIN\"] and run: scripts/gpu_check.sh run"
     ;;
-run)
+run | run-root)
     [ -x "$BIN/cuda_tests" ] || { echo "no $BIN/: run 'scripts/gpu_check.sh build' first" >&2; exit 1; }
+    if [ -n "${OUT:-}" ] && [ -z "${GPU_CHECK_TEED:-}" ]; then
+        GPU_CHECK_TEED=1 "$0" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+        exit "${PIPESTATUS[0]}"
+    fi
     echo "== machine"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null ||
         echo "(no nvidia-smi)"
@@ -91,6 +109,18 @@ run)
         fi
     done
     status=0
+    if [ "$1" = run-root ]; then
+        export METAJIT_DEVICE=cuda
+        echo "== tests/devices.rs, METAJIT_DEVICE=cuda"
+        timeout 150 "$BIN/devices" --nocapture --test-threads 1 || status=1
+        echo "== tests/fuzz.rs"
+        timeout 150 "$BIN/fuzz" --nocapture --test-threads 1 || status=1
+        echo "== benches/workloads.rs, METAJIT_DEVICE=cuda"
+        timeout 220 "$BIN/workloads" --bench || status=1
+        [ -n "${OUT:-}" ] && [ -f target/bench/workloads.json ] &&
+            cp target/bench/workloads.json "$OUT/"
+        exit $status
+    fi
     echo "== unit tests (gpu::cuda)"
     timeout 120 "$BIN/codegen_unit" gpu::cuda --nocapture || status=1
     echo "== backend suite (codegen/tests/cuda.rs)"
@@ -117,7 +147,7 @@ syntax)
     if [ "$failed" -eq 0 ]; then rm -rf "$dir"; else echo "sources in $dir"; exit 1; fi
     ;;
 *)
-    echo "usage: $0 build|run|syntax" >&2
+    echo "usage: $0 build|run|run-root|syntax" >&2
     exit 2
     ;;
 esac
