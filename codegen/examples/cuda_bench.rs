@@ -188,6 +188,8 @@ fn cuda_only(c: &Cuda, n: usize) {
     // Copy bandwidth: a device-to-device memcpy of W1's bytes (read n, write n floats).
     let src = c.alloc(DType::F32, n).expect("alloc");
     let dst = c.alloc(DType::F32, n).expect("alloc");
+    // The backend allocates on its own stream: wait for it before another stream uses them.
+    c.synchronize().expect("synchronize");
     let ctx = CudaContext::new(c.info().ordinal).expect("the primary context");
     let stream = ctx.default_stream();
     let sync = || stream.synchronize().expect("synchronize");
