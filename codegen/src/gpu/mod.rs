@@ -84,12 +84,13 @@
 //! - A full reduction (no outer loop) runs in one group; it is not split across groups.
 //! - The group-or-thread choice uses the sizes only (not which loop is contiguous in memory);
 //!   its thresholds are untuned.
-//! - The CUDA dialect has no runtime yet (NVRTC through cudarc comes later): its source is
-//!   checked by clang's CUDA front end against declarations of CUDA's device functions (see
-//!   `codegen/tests/gpu_render.rs`), never compiled by NVRTC nor run here; in particular its
-//!   warp-shuffle tail of the tree reduction, `atomicAdd`, and the `__launch_bounds__`
-//!   qualifier are unexecuted.
+//! - The CUDA runtime ([`cuda`]: NVRTC and cuBLAS through cudarc) has never run on a GPU: the
+//!   CUDA dialect's source is checked by clang's CUDA front end against declarations of CUDA's
+//!   device functions (see `codegen/tests/gpu_render.rs`), never compiled by NVRTC nor run
+//!   here; in particular its warp-shuffle tail of the tree reduction, `atomicAdd`, and the
+//!   `__launch_bounds__` qualifier are unexecuted.
 
+pub mod cuda;
 pub mod opencl;
 pub mod prelude;
 pub mod render;

@@ -1,0 +1,91 @@
+//! The CUDA backend through the shared backend suite (`suite/mod.rs`): where `Cuda::open(0)`
+//! fails (no driver, NVRTC, cuBLAS or device) every test prints `skipped: cuda (<why>)` and
+//! passes. The same suite runs on the CPU backend here too, so the test body itself is
+//! exercised on every machine.
+//!
+//! `METAJIT_FUZZ_SEEDS` / `METAJIT_FUZZ_FROM` choose the random graphs.
+
+#[macro_use]
+mod suite;
+
+use metajit_codegen::cpu::backend::Cpu;
+use metajit_codegen::gpu::cuda::{self, Cuda};
+
+backend_tests!(cuda_device, Cuda::open(0));
+backend_tests!(cpu_backend, Ok::<_, String>(Cpu::new(2)));
+
+/// CUBIN artifacts (machine code for the device's real architecture) compile, load back and
+/// compute what the PTX path computes; the per-op graphs run on them too.
+#[test]
+fn cubin_artifacts() {
+    let c = match Cuda::open(0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    c.set_cubin(true);
+    suite::artifacts(&c);
+    suite::every_op(&c);
+}
+
+/// Needs no GPU: on a machine without CUDA, opening is an error that says what is missing
+/// (not a panic); with CUDA, device 0 opens and reports an architecture.
+#[test]
+fn detection_is_an_error_not_a_panic() {
+    match (cuda::libraries_present(), Cuda::open(0)) {
+        (Err(why), Err(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&why), "{msg}");
+            println!("no CUDA here, as expected: {msg}");
+        }
+        (Ok(()), Ok(c)) => {
+            let info = c.info();
+            assert!(info.compute_capability.0 >= 3, "{info:?}");
+            println!("opened {info:?}");
+        }
+        (Ok(()), Err(e)) => println!("CUDA libraries found, but no usable device 0: {e}"),
+        (Err(why), Ok(c)) => panic!("opened {:?} although {why}", c.info()),
+    }
+    assert!(Cuda::open(usize::MAX).is_err());
+}
+
+/// Writes the CUDA C of every kernel the suite runs (the per-op graphs and the random graphs of
+/// `METAJIT_FUZZ_SEEDS`) into the folder `METAJIT_CUDA_DUMP`, one `.cu` file per distinct
+/// kernel: for checking that the renderer's CUDA dialect compiles (with NVRTC, or with clang's
+/// CUDA front end) on a machine without a GPU.
+#[test]
+#[ignore]
+fn dump_cuda_sources() {
+    use metajit_codegen::gpu::{Dialect, render};
+    use metajit_metaops::schedule::{Step, schedule};
+    use metajit_metaops::{r#gen, parse, passes};
+    let Ok(dir) = std::env::var("METAJIT_CUDA_DUMP") else {
+        println!("set METAJIT_CUDA_DUMP to a folder");
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut graphs: Vec<metajit_metaops::Graph> = suite::op_graphs()
+        .iter()
+        .map(|t| parse::parse(t).unwrap())
+        .collect();
+    for seed in suite::fuzz_seeds() {
+        let (g, _) = r#gen::random_graph(seed, &r#gen::GenConfig::default());
+        graphs.push(passes::simplify(&g, &passes::PassCx::default()));
+    }
+    std::fs::write(format!("{dir}/k0000.cu"), cuda::NAIVE_GEMM_SOURCE).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for g in &graphs {
+        for step in schedule(g).steps {
+            if let Step::Kernel { kernel, .. } = step
+                && seen.insert(kernel.text())
+            {
+                let r = render::render(&kernel, Dialect::Cuda).unwrap();
+                let path = format!("{dir}/k{:04}.cu", seen.len());
+                std::fs::write(&path, format!("/*\n{}*/\n{}", kernel.text(), r.source)).unwrap();
+            }
+        }
+    }
+    println!("{} kernels written to {dir}", seen.len());
+}
