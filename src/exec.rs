@@ -331,19 +331,39 @@ impl<B: Backend> DeviceEngine for Engine<B> {
 /// plans live as long as the process).
 static DEVICE_ENGINES: Mutex<Vec<(Device, &'static dyn DeviceEngine)>> = Mutex::new(Vec::new());
 
-/// Opens the backend of `device` (CUDA or OpenCL) as an engine.
+/// Opens the backend of `device` (CUDA or OpenCL) as an engine, with the current debug level
+/// (4 prints each kernel's source when compiled, 5 also the PTX or build log).
 fn open_device(device: Device) -> Result<&'static dyn DeviceEngine> {
-    let reason = match device {
-        Device::Cuda(_) => "the CUDA backend is not built yet",
-        Device::OpenCl(_) => "the OpenCL backend is not built yet",
+    use metajit_codegen::gpu::{cuda::Cuda, opencl::OpenCl};
+    let debug = config::try_debug()?;
+    let failed = |e: metajit_codegen::BackendError| Error::Device {
+        device: device.to_string(),
+        reason: e.to_string(),
+    };
+    let engine: Box<dyn DeviceEngine> = match device {
+        Device::OpenCl(n) => {
+            let b = OpenCl::open(n).map_err(failed)?;
+            b.set_debug(debug);
+            Box::new(Engine::new(b))
+        }
+        Device::Cuda(n) => {
+            let b = Cuda::open(n).map_err(failed)?;
+            b.set_debug(debug);
+            Box::new(Engine::new(b))
+        }
         Device::Cpu | Device::Auto | Device::Reference => {
-            "metajit bug: the CPU has no device engine"
+            return Err(Error::Device {
+                device: device.to_string(),
+                reason: "metajit bug: the CPU has no device engine".into(),
+            });
         }
     };
-    Err(Error::Device {
-        device: device.to_string(),
-        reason: reason.into(),
-    })
+    if debug >= 1 {
+        at_exit_print_cache_stats();
+    }
+    // Engines live as long as the process (their kernels and plans are reused by every later
+    // graph on the device); one per device ever opened.
+    Ok(Box::leak(engine))
 }
 
 /// The engine of `device` (CUDA or OpenCL), opened on first use. A device that fails to open
@@ -1364,7 +1384,8 @@ pub fn run_graph_with(
     Ok(out.iter().map(|b| b.to_host()).collect())
 }
 
-/// Registers the `METAJIT_DEBUG>=1` line of cache statistics printed when the process exits.
+/// Registers (once) the `METAJIT_DEBUG>=1` line of cache statistics printed when the process
+/// exits.
 fn at_exit_print_cache_stats() {
     unsafe extern "C" {
         /// C's `atexit` (every platform Rust's std supports links the C runtime).
@@ -1374,12 +1395,13 @@ fn at_exit_print_cache_stats() {
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "{}", cache_stats());
     }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
     // SAFETY: `atexit` only records the function pointer; `print` is an `extern "C"` fn that
     // lives as long as the program, cannot panic (write errors are ignored) and reads statics
     // that are never destroyed.
-    unsafe {
+    REGISTERED.call_once(|| unsafe {
         atexit(print);
-    }
+    });
 }
 
 #[cfg(test)]

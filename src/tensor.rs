@@ -400,7 +400,7 @@ impl Tensor {
     }
 
     /// A tensor holding `data` with `shape`, on `device` (a placement: not `Auto`).
-    fn from_host_on(data: HostData, shape: Shape, device: Device) -> Tensor {
+    pub(crate) fn from_host_on(data: HostData, shape: Shape, device: Device) -> Tensor {
         debug_assert_eq!(data.len(), shape.numel());
         let buf = Arc::new(Buffer::from_host(&data));
         Tensor::from_node(Inner::new(

@@ -141,7 +141,6 @@ impl Core {
         no_grad(|| {
             for (i, p) in self.params.iter().enumerate() {
                 let Some(g) = p.grad() else { continue };
-                let dt = p.dtype();
                 self.steps[i] += 1;
                 let t = self.steps[i];
                 let mut g = if maximize { g.neg() } else { g };
@@ -150,7 +149,7 @@ impl Core {
                 if weight_decay != 0.0 {
                     if self.decoupled {
                         let decay = 1.0 - lr * weight_decay;
-                        base = p.mul(&scalars.get(("adamw decay", 0), decay, dt));
+                        base = p.mul(&scalars.get(("adamw decay", 0), decay, p));
                     } else {
                         g = g.add(&p.mul(weight_decay));
                     }
@@ -176,8 +175,8 @@ impl Core {
                 };
                 let bias_correction1 = 1.0 - beta1.powf(t as f64);
                 let bias_correction2 = 1.0 - beta2.powf(t as f64);
-                let step_size = scalars.get(("adam step size", t), lr / bias_correction1, dt);
-                let bc2_sqrt = scalars.get(("adam bc2 sqrt", t), bias_correction2.sqrt(), dt);
+                let step_size = scalars.get(("adam step size", t), lr / bias_correction1, p);
+                let bc2_sqrt = scalars.get(("adam bc2 sqrt", t), bias_correction2.sqrt(), p);
                 let denom = v_hat.sqrt().div(&bc2_sqrt).add(eps);
                 p.assign(&base.sub(&m.div(&denom).mul(&step_size)));
             }

@@ -145,10 +145,14 @@ pub(crate) fn collect_params(op: &str, params: impl IntoIterator<Item = Tensor>)
     out
 }
 
-/// Realized zeros shaped like `p` (state starts computed, so the first step's graph has the
-/// structure of every later one).
+/// Realized zeros shaped like `p`, on its device (state starts computed, so the first step's
+/// graph has the structure of every later one).
 pub(crate) fn zeros_like_realized(p: &Tensor) -> Tensor {
-    Tensor::from_host(HostData::zeros(p.dtype(), p.numel()), p.shape().clone())
+    Tensor::from_host_on(
+        HostData::zeros(p.dtype(), p.numel()),
+        p.shape().clone(),
+        p.device(),
+    )
 }
 
 /// Rank-0 input buffers for the values that change between steps, shared within a step by
@@ -156,18 +160,20 @@ pub(crate) fn zeros_like_realized(p: &Tensor) -> Tensor {
 /// values happen to coincide stay two inputs, so the graph's structure does not depend on
 /// the values.
 #[derive(Default)]
-pub(crate) struct Scalars(HashMap<(&'static str, u64, DType), Tensor>);
+pub(crate) struct Scalars(HashMap<(&'static str, u64, DType, crate::Device), Tensor>);
 
 impl Scalars {
-    /// The value `v` of `role` as a computed rank-0 tensor of `dtype` (the first value given
-    /// for a role within a step is kept).
-    pub(crate) fn get(&mut self, role: (&'static str, u64), v: f64, dtype: DType) -> Tensor {
+    /// The value `v` of `role` as a computed rank-0 tensor of the dtype and on the device of
+    /// the parameter `like` (the first value given for a role within a step is kept).
+    pub(crate) fn get(&mut self, role: (&'static str, u64), v: f64, like: &Tensor) -> Tensor {
+        let (dtype, device) = (like.dtype(), like.device());
         self.0
-            .entry((role.0, role.1, dtype))
+            .entry((role.0, role.1, dtype, device))
             .or_insert_with(|| {
-                Tensor::from_host(
+                Tensor::from_host_on(
                     HostData::filled(Scalar::from_f64(v, dtype), 1),
                     Shape::scalar(),
+                    device,
                 )
             })
             .clone()

@@ -114,7 +114,6 @@ impl Optimizer for Sgd {
         no_grad(|| {
             for (i, p) in self.params.iter().enumerate() {
                 let Some(g) = p.grad() else { continue };
-                let dt = p.dtype();
                 let mut g = if c.maximize { g.neg() } else { g };
                 if c.weight_decay != 0.0 {
                     g = g.add(&p.mul(c.weight_decay));
@@ -125,7 +124,7 @@ impl Optimizer for Sgd {
                     // g exactly, as PyTorch's `clone(g)`.
                     let first = !self.started[i];
                     let keep = if first { 1.0 } else { 1.0 - c.dampening };
-                    let keep = scalars.get(("sgd keep", first as u64), keep, dt);
+                    let keep = scalars.get(("sgd keep", first as u64), keep, p);
                     b.assign(&b.mul(c.momentum).add(&g.mul(&keep)));
                     g = if c.nesterov {
                         g.add(&b.mul(c.momentum))
@@ -133,7 +132,7 @@ impl Optimizer for Sgd {
                         b.clone()
                     };
                 }
-                let lr = scalars.get(("lr", 0), c.lr, dt);
+                let lr = scalars.get(("lr", 0), c.lr, p);
                 p.assign(&p.sub(&g.mul(&lr)));
                 self.started[i] = true;
             }
