@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | reference interpreter | [`mod@reference`] | whole graphs on the meta-op interpreter: the oracle, `METAJIT_DEVICE=reference` |
 //! | Cranelift CPU | [`cpu`] | native code for every kernel; GEMM for contractions |
+//! | OpenCL | [`gpu::opencl`] | the OpenCL dialect of the GPU renderer, built by the device's OpenCL compiler (pocl in CI); a generated tiled GEMM for contractions |
 //! | CUDA (NVRTC, cuBLAS) | [`gpu::cuda`] | the CUDA dialect compiled by NVRTC, launched on one stream; cuBLAS for contractions; not yet run on a GPU |
 #![deny(missing_docs)]
 
