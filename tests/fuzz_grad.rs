@@ -63,6 +63,12 @@ fn gradient_graph(g: &Graph, data: &[HostData]) -> Option<(Graph, Vec<HostData>)
 }
 
 fn check(seed: u64) -> Result<bool, String> {
+    check_in(seed, &[GraphMode::Compiled, GraphMode::Eager])
+}
+
+/// Whether seed `seed` had a gradient; an error when one of `modes` disagrees with the
+/// reference on it.
+fn check_in(seed: u64, modes: &[GraphMode]) -> Result<bool, String> {
     let cfg = GenConfig {
         special_inputs: false,
         max_nodes: 20,
@@ -75,7 +81,7 @@ fn check(seed: u64) -> Result<bool, String> {
     };
     let run = |m| run_graph_with(&gg, &gdata, m).map_err(|e| format!("{m:?}: {e}"));
     let want = run(GraphMode::Reference)?;
-    for mode in [GraphMode::Compiled, GraphMode::Eager] {
+    for &mode in modes {
         let got = run(mode)?;
         if got.len() != want.len() {
             return Err(format!("seed {seed}: {mode:?} gave {} outputs", got.len()));
@@ -106,6 +112,26 @@ fn random_graph_gradients_compiled_eager_and_reference_agree() {
         differentiated >= 150,
         "only {differentiated} of 600 graphs had a gradient"
     );
+}
+
+/// The gradient graphs of the first random graphs compiled on each device besides the CPU
+/// (OpenCL, CUDA) against the reference; `METAJIT_FUZZ_GPU_SEEDS` sets how many seeds.
+#[test]
+fn random_graph_gradients_on_each_gpu_device_agree_with_the_reference() {
+    let n: u64 = std::env::var("METAJIT_FUZZ_GPU_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(80);
+    for device in common::gpu_devices() {
+        let mut differentiated = 0;
+        for seed in 0..n {
+            match check_in(seed, &[GraphMode::Device(device)]) {
+                Ok(d) => differentiated += d as usize,
+                Err(e) => panic!("{device}: {e}"),
+            }
+        }
+        eprintln!("{device}: {differentiated} of {n} random graphs had a gradient; all agreed");
+    }
 }
 
 #[test]
