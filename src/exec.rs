@@ -592,61 +592,10 @@ fn graph_hash(g: &Graph) -> u64 {
 
 /// Simplifies and runs a graph on `device`, copying inputs that are elsewhere to it.
 fn run_graph(g: &Graph, inputs: &[Storage], device: Device) -> Result<Vec<Storage>> {
-    match device.placement() {
-        Device::Cpu => {
-            let bufs = inputs
-                .iter()
-                .map(|s| match to_device(s, Device::Cpu)? {
-                    Storage::Host { buf, .. } => Ok(buf),
-                    Storage::Device { .. } => unreachable!("to_device(Cpu) gives host memory"),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(run_graph_on_host(g, &bufs)?
-                .into_iter()
-                .map(Storage::cpu)
-                .collect())
-        }
-        d => {
-            let debug = config::try_debug()?;
-            let engine = device_engine(d)?;
-            let bufs = inputs
-                .iter()
-                .map(|s| match s {
-                    Storage::Device { buf, device } if *device == d => Ok(buf.clone()),
-                    _ => Err(Error::Device {
-                        device: d.to_string(),
-                        reason: "metajit bug: an input was not copied to the device".into(),
-                    }),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let trace = |t: &PassTrace<'_>| {
-                eprintln!(
-                    "metajit: pass {} (round {}): {}",
-                    t.pass,
-                    t.round,
-                    if t.changed { "changed" } else { "no change" }
-                )
-            };
-            let cx = PassCx {
-                verify: cfg!(debug_assertions),
-                trace: if debug >= 4 { Some(&trace) } else { None },
-            };
-            Ok(engine
-                .run(g, &bufs, debug, &cx)?
-                .into_iter()
-                .map(|buf| Storage::Device { buf, device: d })
-                .collect())
-        }
-    }
-}
-
-/// Simplifies and runs a graph of CPU tensors, on the CPU backend or (`METAJIT_DEVICE=reference`)
-/// the reference interpreter.
-fn run_graph_on_host(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffer>>> {
     let debug = config::try_debug()?;
     if debug >= 3 {
         eprintln!(
-            "metajit: realizing graph of {} node(s):\n{g}",
+            "metajit: realizing graph of {} node(s) on {device}:\n{g}",
             g.nodes.len()
         );
     }
@@ -668,15 +617,58 @@ fn run_graph_on_host(g: &Graph, buffers: &[Arc<Buffer>]) -> Result<Vec<Arc<Buffe
         verify: cfg!(debug_assertions),
         trace: if debug >= 4 { Some(&trace) } else { None },
     };
+    match device.placement() {
+        Device::Cpu => {
+            let bufs = inputs
+                .iter()
+                .map(|s| match to_device(s, Device::Cpu)? {
+                    Storage::Host { buf, .. } => Ok(buf),
+                    Storage::Device { .. } => unreachable!("to_device(Cpu) gives host memory"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(run_graph_on_host(g, &bufs, debug, &cx)?
+                .into_iter()
+                .map(Storage::cpu)
+                .collect())
+        }
+        d => {
+            let engine = device_engine(d)?;
+            let bufs = inputs
+                .iter()
+                .map(|s| match s {
+                    Storage::Device { buf, device } if *device == d => Ok(buf.clone()),
+                    _ => Err(Error::Device {
+                        device: d.to_string(),
+                        reason: "metajit bug: an input was not copied to the device".into(),
+                    }),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(engine
+                .run(g, &bufs, debug, &cx)?
+                .into_iter()
+                .map(|buf| Storage::Device { buf, device: d })
+                .collect())
+        }
+    }
+}
+
+/// Simplifies and runs a graph of CPU tensors, on the CPU backend or (`METAJIT_DEVICE=reference`)
+/// the reference interpreter.
+fn run_graph_on_host(
+    g: &Graph,
+    buffers: &[Arc<Buffer>],
+    debug: u8,
+    cx: &PassCx<'_>,
+) -> Result<Vec<Arc<Buffer>>> {
     let device = config::try_device()?;
     if debug < 3 && device != Device::Reference {
-        return cpu_engine()?.run_remembered(g, buffers, debug, &cx);
+        return cpu_engine()?.run_remembered(g, buffers, debug, cx);
     }
     // The reference device and the debug levels that print graphs simplify every time: only
     // the CPU engine's path above remembers graphs it has simplified.
     let simplified;
     let g = if worth_simplifying(g) {
-        simplified = passes::simplify(g, &cx);
+        simplified = passes::simplify(g, cx);
         &simplified
     } else {
         g
