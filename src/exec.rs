@@ -268,7 +268,8 @@ pub(crate) trait DeviceEngine: Send + Sync {
         &self,
         buf: &(dyn std::any::Any + Send + Sync),
     ) -> Result<metajit_metaops::HostData>;
-    /// Simplifies, plans and runs `g` over input buffers of this engine.
+    /// Simplifies, plans and runs `g` over input buffers of this engine, and waits until the
+    /// device has finished.
     fn run(
         &self,
         g: &Graph,
@@ -319,6 +320,10 @@ impl<B: Backend> DeviceEngine for Engine<B> {
             })
             .collect::<Result<Vec<_>>>()?;
         let out = self.run_remembered(g, &bufs, debug, cx)?;
+        // A realize returns when the device has finished it: launches are asynchronous, and
+        // without this a loop of realizes would enqueue work (and the buffers it holds)
+        // faster than the device runs it; a failure of an asynchronous launch is reported here.
+        self.backend.synchronize()?;
         Ok(out.into_iter().map(|b| b as AnyBuffer).collect())
     }
 
