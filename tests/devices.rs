@@ -78,6 +78,19 @@ fn tensors_live_on_one_device_and_move_with_to() {
             let back = (&y * 2.0).to(Device::Cpu).unwrap();
             assert_eq!(back.device(), Device::Cpu);
             assert_eq!(back.to_vec::<f32>().unwrap(), vec![2.0, -4.0, 6.0]);
+            // A checkpoint loaded into a device tensor while the default device is the CPU.
+            set_device(Device::Cpu);
+            let path = std::env::temp_dir().join(format!(
+                "metajit-devices-load-{}.safetensors",
+                std::process::id()
+            ));
+            metajit::io::save_safetensors(&path, &[("y", &y)]).unwrap();
+            let z = Tensor::zeros([3]).to(Device::OpenCl(0)).unwrap();
+            metajit::io::load_into(&[("y", &z)], &path).unwrap();
+            std::fs::remove_file(&path).ok();
+            assert_eq!(z.device(), Device::OpenCl(0));
+            assert_eq!(z.to_vec::<f32>().unwrap(), vec![1.0, -2.0, 3.0]);
+            set_device(Device::OpenCl(0));
         }
         Err(e) => assert!(e.to_string().contains("opencl:0"), "{e}"),
     }
@@ -199,6 +212,18 @@ fn workload() -> Vec<(&'static str, Vec<f64>)> {
         out.push(("moved module", v(&m.parameters()[0])));
     }
     out.push(("trained weights", v(&lin)));
+    // A checkpoint written from this device and read back into a tensor on it.
+    let path = std::env::temp_dir().join(format!(
+        "metajit-devices-{}-{}.safetensors",
+        std::process::id(),
+        lin.device()
+    ));
+    metajit::io::save_safetensors(&path, &[("lin", &lin)]).unwrap();
+    let restored = Tensor::zeros([4 * 4 * 4, 3]).requires_grad_(true);
+    metajit::io::load_into(&[("lin", &restored)], &path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(restored.device(), lin.device());
+    assert_eq!(v(&restored), v(&lin));
     out
 }
 

@@ -156,8 +156,13 @@ pub fn load_into(targets: &[(&str, &Tensor)], path: impl AsRef<Path>) -> Result<
             problems,
         });
     }
-    for (name, t) in targets {
-        t.assign(&loaded[*name]);
+    // Each value goes to its tensor's device first (all of them before any is assigned).
+    let values = targets
+        .iter()
+        .map(|(name, t)| loaded[*name].to(t.device()))
+        .collect::<Result<Vec<_>>>()?;
+    for ((_, t), v) in targets.iter().zip(&values) {
+        t.assign(v);
     }
     Ok(())
 }
