@@ -337,6 +337,26 @@ struct Case {
     what: String,
 }
 
+impl Case {
+    /// A case of `kernel` over `sizes` with buffers from [`bufs_for`].
+    fn new(
+        kernel: &Kernel,
+        sizes: Vec<i64>,
+        seed: u64,
+        init: Option<Scalar>,
+        tol: Tol,
+        what: impl Into<String>,
+    ) -> Case {
+        Case {
+            bufs: bufs_for(kernel, &sizes, seed, init),
+            kernel: kernel.clone(),
+            sizes,
+            tol,
+            what: what.into(),
+        }
+    }
+}
+
 /// Uploads, launches entry `entry`, downloads every output.
 fn run_on_device<D: Device>(
     dev: &D,
@@ -492,6 +512,7 @@ fn sum_data(op: ReduceOp, d: DType, n: usize, case: usize) -> HostData {
 // ---------------------------------------------------------------------------------------------
 // Hand-built kernels.
 
+/// Every unary and binary op on every dtype that has it, over lengths 1, 3, 50 and 783.
 pub fn elementwise_ops_of_every_dtype<D: Device>(dev: &D) {
     let mut cases = Vec::new();
     for d in DType::ALL {
@@ -543,19 +564,22 @@ pub fn elementwise_ops_of_every_dtype<D: Device>(dev: &D) {
             };
             for (j, &n) in LENGTHS.iter().enumerate() {
                 let sizes = vec![n];
-                cases.push(Case {
-                    bufs: bufs_for(&k, &sizes, 100 + j as u64, None),
-                    kernel: k.clone(),
-                    sizes,
+                cases.push(Case::new(
+                    &k,
+                    sizes.clone(),
+                    100 + j as u64,
+                    None,
                     tol,
-                    what: format!("{} {d}", op.name()),
-                });
+                    format!("{} {d}", op.name()),
+                ));
             }
         }
     }
     check_cases(dev, &cases);
 }
 
+/// Casts between every pair of dtypes, a runtime parameter of every dtype, and a 2-D
+/// element-wise kernel with an outer loop.
 pub fn casts_between_every_dtype_and_params<D: Device>(dev: &D) {
     let mut cases = Vec::new();
     for from in DType::ALL {
@@ -565,45 +589,50 @@ pub fn casts_between_every_dtype_and_params<D: Device>(dev: &D) {
             }
             let k = crate::gpu_common::cast(from, to);
             let sizes = vec![783];
-            cases.push(Case {
-                bufs: bufs_for(&k, &sizes, 7, None),
-                kernel: k,
-                sizes,
-                tol: Tol::Exact,
-                what: format!("cast {from} -> {to}"),
-            });
+            cases.push(Case::new(
+                &k,
+                sizes.clone(),
+                7,
+                None,
+                Tol::Exact,
+                format!("cast {from} -> {to}"),
+            ));
         }
         // A runtime parameter of every dtype (its bits in the i64 slot).
         let k = crate::gpu_common::add_param(from);
         for (j, v) in [1.25f64, -3.0, 1e30, f64::NAN].into_iter().enumerate() {
             let p = Scalar::F64(v).cast(from);
             let sizes = vec![50, kernel::param_bits(p)];
-            cases.push(Case {
-                bufs: bufs_for(&k, &sizes, 9 + j as u64, None),
-                kernel: k.clone(),
-                sizes,
-                tol: Tol::Exact,
-                what: format!("param {from} {p}"),
-            });
+            cases.push(Case::new(
+                &k,
+                sizes.clone(),
+                9 + j as u64,
+                None,
+                Tol::Exact,
+                format!("param {from} {p}"),
+            ));
         }
     }
     // 2-D element-wise with an outer loop, an f32 parameter.
     let k = crate::gpu_common::elementwise_2d();
     for (a, b) in [(1, 1), (3, 50), (50, 3), (783, 7)] {
         let sizes = vec![a, b, kernel::param_bits(Scalar::F32(0.75))];
-        cases.push(Case {
-            bufs: bufs_for(&k, &sizes, 3, None),
-            kernel: k.clone(),
-            sizes,
-            tol: Tol::Exact,
-            what: "elementwise 2-D".into(),
-        });
+        cases.push(Case::new(
+            &k,
+            sizes.clone(),
+            3,
+            None,
+            Tol::Exact,
+            "elementwise 2-D",
+        ));
     }
     check_cases(dev, &cases);
 }
 
 const SHAPES: [(i64, i64); 6] = [(1, 1), (3, 50), (50, 3), (1, 783), (783, 1), (20, 300)];
 
+/// Every reduce op on every dtype that has it, over rows, columns and everything, on shapes
+/// that take each mapping.
 pub fn reductions_over_rows_columns_and_all<D: Device>(dev: &D) {
     let mut cases = Vec::new();
     for op in ReduceOp::ALL {
@@ -638,6 +667,9 @@ pub fn reductions_over_rows_columns_and_all<D: Device>(dev: &D) {
     check_cases(dev, &cases);
 }
 
+/// Scatters with collisions (every combine op and dtype), multi-phase kernels (softmax, a
+/// phase reading an earlier one's stores, a Reduce phase that also scatters), the
+/// single-thread fallback and Philox samples.
 pub fn scatters_multi_phase_and_fallbacks<D: Device>(dev: &D) {
     let mut cases = Vec::new();
     for op in ReduceOp::ALL {
@@ -675,21 +707,16 @@ pub fn scatters_multi_phase_and_fallbacks<D: Device>(dev: &D) {
     for (a, b) in SHAPES {
         let k = crate::gpu_common::softmax();
         let sizes = vec![a, b];
-        cases.push(Case {
-            bufs: bufs_for(&k, &sizes, 5, None),
-            kernel: k,
-            sizes: sizes.clone(),
-            tol: Tol::Rel,
-            what: "softmax".into(),
-        });
+        cases.push(Case::new(&k, sizes.clone(), 5, None, Tol::Rel, "softmax"));
         let k = crate::gpu_common::store_then_reduce();
-        cases.push(Case {
-            bufs: bufs_for(&k, &sizes, 6, None),
-            kernel: k,
-            sizes: sizes.clone(),
-            tol: Tol::Rel,
-            what: "store then reduce".into(),
-        });
+        cases.push(Case::new(
+            &k,
+            sizes.clone(),
+            6,
+            None,
+            Tol::Rel,
+            "store then reduce",
+        ));
         let k = crate::gpu_common::row_scatter_and_max();
         let sizes = vec![a, b, 5];
         let mut bufs = bufs_for(&k, &sizes, 8, Some(Scalar::F32(0.0)));
@@ -706,13 +733,14 @@ pub fn scatters_multi_phase_and_fallbacks<D: Device>(dev: &D) {
     for n in LENGTHS {
         let k = crate::gpu_common::last_write_wins();
         let sizes = vec![n];
-        cases.push(Case {
-            bufs: bufs_for(&k, &sizes, 11, None),
-            kernel: k,
-            sizes,
-            tol: Tol::Exact,
-            what: "last write wins".into(),
-        });
+        cases.push(Case::new(
+            &k,
+            sizes.clone(),
+            11,
+            None,
+            Tol::Exact,
+            "last write wins",
+        ));
         for d in [DType::F32, DType::F64, DType::F16] {
             for dist in [Distribution::Uniform, Distribution::Normal] {
                 let k = crate::gpu_common::random(d, dist);
@@ -734,6 +762,8 @@ pub fn scatters_multi_phase_and_fallbacks<D: Device>(dev: &D) {
     check_cases(dev, &cases);
 }
 
+/// Every f16 and bf16 bit pattern to f32, and f32 values around every f16/bf16 rounding
+/// boundary back, bit for bit.
 pub fn half_precision_conversions_are_exact<D: Device>(dev: &D) {
     // Every f16 and bf16 bit pattern through the device's f32 conversion and back, and f32
     // values around every rounding boundary to f16/bf16.
