@@ -984,6 +984,19 @@ pub fn buffers<B: Backend>(b: &B) {
             }
         }
     }
+    // A fill value of another dtype is cast to the buffer's, on every backend alike (the
+    // OpenCL backend refused one while the CPU and CUDA backends cast it).
+    for (d, v) in [
+        (DType::F32, Scalar::F64(1.5)),
+        (DType::I32, Scalar::F64(-2.75)),
+        (DType::F16, Scalar::I64(3)),
+        (DType::Bool, Scalar::F32(0.5)),
+    ] {
+        let mut buf = b.alloc(d, 5).unwrap();
+        b.fill(&mut buf, v)
+            .unwrap_or_else(|e| panic!("fill {d} with {v:?}: {e}"));
+        assert_eq!(b.download(&buf).unwrap(), HostData::filled(v.cast(d), 5));
+    }
     // Dropped buffers are reused; their old contents never leak into a download of new data.
     for round in 0..3u64 {
         let h = smooth_data(DType::F32, 4096, round);
