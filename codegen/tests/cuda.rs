@@ -1,18 +1,12 @@
-//! The CUDA backend through the shared backend suite (`suite/mod.rs`): where `Cuda::open(0)`
-//! fails (no driver, NVRTC, cuBLAS or device) every test prints `skipped: cuda (<why>)` and
-//! passes. The same suite runs on the CPU backend here too, so the test body itself is
-//! exercised on every machine.
-//!
-//! `METAJIT_FUZZ_SEEDS` / `METAJIT_FUZZ_FROM` choose the random graphs.
+//! Tests of the CUDA backend alone; the test body every backend runs is `suite/mod.rs`, run
+//! on CUDA by `devices.rs`. Where `Cuda::open(0)` fails (no driver, NVRTC, cuBLAS or device)
+//! these print `skipped: <why>` and pass.
 
 #[macro_use]
 mod suite;
+mod gpu_common;
 
-use metajit_codegen::cpu::backend::Cpu;
 use metajit_codegen::gpu::cuda::{self, Cuda};
-
-backend_tests!(cuda_device, Cuda::open(0));
-backend_tests!(cpu_backend, Ok::<_, String>(Cpu::new(2)));
 
 /// CUBIN artifacts (machine code for the device's real architecture) compile, load back and
 /// compute what the PTX path computes; the per-op graphs run on them too.
@@ -27,7 +21,9 @@ fn cubin_artifacts() {
     };
     c.set_cubin(true);
     suite::artifacts(&c);
-    suite::every_op(&c);
+    suite::elementwise_ops_of_every_dtype(&c);
+    suite::reductions_over_rows_columns_and_all(&c);
+    suite::scheduled_graphs(&c);
 }
 
 /// Needs no GPU: on a machine without CUDA, opening is an error that says what is missing

@@ -315,7 +315,7 @@ fn sample_kernels() -> Vec<metajit_metaops::kernel::Kernel> {
         gpu_common::elementwise_2d(),
     ];
     for op in ReduceOp::ALL {
-        for d in gpu_common::DTYPES {
+        for d in DType::ALL {
             if op.accepts(d) {
                 ks.push(gpu_common::scatter(op, d));
                 ks.push(gpu_common::reduce(op, d, Axis::Columns));
@@ -407,4 +407,15 @@ fn rendered_source_compiles_with_clang() {
         "{} kernels in both dialects pass {clang} -fsyntax-only",
         ks.len()
     );
+}
+
+#[test]
+fn reductions_pick_both_mappings() {
+    // The launch picks the group mapping for long rows and the thread mapping for short ones.
+    let k = gpu_common::reduce(ReduceOp::Sum, DType::F32, Axis::Rows);
+    let r = render(&k, Dialect::OpenCl).expect("render");
+    let kind = |sizes: &[i64]| r.entries[r.launch(sizes).entry].kind;
+    assert_eq!(kind(&[10, 1000]), EntryKind::Group);
+    assert_eq!(kind(&[1000, 8]), EntryKind::Thread);
+    assert_eq!(kind(&[100_000, 500]), EntryKind::Thread);
 }

@@ -623,13 +623,8 @@ impl Backend for OpenCl {
     }
 
     fn fill(&self, buf: &mut ClBuffer, value: Scalar) -> Result<(), BackendError> {
-        if value.dtype() != buf.dtype {
-            return Err(device_error(
-                "fill",
-                format!("a {} value for a {} buffer", value.dtype(), buf.dtype),
-            ));
-        }
-        let pattern = scalar_bytes(value);
+        // Cast to the buffer's dtype, as the CPU and CUDA backends do.
+        let pattern = scalar_bytes(value.cast(buf.dtype));
         let size = padded_bytes(buf.dtype, buf.numel).unwrap_or(8);
         // The padded size is a multiple of 8 bytes, so of every pattern size.
         // SAFETY: fills `size` bytes, the whole allocation.

@@ -1,4 +1,4 @@
-//! Hand-built kernels shared by the GPU renderer and OpenCL tests.
+//! Hand-built kernels shared by the GPU renderer tests and the backend test body.
 #![allow(dead_code)]
 
 use metajit_metaops::kernel::{BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
@@ -448,14 +448,3 @@ pub fn add_param(d: DType) -> Kernel {
         parallel: true,
     }
 }
-
-pub const DTYPES: [DType; 8] = [
-    DType::Bool,
-    DType::U8,
-    DType::I32,
-    DType::I64,
-    DType::F16,
-    DType::BF16,
-    DType::F32,
-    DType::F64,
-];
