@@ -373,7 +373,7 @@ impl Tensor {
     /// unchanged.
     pub fn move_to(&self, device: Device) -> Result<()> {
         let target = device.placement();
-        if self.device() == target {
+        if self.device() == target && self.node().device.is_some() {
             return Ok(());
         }
         let moved = Tensor::from_host_on(self.host_data()?, self.shape().clone(), target);
@@ -564,7 +564,9 @@ impl Tensor {
     /// When computing this tensor fails, or the device cannot be opened.
     pub fn to(&self, device: Device) -> Result<Tensor> {
         let (source, target) = (self.device(), device.placement());
-        if source == target {
+        // A floating value (made from no data) is pinned to the target by a copy, so that a
+        // later change of the default device does not move it.
+        if source == target && self.node().device.is_some() {
             return Ok(self.clone());
         }
         let data = self.host_data()?;

@@ -39,6 +39,16 @@ fn tensors_live_on_one_device_and_move_with_to() {
     // from a CPU tensor is on the CPU.
     assert_eq!(Tensor::zeros([2]).device(), Device::Cpu);
     assert_eq!((&x + 1.0).device(), Device::Cpu);
+    // A floating value moved to the default device is pinned there: changing the default
+    // afterwards does not move it.
+    let pinned = Tensor::arange(0, 3, 1).to(Device::Cpu).unwrap();
+    let pinned_w = Tensor::zeros([2]).requires_grad_(true);
+    pinned_w.move_to(Device::Cpu).unwrap();
+    set_device(Device::OpenCl(0));
+    assert_eq!(pinned.device(), Device::Cpu);
+    assert_eq!(pinned_w.device(), Device::Cpu);
+    assert!(pinned_w.requires_grad());
+    set_device(Device::Cpu);
     // `to` the same device is the same tensor; Auto and Reference are the CPU.
     for d in [Device::Cpu, Device::Auto, Device::Reference] {
         let y = x.to(d).unwrap();
