@@ -130,7 +130,7 @@ pub trait Backend: Send + Sync {
     /// A host copy of a buffer's elements, after every earlier launch.
     fn download(&self, buf: &Self::Buffer) -> Result<HostData, BackendError>;
 
-    /// Sets every element of `buf` to `value` (of the buffer's dtype).
+    /// Sets every element of `buf` to `value`, converted to the buffer's dtype as a cast does.
     fn fill(&self, buf: &mut Self::Buffer, value: Scalar) -> Result<(), BackendError>;
 
     /// Waits until every call made so far has finished (and reports a failure of one that ran
