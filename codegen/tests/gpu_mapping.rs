@@ -428,7 +428,9 @@ fn split_full_reduction_golden() {
     assert!(code.contains("const i64 parts = (i64)get_num_groups(0);"));
     assert!(code.contains("for (i64 il = gid * 256 + lid; il < n; il += parts * 256) {"));
     // The partial of the group, in f64, in slot phase * parts + group.
-    assert!(code.contains("if (lid == 0) ((__global double*)(scratch + 0 * parts))[gid] = red0[0];"));
+    assert!(
+        code.contains("if (lid == 0) ((__global double*)(scratch + 0 * parts))[gid] = red0[0];")
+    );
     // The second launch combines the partials in a fixed order, rounded once.
     assert!(code.contains(
         "for (i64 q = lid; q < parts; q += 256) acc0 = (acc0 + ((__global double*)(scratch + 0 * parts))[q]);"
@@ -521,8 +523,19 @@ fn split_results_are_deterministic() {
         let a = run(dev, &c, &k, &inputs, &sizes, How::Auto);
         let b = run(dev, &c, &k, &inputs, &sizes, How::Auto);
         assert_eq!(a[1].get(0), b[1].get(0), "{d}: two runs differ");
-        let p = run(dev, &c, &k, &inputs, &sizes, How::Split(split_parts(n as i64)));
-        assert_eq!(a[1].get(0), p[1].get(0), "{d}: the same partials, the same sum");
+        let p = run(
+            dev,
+            &c,
+            &k,
+            &inputs,
+            &sizes,
+            How::Split(split_parts(n as i64)),
+        );
+        assert_eq!(
+            a[1].get(0),
+            p[1].get(0),
+            "{d}: the same partials, the same sum"
+        );
     }
 }
 

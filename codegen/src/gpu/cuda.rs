@@ -1046,9 +1046,10 @@ impl Backend for Cuda {
             let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr).collect();
             let sizes = &sizes[..compiled.n_sizes];
             for l in &plan.launches {
-                let func = compiled.functions.get(first + l.entry).ok_or_else(|| {
-                    device_error(format!("no split entry point {}", l.entry))
-                })?;
+                let func = compiled
+                    .functions
+                    .get(first + l.entry)
+                    .ok_or_else(|| device_error(format!("no split entry point {}", l.entry)))?;
                 let grid = u32::try_from(l.groups)
                     .map_err(|_| device_error(format!("{} blocks", l.groups)))?;
                 let mut args = self.stream.launch_builder(func);

@@ -410,7 +410,10 @@ impl OpenCl {
         let first = compiled.rendered.entries.len();
         for l in &plan.launches {
             let Some(k) = compiled.built.kernels.get(first + l.entry) else {
-                return Err(device_error("launch", format!("no split entry {}", l.entry)));
+                return Err(device_error(
+                    "launch",
+                    format!("no split entry {}", l.entry),
+                ));
             };
             // SAFETY: the arguments match the split entry point's parameters (a cl_mem per
             // buffer parameter, the scratch buffer of `plan.scratch_bytes` bytes or more, an

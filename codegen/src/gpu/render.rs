@@ -1321,12 +1321,7 @@ impl Renderer<'_> {
         for (j, ph) in self.k.phases.iter().enumerate().take(k) {
             if let Some((op, d)) = reduce(ph) {
                 let a = acc_dtype(op, d);
-                let _ = writeln!(
-                    out,
-                    "    {} acc{j} = {};",
-                    reg_ty(a),
-                    Self::identity(op, d)
-                );
+                let _ = writeln!(out, "    {} acc{j} = {};", reg_ty(a), Self::identity(op, d));
                 let c = self.combine(op, d, &format!("acc{j}"), &format!("{}[q]", part(j, a)))?;
                 let _ = writeln!(
                     out,
