@@ -753,3 +753,79 @@ fn split_sources_compile_with_clang() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The scheduler's own reduction kernels (not hand-built ones): a column sum is
+/// outer-contiguous and takes the thread entry at W3's 4096 x 4096, with or without keepdims;
+/// a row sum is not; a full sum has a split form.
+#[test]
+fn scheduler_reductions_get_the_intended_mapping() {
+    use metajit_metaops::schedule::{Step, schedule};
+    use metajit_metaops::{Graph, Node, Op, Shape};
+    let mut checked = 0;
+    for (axes, keepdims, want) in [
+        (vec![0], false, Some(true)),
+        (vec![0], true, Some(true)),
+        (vec![1], false, Some(false)),
+        (vec![1], true, Some(false)),
+        (vec![0, 1], false, None),
+    ] {
+        let mut g = Graph::new();
+        let x = g
+            .push(Node {
+                op: Op::Input { slot: 0 },
+                inputs: vec![],
+                dtype: DType::F32,
+                shape: Shape::new(vec![4096, 4096]),
+            })
+            .expect("input");
+        let shape = match (axes.as_slice(), keepdims) {
+            ([0], false) | ([1], false) => vec![4096],
+            ([0], true) => vec![1, 4096],
+            ([1], true) => vec![4096, 1],
+            _ => vec![],
+        };
+        let out = g
+            .push(Node {
+                op: Op::Reduce {
+                    op: ReduceOp::Sum,
+                    axes: axes.clone(),
+                    keepdims,
+                },
+                inputs: vec![x],
+                dtype: DType::F32,
+                shape: Shape::new(shape),
+            })
+            .expect("reduce");
+        g.outputs = vec![out];
+        for step in schedule(&g).steps {
+            let Step::Kernel { kernel, sizes, .. } = step else {
+                continue;
+            };
+            let sizes = metajit_metaops::schedule::size_values(&g, &sizes);
+            let r = render(&kernel, Dialect::OpenCl).expect("render");
+            let what = format!("axes {axes:?} keepdims {keepdims}:\n{}", kernel.text());
+            match want {
+                Some(cols) => {
+                    assert_eq!(r.outer_contiguous(), cols, "{what}");
+                    let kind = r.entries[r.launch(&sizes).entry].kind;
+                    let want_kind = if cols {
+                        EntryKind::Thread
+                    } else {
+                        EntryKind::Group
+                    };
+                    assert_eq!(kind, want_kind, "{what}");
+                }
+                None => {
+                    assert!(!r.split_entries.is_empty(), "{what}");
+                    assert_eq!(
+                        r.split_plan(&sizes, None).map(|p| p.parts),
+                        Some(MAX_SPLIT_PARTS),
+                        "{what}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+}

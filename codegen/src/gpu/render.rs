@@ -598,7 +598,8 @@ fn strides(ph: &Phase, lp: usize) -> Vec<Stride> {
 /// innermost (non-constant) inner loop of their phase: at least one load so, and none with a
 /// unit stride along its inner loop (see [`Rendered::outer_contiguous`]).
 fn outer_contiguous(k: &Kernel) -> bool {
-    let Some(last_outer) = k.outer.len().checked_sub(1) else {
+    // The last outer loop that varies: the one neighbouring threads of the thread entry differ in.
+    let Some(last_outer) = k.outer.iter().rposition(|e| *e != Extent::Const(1)) else {
         return false;
     };
     let (mut along_outer, mut along_inner) = (0usize, 0usize);
