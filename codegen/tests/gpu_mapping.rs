@@ -185,6 +185,41 @@ fn softmax_all() -> Kernel {
     }
 }
 
+/// `y[i] = 2 x[i]` stored by the Reduce phase that sums `x` (a value kept across phases),
+/// then `out[0] = sum - y[0]`: stores inside a split Reduce phase, read by the last launch.
+fn reduce_with_stores() -> Kernel {
+    let d = DType::F32;
+    let mut b = B::default();
+    let i = b.idx(0);
+    let x = b.load(0, i, d);
+    let y = b.bin(BinaryOp::Add, x, x);
+    let p0 = b.phase(
+        vec![s(0)],
+        PhaseKind::Reduce {
+            op: ReduceOp::Sum,
+            value: x,
+            stores: vec![st(1, i, y)],
+        },
+    );
+    let mut b = B::default();
+    let z = b.i64(0);
+    let r = b.push(Inst::PhaseResult(0), d);
+    let y0 = b.load(1, z, d);
+    let q = b.bin(BinaryOp::Sub, r, y0);
+    let p1 = b.phase(vec![], PhaseKind::Store(vec![st(2, z, q)]));
+    Kernel {
+        bufs: vec![
+            buf(d, false, &[s(0)]),
+            buf(d, true, &[s(0)]),
+            buf(d, true, &[Extent::Const(1)]),
+        ],
+        n_sizes: 1,
+        outer: vec![],
+        phases: vec![p0, p1],
+        parallel: true,
+    }
+}
+
 /// Sum of `x: f32[s0, s1]` over rows (`columns == false`: `out[s0]`, contiguous inner loop)
 /// or over columns (`columns == true`: `out[s1]`, contiguous outer loop).
 fn axis_sum(columns: bool) -> Kernel {
@@ -559,6 +594,26 @@ fn split_store_phases_after_the_reductions() {
             }
         }
     }
+    // Stores inside the split Reduce phase, loaded by the Store phase after it.
+    let k = reduce_with_stores();
+    let c = dev.compile(&k).expect("compile");
+    for n in [1usize, 300, 50_000] {
+        let inputs = vec![
+            data(ReduceOp::Sum, DType::F32, n, 4),
+            HostData::zeros(DType::F32, n),
+            HostData::zeros(DType::F32, 1),
+        ];
+        let sizes = [n as i64];
+        let want = reference(&k, &inputs, &sizes);
+        for how in [How::Auto, How::Split(7), How::Entry(0), How::Entry(1)] {
+            let got = run(dev, &c, &k, &inputs, &sizes, how);
+            for b in [1, 2] {
+                if let Some(m) = mismatch(&got[b], &want[b], false) {
+                    panic!("reduce with stores n={n} {how:?} buffer {b}: {m}");
+                }
+            }
+        }
+    }
     // A softmax over everything: two split reductions, then a split Store phase over every
     // element that reads both results.
     let k = softmax_all();
@@ -697,7 +752,13 @@ fn split_sources_compile_with_clang() {
         println!("skipped: no clang");
         return;
     };
-    let mut ks = vec![mean_2d(), softmax_all(), axis_sum(true), axis_sum(false)];
+    let mut ks = vec![
+        mean_2d(),
+        softmax_all(),
+        reduce_with_stores(),
+        axis_sum(true),
+        axis_sum(false),
+    ];
     for op in ReduceOp::ALL {
         ks.extend(dtypes(op).into_iter().map(|d| full(op, d)));
     }

@@ -400,6 +400,8 @@ impl OpenCl {
             .as_ref()
             .is_none_or(|b| b.numel * 8 < plan.scratch_bytes)
         {
+            // The old buffer, if any, is released once the launches still using it are done
+            // (OpenCL defers the deletion of a memory object in use).
             *scratch = Some(self.alloc(DType::I64, plan.scratch_bytes.div_ceil(8))?);
         }
         let Some(scratch) = scratch.as_ref() else {
