@@ -472,13 +472,16 @@ impl Cuda {
         artifact: Vec<u8>,
     ) -> Result<CudaKernel, BackendError> {
         let module = self.load_module(&artifact)?;
+        // The entry points, then the split entry points (as the OpenCL runtime orders them).
         let functions = rendered
             .entries
             .iter()
-            .map(|e| {
+            .map(|e| e.name.as_str())
+            .chain(rendered.split_entries.iter().map(String::as_str))
+            .map(|name| {
                 module
-                    .load_function(&e.name)
-                    .map_err(|err| device_error(format!("no entry point {}: {err}", e.name)))
+                    .load_function(name)
+                    .map_err(|err| device_error(format!("no entry point {name}: {err}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CudaKernel {
@@ -1033,6 +1036,43 @@ impl Backend for Cuda {
             bufs,
             sizes,
         )?;
+        if let Some(plan) = compiled.rendered.split_plan(sizes, None) {
+            // A split full reduction: one launch per phase sharing a scratch buffer from the
+            // pool (dropped after the launches are enqueued; stream order keeps a later user
+            // of the allocation after them). Unverified on a GPU, like the OpenCL twin it
+            // mirrors (`OpenCl::launch_split`).
+            let scratch = self.alloc(DType::I64, plan.scratch_bytes.div_ceil(8))?;
+            let first = compiled.rendered.entries.len();
+            let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr).collect();
+            let sizes = &sizes[..compiled.n_sizes];
+            for l in &plan.launches {
+                let func = compiled
+                    .functions
+                    .get(first + l.entry)
+                    .ok_or_else(|| device_error(format!("no split entry point {}", l.entry)))?;
+                let grid = u32::try_from(l.groups)
+                    .map_err(|_| device_error(format!("{} blocks", l.groups)))?;
+                let mut args = self.stream.launch_builder(func);
+                for p in &ptrs {
+                    args.arg(p);
+                }
+                args.arg(&scratch.ptr);
+                for s in sizes {
+                    args.arg(s);
+                }
+                // SAFETY: as the launch below, with the scratch pointer after the buffers (the
+                // split entry points' ABI), to a buffer of `plan.scratch_bytes` bytes or more.
+                unsafe {
+                    args.launch(LaunchConfig {
+                        grid_dim: (grid, 1, 1),
+                        block_dim: (l.local, 1, 1),
+                        shared_mem_bytes: 0,
+                    })
+                }
+                .map_err(|e| device_error(format!("launching a split entry point: {e}")))?;
+            }
+            return Ok(());
+        }
         let l = compiled.rendered.launch(sizes);
         if l.groups == 0 {
             return Ok(());

@@ -17,6 +17,13 @@
 //! Device buffers are padded to a multiple of 8 bytes (the compare-and-swap loops of narrow
 //! dtypes work on the containing 32-bit word).
 //!
+//! The split entry points of a full reduction ([`render::Rendered::split_entries`], see
+//! below) take one more pointer after the buffer pointers and before the sizes: `u64*
+//! scratch`, the partials, which the runtime allocates (OpenCL: one buffer the runtime keeps
+//! and grows, shared by every launch since its queue is in order; CUDA: from its pool, for
+//! each split launch sequence) with at least [`render::SplitPlan::scratch_bytes`] bytes. No
+//! other entry point's ABI changed.
+//!
 //! # Thread mapping
 //!
 //! Chosen per kernel when rendering, and per launch from the sizes
@@ -31,12 +38,40 @@
 //!   (shared) memory (CUDA: shared memory down to 64 lanes, then warp shuffles) gives every
 //!   thread the result (`PhaseResult`); a barrier (local and global fence) follows every phase,
 //!   so a later phase reads what an earlier phase of the same outer iteration stored.
-//!   A full reduction (no outer loop) is one group: correct, not split across groups.
 //! - **thread** (the same kernels, a second entry point in the same source): one thread per
 //!   outer iteration running its phases in order, in the interpreter's order (so reads across
 //!   a column are coalesced for column sums). The launch picks it when the inner extent is
-//!   small (at most 32) or the outer extent is large (at least 16384 with inner at most 1024);
-//!   otherwise the group entry. These thresholds are untuned.
+//!   small (at most 32), or the outer extent is large (at least 16384 with inner at most 1024),
+//!   or the kernel is *outer-contiguous* and has at least 256 outer iterations
+//!   ([`render::CONTIGUOUS_THREAD_MIN_OUTER`]); otherwise the group entry. These thresholds
+//!   are untuned.
+//!
+//!   Outer-contiguous ([`render::Rendered::outer_contiguous`]) is decided when rendering, from
+//!   the index arithmetic of every load: the stride of the offset along the last outer loop
+//!   (the one neighbouring threads of the thread entry differ in) and along the innermost
+//!   inner loop of the load's phase whose extent is not the constant 1, each classified as
+//!   zero, unit (a loop index plus loop-invariant terms, times the constant 1, under `/` or
+//!   `%` by an invariant, through `where`/max/min/casts), or other (scaled by a size, data-
+//!   dependent, ...). The kernel is outer-contiguous when at least one load has a unit stride
+//!   along the outer loop and a non-unit one along the inner loop, and no load has a unit
+//!   stride along its inner loop (whose reads the group entry coalesces). A column sum
+//!   (`x[i * n + o]`) is; a row sum (`x[o * n + i]`) is not. The size rule stays the fallback.
+//! - **split** (a full reduction: no outer loop, and a group entry, i.e. not single-threaded):
+//!   besides the group and thread entries, one entry point per phase, `{name}_split{k}`
+//!   ([`render::Rendered::split_plan`]). The runtime launches them in phase order, each with
+//!   the same `G` groups of 256 threads: phase `k`'s inner iterations are spread over all
+//!   `G * 256` threads (thread `t` of group `g` takes iterations `g * 256 + t`, then every
+//!   `G * 256`-th); a Reduce phase folds them into a private accumulator (f64 for float
+//!   sums/products), the group's tree combines its 256, and thread 0 writes the group's
+//!   partial to scratch slot `k * G + g` (8 bytes a slot, the accumulator's type). Each later
+//!   launch first combines each earlier Reduce phase's `G` partials in a fixed order (thread
+//!   `t` folds partials `t, t + 256, ..` in order, then the group's tree) and rounds once to the
+//!   dtype, so a Store phase after the reductions (a mean's `r / n`, a softmax's quotient)
+//!   runs in the last launch, spread over all the threads too.
+//!   `G = clamp(ceil(n / 4096), 1, 1024)` for the largest phase's `n` inner iterations
+//!   ([`render::split_parts`]: a function of the sizes only, so a result is deterministic for
+//!   given sizes: two runs are bitwise equal); with `G = 1` the plain launch (the group
+//!   entry) runs instead.
 //! - Kernels that are not `parallel` run the thread entry on one thread — the single-thread
 //!   fallback — unless every store into an output combines and no output is loaded (the
 //!   kernel IR then allows splitting loop 0): those take the flat or group mapping with atomic
@@ -68,7 +103,8 @@
 //!
 //! Float sums and products accumulate in f64 (the kernel IR's contract, the same as the CPU
 //! backend), in a fixed order: each thread folds its strided share in order, then a fixed
-//! tree combines the 256 partials; the result is rounded once to the dtype. Results therefore
+//! tree combines the 256 partials (for a split full reduction, then the `G` groups' f64
+//! partials, combined in the fixed order above); the result is rounded once to the dtype. Results therefore
 //! agree with the interpreter's sequential f64 sum to within an ulp of the dtype for f32/f16/
 //! bf16 (f64 sums may differ in the last bits from reassociation). This needs a device with
 //! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU, at a cost on consumer cards).
@@ -81,14 +117,18 @@
 //!
 //! # What is not done or not verified
 //!
-//! - A full reduction (no outer loop) runs in one group; it is not split across groups.
-//! - The group-or-thread choice uses the sizes only (not which loop is contiguous in memory);
-//!   its thresholds are untuned.
+//! - The split's `G`, the contiguity rule's threshold and the size thresholds are untuned
+//!   (measured on pocl only, which is not a GPU). The split launches every phase with `G`
+//!   groups, even a one-element Store phase; a kernel with an outer loop of very few
+//!   iterations (a sum over rows of a 2 x 10^7 matrix) still runs one group per iteration.
+//! - The contiguity rule is a heuristic on the index arithmetic; a column sum with too few
+//!   columns for the device (under 256) keeps the group entry's strided reads.
 //! - The CUDA runtime ([`cuda`]: NVRTC and cuBLAS through cudarc) has never run on a GPU: the
 //!   CUDA dialect's source is checked by clang's CUDA front end against declarations of CUDA's
 //!   device functions (see `codegen/tests/gpu_render.rs`), never compiled by NVRTC nor run
-//!   here; in particular its warp-shuffle tail of the tree reduction, `atomicAdd`, and the
-//!   `__launch_bounds__` qualifier are unexecuted.
+//!   here; in particular its warp-shuffle tail of the tree reduction, `atomicAdd`, the
+//!   `__launch_bounds__` qualifier, and the split launches (scratch from the pool, one launch
+//!   per phase; written to mirror the OpenCL runtime's, which pocl runs) are unexecuted.
 
 pub mod cuda;
 pub mod opencl;

@@ -34,7 +34,7 @@ const CL_PLATFORM_NOT_FOUND_KHR: i32 = -1001;
 
 /// The version of the rendered code: part of [`Backend::cache_identity`], bumped whenever the
 /// renderer's output changes.
-pub const RENDER_VERSION: u32 = 1;
+pub const RENDER_VERSION: u32 = 2;
 
 fn device_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Device {
@@ -97,8 +97,8 @@ impl DeviceBuffer for ClBuffer {
     }
 }
 
-/// A built program: its kernels (one per entry point, behind a lock because a kernel object's
-/// arguments are set before each launch) and its binary.
+/// A built program: its kernels (one per entry point, then one per split entry point, behind a
+/// lock because a kernel object's arguments are set before each launch) and its binary.
 struct Built {
     program: Arc<Program>,
     kernels: Vec<Mutex<ClKernel>>,
@@ -128,6 +128,9 @@ pub struct OpenCl {
     description: String,
     /// The GEMM program per dtype, built on first use.
     gemm: Mutex<HashMap<DType, Arc<Built>>>,
+    /// The scratch buffer of split full reductions (partials), grown as needed; one buffer
+    /// serves every launch because the queue is in order.
+    scratch: Mutex<Option<ClBuffer>>,
     debug: AtomicU8,
 }
 
@@ -184,6 +187,7 @@ impl OpenCl {
             queue,
             description: format!("{platform} / {name} / {version} / driver {driver}"),
             gemm: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(None),
             debug: AtomicU8::new(0),
         })
     }
@@ -265,7 +269,7 @@ impl OpenCl {
             Some(b) => self.program_from_binary(b, options),
             None => self.build_program(&rendered.source, options),
         };
-        let names: Vec<&str> = rendered.entries.iter().map(|e| e.name.as_str()).collect();
+        let names = entry_names(&rendered);
         let built = program
             .and_then(|p| Self::kernels(Arc::new(p), &names))
             .map_err(|message| BackendError::Compile {
@@ -310,7 +314,7 @@ impl OpenCl {
             .zip(kernels)
             .enumerate()
             .map(|(i, (r, k))| {
-                let names: Vec<&str> = r.entries.iter().map(|e| e.name.as_str()).collect();
+                let names = entry_names(&r);
                 let built = Self::kernels(program.clone(), &names).map_err(&fail)?;
                 Ok(ClCompiled {
                     name: format!("metajit_k{i}"),
@@ -358,19 +362,82 @@ impl OpenCl {
         // buffer parameter, an i64 per size, the ABI of `render`), the buffers were checked
         // against the kernel's declared extents above, and the caller guarantees (as
         // `Backend::launch` requires) that the kernel stays within them.
-        unsafe { self.run(k, &mems, sizes, launch.groups, launch.local) }
+        unsafe { self.run(k, &mems, None, sizes, launch.groups, launch.local) }
+    }
+
+    /// Runs the split form of a full reduction ([`Rendered::split_plan`]) with `parts`
+    /// partials (clamped to `1..=MAX_SPLIT_PARTS`); `None` picks them from the sizes. Returns
+    /// `Ok(false)` (and runs nothing) when the kernel has no split form, or when `parts` is
+    /// `None` and the sizes need no split. Checks as [`Backend::launch`].
+    ///
+    /// # Safety
+    ///
+    /// As [`Backend::launch`].
+    pub unsafe fn launch_split(
+        &self,
+        compiled: &ClCompiled,
+        kernel: &Kernel,
+        bufs: &[&ClBuffer],
+        sizes: &[i64],
+        parts: Option<u64>,
+    ) -> Result<bool, BackendError> {
+        let Some(plan) = compiled.rendered.split_plan(sizes, parts) else {
+            return Ok(false);
+        };
+        check::launch_args(
+            NAME,
+            &compiled.params.bufs,
+            compiled.params.n_sizes,
+            kernel,
+            bufs,
+            sizes,
+        )?;
+        let mut scratch = self
+            .scratch
+            .lock()
+            .map_err(|_| device_error("launch", "the scratch lock is poisoned"))?;
+        if scratch
+            .as_ref()
+            .is_none_or(|b| b.numel * 8 < plan.scratch_bytes)
+        {
+            // The old buffer, if any, is released once the launches still using it are done
+            // (OpenCL defers the deletion of a memory object in use).
+            *scratch = Some(self.alloc(DType::I64, plan.scratch_bytes.div_ceil(8))?);
+        }
+        let Some(scratch) = scratch.as_ref() else {
+            return Err(device_error("launch", "no scratch buffer"));
+        };
+        let mems: Vec<cl_mem> = bufs.iter().map(|b| b.raw()).collect();
+        let sizes = &sizes[..kernel.n_sizes];
+        let first = compiled.rendered.entries.len();
+        for l in &plan.launches {
+            let Some(k) = compiled.built.kernels.get(first + l.entry) else {
+                return Err(device_error(
+                    "launch",
+                    format!("no split entry {}", l.entry),
+                ));
+            };
+            // SAFETY: the arguments match the split entry point's parameters (a cl_mem per
+            // buffer parameter, the scratch buffer of `plan.scratch_bytes` bytes or more, an
+            // i64 per size); the buffers were checked against the kernel's extents above and
+            // the caller guarantees that the kernel stays within them. The in-order queue runs
+            // the launches (which share the scratch buffer) one after another.
+            unsafe { self.run(k, &mems, Some(scratch.raw()), sizes, l.groups, l.local) }?;
+        }
+        Ok(true)
     }
 
     /// Sets the arguments and enqueues `groups` groups of `local` threads.
     ///
     /// # Safety
     ///
-    /// `mems` and `sizes` are the kernel's arguments in order, and the kernel stays within the
-    /// buffers.
+    /// `mems`, `scratch` (for a split entry point) and `sizes` are the kernel's arguments in
+    /// order, and the kernel stays within the buffers.
     unsafe fn run(
         &self,
         k: &Mutex<ClKernel>,
         mems: &[cl_mem],
+        scratch: Option<cl_mem>,
         sizes: &[i64],
         groups: u64,
         local: u32,
@@ -383,6 +450,10 @@ impl OpenCl {
         let mut exec = ExecuteKernel::new(&k);
         for m in mems {
             // SAFETY: a cl_mem argument for a `__global T*` parameter.
+            unsafe { exec.set_arg(m) };
+        }
+        if let Some(m) = &scratch {
+            // SAFETY: a cl_mem argument for the `__global u64* scratch` parameter.
             unsafe { exec.set_arg(m) };
         }
         for s in sizes {
@@ -427,6 +498,16 @@ impl OpenCl {
 /// in a small i64 buffer: `m n k dst.rs dst.cs lhs.rs lhs.cs rhs.rs rhs.cs n_free n_summed`,
 /// then `extent dst lhs rhs` per free batch axis and `extent lhs rhs` per summed axis.
 /// `tiles` is the number of (free entry, row tile, column tile) triples.
+/// The names of a rendered kernel's entry points, then of its split entry points (the order of
+/// [`Built::kernels`]).
+fn entry_names(r: &Rendered) -> Vec<&str> {
+    r.entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .chain(r.split_entries.iter().map(String::as_str))
+        .collect()
+}
+
 fn gemm_source(dtype: DType) -> String {
     let t = if dtype == DType::F64 {
         "double"
@@ -678,8 +759,11 @@ impl Backend for OpenCl {
         bufs: &[&ClBuffer],
         sizes: &[i64],
     ) -> Result<(), BackendError> {
+        // SAFETY (both calls): the caller's guarantees of `Backend::launch`.
+        if unsafe { self.launch_split(compiled, kernel, bufs, sizes, None) }? {
+            return Ok(());
+        }
         let entry = compiled.rendered.launch(sizes).entry;
-        // SAFETY: the caller's guarantees of `Backend::launch`.
         unsafe { self.launch_entry(compiled, kernel, entry, bufs, sizes) }
     }
 
@@ -706,7 +790,7 @@ impl Backend for OpenCl {
         // within its buffer and that dst's elements are written once; the kernel reads and
         // writes only rows < m, columns < n and contracted indices < k; the arguments match
         // `gemm_source`'s parameters. `d` is dropped after `finish`, as the kernel reads it.
-        unsafe { self.run(&built.kernels[0], &mems, &[tiles as i64], groups, 256) }?;
+        unsafe { self.run(&built.kernels[0], &mems, None, &[tiles as i64], groups, 256) }?;
         self.synchronize()
     }
 }

@@ -17,6 +17,14 @@ pub const GROUP_SIZE: u32 = 256;
 pub const THREAD_GROUP_SIZE: u32 = 64;
 /// The most groups a launch uses (the kernels stride over the rest).
 pub const MAX_GROUPS: u64 = 65535;
+/// Elements per group a split full reduction aims at (16 per thread): the number of groups
+/// (partials) of a split is `ceil(n / SPLIT_CHUNK)`, at most [`MAX_SPLIT_PARTS`].
+pub const SPLIT_CHUNK: u64 = 4096;
+/// The most groups (partials) a split full reduction uses.
+pub const MAX_SPLIT_PARTS: u64 = 1024;
+/// The outer extent from which a kernel whose loads are contiguous along the outer loop and
+/// strided along the inner loops takes the thread entry (see [`Rendered::outer_contiguous`]).
+pub const CONTIGUOUS_THREAD_MIN_OUTER: i64 = 256;
 
 /// Everything that differs between the dialects.
 pub(crate) struct Lang {
@@ -212,9 +220,35 @@ pub struct Rendered {
     pub kernel_code: String,
     /// The entry points, in the order [`Rendered::launch`] refers to them.
     pub entries: Vec<Entry>,
+    /// The entry points of the split form of a full reduction, one per phase in phase order
+    /// (`{name}_split{k}`); empty for every other kernel. See [`Rendered::split_plan`].
+    pub split_entries: Vec<String>,
     outer: Vec<Extent>,
     inner: Vec<Vec<Extent>>,
     serial_only: bool,
+    outer_contiguous: bool,
+}
+
+/// How a split full reduction runs for given sizes: one launch per phase, in order, every one
+/// with `parts` groups of [`GROUP_SIZE`] threads and the same scratch buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// The number of groups of every launch, which is the number of partials per Reduce phase.
+    pub parts: u64,
+    /// The scratch buffer's size in bytes: 8 bytes per partial, `parts` per phase.
+    pub scratch_bytes: usize,
+    /// The launches in order; [`Launch::entry`] indexes [`Rendered::split_entries`].
+    pub launches: Vec<Launch>,
+}
+
+/// The number of partials of a split full reduction over `n` elements: `ceil(n /
+/// SPLIT_CHUNK)` clamped to `1..=MAX_SPLIT_PARTS` (a function of the sizes only, so results are
+/// deterministic per size).
+pub fn split_parts(n: i64) -> u64 {
+    u64::try_from(n)
+        .unwrap_or(0)
+        .div_ceil(SPLIT_CHUNK)
+        .clamp(1, MAX_SPLIT_PARTS)
 }
 
 fn extent_value(e: &Extent, sizes: &[i64]) -> i64 {
@@ -242,7 +276,9 @@ impl Rendered {
                 .map(|i| product(i, sizes))
                 .max()
                 .unwrap_or(1);
-            let thread = n_inner <= 32 || (n_outer >= 16384 && n_inner <= 1024);
+            let thread = n_inner <= 32
+                || (n_outer >= 16384 && n_inner <= 1024)
+                || (self.outer_contiguous && n_outer >= CONTIGUOUS_THREAD_MIN_OUTER);
             self.entries
                 .iter()
                 .position(|e| {
@@ -256,6 +292,52 @@ impl Rendered {
                 .unwrap_or(0)
         };
         self.launch_entry(entry, sizes)
+    }
+
+    /// Whether the kernel's loads are contiguous along the last outer loop and strided along
+    /// the inner loops (a column sum), decided at render time from the loads' index
+    /// arithmetic: then the thread entry, whose neighbouring threads read neighbouring
+    /// elements, is preferred from [`CONTIGUOUS_THREAD_MIN_OUTER`] outer iterations on.
+    pub fn outer_contiguous(&self) -> bool {
+        self.outer_contiguous
+    }
+
+    /// The split form of a full reduction for these sizes, or `None` when the kernel has no
+    /// split form or (with `parts` `None`) the reduction is small enough for one group (fewer
+    /// than two partials by [`split_parts`]). `parts` forces the number of partials (clamped to
+    /// `1..=MAX_SPLIT_PARTS`; tests use it to run the split at every size).
+    pub fn split_plan(&self, sizes: &[i64], parts: Option<u64>) -> Option<SplitPlan> {
+        if self.split_entries.is_empty() {
+            return None;
+        }
+        let parts = match parts {
+            Some(p) => p.clamp(1, MAX_SPLIT_PARTS),
+            None => {
+                let n = self
+                    .inner
+                    .iter()
+                    .map(|i| product(i, sizes))
+                    .max()
+                    .unwrap_or(1);
+                let p = split_parts(n);
+                if p < 2 {
+                    return None;
+                }
+                p
+            }
+        };
+        let launches = (0..self.split_entries.len())
+            .map(|entry| Launch {
+                entry,
+                groups: parts,
+                local: GROUP_SIZE,
+            })
+            .collect();
+        Some(SplitPlan {
+            parts,
+            scratch_bytes: (parts as usize).saturating_mul(8 * self.split_entries.len()),
+            launches,
+        })
     }
 
     /// The geometry of entry point `entry` (an index into [`Rendered::entries`]) for these
@@ -381,6 +463,23 @@ pub fn render_named(
         code.push_str(&body);
         entries.push(Entry { name: ename, kind });
     }
+    // A full reduction (no outer loop) also gets a split form: one entry point per phase,
+    // each spread over many groups (see `Renderer::split_entry`).
+    let mut split_entries = Vec::new();
+    let splittable = kernel.outer.is_empty()
+        && kinds.contains(&EntryKind::Group)
+        && kernel
+            .phases
+            .iter()
+            .any(|p| matches!(p.kind, PhaseKind::Reduce { .. }));
+    if splittable {
+        for k in 0..kernel.phases.len() {
+            let ename = format!("{name}_split{k}");
+            let body = r.split_entry(&ename, k).map_err(&fail)?;
+            code.push_str(&body);
+            split_entries.push(ename);
+        }
+    }
     let kernel_code = format!("{}{}", r.helpers, code);
     let source = format!("{}{}", prelude(dialect), kernel_code);
     Ok(Rendered {
@@ -388,9 +487,11 @@ pub fn render_named(
         source,
         kernel_code,
         entries,
+        split_entries,
         outer: kernel.outer.clone(),
         inner: kernel.phases.iter().map(|p| p.inner.clone()).collect(),
         serial_only,
+        outer_contiguous: outer_contiguous(kernel),
     })
 }
 
@@ -410,6 +511,119 @@ fn check(k: &Kernel) -> Result<(), String> {
         return Err("a buffer extent names a missing size parameter".into());
     }
     Ok(())
+}
+
+/// How a value changes along one loop (a heuristic for coalescing, not a proof).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stride {
+    /// It does not depend on the loop.
+    Zero,
+    /// It steps by one (or by less: a broadcast's `i / c`) per iteration.
+    Unit,
+    /// Anything else: a larger or unknown stride, or data-dependent.
+    Other,
+}
+
+/// The [`Stride`] of every value of `ph` along loop `lp` (a `LoopIdx` number).
+fn strides(ph: &Phase, lp: usize) -> Vec<Stride> {
+    use Stride::*;
+    let mut s: Vec<Stride> = Vec::with_capacity(ph.body.len());
+    let is_one = |v: &V| {
+        matches!(
+            ph.body.get(v.0 as usize),
+            Some((Inst::Const(c), _)) if c.cast(DType::I64) == Scalar::I64(1)
+        )
+    };
+    for (inst, _) in &ph.body {
+        let st = |v: &V| s.get(v.0 as usize).copied().unwrap_or(Other);
+        // Either operand's stride when the other one is constant (or both agree).
+        let either = |a: Stride, b: Stride| match (a, b) {
+            (x, y) if x == y => x,
+            (x, Zero) | (Zero, x) => x,
+            _ => Other,
+        };
+        let x = match inst {
+            Inst::LoopIdx(l) if *l == lp => Unit,
+            Inst::LoopIdx(_)
+            | Inst::Const(_)
+            | Inst::Size(_)
+            | Inst::Param(_)
+            | Inst::PhaseResult(_) => Zero,
+            Inst::Cast(_, a) => st(a),
+            Inst::Binary(op, a, b) => {
+                let (sa, sb) = (st(a), st(b));
+                match op {
+                    BinaryOp::Add => match (sa, sb) {
+                        (x, Zero) | (Zero, x) => x,
+                        _ => Other,
+                    },
+                    BinaryOp::Sub => match (sa, sb) {
+                        (x, Zero) => x,
+                        _ => Other,
+                    },
+                    BinaryOp::Mul => match (sa, sb) {
+                        (Zero, Zero) => Zero,
+                        (Unit, Zero) if is_one(b) => Unit,
+                        (Zero, Unit) if is_one(a) => Unit,
+                        _ => Other,
+                    },
+                    BinaryOp::Div => match (sa, sb) {
+                        (x, Zero) => x,
+                        _ => Other,
+                    },
+                    BinaryOp::Mod => match (sa, sb) {
+                        (x, Zero) => x,
+                        _ => Other,
+                    },
+                    BinaryOp::Max | BinaryOp::Min => either(sa, sb),
+                    _ if sa == Zero && sb == Zero => Zero,
+                    _ => Other,
+                }
+            }
+            Inst::Where(_, a, b) => either(st(a), st(b)),
+            other => {
+                if other.operands().iter().all(|v| st(v) == Zero) {
+                    Zero
+                } else {
+                    Other
+                }
+            }
+        };
+        s.push(x);
+    }
+    s
+}
+
+/// Whether the loads of `k` are contiguous along its last outer loop and strided along the
+/// innermost (non-constant) inner loop of their phase: at least one load so, and none with a
+/// unit stride along its inner loop (see [`Rendered::outer_contiguous`]).
+fn outer_contiguous(k: &Kernel) -> bool {
+    // The last outer loop that varies: the one neighbouring threads of the thread entry differ in.
+    let Some(last_outer) = k.outer.iter().rposition(|e| *e != Extent::Const(1)) else {
+        return false;
+    };
+    let (mut along_outer, mut along_inner) = (0usize, 0usize);
+    for ph in &k.phases {
+        let so = strides(ph, last_outer);
+        let inner_loop = ph
+            .inner
+            .iter()
+            .rposition(|e| *e != Extent::Const(1))
+            .map(|i| k.outer.len() + i);
+        let si = inner_loop.map(|l| strides(ph, l));
+        for (inst, _) in &ph.body {
+            if let Inst::Load { offset, .. } = inst {
+                let o = offset.0 as usize;
+                let i_st = si.as_ref().map_or(Stride::Zero, |s| s[o]);
+                if i_st == Stride::Unit {
+                    along_inner += 1;
+                } else if so[o] == Stride::Unit {
+                    along_outer += 1;
+                }
+            }
+        }
+    }
+    along_outer > 0 && along_inner == 0
 }
 
 /// The C type of a value in registers.
@@ -870,6 +1084,12 @@ impl Renderer<'_> {
     }
 
     fn signature(&self, out: &mut String, name: &str) {
+        self.signature_with(out, name, false);
+    }
+
+    /// The entry point's first line; `scratch` adds the scratch pointer of a split full
+    /// reduction after the buffers.
+    fn signature_with(&self, out: &mut String, name: &str, scratch: bool) {
         let mut params: Vec<String> = self
             .k
             .bufs
@@ -877,6 +1097,9 @@ impl Renderer<'_> {
             .enumerate()
             .map(|(i, b)| format!("{}{}* b{i}", self.l.global, mem_ty(b.dtype)))
             .collect();
+        if scratch {
+            params.push(format!("{}u64* scratch", self.l.global));
+        }
         params.extend((0..self.k.n_sizes).map(|s| format!("i64 s{s}")));
         let _ = writeln!(out, "{} {name}({}) {{", self.l.kernel, params.join(", "));
     }
@@ -1066,6 +1289,94 @@ impl Renderer<'_> {
         Ok(out)
     }
 
+    /// Phase `k` of the split form of a full reduction (a kernel without outer loops), run
+    /// with the same number of groups (`parts`) as every other phase's launch:
+    /// - first the results of the earlier Reduce phases `j`: the group's threads fold the
+    ///   `parts` partials of phase `j` from the scratch buffer (slots `j * parts ..`), thread
+    ///   `t` the partials `t, t + 256, ..` in order, then the group's tree combines them (the
+    ///   same fixed order in every group and every launch);
+    /// - then phase `k`'s inner iterations, spread over all the launch's threads (iteration
+    ///   `g * 256 + t + m * parts * 256` on thread `t` of group `g`); a Reduce phase folds
+    ///   them into a private accumulator, the group's tree combines the 256 of them, and thread
+    ///   0 writes the group's partial to slot `k * parts + g`.
+    fn split_entry(&mut self, name: &str, k: usize) -> Result<String, String> {
+        let mut out = String::new();
+        self.signature_with(&mut out, name, true);
+        let l = self.l;
+        let gs = GROUP_SIZE;
+        let g = l.global;
+        let reduce = |ph: &Phase| match &ph.kind {
+            PhaseKind::Reduce { op, value, .. } => Some((*op, ph.body[value.0 as usize].1)),
+            PhaseKind::Store(_) => None,
+        };
+        for (p, ph) in self.k.phases.iter().enumerate().take(k + 1) {
+            if let Some((op, d)) = reduce(ph) {
+                let a = acc_dtype(op, d);
+                let _ = writeln!(out, "    {}{} red{p}[{gs}];", l.local, reg_ty(a));
+            }
+        }
+        let _ = writeln!(out, "    const i64 lid = {};", l.local_id);
+        let _ = writeln!(out, "    const i64 gid = {};", l.group_id);
+        let _ = writeln!(out, "    const i64 parts = {};", l.num_groups);
+        let part = |p: usize, a: DType| format!("(({g}{}*)(scratch + {p} * parts))", reg_ty(a));
+        for (j, ph) in self.k.phases.iter().enumerate().take(k) {
+            if let Some((op, d)) = reduce(ph) {
+                let a = acc_dtype(op, d);
+                let _ = writeln!(out, "    {} acc{j} = {};", reg_ty(a), Self::identity(op, d));
+                let c = self.combine(op, d, &format!("acc{j}"), &format!("{}[q]", part(j, a)))?;
+                let _ = writeln!(
+                    out,
+                    "    for (i64 q = lid; q < parts; q += {gs}) acc{j} = {c};"
+                );
+                let mut t = String::new();
+                self.tree(&mut t, j, op, d)?;
+                for line in t.lines() {
+                    let _ = writeln!(out, "{}", line.strip_prefix("    ").unwrap_or(line));
+                }
+                let fin = self.cast(a, d, &format!("red{j}[0]"));
+                let _ = writeln!(out, "    const {} r{j} = {fin};", reg_ty(d));
+            }
+        }
+        let ph = &self.k.phases[k];
+        let red = reduce(ph);
+        if let Some((op, d)) = red {
+            let _ = writeln!(
+                out,
+                "    {} acc{k} = {};",
+                reg_ty(acc_dtype(op, d)),
+                Self::identity(op, d)
+            );
+        }
+        let ind = "        ";
+        let _ = writeln!(out, "    const i64 n = {};", extents_product(&ph.inner));
+        let _ = writeln!(
+            out,
+            "    for (i64 il = gid * {gs} + lid; il < n; il += parts * {gs}) {{"
+        );
+        decompose(&mut out, ind, "i", &ph.inner, "il");
+        self.body(&mut out, ind, ph, true)?;
+        if let Some((op, d)) = red {
+            let x = self.cast(d, acc_dtype(op, d), &ph_value(ph));
+            let c = self.combine(op, d, &format!("acc{k}"), &x)?;
+            let _ = writeln!(out, "{ind}acc{k} = {c};");
+        }
+        let _ = writeln!(out, "    }}");
+        if let Some((op, d)) = red {
+            let mut t = String::new();
+            self.tree(&mut t, k, op, d)?;
+            for line in t.lines() {
+                let _ = writeln!(out, "{}", line.strip_prefix("    ").unwrap_or(line));
+            }
+            let _ = writeln!(
+                out,
+                "    if (lid == 0) {}[gid] = red{k}[0];",
+                part(k, acc_dtype(op, d))
+            );
+        }
+        out.push_str("}\n");
+        Ok(out)
+    }
+
     /// The tree reduction of the partials `acc{p}` of the group into `red{p}[0]` (followed
     /// by a barrier).
     fn tree(&self, out: &mut String, p: usize, op: ReduceOp, d: DType) -> Result<(), String> {
@@ -1105,6 +1416,14 @@ impl Renderer<'_> {
             let _ = writeln!(out, "        {b}");
         }
         Ok(())
+    }
+}
+
+/// The name of a Reduce phase's folded value (empty for a Store phase).
+fn ph_value(ph: &Phase) -> String {
+    match &ph.kind {
+        PhaseKind::Reduce { value, .. } => value.to_string(),
+        PhaseKind::Store(_) => String::new(),
     }
 }
 
