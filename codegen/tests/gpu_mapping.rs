@@ -11,6 +11,8 @@
 
 use std::sync::OnceLock;
 
+mod gpu_common;
+
 use metajit_codegen::Backend;
 use metajit_codegen::gpu::Dialect;
 use metajit_codegen::gpu::opencl::{ClBuffer, ClCompiled, OpenCl};
@@ -738,17 +740,7 @@ fn pocl_timings() {
 /// and type check only (nothing CUDA runs here). Skipped without clang.
 #[test]
 fn split_sources_compile_with_clang() {
-    let clang = [
-        "clang", "clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15",
-    ]
-    .into_iter()
-    .find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(clang) = clang else {
+    let Some(clang) = gpu_common::clang() else {
         println!("skipped: no clang");
         return;
     };
@@ -762,57 +754,12 @@ fn split_sources_compile_with_clang() {
     for op in ReduceOp::ALL {
         ks.extend(dtypes(op).into_iter().map(|d| full(op, d)));
     }
-    let dir = std::env::temp_dir().join(format!("metajit_gpu_mapping_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let stub = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_cuda_stub.h");
-    for (d, ext) in [(Dialect::Cuda, "cu"), (Dialect::OpenCl, "cl")] {
-        let rendered: Vec<_> = ks
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                metajit_codegen::gpu::render::render_named(k, d, &format!("k{i}")).expect("render")
-            })
-            .collect();
-        assert!(rendered.iter().any(|r| !r.split_entries.is_empty()));
-        let refs: Vec<_> = rendered.iter().collect();
-        let src = metajit_codegen::gpu::render::program_source(d, &refs);
-        let path = dir.join(format!("split.{ext}"));
-        std::fs::write(&path, src).expect("write");
-        let mut cmd = std::process::Command::new(clang);
-        match d {
-            Dialect::Cuda => cmd.args([
-                "-x",
-                "cuda",
-                "--cuda-gpu-arch=sm_80",
-                "-nocudainc",
-                "-nocudalib",
-                "--cuda-device-only",
-                "-include",
-                stub,
-            ]),
-            Dialect::OpenCl => cmd.args([
-                "-x",
-                "cl",
-                "-cl-std=CL1.2",
-                "-Xclang",
-                "-finclude-default-header",
-                "-target",
-                "spir64",
-            ]),
-        };
-        let out = cmd
-            .arg("-fsyntax-only")
-            .arg(&path)
-            .output()
-            .expect("clang runs");
-        assert!(
-            out.status.success(),
-            "{d:?}: {}:\n{}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    let rendered_split = ks.iter().any(|k| {
+        metajit_codegen::gpu::render::render(k, Dialect::Cuda)
+            .is_ok_and(|r| !r.split_entries.is_empty())
+    });
+    assert!(rendered_split, "the kernels include split reductions");
+    gpu_common::clang_check(&clang, &ks, "split");
 }
 
 /// The scheduler's own reduction kernels (not hand-built ones): a column sum is

@@ -293,18 +293,6 @@ fn names_and_malformed_kernels_are_errors() {
 use metajit_metaops::kernel::V;
 
 /// A clang on the PATH, if any.
-fn clang() -> Option<String> {
-    let names = [
-        "clang", "clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15",
-    ];
-    names.into_iter().map(String::from).find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 /// Kernels for the compile checks: the hand-built ones and those of 40 random graphs.
 fn sample_kernels() -> Vec<metajit_metaops::kernel::Kernel> {
     let mut ks = vec![
@@ -349,60 +337,12 @@ fn sample_kernels() -> Vec<metajit_metaops::kernel::Kernel> {
 /// and nothing CUDA-specific is executed).
 #[test]
 fn rendered_source_compiles_with_clang() {
-    let Some(clang) = clang() else {
+    let Some(clang) = gpu_common::clang() else {
         println!("skipped: no clang");
         return;
     };
     let ks = sample_kernels();
-    let dir = std::env::temp_dir().join(format!("metajit_gpu_clang_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let stub = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_cuda_stub.h");
-    for (d, ext) in [(Dialect::Cuda, "cu"), (Dialect::OpenCl, "cl")] {
-        let rendered: Vec<_> = ks
-            .iter()
-            .enumerate()
-            .map(|(i, k)| render_named(k, d, &format!("k{i}")).expect("render"))
-            .collect();
-        let refs: Vec<_> = rendered.iter().collect();
-        let src = metajit_codegen::gpu::render::program_source(d, &refs);
-        let path = dir.join(format!("all.{ext}"));
-        std::fs::write(&path, src).expect("write");
-        let mut cmd = std::process::Command::new(&clang);
-        match d {
-            Dialect::Cuda => cmd.args([
-                "-x",
-                "cuda",
-                "--cuda-gpu-arch=sm_80",
-                "-nocudainc",
-                "-nocudalib",
-                "--cuda-device-only",
-                "-include",
-                stub,
-            ]),
-            Dialect::OpenCl => cmd.args([
-                "-x",
-                "cl",
-                "-cl-std=CL1.2",
-                "-Xclang",
-                "-finclude-default-header",
-                "-target",
-                "spir64",
-            ]),
-        };
-        let out = cmd
-            .arg("-fsyntax-only")
-            .arg(&path)
-            .output()
-            .expect("clang runs");
-        assert!(
-            out.status.success(),
-            "{d:?}: {} kernels in {}:\n{}",
-            ks.len(),
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    gpu_common::clang_check(&clang, &ks, "all");
     println!(
         "{} kernels in both dialects pass {clang} -fsyntax-only",
         ks.len()

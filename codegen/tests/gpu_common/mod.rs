@@ -448,3 +448,73 @@ pub fn add_param(d: DType) -> Kernel {
         parallel: true,
     }
 }
+
+/// The clang on this machine, for the front-end checks of rendered source (`None`: skip them).
+pub fn clang() -> Option<String> {
+    let names = [
+        "clang", "clang-20", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15",
+    ];
+    names.into_iter().map(String::from).find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Renders `kernels` in both dialects (one program each) and runs them through `clang`'s front
+/// end: the CUDA dialect in CUDA mode against `gpu_cuda_stub.h` (no CUDA toolkit needed), the
+/// OpenCL dialect as OpenCL C 1.2. A syntax and type check only: nothing runs. Panics with
+/// clang's messages on a failure.
+pub fn clang_check(clang: &str, kernels: &[Kernel], tag: &str) {
+    use metajit_codegen::gpu::Dialect;
+    use metajit_codegen::gpu::render::{program_source, render_named};
+    let dir = std::env::temp_dir().join(format!("metajit_gpu_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stub = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gpu_cuda_stub.h");
+    for (d, ext) in [(Dialect::Cuda, "cu"), (Dialect::OpenCl, "cl")] {
+        let rendered: Vec<_> = kernels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| render_named(k, d, &format!("k{i}")).expect("render"))
+            .collect();
+        let refs: Vec<_> = rendered.iter().collect();
+        let path = dir.join(format!("{tag}.{ext}"));
+        std::fs::write(&path, program_source(d, &refs)).expect("write");
+        let mut cmd = std::process::Command::new(clang);
+        match d {
+            Dialect::Cuda => cmd.args([
+                "-x",
+                "cuda",
+                "--cuda-gpu-arch=sm_80",
+                "-nocudainc",
+                "-nocudalib",
+                "--cuda-device-only",
+                "-include",
+                stub,
+            ]),
+            Dialect::OpenCl => cmd.args([
+                "-x",
+                "cl",
+                "-cl-std=CL1.2",
+                "-Xclang",
+                "-finclude-default-header",
+                "-target",
+                "spir64",
+            ]),
+        };
+        let out = cmd
+            .arg("-fsyntax-only")
+            .arg(&path)
+            .output()
+            .expect("clang runs");
+        assert!(
+            out.status.success(),
+            "{d:?}: {} kernels in {}:\n{}",
+            kernels.len(),
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
