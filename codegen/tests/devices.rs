@@ -21,36 +21,50 @@ backend_tests!(
 );
 backend_tests!(cuda, Cuda, Cuda::open(0));
 
-/// The CPU backend's f32 `sin`/`cos` of arguments past its accurate range (documented in
-/// `codegen/src/cpu/math.rs`: from |x| ≈ 6.6e6 the result no longer approximates the function):
-/// sin(3e9) is 0.98700 (the interpreter, PyTorch) but the CPU kernel gives -0.54030; the test
-/// body leaves such inputs out on the CPU backend (`Device::sin_cos_f32_limit`).
+/// The CPU backend's f32 `sin`/`cos` of arguments past the inline code's range (lanes beyond
+/// `math::sin_cos_inline_limit` take the exact helper): sin(3e9) is 0.98700 (the interpreter,
+/// PyTorch); before that fix the CPU kernel gave -0.54030. Lengths 4 and 7 run the vector
+/// loop with huge and small lanes mixed, and the scalar tail.
 #[test]
-#[ignore = "known: CPU f32 sin/cos past |x| = 6.6e6 (cpu/math.rs range reduction)"]
 fn cpu_sin_cos_f32_of_huge_arguments() {
     use metajit_codegen::Backend;
     use metajit_metaops::kernel;
     use metajit_metaops::{DType, HostData, UnaryOp};
     let dev = Cpu::new(1);
+    let all = [
+        3e9,
+        -3e9,
+        1e30,
+        1e7,
+        0.5,
+        -2.0,
+        f32::MAX,
+        -1.0e5,
+        100_001.0,
+        -f32::MAX,
+        3.0,
+    ];
     for op in [UnaryOp::Sin, UnaryOp::Cos] {
         let k = gpu_common::unary(op, DType::F32);
-        let x = HostData::F32(vec![3e9, -3e9, 1e30, 1e7]);
-        let mut want = vec![x.clone(), HostData::zeros(DType::F32, 4)];
-        kernel::interpret(&k, &mut want, &[4], 0..1);
         let c = dev.compile(&k).expect("compile");
-        let a = dev.upload(&x).expect("upload");
-        let out = dev.alloc(DType::F32, 4).expect("alloc");
-        // SAFETY: a hand-built element-wise kernel over its declared extents.
-        unsafe { dev.launch(&c, &k, &[&a, &out], &[4]) }.expect("launch");
-        let got = dev.download(&out).expect("download");
-        for i in 0..4 {
-            let (g, w) = (got.get(i).to_f64(), want[1].get(i).to_f64());
-            assert!(
-                (g - w).abs() <= 1e-5,
-                "{} x = {}: got {g}, want {w}",
-                op.name(),
-                x.get(i)
-            );
+        for n in [4, 7, all.len()] {
+            let x = HostData::F32(all[..n].to_vec());
+            let mut want = vec![x.clone(), HostData::zeros(DType::F32, n)];
+            kernel::interpret(&k, &mut want, &[n as i64], 0..n as i64);
+            let a = dev.upload(&x).expect("upload");
+            let out = dev.alloc(DType::F32, n).expect("alloc");
+            // SAFETY: a hand-built element-wise kernel over its declared extents.
+            unsafe { dev.launch(&c, &k, &[&a, &out], &[n as i64]) }.expect("launch");
+            let got = dev.download(&out).expect("download");
+            for i in 0..n {
+                let (g, w) = (got.get(i).to_f64(), want[1].get(i).to_f64());
+                assert!(
+                    (g - w).abs() <= 1e-5,
+                    "{} x = {}: got {g}, want {w}",
+                    op.name(),
+                    x.get(i)
+                );
+            }
         }
     }
 }

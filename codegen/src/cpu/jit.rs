@@ -52,7 +52,8 @@ use crate::buffer::Buffer;
 /// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
 /// from `math::const_table` (its address after the helpers).
 /// 6: scalar float selects (`where`, max/min) select the bits with integer moves, no branch.
-pub const CODEGEN_VERSION: u32 = 7;
+/// 8: f32 `sin`/`cos`: lanes beyond `math::sin_cos_inline_limit` call the exact helper.
+pub const CODEGEN_VERSION: u32 = 8;
 
 /// The native signature of every compiled kernel.
 pub type KernelFn = unsafe extern "C" fn(

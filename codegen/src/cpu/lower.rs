@@ -2188,6 +2188,49 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// f32 (or f32x4) `sin`/`cos` of `x` whose inline result is `inline`: lanes with |x| beyond
+    /// [`math::sin_cos_inline_limit`] (or infinite) take the exact helper instead. One compare
+    /// and a mask test per value; the helper calls sit in a cold block entered only when some
+    /// lane is that large. Each lane's result depends only on its own input, so vector and
+    /// scalar code agree bit for bit.
+    fn sin_cos_huge_lanes(&mut self, f: MathFn, x: Value, inline: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(x);
+        let limit = f64::from(math::sin_cos_inline_limit(self.has_fma));
+        let a = self.b.ins().fabs(x);
+        let lim = self.fconst(ty, limit);
+        // False for NaN, which the inline code already maps to NaN.
+        let big = self.b.ins().fcmp(FloatCC::GreaterThan, a, lim);
+        let any = if ty.is_vector() {
+            self.b.ins().vany_true(big)
+        } else {
+            big
+        };
+        let slow = self.b.create_block();
+        let merge = self.b.create_block();
+        let res = self.b.append_block_param(merge, ty);
+        self.b
+            .ins()
+            .brif(any, slow, NO_ARGS, merge, &[BlockArg::Value(inline)]);
+        self.b.set_cold_block(slow);
+        self.b.switch_to_block(slow);
+        let h = Helper::f32_math(f);
+        let exact = if ty.is_vector() {
+            let mut v = inline;
+            for lane in 0..LANES as u8 {
+                let xl = self.b.ins().extractlane(x, lane);
+                let yl = self.call(h, &[xl]);
+                v = self.b.ins().insertlane(v, yl, lane);
+            }
+            let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), big);
+            self.b.ins().bitselect(m, v, inline)
+        } else {
+            self.call(h, &[x])
+        };
+        self.b.ins().jump(merge, &[BlockArg::Value(exact)]);
+        self.b.switch_to_block(merge);
+        res
+    }
+
     /// Calls helper `h` through the table.
     fn call(&mut self, h: Helper, args: &[Value]) -> Value {
         let sig = match self.sigs.get(&h) {
@@ -2342,7 +2385,11 @@ impl Cx<'_, '_> {
             return match dt {
                 DType::F32 => {
                     let table = self.math_table.filter(|_| ty.is_vector());
-                    math::emit_unary_with(&mut self.b, f, ty, x, self.has_fma, table)
+                    let r = math::emit_unary_with(&mut self.b, f, ty, x, self.has_fma, table);
+                    match f {
+                        MathFn::Sin | MathFn::Cos => self.sin_cos_huge_lanes(f, x, r),
+                        _ => r,
+                    }
                 }
                 DType::F64 => self.call(Helper::f64_math(f), &[x]),
                 _ => self.call(Helper::f32_math(f), &[x]),

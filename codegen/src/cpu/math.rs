@@ -398,6 +398,15 @@ const PIO2_PARTS: [f32; 6] = [
     f32::from_bits(0x248d_2000),
     f32::from_bits(0x1f09_8cc5),
 ];
+/// The largest |x| for which the inline `sin`/`cos` are within their tested bound: with FMA
+/// every float nearest a multiple of π/2 up to 1e5 is tested (the reduction stays exact to
+/// about 1e6); without FMA the products `j·π/2` are exact only for |x| below about 1.3e4 and
+/// the tests cover 1e4. The CPU lowering (`lower.rs`) computes lanes beyond it with the exact
+/// helper (`f32::sin`/`f32::cos`, as the interpreter), so every input is accurate.
+pub fn sin_cos_inline_limit(has_fma: bool) -> f32 {
+    if has_fma { 1e5 } else { 1e4 }
+}
+
 /// `sin r ≈ r + r³·S(r²)` on |r| ≤ 0.8; relative error 2^-26.8.
 const SIN_S: [f32; 3] = [-0.16666654, 0.008332071, -0.00019503068];
 /// `cos r ≈ 1 - r²/2 + r⁴·C(r²)` on |r| ≤ 0.8; relative error 2^-30.

@@ -66,12 +66,6 @@ pub trait Device: Backend {
         "launch".into()
     }
 
-    /// The largest |x| whose f32 (and f16/bf16) `sin`/`cos` the backend computes within the
-    /// dtype's tolerance; larger inputs are left out of the per-op cases.
-    fn sin_cos_f32_limit(&self) -> f64 {
-        f64::INFINITY
-    }
-
     /// Launches entry point `entry` of `c`.
     ///
     /// # Safety
@@ -90,14 +84,7 @@ pub trait Device: Backend {
     }
 }
 
-impl Device for Cpu {
-    /// `codegen/src/cpu/math.rs`: f32 `sin`/`cos` hold their bound up to |x| = 1e6 and stop
-    /// approximating the function from |x| ≈ 6.6e6 (the interpreter, as PyTorch, is accurate
-    /// there): a known limit, shown by `devices.rs`'s ignored `cpu_sin_cos_f32_of_huge_arguments`.
-    fn sin_cos_f32_limit(&self) -> f64 {
-        1e6
-    }
-}
+impl Device for Cpu {}
 
 /// CUDA has no public per-entry launch: its tests run the entry `launch` picks.
 impl Device for Cuda {}
@@ -528,21 +515,7 @@ pub fn elementwise_ops_of_every_dtype<D: Device>(dev: &D) {
             };
             for (j, &n) in LENGTHS.iter().enumerate() {
                 let sizes = vec![n];
-                let mut bufs = bufs_for(&k, &sizes, j as u64, None);
-                if matches!(op, UnaryOp::Sin | UnaryOp::Cos) && d != DType::F64 {
-                    let limit = dev.sin_cos_f32_limit();
-                    bufs[0] = HostData::from_scalars(
-                        d,
-                        (0..bufs[0].len()).map(|i| {
-                            let x = bufs[0].get(i);
-                            if x.to_f64().abs() > limit {
-                                Scalar::F64(0.5).cast(d)
-                            } else {
-                                x
-                            }
-                        }),
-                    );
-                }
+                let bufs = bufs_for(&k, &sizes, j as u64, None);
                 cases.push(Case {
                     bufs,
                     kernel: k.clone(),
