@@ -2190,20 +2190,23 @@ impl Cx<'_, '_> {
 
     /// f32 (or f32x4) `sin`/`cos` of `x` whose inline result is `inline`: lanes with |x| beyond
     /// [`math::sin_cos_inline_limit`] (or infinite) take the exact helper instead. One compare
-    /// and a mask test per value; the helper calls sit in a cold block entered only when some
-    /// lane is that large. Each lane's result depends only on its own input, so vector and
-    /// scalar code agree bit for bit.
+    /// and a mask test per value; the helper call sits in a cold block entered only when some
+    /// lane is that large. A vector's lanes, result and mask go to the helper through a stack
+    /// slot, so that no vector value lives across the call (which would make the register
+    /// allocator spill them on the common path too). Each lane's result depends only on its own
+    /// input, so vector and scalar code agree bit for bit.
     fn sin_cos_huge_lanes(&mut self, f: MathFn, x: Value, inline: Value) -> Value {
         let ty = self.b.func.dfg.value_type(x);
-        let limit = f64::from(math::sin_cos_inline_limit(self.has_fma));
-        let a = self.b.ins().fabs(x);
-        let lim = self.fconst(ty, limit);
-        // False for NaN, which the inline code already maps to NaN.
-        let big = self.b.ins().fcmp(FloatCC::GreaterThan, a, lim);
-        let any = if ty.is_vector() {
-            self.b.ins().vany_true(big)
+        let (any, big) = if ty.is_vector() {
+            let table = self.math_table;
+            let big = math::emit_sin_cos_beyond(&mut self.b, x, self.has_fma, table);
+            (self.b.ins().vany_true(big), Some(big))
         } else {
-            big
+            let limit = math::sin_cos_inline_limit(self.has_fma);
+            let a = self.b.ins().fabs(x);
+            let lim = self.b.ins().f32const(limit);
+            // False for NaN, which the inline code already maps to NaN.
+            (self.b.ins().fcmp(FloatCC::GreaterThan, a, lim), None)
         };
         let slow = self.b.create_block();
         let merge = self.b.create_block();
@@ -2213,18 +2216,26 @@ impl Cx<'_, '_> {
             .brif(any, slow, NO_ARGS, merge, &[BlockArg::Value(inline)]);
         self.b.set_cold_block(slow);
         self.b.switch_to_block(slow);
-        let h = Helper::f32_math(f);
-        let exact = if ty.is_vector() {
-            let mut v = inline;
-            for lane in 0..LANES as u8 {
-                let xl = self.b.ins().extractlane(x, lane);
-                let yl = self.call(h, &[xl]);
-                v = self.b.ins().insertlane(v, yl, lane);
+        let exact = match big {
+            Some(big) => {
+                let slot = self.b.create_sized_stack_slot(ir::StackSlotData::new(
+                    ir::StackSlotKind::ExplicitSlot,
+                    48,
+                    4,
+                ));
+                self.b.ins().stack_store(I64, x, slot, 0);
+                self.b.ins().stack_store(I64, inline, slot, 16);
+                self.b.ins().stack_store(I64, big, slot, 32);
+                let p = self.b.ins().stack_addr(I64, slot, 0);
+                let h = if f == MathFn::Sin {
+                    Helper::SinF32Lanes
+                } else {
+                    Helper::CosF32Lanes
+                };
+                self.call(h, &[p]);
+                self.b.ins().stack_load(I64, F32X4, slot, 16)
             }
-            let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), big);
-            self.b.ins().bitselect(m, v, inline)
-        } else {
-            self.call(h, &[x])
+            None => self.call(Helper::f32_math(f), &[x]),
         };
         self.b.ins().jump(merge, &[BlockArg::Value(exact)]);
         self.b.switch_to_block(merge);

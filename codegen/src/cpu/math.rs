@@ -323,6 +323,9 @@ pub fn const_table() -> &'static ConstTable {
                     record: Some(&mut bits),
                 };
                 e.emit(f, x);
+                if f == MathFn::Sin {
+                    e.sin_cos_beyond(x);
+                }
             }
         }
         let mut index = HashMap::new();
@@ -405,6 +408,32 @@ const PIO2_PARTS: [f32; 6] = [
 /// helper (`f32::sin`/`f32::cos`, as the interpreter), so every input is accurate.
 pub fn sin_cos_inline_limit(has_fma: bool) -> f32 {
     if has_fma { 1e5 } else { 1e4 }
+}
+
+/// Emits, for an `f32x4` value `x`, the `i32x4` mask of the lanes where |x| exceeds
+/// [`sin_cos_inline_limit`] (or is infinite; NaN lanes are clear). The limit comes from
+/// [`const_table`] at `table` when given, as in [`emit_unary_with`].
+///
+/// # Panics
+///
+/// If `x` is not an `f32x4`.
+pub fn emit_sin_cos_beyond(
+    b: &mut FunctionBuilder<'_>,
+    x: Value,
+    has_fma: bool,
+    table: Option<Value>,
+) -> Value {
+    assert_eq!(b.func.dfg.value_type(x), types::F32X4, "sin/cos mask of a non-f32x4");
+    let mut e = Emitter {
+        b,
+        ty: types::F32X4,
+        ity: types::I32X4,
+        has_fma,
+        table: table.map(|t| (t, const_table())),
+        record: None,
+    };
+    let m = e.sin_cos_beyond(x);
+    e.int_bits(m)
 }
 
 /// `sin r ≈ r + r³·S(r²)` on |r| ≤ 0.8; relative error 2^-26.8.
@@ -816,6 +845,12 @@ impl Emitter<'_, '_> {
         }
         let sign = self.sign_bit(neg);
         self.b.ins().bxor(res, sign)
+    }
+
+    /// The mask of the lanes whose |x| exceeds [`sin_cos_inline_limit`].
+    fn sin_cos_beyond(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        self.cmp_k(FloatCC::GreaterThan, a, sin_cos_inline_limit(self.has_fma))
     }
 
     // ---- tanh, sigmoid, erf -------------------------------------------------------------
