@@ -959,7 +959,8 @@ pub enum Helper {
     I64ToBF16,
     /// `i64 pow(i64, i64)`: the interpreter's wrapping integer power.
     PowI64,
-    /// `i32 (ptr)`: f32 `sin` of the masked lanes of a vector, in place; see [`h_sin_f32_lanes`].
+    /// `i32 (ptr)`: f32 `sin` of the masked lanes of a vector, in place (the 48 bytes at `ptr`:
+    /// lanes, results, mask).
     SinF32Lanes,
     /// `i32 (ptr)`: as [`Helper::SinF32Lanes`], for `cos`.
     CosF32Lanes,
@@ -1203,5 +1204,13 @@ mod tests {
         assert_eq!(h_f64_to_bf16(1.0), 1.0);
         assert_eq!(h_i64_to_f16(2049), 2048.0);
         assert!(helper_table().iter().all(|&f| f != 0));
+        let mut w = [3e9f32, 0.5, 1e30, 2.0, 7.0, 7.0, 7.0, 7.0]
+            .map(f32::to_bits)
+            .to_vec();
+        w.extend([u32::MAX, 0, u32::MAX, 0]);
+        // SAFETY: 12 words.
+        assert_eq!(unsafe { h_sin_f32_lanes(w.as_mut_ptr()) }, 2);
+        let y: Vec<f32> = w[4..8].iter().map(|&b| f32::from_bits(b)).collect();
+        assert_eq!(y, [3e9f32.sin(), 7.0, 1e30f32.sin(), 7.0]);
     }
 }

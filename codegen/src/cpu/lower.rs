@@ -2232,10 +2232,10 @@ impl Cx<'_, '_> {
                 } else {
                     Helper::CosF32Lanes
                 };
-                self.call(h, &[p]);
+                self.call_with(h, &[p], false);
                 self.b.ins().stack_load(I64, F32X4, slot, 16)
             }
-            None => self.call(Helper::f32_math(f), &[x]),
+            None => self.call_with(Helper::f32_math(f), &[x], false),
         };
         self.b.ins().jump(merge, &[BlockArg::Value(exact)]);
         self.b.switch_to_block(merge);
@@ -2244,6 +2244,13 @@ impl Cx<'_, '_> {
 
     /// Calls helper `h` through the table.
     fn call(&mut self, h: Helper, args: &[Value]) -> Value {
+        self.call_with(h, args, true)
+    }
+
+    /// [`Self::call`]; `hoist` lets Cranelift move the load of the helper's address (out of
+    /// loops). Calls on cold paths pass `false`: a hoisted address would hold a register
+    /// across the whole loop, and the call clobbers all others.
+    fn call_with(&mut self, h: Helper, args: &[Value], hoist: bool) -> Value {
         let sig = match self.sigs.get(&h) {
             Some(s) => *s,
             None => {
@@ -2256,7 +2263,10 @@ impl Cx<'_, '_> {
                 s
             }
         };
-        let flags = MemFlagsData::trusted().with_readonly().with_can_move();
+        let mut flags = MemFlagsData::trusted().with_readonly();
+        if hoist {
+            flags = flags.with_can_move();
+        }
         let f = self
             .b
             .ins()
