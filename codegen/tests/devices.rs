@@ -22,7 +22,7 @@ backend_tests!(
 backend_tests!(cuda, Cuda, Cuda::open(0));
 
 /// The CPU backend's f32 `sin`/`cos` of arguments past the inline code's range (lanes beyond
-/// `math::sin_cos_inline_limit` take the exact helper): sin(3e9) is 0.98700 (the interpreter,
+/// `math::sin_cos_inline_limit` take the exact reduction): sin(3e9) is 0.98700 (the interpreter,
 /// PyTorch); before that fix the CPU kernel gave -0.54030. Lengths 4 and 7 run the vector
 /// loop with huge and small lanes mixed, and the scalar tail.
 #[test]

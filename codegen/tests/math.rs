@@ -492,9 +492,10 @@ fn sin_cos_bounded_for_huge_inputs() {
 }
 
 /// Through the CPU backend, whose lowering sends lanes beyond `math::sin_cos_inline_limit` to
-/// the exact helper, f32 `sin`/`cos` hold 2 ulp for every magnitude: a sweep of all binades
-/// from 1e4 to `f32::MAX` (both signs), uniform samples over [-1e7, 1e7], every exponent with a
-/// few mantissas, and the floats nearest multiples of π/2 around the limit. Each result is also
+/// the exact reduction (`math::emit_sin_cos_exact`), f32 `sin`/`cos` hold 2 ulp for every
+/// magnitude: a sweep of all binades from 1e4 to `f32::MAX` (both signs), uniform samples over
+/// [-1e7, 1e7], every exponent with a few mantissas, the floats nearest multiples of π/2 around
+/// the limit, and every 1021st bit pattern from 1e5 to `f32::MAX`. Each result is also
 /// within 2 ulp of the interpreter (the oracle, `f32::sin`/`f32::cos`). The lengths are not
 /// multiples of four, so the scalar tail is covered too.
 #[test]
@@ -514,6 +515,11 @@ fn sin_cos_huge_arguments_through_the_backend() {
         .chain(linspace(-1e7, 1e7, 100_001 / scale))
         .chain(exponents)
         .chain(near_half_pi_multiples(60_000..70_000))
+        .chain(
+            (1e5f32.to_bits()..=f32::MAX.to_bits())
+                .step_by(1021 * scale)
+                .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)]),
+        )
         .chain([
             1e7,
             3e9,

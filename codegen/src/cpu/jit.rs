@@ -52,7 +52,7 @@ use crate::buffer::Buffer;
 /// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
 /// from `math::const_table` (its address after the helpers).
 /// 6: scalar float selects (`where`, max/min) select the bits with integer moves, no branch.
-/// 8: f32 `sin`/`cos`: lanes beyond `math::sin_cos_inline_limit` call the exact helper.
+/// 8: f32 `sin`/`cos`: lanes beyond `math::sin_cos_inline_limit` take an exact reduction.
 pub const CODEGEN_VERSION: u32 = 8;
 
 /// The native signature of every compiled kernel.
@@ -959,15 +959,10 @@ pub enum Helper {
     I64ToBF16,
     /// `i64 pow(i64, i64)`: the interpreter's wrapping integer power.
     PowI64,
-    /// `i32 (ptr)`: f32 `sin` of the masked lanes of a vector, in place (the 48 bytes at `ptr`:
-    /// lanes, results, mask).
-    SinF32Lanes,
-    /// `i32 (ptr)`: as [`Helper::SinF32Lanes`], for `cos`.
-    CosF32Lanes,
 }
 
 /// Number of entries in the helper table.
-pub const N_HELPERS: usize = Helper::CosF32Lanes as usize + 1;
+pub const N_HELPERS: usize = Helper::PowI64 as usize + 1;
 /// The word of the helper table after the helpers: the address of [`math::const_table`]'s
 /// entries, from which vector loops load the constants of the transcendentals.
 pub const MATH_CONSTS_SLOT: usize = N_HELPERS;
@@ -988,7 +983,6 @@ impl Helper {
             F64ToF16 | F64ToBF16 => (&[F64], F32),
             I64ToF16 | I64ToBF16 => (&[I64], F32),
             PowI64 => (&[I64, I64], I64),
-            SinF32Lanes | CosF32Lanes => (&[I64], I32),
         }
     }
 
@@ -1102,49 +1096,6 @@ extern "C" fn h_pow_i64(a: i64, b: i64) -> i64 {
     eval_binary(BinaryOp::Pow, Scalar::I64(a), Scalar::I64(b)).to_i64()
 }
 
-/// Replaces `y[i]` by the interpreter's `op(x[i])` where `mask[i]` is nonzero, for the four
-/// lanes of the 48 bytes at `p`: `x: [f32; 4]`, `y: [f32; 4]`, `mask: [u32; 4]`. Returns the
-/// number of lanes replaced. Kernels call it (through [`Helper::SinF32Lanes`] and
-/// [`Helper::CosF32Lanes`]) for the lanes beyond the inline `sin`/`cos` range; passing the lanes
-/// in memory keeps vector values from living across the call (all vector registers are
-/// caller-saved), which would cost the common path spills.
-///
-/// # Safety
-///
-/// `p` points to 48 readable and writable bytes, aligned to 4.
-unsafe fn f32_lanes(op: UnaryOp, p: *mut u32) -> i32 {
-    // SAFETY: the caller passes 12 aligned 4-byte words (a stack slot of the kernel).
-    let w = unsafe { std::slice::from_raw_parts_mut(p, 12) };
-    let mut n = 0;
-    for i in 0..4 {
-        if w[8 + i] != 0 {
-            w[4 + i] = un32(op, f32::from_bits(w[i])).to_bits();
-            n += 1;
-        }
-    }
-    n
-}
-
-/// [`f32_lanes`] for `sin`.
-///
-/// # Safety
-///
-/// As [`f32_lanes`].
-unsafe extern "C" fn h_sin_f32_lanes(p: *mut u32) -> i32 {
-    // SAFETY: passed on from the caller.
-    unsafe { f32_lanes(UnaryOp::Sin, p) }
-}
-
-/// [`f32_lanes`] for `cos`.
-///
-/// # Safety
-///
-/// As [`f32_lanes`].
-unsafe extern "C" fn h_cos_f32_lanes(p: *mut u32) -> i32 {
-    // SAFETY: passed on from the caller.
-    unsafe { f32_lanes(UnaryOp::Cos, p) }
-}
-
 /// The helper table, in [`Helper`] order, then the constant table's address
 /// ([`MATH_CONSTS_SLOT`]).
 pub fn helper_table() -> &'static [usize; N_HELPERS + 1] {
@@ -1185,8 +1136,6 @@ pub fn helper_table() -> &'static [usize; N_HELPERS + 1] {
         set(Helper::I64ToF16, h_i64_to_f16 as *const () as usize);
         set(Helper::I64ToBF16, h_i64_to_bf16 as *const () as usize);
         set(Helper::PowI64, h_pow_i64 as *const () as usize);
-        set(Helper::SinF32Lanes, h_sin_f32_lanes as *const () as usize);
-        set(Helper::CosF32Lanes, h_cos_f32_lanes as *const () as usize);
         debug_assert!(t.iter().all(|&f| f != 0), "every helper is set");
         t
     })
@@ -1204,13 +1153,5 @@ mod tests {
         assert_eq!(h_f64_to_bf16(1.0), 1.0);
         assert_eq!(h_i64_to_f16(2049), 2048.0);
         assert!(helper_table().iter().all(|&f| f != 0));
-        let mut w = [3e9f32, 0.5, 1e30, 2.0, 7.0, 7.0, 7.0, 7.0]
-            .map(f32::to_bits)
-            .to_vec();
-        w.extend([u32::MAX, 0, u32::MAX, 0]);
-        // SAFETY: 12 words.
-        assert_eq!(unsafe { h_sin_f32_lanes(w.as_mut_ptr()) }, 2);
-        let y: Vec<f32> = w[4..8].iter().map(|&b| f32::from_bits(b)).collect();
-        assert_eq!(y, [3e9f32.sin(), 7.0, 1e30f32.sin(), 7.0]);
     }
 }

@@ -65,10 +65,10 @@
 //!
 //! Kernels therefore do not rely on the inline code there: the CPU lowering (`lower.rs`) tests
 //! each value against [`sin_cos_inline_limit`] (1e5 with FMA, 1e4 without; one compare and a
-//! mask test, [`emit_sin_cos_beyond`]) and, only when some lane is beyond it, computes those
-//! lanes with the exact helper (`f32::sin`/`f32::cos`, the interpreter's). Through the backend,
-//! `codegen/tests/math.rs` measures at most 1.5 ulp over all binades to `f32::MAX` (0.56 ulp
-//! beyond 1e5).
+//! mask test, [`emit_sin_cos_beyond`]) and, only when some lane is beyond it, recomputes those
+//! lanes in a cold block with [`emit_sin_cos_exact`] (Payne–Hanek reduction, `f64` polynomials,
+//! no call). Through the backend, `codegen/tests/math.rs` measures at most 1.47 ulp over all
+//! binades to `f32::MAX`, and 0.50 ulp beyond 1e5.
 //!
 //! # Edge cases (all tested)
 //!
@@ -118,7 +118,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::{AbiParam, Function, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::isa::TargetIsa;
@@ -411,8 +411,8 @@ const PIO2_PARTS: [f32; 6] = [
 /// The largest |x| for which the inline `sin`/`cos` are within their tested bound: with FMA
 /// every float nearest a multiple of π/2 up to 1e5 is tested (the reduction stays exact to
 /// about 1e6); without FMA the products `j·π/2` are exact only for |x| below about 1.3e4 and
-/// the tests cover 1e4. The CPU lowering (`lower.rs`) computes lanes beyond it with the exact
-/// helper (`f32::sin`/`f32::cos`, as the interpreter), so every input is accurate.
+/// the tests cover 1e4. The CPU lowering (`lower.rs`) computes lanes beyond it with
+/// [`emit_sin_cos_exact`], so every input is accurate.
 pub fn sin_cos_inline_limit(has_fma: bool) -> f32 {
     if has_fma { 1e5 } else { 1e4 }
 }
@@ -445,6 +445,134 @@ pub fn emit_sin_cos_beyond(
     };
     let m = e.sin_cos_beyond(x);
     e.int_bits(m)
+}
+
+/// The binary expansion of 2/π, 64 bits a word, after 64 zero bits (so that a window may
+/// start before the binary point): word `i ≥ 1` holds bits `64(i-1)+1 ..= 64i` of the fraction.
+const TWO_OVER_PI_BITS: [u64; 5] = [
+    0,
+    0xa2f9_836e_4e44_1529,
+    0xfc27_57d1_f534_ddc0,
+    0xdb62_9599_3c43_9041,
+    0xfe51_63ab_debb_c561,
+];
+/// Taylor coefficients of `(sin r - r)/r³` in `z = r²` (|r| ≤ π/4: truncation 2^-45 relative).
+const SIN_TAYLOR: [f64; 6] = [
+    -1.0 / 6.0,
+    1.0 / 120.0,
+    -1.0 / 5040.0,
+    1.0 / 362_880.0,
+    -1.0 / 39_916_800.0,
+    1.0 / 6_227_020_800.0,
+];
+/// Taylor coefficients of `cos r` in `z = r²` (|r| ≤ π/4: truncation 2^-49).
+const COS_TAYLOR: [f64; 8] = [
+    1.0,
+    -0.5,
+    1.0 / 24.0,
+    -1.0 / 720.0,
+    1.0 / 40_320.0,
+    -1.0 / 3_628_800.0,
+    1.0 / 479_001_600.0,
+    -1.0 / 87_178_291_200.0,
+];
+
+/// Emits `sin x` (or `cos x` when `cos`) of the `f32` value `x` with an exact argument
+/// reduction, for any |x| ≥ 1 (much smaller inputs would need bits before the table's start;
+/// the CPU lowering uses it only beyond [`sin_cos_inline_limit`]). `±inf` and NaN give NaN.
+///
+/// Payne–Hanek: with `|x| = m·2^e` (`m` the 24-bit significand), `|x|·2/π mod 4` needs only the
+/// bits of 2/π from position `e - 1` on; a 128-bit window of them times `m` gives the fraction
+/// `|x|·2/π / 4 mod 1` to 2⁻¹⁰⁴, whose top two bits (rounded) are the quadrant and whose rest,
+/// as a signed 64-bit fixed-point number, is the reduced argument (in units of π/2·2⁻⁶⁴,
+/// converted to `f64`). Then `f64` Taylor polynomials and one rounding to `f32`: measured within
+/// 0.50 ulp (`codegen/tests/math.rs`). Integer and `f64` scalar arithmetic only: no call, no
+/// table in memory, so it can sit in a cold block of a vector loop without making the register
+/// allocator spill around it.
+pub fn emit_sin_cos_exact(b: &mut FunctionBuilder<'_>, x: Value, cos: bool) -> Value {
+    use types::{F32, F64, I32, I64};
+    assert_eq!(b.func.dfg.value_type(x), F32, "exact sin/cos of a non-f32");
+    let xb = b.ins().bitcast(I32, MemFlagsData::new(), x);
+    let ab = b.ins().band_imm_u(xb, 0x7fff_ffff);
+    let ab = b.ins().uextend(I64, ab);
+    let mant = b.ins().band_imm_u(ab, 0x7f_ffff);
+    let m = b.ins().bor_imm_u(mant, 0x80_0000);
+    // |x| = m·2^(E - 150); the window starts at bit q0 = E - 88 of TWO_OVER_PI_BITS (bit e - 1
+    // of 2/π, with the 64 leading zero bits), in word w = q0/64 ≤ 2 at bit s.
+    let be = b.ins().ushr_imm_u(ab, 23);
+    let q0 = b.ins().iadd_imm_s(be, -88);
+    let w = b.ins().sshr_imm_u(q0, 6);
+    let s = b.ins().band_imm_u(q0, 63);
+    let is0 = b.ins().icmp_imm_u(IntCC::Equal, w, 0);
+    let is1 = b.ins().icmp_imm_u(IntCC::Equal, w, 1);
+    let mut word = |k: usize| {
+        let c: Vec<Value> = (0..3)
+            .map(|i| b.ins().iconst(I64, TWO_OVER_PI_BITS[k + i] as i64))
+            .collect();
+        let t = b.ins().select(is1, c[1], c[2]);
+        b.ins().select(is0, c[0], t)
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    // The 64 bits from bit s of a, then of b: (a << s) | (b >> 1 >> (63 - s)) (no shift by 64).
+    let c63 = b.ins().iconst(I64, 63);
+    let ns = b.ins().isub(c63, s);
+    let mut window = |a: Value, nx: Value| {
+        let hi = b.ins().ishl(a, s);
+        let lo = b.ins().ushr_imm_u(nx, 1);
+        let lo = b.ins().ushr(lo, ns);
+        b.ins().bor(hi, lo)
+    };
+    let hi = window(w0, w1);
+    let lo = window(w1, w2);
+    // Fraction of |x|·2/π/4, in units of 2^-64.
+    let p_hi = b.ins().imul(m, hi);
+    let p_lo = b.ins().umulhi(m, lo);
+    let q = b.ins().iadd(p_hi, p_lo);
+    // Quadrant: round(|x|·2/π) mod 4; reduced argument: the rest, signed, times π/2.
+    let qr = b.ins().iadd_imm_s(q, 1 << 61);
+    let mut j = b.ins().ushr_imm_u(qr, 62);
+    let rr = b.ins().ishl_imm_u(q, 2);
+    let r = b.ins().fcvt_from_sint(F64, rr);
+    let k = b
+        .ins()
+        .f64const(std::f64::consts::FRAC_PI_2 * 2f64.powi(-64));
+    let r = b.ins().fmul(r, k);
+    let z = b.ins().fmul(r, r);
+    let mut horner = |cs: &[f64]| {
+        let mut p = b.ins().f64const(cs[cs.len() - 1]);
+        for &c in cs[..cs.len() - 1].iter().rev() {
+            let t = b.ins().fmul(p, z);
+            let c = b.ins().f64const(c);
+            p = b.ins().fadd(t, c);
+        }
+        p
+    };
+    let sp = horner(&SIN_TAYLOR);
+    let cp = horner(&COS_TAYLOR);
+    let rz = b.ins().fmul(r, z);
+    let t = b.ins().fmul(rz, sp);
+    let sin_r = b.ins().fadd(r, t);
+    if cos {
+        j = b.ins().iadd_imm_s(j, 1);
+    }
+    let odd = b.ins().band_imm_u(j, 1);
+    let res = b.ins().select(odd, cp, sin_r);
+    let neg = b.ins().band_imm_u(j, 2);
+    let nres = b.ins().fneg(res);
+    let res = b.ins().select(neg, nres, res);
+    let res = b.ins().fdemote(F32, res);
+    let res = if cos {
+        res
+    } else {
+        // sin is odd: take the sign of x.
+        let rb = b.ins().bitcast(I32, MemFlagsData::new(), res);
+        let sx = b.ins().band_imm_s(xb, i64::from(i32::MIN));
+        let rb = b.ins().bxor(rb, sx);
+        b.ins().bitcast(F32, MemFlagsData::new(), rb)
+    };
+    // NaN for ±inf and NaN (x - x), +0 otherwise (the result is never zero).
+    let nan = b.ins().fsub(x, x);
+    b.ins().fadd(res, nan)
 }
 
 /// `sin r ≈ r + r³·S(r²)` on |r| ≤ 0.8; relative error 2^-26.8.
