@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use metajit_codegen::Backend;
 use metajit_codegen::cpu::backend::Cpu;
 use metajit_codegen::gpu::cuda::Cuda;
-use metajit_metaops::contraction::{GemmLayout, MatStrides};
+use metajit_metaops::contraction::GemmLayout;
 use metajit_metaops::schedule::{Step, schedule, size_values};
 use metajit_metaops::{DType, HostData, Op, Scalar, parse};
 
@@ -141,22 +141,6 @@ fn kernels<B: Backend>(b: &B, n: usize, side: usize) {
     }
 }
 
-fn row_major(n: usize) -> GemmLayout {
-    let s = MatStrides {
-        rs: n as isize,
-        cs: 1,
-    };
-    GemmLayout {
-        m: n,
-        n,
-        k: n,
-        dst: s,
-        lhs: s,
-        rhs: s,
-        batch: vec![],
-    }
-}
-
 /// The matmul through the backend; returns its buffers for a direct comparison.
 fn matmul<B: Backend>(b: &B, n: usize) -> (Duration, [B::Buffer; 3]) {
     let a = HostData::from_vec(
@@ -166,7 +150,7 @@ fn matmul<B: Backend>(b: &B, n: usize) -> (Duration, [B::Buffer; 3]) {
     );
     let (x, y) = (b.upload(&a).expect("upload"), b.upload(&a).expect("upload"));
     let mut d = b.alloc(DType::F32, n * n).expect("alloc");
-    let l = row_major(n);
+    let l = GemmLayout::row_major(n, n, n);
     let t = min_time(10, || {
         b.contraction(&l, DType::F32, &mut d, &x, &y)
             .expect("contraction");

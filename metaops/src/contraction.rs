@@ -181,6 +181,23 @@ pub struct GemmLayout {
 }
 
 impl GemmLayout {
+    /// One product of contiguous row-major matrices: `dst[m×n] = lhs[m×k] · rhs[k×n]`.
+    pub fn row_major(m: usize, n: usize, k: usize) -> GemmLayout {
+        let rows = |cols: usize| MatStrides {
+            rs: cols as isize,
+            cs: 1,
+        };
+        GemmLayout {
+            m,
+            n,
+            k,
+            dst: rows(n),
+            lhs: rows(k),
+            rhs: rows(n),
+            batch: vec![],
+        }
+    }
+
     /// Number of matrix products (the product of the batch extents; 1 without batch axes).
     pub fn batch_count(&self) -> usize {
         self.batch.iter().map(|b| b.extent).product()

@@ -511,27 +511,6 @@ mod tests {
         }
     }
 
-    fn row_major(m: usize, n: usize, k: usize) -> GemmLayout {
-        GemmLayout {
-            m,
-            n,
-            k,
-            dst: MatStrides {
-                rs: n as isize,
-                cs: 1,
-            },
-            lhs: MatStrides {
-                rs: k as isize,
-                cs: 1,
-            },
-            rhs: MatStrides {
-                rs: n as isize,
-                cs: 1,
-            },
-            batch: vec![],
-        }
-    }
-
     #[test]
     fn row_major_products_of_many_sizes() {
         for &(m, n, k) in &[
@@ -544,14 +523,14 @@ mod tests {
             (33, 31, 65),
             (3, 130, 5),
         ] {
-            check(&row_major(m, n, k), 1);
+            check(&GemmLayout::row_major(m, n, k), 1);
         }
     }
 
     #[test]
     fn transposed_and_padded_strides() {
         let (m, n, k) = (13, 11, 7);
-        let mut l = row_major(m, n, k);
+        let mut l = GemmLayout::row_major(m, n, k);
         // lhs stored [k, m] (transposed), rhs stored [n, k] (transposed), dst column-major.
         l.lhs = MatStrides {
             rs: 1,
@@ -568,7 +547,7 @@ mod tests {
         };
         check(&l, 1);
         // Padded leading dimensions: untouched padding keeps its sentinel.
-        let mut p = row_major(m, n, k);
+        let mut p = GemmLayout::row_major(m, n, k);
         p.dst = MatStrides {
             rs: n as isize + 3,
             cs: 1,
@@ -584,7 +563,7 @@ mod tests {
         check(&p, 1);
         // Vectors with transposed strides (the gemv paths).
         for (m, n) in [(1, 9), (9, 1)] {
-            let mut v = row_major(m, n, k);
+            let mut v = GemmLayout::row_major(m, n, k);
             v.lhs = MatStrides {
                 rs: 1,
                 cs: m as isize,
@@ -601,15 +580,15 @@ mod tests {
     fn empty_extents() {
         // k = 0: the sentinel is overwritten with zeros.
         for (m, n) in [(3, 4), (1, 5), (5, 1)] {
-            let mut l = row_major(m, n, 0);
+            let mut l = GemmLayout::row_major(m, n, 0);
             l.lhs.rs = 0;
             l.rhs.rs = 0;
             check(&l, 1);
         }
         // m = 0, n = 0, or an empty batch: nothing is written.
-        check(&row_major(0, 4, 3), 1);
-        check(&row_major(4, 0, 3), 1);
-        let mut b = row_major(2, 2, 2);
+        check(&GemmLayout::row_major(0, 4, 3), 1);
+        check(&GemmLayout::row_major(4, 0, 3), 1);
+        let mut b = GemmLayout::row_major(2, 2, 2);
         b.batch = vec![BatchAxis {
             extent: 0,
             dst: 4,
@@ -618,11 +597,11 @@ mod tests {
         }];
         check(&b, 4);
         // Unit M or N described with zero strides (as a contraction without an M/N axis has).
-        let mut u = row_major(1, 6, 5);
+        let mut u = GemmLayout::row_major(1, 6, 5);
         u.lhs.rs = 0;
         u.dst.rs = 0;
         check(&u, 1);
-        let mut u = row_major(6, 1, 5);
+        let mut u = GemmLayout::row_major(6, 1, 5);
         u.rhs.cs = 0;
         u.dst.cs = 0;
         check(&u, 1);
@@ -631,7 +610,7 @@ mod tests {
     #[test]
     fn batches_with_shared_and_broadcast_operands() {
         let (m, n, k) = (5, 6, 7);
-        let mut l = row_major(m, n, k);
+        let mut l = GemmLayout::row_major(m, n, k);
         // [3, 2] batch: lhs broadcast over the outer axis, rhs over the inner one.
         l.batch = vec![
             BatchAxis {
@@ -662,14 +641,14 @@ mod tests {
     #[test]
     fn large_products_take_the_parallel_paths() {
         // One product above the threshold: split by the gemm crate.
-        let l = row_major(96, 80, 72);
+        let l = GemmLayout::row_major(96, 80, 72);
         assert!(l.ops() >= PARALLEL_OPS);
         check(&l, 4);
         let mut t = l.clone();
         t.lhs = MatStrides { rs: 1, cs: 96 };
         check(&t, 4);
         // Many small products above the threshold together: split over the batch.
-        let mut b = row_major(16, 16, 16);
+        let mut b = GemmLayout::row_major(16, 16, 16);
         b.batch = vec![BatchAxis {
             extent: 80,
             dst: 256,
@@ -680,7 +659,7 @@ mod tests {
         check(&b, 4);
         // Several matrices, each summed over products (a convolution's taps per image, the
         // taps reading overlapping windows of one operand): the matrices in parallel.
-        let mut t = row_major(6, 40, 8);
+        let mut t = GemmLayout::row_major(6, 40, 8);
         t.rhs = MatStrides { rs: 50, cs: 1 };
         t.batch = vec![
             BatchAxis {
@@ -700,7 +679,7 @@ mod tests {
             check(&t, threads);
         }
         // Large products, as many as the threads or more: one per task.
-        let mut big = row_major(70, 70, 60);
+        let mut big = GemmLayout::row_major(70, 70, 60);
         assert!(big.ops() >= PARALLEL_OPS);
         big.batch = vec![BatchAxis {
             extent: 4,

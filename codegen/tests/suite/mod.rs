@@ -1120,27 +1120,6 @@ pub fn random_graphs<D: Device>(dev: &D) {
 // ---------------------------------------------------------------------------------------------
 // GEMM, artifacts, launch checks.
 
-fn row_major(m: usize, n: usize, k: usize) -> GemmLayout {
-    GemmLayout {
-        m,
-        n,
-        k,
-        dst: MatStrides {
-            rs: n as isize,
-            cs: 1,
-        },
-        lhs: MatStrides {
-            rs: k as isize,
-            cs: 1,
-        },
-        rhs: MatStrides {
-            rs: n as isize,
-            cs: 1,
-        },
-        batch: vec![],
-    }
-}
-
 /// One past the largest offset a matrix of `l` reaches (at least 1).
 fn span(
     l: &GemmLayout,
@@ -1164,45 +1143,45 @@ fn span(
 /// vectors, k = 0, batches broadcast either way, summed batch axes, an empty summed axis.
 pub fn contractions<B: Backend>(b: &B) {
     let mut layouts = vec![
-        row_major(1, 1, 1),
-        row_major(2, 3, 4),
-        row_major(33, 31, 65),
-        row_major(1, 17, 9),
-        row_major(17, 1, 9),
-        row_major(256, 192, 128),
+        GemmLayout::row_major(1, 1, 1),
+        GemmLayout::row_major(2, 3, 4),
+        GemmLayout::row_major(33, 31, 65),
+        GemmLayout::row_major(1, 17, 9),
+        GemmLayout::row_major(17, 1, 9),
+        GemmLayout::row_major(256, 192, 128),
     ];
-    let mut t = row_major(13, 11, 7);
+    let mut t = GemmLayout::row_major(13, 11, 7);
     t.lhs = MatStrides { rs: 1, cs: 13 };
     t.rhs = MatStrides { rs: 1, cs: 7 };
     layouts.push(t.clone());
     t.dst = MatStrides { rs: 1, cs: 13 };
     layouts.push(t);
-    let mut p = row_major(13, 11, 7);
+    let mut p = GemmLayout::row_major(13, 11, 7);
     p.dst = MatStrides { rs: 14, cs: 1 };
     p.lhs = MatStrides { rs: 12, cs: 1 };
     p.rhs = MatStrides { rs: 13, cs: 1 };
     layouts.push(p);
     // A strided view: every other row and column of lhs (no unit stride).
-    let mut s = row_major(6, 5, 4);
+    let mut s = GemmLayout::row_major(6, 5, 4);
     s.lhs = MatStrides { rs: 16, cs: 2 };
     layouts.push(s);
     // dst with no unit stride.
-    let mut s = row_major(6, 5, 4);
+    let mut s = GemmLayout::row_major(6, 5, 4);
     s.dst = MatStrides { rs: 10, cs: 2 };
     layouts.push(s);
     // k = 0: zeros.
-    let mut z = row_major(3, 4, 0);
+    let mut z = GemmLayout::row_major(3, 4, 0);
     z.lhs.rs = 0;
     z.rhs.rs = 0;
     layouts.push(z);
     // Unit M with zero strides.
-    let mut u = row_major(1, 6, 5);
+    let mut u = GemmLayout::row_major(1, 6, 5);
     u.lhs.rs = 0;
     u.dst.rs = 0;
     layouts.push(u);
     // [3, 2] batch, lhs broadcast over the outer axis, rhs over the inner one.
     let (m, n, k) = (5, 6, 7);
-    let mut bl = row_major(m, n, k);
+    let mut bl = GemmLayout::row_major(m, n, k);
     bl.batch = vec![
         BatchAxis {
             extent: 3,
@@ -1219,7 +1198,7 @@ pub fn contractions<B: Backend>(b: &B) {
     ];
     layouts.push(bl);
     // Summed batch axes (a weight gradient over images; convolution taps per image).
-    let mut sm = row_major(6, 40, 8);
+    let mut sm = GemmLayout::row_major(6, 40, 8);
     sm.rhs = MatStrides { rs: 50, cs: 1 };
     sm.batch = vec![
         BatchAxis {
@@ -1236,7 +1215,7 @@ pub fn contractions<B: Backend>(b: &B) {
         },
     ];
     layouts.push(sm);
-    let mut one = row_major(4, 4, 4);
+    let mut one = GemmLayout::row_major(4, 4, 4);
     one.batch = vec![BatchAxis {
         extent: 9,
         dst: 0,
@@ -1248,11 +1227,11 @@ pub fn contractions<B: Backend>(b: &B) {
     one.batch[0].extent = 0;
     layouts.push(one);
     // Both operands transposed with a long k; a batch with a column-major rhs.
-    let mut tk = row_major(4, 6, 33);
+    let mut tk = GemmLayout::row_major(4, 6, 33);
     tk.lhs = MatStrides { rs: 1, cs: 4 };
     tk.rhs = MatStrides { rs: 1, cs: 33 };
     layouts.push(tk);
-    let mut bt = row_major(37, 45, 50);
+    let mut bt = GemmLayout::row_major(37, 45, 50);
     bt.rhs = MatStrides { rs: 1, cs: 50 };
     bt.batch = vec![BatchAxis {
         extent: 2,
@@ -1262,7 +1241,7 @@ pub fn contractions<B: Backend>(b: &B) {
     }];
     layouts.push(bt);
     // A batch with lhs advancing and rhs broadcast, then a summed axis.
-    let mut bs = row_major(2, 3, 4);
+    let mut bs = GemmLayout::row_major(2, 3, 4);
     bs.batch = vec![
         BatchAxis {
             extent: 5,
@@ -1406,7 +1385,7 @@ pub fn bad_launches<B: Backend>(b: &B) {
         );
     }
     // A GEMM whose operands are too short.
-    let l = row_major(4, 4, 4);
+    let l = GemmLayout::row_major(4, 4, 4);
     let mut d = b.alloc(DType::F32, 16).unwrap();
     let a = b.alloc(DType::F32, 15).unwrap();
     assert!(b.contraction(&l, DType::F32, &mut d, &a, &a).is_err());
