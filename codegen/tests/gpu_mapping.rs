@@ -19,7 +19,7 @@ use metajit_codegen::gpu::opencl::{ClBuffer, ClCompiled, OpenCl};
 use metajit_codegen::gpu::render::{
     EntryKind, GROUP_SIZE, MAX_SPLIT_PARTS, SPLIT_CHUNK, render, split_parts,
 };
-use metajit_metaops::kernel::{self, BufParam, Extent, Inst, Kernel, Phase, PhaseKind, Store, V};
+use metajit_metaops::kernel::{self, Extent, Inst, Kernel, Phase, PhaseKind, V};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 fn device() -> Option<&'static OpenCl> {
@@ -36,62 +36,7 @@ fn device() -> Option<&'static OpenCl> {
 // ---------------------------------------------------------------------------------------------
 // Kernels.
 
-#[derive(Default)]
-struct B {
-    body: Vec<(Inst, DType)>,
-}
-
-impl B {
-    fn push(&mut self, i: Inst, d: DType) -> V {
-        self.body.push((i, d));
-        V(self.body.len() as u32 - 1)
-    }
-    fn idx(&mut self, l: usize) -> V {
-        self.push(Inst::LoopIdx(l), DType::I64)
-    }
-    fn size(&mut self, s: usize) -> V {
-        self.push(Inst::Size(s), DType::I64)
-    }
-    fn i64(&mut self, v: i64) -> V {
-        self.push(Inst::Const(Scalar::I64(v)), DType::I64)
-    }
-    fn load(&mut self, buf: usize, offset: V, d: DType) -> V {
-        self.push(Inst::Load { buf, offset }, d)
-    }
-    fn bin(&mut self, op: BinaryOp, a: V, b: V) -> V {
-        let d = op.output_dtype(self.body[a.0 as usize].1);
-        self.push(Inst::Binary(op, a, b), d)
-    }
-    fn phase(self, inner: Vec<Extent>, kind: PhaseKind) -> Phase {
-        Phase {
-            inner,
-            body: self.body,
-            kind,
-        }
-    }
-}
-
-fn st(buf: usize, offset: V, value: V) -> Store {
-    Store {
-        buf,
-        offset,
-        value,
-        mask: None,
-        combine: None,
-    }
-}
-
-fn s(i: usize) -> Extent {
-    Extent::Size(i)
-}
-
-fn buf(dtype: DType, output: bool, dims: &[Extent]) -> BufParam {
-    BufParam {
-        dtype,
-        output,
-        dims: dims.to_vec(),
-    }
-}
+use gpu_common::{B, buf, s, st};
 
 fn reduce_phase(op: ReduceOp, value: V, b: B, inner: Vec<Extent>) -> Phase {
     b.phase(
@@ -301,15 +246,6 @@ fn data(op: ReduceOp, d: DType, n: usize, seed: u64) -> HostData {
     h
 }
 
-fn rel(d: DType) -> f64 {
-    match d {
-        DType::F16 => 2e-3,
-        DType::BF16 => 1e-2,
-        DType::F64 => 1e-12,
-        _ => 1e-5,
-    }
-}
-
 /// Whether `got` matches `want` within the contract's tolerance for dtype `want.dtype()`
 /// (`exact`: bit for bit, except that -0.0 matches +0.0 and NaN matches NaN).
 fn close(got: Scalar, want: Scalar, exact: bool) -> bool {
@@ -326,7 +262,7 @@ fn close(got: Scalar, want: Scalar, exact: bool) -> bool {
     if exact || !x.is_finite() || !y.is_finite() {
         return false;
     }
-    let r = rel(want.dtype());
+    let r = gpu_common::rel(want.dtype());
     (x - y).abs() <= r * (x.abs().max(y.abs()) + r)
 }
 

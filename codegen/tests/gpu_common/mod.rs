@@ -518,3 +518,14 @@ pub fn clang_check(clang: &str, kernels: &[Kernel], tag: &str) {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The relative tolerance of the GPU precision contract for results of dtype `d` (see
+/// `codegen/src/gpu/mod.rs`): a few roundings of the dtype.
+pub fn rel(d: DType) -> f64 {
+    match d {
+        DType::F16 => 2e-3,
+        DType::BF16 => 1e-2,
+        DType::F64 => 1e-12,
+        _ => 1e-5,
+    }
+}

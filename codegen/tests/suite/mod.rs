@@ -191,15 +191,6 @@ enum Tol {
     Combines,
 }
 
-fn rel(d: DType) -> f64 {
-    match d {
-        DType::F16 => 2e-3,
-        DType::BF16 => 1e-2,
-        DType::F64 => 1e-12,
-        _ => 1e-5,
-    }
-}
-
 fn close(a: Scalar, b: Scalar, tol: Tol) -> bool {
     if a == b || (a.is_nan() && b.is_nan()) {
         return true;
@@ -214,7 +205,7 @@ fn close(a: Scalar, b: Scalar, tol: Tol) -> bool {
     if tol == Tol::Zeros || x.is_nan() || y.is_nan() || x.is_infinite() || y.is_infinite() {
         return false;
     }
-    let r = rel(a.dtype()) * if tol == Tol::Combines { 16.0 } else { 1.0 };
+    let r = crate::gpu_common::rel(a.dtype()) * if tol == Tol::Combines { 16.0 } else { 1.0 };
     (x - y).abs() <= r * (x.abs().max(y.abs()) + r)
 }
 
