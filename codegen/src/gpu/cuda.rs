@@ -776,6 +776,49 @@ fn plan_gemm(layout: &GemmLayout) -> (GemmLayout, Vec<GemmCall>) {
 }
 
 impl Cuda {
+    /// Launches `func` with `groups` blocks of `local` threads on the stream: the renderer's
+    /// ABI, a device pointer per buffer, then the scratch pointer of a split entry point, then
+    /// an i64 per size. No blocks: nothing is launched. A failure is the driver's message.
+    ///
+    /// # Safety
+    ///
+    /// The arguments must be those `func`'s parameters expect, and the kernel must keep
+    /// within the buffers (the contract of [`Backend::launch`]).
+    unsafe fn run(
+        &self,
+        func: &CudaFunction,
+        ptrs: &[u64],
+        scratch: Option<&u64>,
+        sizes: &[i64],
+        groups: u64,
+        local: u32,
+    ) -> Result<(), String> {
+        if groups == 0 {
+            return Ok(());
+        }
+        let grid = u32::try_from(groups).map_err(|_| format!("{groups} blocks"))?;
+        let mut args = self.stream.launch_builder(func);
+        for p in ptrs {
+            args.arg(p);
+        }
+        if let Some(p) = scratch {
+            args.arg(p);
+        }
+        for s in sizes {
+            args.arg(s);
+        }
+        // SAFETY: passed on from the caller (the arguments match `func`'s parameters).
+        unsafe {
+            args.launch(LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (local, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
     /// Runs one cuBLAS call of a plan on buffers at `d`, `lhs`, `rhs`.
     fn blas_call(
         &self,
@@ -1036,6 +1079,8 @@ impl Backend for Cuda {
             bufs,
             sizes,
         )?;
+        let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr).collect();
+        let sizes = &sizes[..compiled.n_sizes];
         if let Some(plan) = compiled.rendered.split_plan(sizes, None) {
             // A split full reduction: one launch per phase sharing a scratch buffer from the
             // pool (dropped after the launches are enqueued; stream order keeps a later user
@@ -1043,69 +1088,30 @@ impl Backend for Cuda {
             // mirrors (`OpenCl::launch_split`).
             let scratch = self.alloc(DType::I64, plan.scratch_bytes.div_ceil(8))?;
             let first = compiled.rendered.entries.len();
-            let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr).collect();
-            let sizes = &sizes[..compiled.n_sizes];
             for l in &plan.launches {
                 let func = compiled
                     .functions
                     .get(first + l.entry)
                     .ok_or_else(|| device_error(format!("no split entry point {}", l.entry)))?;
-                let grid = u32::try_from(l.groups)
-                    .map_err(|_| device_error(format!("{} blocks", l.groups)))?;
-                let mut args = self.stream.launch_builder(func);
-                for p in &ptrs {
-                    args.arg(p);
-                }
-                args.arg(&scratch.ptr);
-                for s in sizes {
-                    args.arg(s);
-                }
-                // SAFETY: as the launch below, with the scratch pointer after the buffers (the
-                // split entry points' ABI), to a buffer of `plan.scratch_bytes` bytes or more.
-                unsafe {
-                    args.launch(LaunchConfig {
-                        grid_dim: (grid, 1, 1),
-                        block_dim: (l.local, 1, 1),
-                        shared_mem_bytes: 0,
-                    })
-                }
-                .map_err(|e| device_error(format!("launching a split entry point: {e}")))?;
+                // SAFETY: as below, with the scratch pointer after the buffers (the split
+                // entry points' ABI), to a buffer of `plan.scratch_bytes` bytes or more.
+                unsafe { self.run(func, &ptrs, Some(&scratch.ptr), sizes, l.groups, l.local) }
+                    .map_err(|e| device_error(format!("launching a split entry point: {e}")))?;
             }
             return Ok(());
         }
         let l = compiled.rendered.launch(sizes);
-        if l.groups == 0 {
-            return Ok(());
-        }
         let func = compiled
             .functions
             .get(l.entry)
             .ok_or_else(|| device_error(format!("no entry point {}", l.entry)))?;
-        let grid =
-            u32::try_from(l.groups).map_err(|_| device_error(format!("{} blocks", l.groups)))?;
-        let ptrs: Vec<u64> = bufs.iter().map(|b| b.ptr).collect();
-        let sizes = &sizes[..compiled.n_sizes];
-        let mut args = self.stream.launch_builder(func);
-        for p in &ptrs {
-            args.arg(p);
-        }
-        for s in sizes {
-            args.arg(s);
-        }
         // SAFETY: the arguments follow the renderer's ABI (one device pointer per buffer
         // parameter, then one i64 per size); `check::launch_args` verified each buffer's
         // dtype and element count against the kernel's declared extents and that outputs
         // alias nothing; the caller guarantees the kernel keeps within those extents and
         // that nobody else writes the outputs meanwhile (`launch`'s contract).
-        unsafe {
-            args.launch(LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (l.local, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .map_err(|e| device_error(format!("launching {}: {e}", func_name(compiled, l.entry))))?;
-        Ok(())
+        unsafe { self.run(func, &ptrs, None, sizes, l.groups, l.local) }
+            .map_err(|e| device_error(format!("launching {}: {e}", func_name(compiled, l.entry))))
     }
 
     fn contraction(
