@@ -414,11 +414,7 @@ pub(crate) fn eager_known(
     };
     config::try_executor_settings()?;
     let debug = config::try_debug()?;
-    let setting = config::try_device()?;
-    if debug >= 2
-        || !matches!(setting, Device::Cpu | Device::Auto)
-        || device.unwrap_or(setting.placement()) != Device::Cpu
-    {
+    if debug >= 2 || !on_cpu_engine(device)? {
         return Ok(None);
     }
     let Some(bufs) = computed_inputs(inputs) else {
@@ -450,12 +446,7 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
     };
     let one_op = computed_inputs(&inputs).is_some();
     drop(inputs);
-    let setting = config::try_device()?;
-    if debug >= 2
-        || !one_op
-        || !matches!(setting, Device::Cpu | Device::Auto)
-        || node.device.unwrap_or(setting.placement()) != Device::Cpu
-    {
+    if debug >= 2 || !one_op || !on_cpu_engine(node.device)? {
         return realize(std::slice::from_ref(node));
     }
     let engine = cpu_engine()?;
@@ -482,6 +473,14 @@ pub(crate) fn realize_eager(node: &NodeRef, entry: &crate::dispatch::OpEntry) ->
         .expect("a one-op graph has one output");
     *node.lock() = State::Realized(Storage::cpu(data));
     Ok(())
+}
+
+/// Whether an op of device `device` (`None`: floating) runs on the CPU engine, the one the
+/// eager fast paths use (not on another device, nor the reference interpreter).
+fn on_cpu_engine(device: Option<Device>) -> Result<bool> {
+    let setting = config::try_device()?;
+    Ok(matches!(setting, Device::Cpu | Device::Auto)
+        && device.unwrap_or(setting.placement()) == Device::Cpu)
 }
 
 /// The buffers of an op's distinct input nodes in first-occurrence order (the input slots of

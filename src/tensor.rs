@@ -355,6 +355,19 @@ impl Tensor {
         *lock(&self.0.node) = node;
     }
 
+    /// A computed copy of this value on `device` (no autograd record), or `None` when the value
+    /// is there already. A floating value (made from no data) is copied even to the device it
+    /// would run on, which pins it: a later change of the default device does not move it.
+    fn copy_to(&self, device: Device) -> Result<Option<Tensor>> {
+        let target = device.placement();
+        if self.device() == target && self.node().device.is_some() {
+            return Ok(None);
+        }
+        let t = Tensor::from_host_on(self.host_data()?, self.shape().clone(), target);
+        crate::exec::place(&t.node())?;
+        Ok(Some(t))
+    }
+
     /// Moves this tensor (and every clone of it) to `device`, in place, as PyTorch's
     /// `Module.to` moves parameters: the tensor keeps being the same leaf, and an accumulated
     /// [`grad`](Tensor::grad) moves with it. Graphs recorded earlier keep reading the old
@@ -373,11 +386,9 @@ impl Tensor {
     /// unchanged.
     pub fn move_to(&self, device: Device) -> Result<()> {
         let target = device.placement();
-        if self.device() == target && self.node().device.is_some() {
+        let Some(moved) = self.copy_to(device)? else {
             return Ok(());
-        }
-        let moved = Tensor::from_host_on(self.host_data()?, self.shape().clone(), target);
-        crate::exec::place(&moved.node())?;
+        };
         let leaf = lock(&self.0.leaf).clone();
         if let Some(cell) = &leaf {
             let mut grad = lock(&cell.grad);
@@ -563,15 +574,10 @@ impl Tensor {
     /// # Errors
     /// When computing this tensor fails, or the device cannot be opened.
     pub fn to(&self, device: Device) -> Result<Tensor> {
-        let (source, target) = (self.device(), device.placement());
-        // A floating value (made from no data) is pinned to the target by a copy, so that a
-        // later change of the default device does not move it.
-        if source == target && self.node().device.is_some() {
+        let source = self.device();
+        let Some(t) = self.copy_to(device)? else {
             return Ok(self.clone());
-        }
-        let data = self.host_data()?;
-        let t = Tensor::from_host_on(data, self.shape().clone(), target);
-        crate::exec::place(&t.node())?;
+        };
         Ok(autograd::with_custom_rule(
             t,
             autograd::Custom::ToDevice(source),
