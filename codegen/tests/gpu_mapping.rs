@@ -9,8 +9,6 @@
 //! The rendered source of a split full reduction is also checked in both dialects (no device
 //! needed). Without an OpenCL device the device tests print `skipped: ...` and pass.
 
-use std::sync::OnceLock;
-
 mod gpu_common;
 
 use metajit_codegen::Backend;
@@ -23,14 +21,7 @@ use metajit_metaops::kernel::{self, Extent, Inst, Kernel, Phase, PhaseKind, V};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
 fn device() -> Option<&'static OpenCl> {
-    static DEV: OnceLock<Result<OpenCl, String>> = OnceLock::new();
-    match DEV.get_or_init(|| OpenCl::open(0).map_err(|e| e.to_string())) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            println!("skipped: no OpenCL device ({e})");
-            None
-        }
-    }
+    gpu_common::opencl()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,22 +3,13 @@
 //!
 //! Without an OpenCL device these print `skipped: no OpenCL device (<why>)` and pass.
 
-use std::sync::OnceLock;
-
 use metajit_codegen::Backend;
 use metajit_codegen::gpu::opencl::OpenCl;
 
 mod gpu_common;
 
 fn device() -> Option<&'static OpenCl> {
-    static DEV: OnceLock<Result<OpenCl, String>> = OnceLock::new();
-    match DEV.get_or_init(|| OpenCl::open(0).map_err(|e| e.to_string())) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            println!("skipped: no OpenCL device ({e})");
-            None
-        }
-    }
+    gpu_common::opencl()
 }
 
 /// Bytes that are no program binary are refused by `load` (the OpenCL runtime checks

@@ -529,3 +529,29 @@ pub fn rel(d: DType) -> f64 {
         _ => 1e-5,
     }
 }
+
+/// Reports that `device` (`opencl`, `cuda`) did not open: `skipped: <why>` on stdout, so its
+/// tests pass without running -- unless `METAJIT_REQUIRE_DEVICES` (a comma-separated list, set
+/// by CI where pocl is installed) names it, and then it panics, so a CI run can never pass
+/// without running the device's tests.
+pub fn skip_or_fail(device: &str, why: &str) {
+    let required = std::env::var("METAJIT_REQUIRE_DEVICES").unwrap_or_default();
+    if required.split(',').any(|d| d.trim() == device) {
+        panic!("{device} is required (METAJIT_REQUIRE_DEVICES={required}) but did not open: {why}");
+    }
+    println!("skipped: {why}");
+}
+
+/// OpenCL device 0, opened once per test binary; `None` (after [`skip_or_fail`]) where it does
+/// not open.
+pub fn opencl() -> Option<&'static metajit_codegen::gpu::opencl::OpenCl> {
+    use metajit_codegen::gpu::opencl::OpenCl;
+    static DEV: std::sync::OnceLock<Result<OpenCl, String>> = std::sync::OnceLock::new();
+    match DEV.get_or_init(|| OpenCl::open(0).map_err(|e| e.to_string())) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            skip_or_fail("opencl", &format!("no OpenCL device ({e})"));
+            None
+        }
+    }
+}

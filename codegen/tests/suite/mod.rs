@@ -129,7 +129,7 @@ macro_rules! backend_tests {
                 match DEV.get_or_init(|| $open.map_err(|e| e.to_string())) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        println!("skipped: {e}");
+                        $crate::gpu_common::skip_or_fail(stringify!($device), e);
                         None
                     }
                 }
