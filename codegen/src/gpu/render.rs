@@ -1155,21 +1155,47 @@ impl Renderer<'_> {
         })
     }
 
-    fn thread_entry(&mut self, name: &str, atomic: bool) -> Result<String, String> {
-        let mut out = String::new();
-        self.signature(&mut out, name);
-        let l = self.l;
+    /// Opens the loop over every outer iteration (`n_outer` of them, flattened) from `start`
+    /// in steps of `step`, with the outer loop indices `o*` decomposed from `ol`.
+    fn outer_loop(&self, out: &mut String, start: &str, step: &str) {
         let _ = writeln!(
             out,
             "    const i64 n_outer = {};",
             extents_product(&self.k.outer)
         );
+        let _ = writeln!(out, "    for (i64 ol = {start}; ol < n_outer; ol += {step}) {{");
+        decompose(out, "        ", "o", &self.k.outer, "ol");
+    }
+
+    /// One thread's loop over a phase's inner iterations in order (the thread entry): the
+    /// indices `i*` decomposed from `il`, the body, then `after` (e.g. a fold).
+    fn sequential_inner_loop(
+        &mut self,
+        out: &mut String,
+        ph: &Phase,
+        atomic: bool,
+        after: &str,
+    ) -> Result<(), String> {
+        let ind = "                ";
+        let _ = writeln!(out, "        {{");
         let _ = writeln!(
             out,
-            "    for (i64 ol = {}; ol < n_outer; ol += {}) {{",
-            l.global_id, l.global_size
+            "            const i64 n = {};",
+            extents_product(&ph.inner)
         );
-        decompose(&mut out, "        ", "o", &self.k.outer, "ol");
+        let _ = writeln!(out, "            for (i64 il = 0; il < n; il++) {{");
+        decompose(out, ind, "i", &ph.inner, "il");
+        self.body(out, ind, ph, atomic)?;
+        out.push_str(after);
+        let _ = writeln!(out, "            }}");
+        let _ = writeln!(out, "        }}");
+        Ok(())
+    }
+
+    fn thread_entry(&mut self, name: &str, atomic: bool) -> Result<String, String> {
+        let mut out = String::new();
+        self.signature(&mut out, name);
+        self.outer_loop(&mut out, self.l.global_id, self.l.global_size);
         for (p, ph) in self.k.phases.iter().enumerate() {
             let ind = "            ";
             match &ph.kind {
@@ -1182,36 +1208,18 @@ impl Renderer<'_> {
                         reg_ty(a),
                         Self::identity(*op, d)
                     );
-                    let _ = writeln!(out, "        {{");
-                    let _ = writeln!(
-                        out,
-                        "            const i64 n = {};",
-                        extents_product(&ph.inner)
-                    );
-                    let _ = writeln!(out, "            for (i64 il = 0; il < n; il++) {{");
-                    decompose(&mut out, &format!("{ind}    "), "i", &ph.inner, "il");
-                    self.body(&mut out, &format!("{ind}    "), ph, atomic)?;
                     let x = self.cast(d, a, &value.to_string());
                     let c = self.combine(*op, d, &format!("acc{p}"), &x)?;
-                    let _ = writeln!(out, "{ind}    acc{p} = {c};");
-                    let _ = writeln!(out, "            }}");
-                    let _ = writeln!(out, "        }}");
+                    self.sequential_inner_loop(
+                        &mut out,
+                        ph,
+                        atomic,
+                        &format!("{ind}    acc{p} = {c};\n"),
+                    )?;
                     let fin = self.cast(a, d, &format!("acc{p}"));
                     let _ = writeln!(out, "        const {} r{p} = {fin};", reg_ty(d));
                 }
-                PhaseKind::Store(_) => {
-                    let _ = writeln!(out, "        {{");
-                    let _ = writeln!(
-                        out,
-                        "            const i64 n = {};",
-                        extents_product(&ph.inner)
-                    );
-                    let _ = writeln!(out, "            for (i64 il = 0; il < n; il++) {{");
-                    decompose(&mut out, &format!("{ind}    "), "i", &ph.inner, "il");
-                    self.body(&mut out, &format!("{ind}    "), ph, atomic)?;
-                    let _ = writeln!(out, "            }}");
-                    let _ = writeln!(out, "        }}");
-                }
+                PhaseKind::Store(_) => self.sequential_inner_loop(&mut out, ph, atomic, "")?,
             }
         }
         out.push_str("    }\n}\n");
@@ -1230,17 +1238,7 @@ impl Renderer<'_> {
             }
         }
         let _ = writeln!(out, "    const i64 lid = {};", l.local_id);
-        let _ = writeln!(
-            out,
-            "    const i64 n_outer = {};",
-            extents_product(&self.k.outer)
-        );
-        let _ = writeln!(
-            out,
-            "    for (i64 ol = {}; ol < n_outer; ol += {}) {{",
-            l.group_id, l.num_groups
-        );
-        decompose(&mut out, "        ", "o", &self.k.outer, "ol");
+        self.outer_loop(&mut out, l.group_id, l.num_groups);
         let ind = "                ";
         for (p, ph) in self.k.phases.iter().enumerate() {
             let reduce = match &ph.kind {
