@@ -1163,7 +1163,10 @@ impl Renderer<'_> {
             "    const i64 n_outer = {};",
             extents_product(&self.k.outer)
         );
-        let _ = writeln!(out, "    for (i64 ol = {start}; ol < n_outer; ol += {step}) {{");
+        let _ = writeln!(
+            out,
+            "    for (i64 ol = {start}; ol < n_outer; ol += {step}) {{"
+        );
         decompose(out, "        ", "o", &self.k.outer, "ol");
     }
 
