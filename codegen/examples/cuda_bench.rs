@@ -4,8 +4,8 @@
 //! 1. per kernel of W1-W3-like graphs (elementwise chain, row softmax, full sum, column sum):
 //!    NVRTC cold compile (render + NVRTC + module load), warm load (the cached code through
 //!    `Backend::load`, no NVRTC), and the launch's time and bandwidth (minimum of 10 runs);
-//!    on CUDA once with PTX artifacts (the driver JIT-compiles them when loading) and once
-//!    with CUBINs (`Cuda::set_cubin`);
+//!    once with CUBIN artifacts (the default) and once with PTX (the driver JIT-compiles it
+//!    when loading; `Cuda::set_cubin(false)`);
 //! 2. the device's copy bandwidth (device-to-device memcpy of W1's bytes), for W1's share;
 //! 3. a 4096x4096x4096 f32 matmul through `Backend::contraction` vs a direct cuBLAS SGEMM on
 //!    the same buffers, GFLOP/s (minimum time of 10 runs each).
@@ -249,11 +249,11 @@ fn main() {
     };
     println!("{:?}", c.info());
     println!("cache identity: {}", c.cache_identity());
+    println!("-- CUBIN artifacts (the default)");
+    kernels(&c, 1 << 24, 4096);
     println!("-- PTX artifacts");
-    kernels(&c, 1 << 24, 4096);
-    println!("-- CUBIN artifacts");
-    c.set_cubin(true);
-    kernels(&c, 1 << 24, 4096);
     c.set_cubin(false);
+    kernels(&c, 1 << 24, 4096);
+    c.set_cubin(true);
     cuda_only(&c, 1 << 24);
 }

@@ -292,44 +292,6 @@ fn names_and_malformed_kernels_are_errors() {
 
 use metajit_metaops::kernel::V;
 
-/// A clang on the PATH, if any.
-/// Kernels for the compile checks: the hand-built ones and those of 40 random graphs.
-fn sample_kernels() -> Vec<metajit_metaops::kernel::Kernel> {
-    let mut ks = vec![
-        gpu_common::softmax(),
-        gpu_common::row_scatter_and_max(),
-        gpu_common::last_write_wins(),
-        gpu_common::store_then_reduce(),
-        gpu_common::elementwise_2d(),
-    ];
-    for op in ReduceOp::ALL {
-        for d in DType::ALL {
-            if op.accepts(d) {
-                ks.push(gpu_common::scatter(op, d));
-                ks.push(gpu_common::reduce(op, d, Axis::Columns));
-            }
-        }
-    }
-    for d in [DType::F32, DType::F64, DType::F16] {
-        for dist in [
-            metajit_metaops::Distribution::Uniform,
-            metajit_metaops::Distribution::Normal,
-        ] {
-            ks.push(gpu_common::random(d, dist));
-        }
-    }
-    let cfg = GenConfig::default();
-    for seed in 0..40 {
-        let (g, _) = random_graph(seed, &cfg);
-        for step in schedule::schedule(&g).steps {
-            if let Step::Kernel { kernel, .. } = step {
-                ks.push(kernel);
-            }
-        }
-    }
-    ks
-}
-
 /// Both dialects' sources of many kernels (as one program each) through clang's front end:
 /// the CUDA dialect in CUDA mode against `gpu_cuda_stub.h` (no CUDA toolkit needed), the
 /// OpenCL dialect as OpenCL C 1.2. Skipped without clang. This checks that the CUDA source
@@ -341,7 +303,7 @@ fn rendered_source_compiles_with_clang() {
         println!("skipped: no clang");
         return;
     };
-    let ks = sample_kernels();
+    let ks = gpu_common::sample_kernels(40);
     gpu_common::clang_check(&clang, &ks, "all");
     println!(
         "{} kernels in both dialects pass {clang} -fsyntax-only",

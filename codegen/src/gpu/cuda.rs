@@ -1,5 +1,5 @@
 //! The CUDA runtime: kernels rendered in the CUDA dialect ([`super::render`]), compiled by NVRTC
-//! for the device's own architecture, loaded as PTX (or CUBIN) and launched on one stream; contractions
+//! for the device's own architecture, loaded as a CUBIN (or PTX) and launched on one stream; contractions
 //! through cuBLAS. Everything is reached through `cudarc` with dynamic loading, so the crate
 //! builds and runs on machines without CUDA: [`Cuda::open`] looks for the driver, NVRTC and
 //! cuBLAS libraries first and returns an error naming what is missing (creating a context
@@ -12,11 +12,16 @@
 //!   [`Backend::synchronize`] wait for the stream.
 //! - **Buffers** hold `max(numel, 1)` elements, rounded up to a multiple of 8 bytes (the
 //!   renderer's compare-and-swap loops on narrow dtypes work on the containing word).
-//! - **Compiled kernels** keep their code: PTX text for the device's virtual architecture
-//!   (`compute_XY`, the default; the driver JIT-compiles it when it is loaded), or with
-//!   [`Cuda::set_cubin`] a CUBIN for its real architecture (`sm_XY`, loaded as it is). That is
-//!   the cached artifact, and [`Backend::load`] loads either back without NVRTC (the launch
-//!   geometry is re-rendered from the kernel, which costs no compile).
+//! - **Compiled kernels** keep their code: by default a CUBIN for the device's real
+//!   architecture (`sm_XY`), which loads as it is, so a warm start reads it from the cache and
+//!   compiles nothing; with [`Cuda::set_cubin`]`(false)` PTX text for its virtual architecture
+//!   (`compute_XY`), which the driver JIT-compiles when it is loaded. That is the cached
+//!   artifact, and [`Backend::load`] loads either back without NVRTC (the launch geometry is
+//!   re-rendered from the kernel, which costs no compile). A CUBIN also loads under a driver
+//!   older than NVRTC, where PTX of a newer ISA would not.
+//! - **Compiling** goes through [`Nvrtc`], which needs no driver or device: on a machine with
+//!   NVRTC and no GPU, `codegen/tests/nvrtc.rs` compiles every kernel the tests make for an
+//!   H100/H200.
 //! - **Contractions** map the row-major product `C = A·B` to cuBLAS's column-major
 //!   `Cᵀ = Bᵀ·Aᵀ` (or `C = A·B` when dst is column-major), one strided-batched call per
 //!   batch axis that cuBLAS can stride over, a loop of calls over the others, and summed batch
@@ -49,7 +54,7 @@ const NAME: &str = "cuda";
 
 /// The version of what this runtime adds to the rendered source when compiling (NVRTC
 /// options, the artifact's format); part of [`Backend::cache_identity`].
-pub const RUNTIME_VERSION: u32 = 1;
+pub const RUNTIME_VERSION: u32 = 2;
 
 fn device_error(message: impl Into<String>) -> BackendError {
     BackendError::Device {
@@ -105,6 +110,166 @@ pub fn libraries_present() -> Result<(), String> {
         return Err("no cuBLAS (libcublas not found)".into());
     }
     Ok(())
+}
+
+/// NVRTC on its own, for one architecture: compiles CUDA C with the options this runtime
+/// uses, with no driver, context or device. [`Cuda`] compiles through it; on a machine with
+/// NVRTC but no GPU it checks that the rendered source compiles and assembles for a given GPU
+/// (`codegen/tests/nvrtc.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nvrtc {
+    version: (i32, i32),
+    compute_capability: (i32, i32),
+}
+
+/// What NVRTC made of one kernel.
+#[derive(Debug)]
+pub struct NvrtcOutput {
+    /// The kernel's rendering (CUDA C source and entry points).
+    pub rendered: Rendered,
+    /// A CUBIN (ELF image) when compiled for the real architecture, else PTX text.
+    pub code: Vec<u8>,
+    /// The PTX text, where NVRTC gives it.
+    pub ptx: Option<String>,
+}
+
+impl Nvrtc {
+    /// Loads NVRTC (an error, not a panic, where it is missing or lacks a function) for the
+    /// architecture `compute_capability` (`(9, 0)` for an H100/H200).
+    pub fn open(compute_capability: (i32, i32)) -> Result<Nvrtc, BackendError> {
+        // SAFETY: only tries to load the library by its usual names and unloads it again.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(device_error(
+                "no NVRTC (libnvrtc not found): kernels cannot be compiled",
+            ));
+        }
+        // A symbol missing from an old library panics inside cudarc's loader.
+        let version = std::panic::catch_unwind(|| {
+            let (mut major, mut minor) = (0, 0);
+            // SAFETY: writes two ints.
+            unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+                .result()
+                .map(|()| (major, minor))
+        })
+        .map_err(|_| device_error("libnvrtc lacks a function cudarc needs (older than CUDA 13?)"))?
+        .map_err(|e| device_error(format!("querying NVRTC's version: {e:?}")))?;
+        Ok(Nvrtc {
+            version,
+            compute_capability,
+        })
+    }
+
+    /// NVRTC's version, `(major, minor)`.
+    pub fn version(&self) -> (i32, i32) {
+        self.version
+    }
+
+    /// The architecture compiled for, `(major, minor)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// The architectures this NVRTC compiles for, as `(major, minor)`.
+    pub fn supported_archs(&self) -> Result<Vec<(i32, i32)>, BackendError> {
+        let mut n = 0;
+        // SAFETY: writes one int.
+        unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut n) }
+            .result()
+            .map_err(|e| device_error(format!("NVRTC's architectures: {e:?}")))?;
+        let mut archs = vec![0; usize::try_from(n).unwrap_or(0)];
+        // SAFETY: `archs` holds the `n` ints NVRTC said it has.
+        unsafe { cudarc::nvrtc::sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
+            .result()
+            .map_err(|e| device_error(format!("NVRTC's architectures: {e:?}")))?;
+        Ok(archs.into_iter().map(|a| (a / 10, a % 10)).collect())
+    }
+
+    /// The options: the renderer's (no FMA contraction), `--minimal` where NVRTC has it
+    /// (12.4 on: leaves out texture and device-runtime declarations the kernels never use,
+    /// which shortens every compile), and the architecture, virtual (`compute_XY`, for PTX) or
+    /// real (`sm_XY`, for a CUBIN).
+    pub fn options(&self, cubin: bool) -> Vec<String> {
+        let mut o: Vec<String> = render::compile_options(Dialect::Cuda)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if self.version >= (12, 4) {
+            o.push("--minimal".into());
+        }
+        let (major, minor) = self.compute_capability;
+        let arch = if cubin { "sm" } else { "compute" };
+        o.push(format!("--gpu-architecture={arch}_{major}{minor}"));
+        o
+    }
+
+    /// Compiles CUDA C: the artifact (a CUBIN when `cubin`, else the PTX text) and the PTX
+    /// text where NVRTC gives it; `Err` holds NVRTC's log and the options.
+    pub fn compile_source(
+        &self,
+        source: &str,
+        cubin: bool,
+    ) -> Result<(Vec<u8>, Option<String>), String> {
+        use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
+        let src = std::ffi::CString::new(source).map_err(|_| "the source contains a NUL byte")?;
+        /// Destroys the program when dropped.
+        struct Program(rtc_sys::nvrtcProgram);
+        impl Drop for Program {
+            fn drop(&mut self) {
+                // SAFETY: created by `create_program` below and destroyed only here.
+                let _ = unsafe { rtc::destroy_program(self.0) };
+            }
+        }
+        let prog = Program(
+            rtc::create_program(&src, None)
+                .map_err(|e| format!("NVRTC: creating a program: {e:?}"))?,
+        );
+        let options = self.options(cubin);
+        // SAFETY: a live program whose source (`src`) outlives it; the options are strings.
+        if let Err(e) = unsafe { rtc::compile_program(prog.0, &options) } {
+            // SAFETY: as above.
+            let log = unsafe { rtc::get_program_log(prog.0) }
+                .map(|l| c_chars_to_string(&l))
+                .unwrap_or_default();
+            return Err(format!("NVRTC failed ({e:?}, options {options:?}):\n{log}"));
+        }
+        // SAFETY: as above; the program compiled.
+        let ptx = unsafe { rtc::get_ptx(prog.0) }
+            .ok()
+            .map(|p| c_chars_to_string(&p));
+        if !cubin {
+            let ptx = ptx.ok_or("NVRTC gave no PTX")?;
+            return Ok((ptx.clone().into_bytes(), Some(ptx)));
+        }
+        let mut size = 0usize;
+        // SAFETY: as above; writes one usize.
+        unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }
+            .result()
+            .map_err(|e| format!("NVRTC: no CUBIN: {e:?}"))?;
+        let mut image = vec![0u8; size];
+        // SAFETY: `image` holds the `size` bytes NVRTC said the CUBIN has.
+        unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, image.as_mut_ptr().cast()) }
+            .result()
+            .map_err(|e| format!("NVRTC: reading the CUBIN: {e:?}"))?;
+        Ok((image, ptx))
+    }
+
+    /// Renders `kernel` in the CUDA dialect and compiles it; a compile error carries NVRTC's
+    /// log, the source and the kernel.
+    pub fn compile(&self, kernel: &Kernel, cubin: bool) -> Result<NvrtcOutput, BackendError> {
+        let rendered = render::render(kernel, Dialect::Cuda)?;
+        let (code, ptx) = self
+            .compile_source(&rendered.source, cubin)
+            .map_err(|log| BackendError::Compile {
+                backend: NAME,
+                message: format!("{log}\nCUDA C source:\n{}", rendered.source),
+                kernel: kernel.text(),
+            })?;
+        Ok(NvrtcOutput {
+            rendered,
+            code,
+            ptx,
+        })
+    }
 }
 
 /// A device buffer: a pooled allocation of at least 8 bytes, a multiple of 8.
@@ -281,6 +446,7 @@ pub struct Cuda {
     blas: CudaBlas,
     pool: Arc<Pool>,
     info: DeviceInfo,
+    nvrtc: Nvrtc,
     fallback: OnceLock<Result<Fallback, String>>,
     debug: AtomicU8,
     cubin: AtomicBool,
@@ -329,19 +495,16 @@ impl Cuda {
         unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) }
             .result()
             .map_err(drv_err("querying the driver version"))?;
-        let (mut major, mut minor) = (0, 0);
-        // SAFETY: writes two ints.
-        let v = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-        v.result()
-            .map_err(|e| device_error(format!("querying NVRTC's version: {e:?}")))?;
+        let compute_capability = ctx
+            .compute_capability()
+            .map_err(drv_err("querying the compute capability"))?;
+        let nvrtc = Nvrtc::open(compute_capability)?;
         let info = DeviceInfo {
             ordinal,
             name: ctx.name().map_err(drv_err("querying the device name"))?,
-            compute_capability: ctx
-                .compute_capability()
-                .map_err(drv_err("querying the compute capability"))?,
+            compute_capability,
             driver_version,
-            nvrtc_version: (major, minor),
+            nvrtc_version: nvrtc.version(),
             total_memory: ctx.total_mem().map_err(drv_err("querying the memory"))?,
         };
         Ok(Cuda {
@@ -353,9 +516,10 @@ impl Cuda {
                 cached: AtomicUsize::new(0),
             }),
             info,
+            nvrtc,
             fallback: OnceLock::new(),
             debug: AtomicU8::new(0),
-            cubin: AtomicBool::new(false),
+            cubin: AtomicBool::new(true),
         })
     }
 
@@ -380,9 +544,10 @@ impl Cuda {
         self.pool.trim();
     }
 
-    /// Makes [`Backend::compile`] produce CUBINs (machine code for this device's real
-    /// architecture, `sm_XY`, loaded without the driver's PTX JIT) instead of PTX text (the
-    /// default, JIT-compiled by the driver when loaded). [`Backend::load`] takes either.
+    /// Chooses what [`Backend::compile`] produces: CUBINs (`true`, the default: machine code
+    /// for this device's real architecture, `sm_XY`, loaded without the driver's PTX JIT) or
+    /// PTX text (`false`, JIT-compiled by the driver when loaded). [`Backend::load`] takes
+    /// either.
     pub fn set_cubin(&self, on: bool) {
         self.cubin.store(on, Ordering::Relaxed);
     }
@@ -390,61 +555,7 @@ impl Cuda {
     /// The NVRTC options for this device: the renderer's (no FMA contraction) and the
     /// architecture, virtual (`compute_XY`, PTX) or real (`sm_XY`, CUBIN).
     pub fn nvrtc_options(&self, cubin: bool) -> Vec<String> {
-        let mut o: Vec<String> = render::compile_options(Dialect::Cuda)
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        let (major, minor) = self.info.compute_capability;
-        let arch = if cubin { "sm" } else { "compute" };
-        o.push(format!("--gpu-architecture={arch}_{major}{minor}"));
-        o
-    }
-
-    /// Compiles CUDA C with NVRTC: the artifact (a CUBIN when `cubin`, else the PTX text) and
-    /// the PTX text where NVRTC gives it; `Err` holds NVRTC's log.
-    fn nvrtc(&self, source: &str, cubin: bool) -> Result<(Vec<u8>, Option<String>), String> {
-        use cudarc::nvrtc::{result as rtc, sys as rtc_sys};
-        let src = std::ffi::CString::new(source).map_err(|_| "the source contains a NUL byte")?;
-        /// Destroys the program when dropped.
-        struct Program(rtc_sys::nvrtcProgram);
-        impl Drop for Program {
-            fn drop(&mut self) {
-                // SAFETY: created by `create_program` below and destroyed only here.
-                let _ = unsafe { rtc::destroy_program(self.0) };
-            }
-        }
-        let prog = Program(
-            rtc::create_program(&src, None)
-                .map_err(|e| format!("NVRTC: creating a program: {e:?}"))?,
-        );
-        let options = self.nvrtc_options(cubin);
-        // SAFETY: a live program whose source (`src`) outlives it; the options are strings.
-        if let Err(e) = unsafe { rtc::compile_program(prog.0, &options) } {
-            // SAFETY: as above.
-            let log = unsafe { rtc::get_program_log(prog.0) }
-                .map(|l| c_chars_to_string(&l))
-                .unwrap_or_default();
-            return Err(format!("NVRTC failed ({e:?}, options {options:?}):\n{log}"));
-        }
-        // SAFETY: as above; the program compiled.
-        let ptx = unsafe { rtc::get_ptx(prog.0) }
-            .ok()
-            .map(|p| c_chars_to_string(&p));
-        if !cubin {
-            let ptx = ptx.ok_or("NVRTC gave no PTX")?;
-            return Ok((ptx.clone().into_bytes(), Some(ptx)));
-        }
-        let mut size = 0usize;
-        // SAFETY: as above; writes one usize.
-        unsafe { rtc_sys::nvrtcGetCUBINSize(prog.0, &mut size) }
-            .result()
-            .map_err(|e| format!("NVRTC: no CUBIN: {e:?}"))?;
-        let mut image = vec![0u8; size];
-        // SAFETY: `image` holds the `size` bytes NVRTC said the CUBIN has.
-        unsafe { rtc_sys::nvrtcGetCUBIN(prog.0, image.as_mut_ptr().cast()) }
-            .result()
-            .map_err(|e| format!("NVRTC: reading the CUBIN: {e:?}"))?;
-        Ok((image, ptx))
+        self.nvrtc.options(cubin)
     }
 
     /// Loads PTX text or a CUBIN into the context.
@@ -522,7 +633,9 @@ impl Cuda {
     /// The naive GEMM kernels, compiled on first use.
     fn fallback(&self) -> Result<&Fallback, BackendError> {
         let f = self.fallback.get_or_init(|| {
-            let (code, _) = self.nvrtc(NAIVE_GEMM_SOURCE, false)?;
+            let (code, _) = self
+                .nvrtc
+                .compile_source(NAIVE_GEMM_SOURCE, self.cubin.load(Ordering::Relaxed))?;
             let module = self.load_module(&code).map_err(|e| e.to_string())?;
             let f = |name: &str| module.load_function(name).map_err(|e| e.to_string());
             Ok(Fallback {
@@ -908,26 +1021,21 @@ impl Backend for Cuda {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<CudaKernel, BackendError> {
-        let rendered = render::render(kernel, Dialect::Cuda)?;
         let debug = self.debug.load(Ordering::Relaxed);
+        // A failed compile's error carries the source and NVRTC's log.
+        let out = self
+            .nvrtc
+            .compile(kernel, self.cubin.load(Ordering::Relaxed))?;
         if debug >= 4 {
-            eprintln!("metajit: CUDA C:\n{}", rendered.source);
+            eprintln!("metajit: CUDA C:\n{}", out.rendered.source);
         }
-        let cubin = self.cubin.load(Ordering::Relaxed);
-        let (code, ptx) =
-            self.nvrtc(&rendered.source, cubin)
-                .map_err(|log| BackendError::Compile {
-                    backend: NAME,
-                    message: format!("{log}\nCUDA C source:\n{}", rendered.source),
-                    kernel: kernel.text(),
-                })?;
         if debug >= 5 {
-            match ptx {
+            match &out.ptx {
                 Some(ptx) => eprintln!("metajit: PTX:\n{ptx}"),
                 None => eprintln!("metajit: (NVRTC gave no PTX with the CUBIN)"),
             }
         }
-        self.finish(kernel, rendered, code)
+        self.finish(kernel, out.rendered, out.code)
     }
 
     fn cache_identity(&self) -> String {

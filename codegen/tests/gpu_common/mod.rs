@@ -555,3 +555,77 @@ pub fn opencl() -> Option<&'static metajit_codegen::gpu::opencl::OpenCl> {
         }
     }
 }
+
+/// Kernels for the compile checks: the hand-built ones (every reduce op and dtype as a scatter
+/// and a column reduction, random numbers, softmax-like and multi-phase kernels) and those of
+/// the schedules of `graphs` random graphs.
+pub fn sample_kernels(graphs: u64) -> Vec<Kernel> {
+    use metajit_metaops::r#gen::{GenConfig, random_graph};
+    use metajit_metaops::schedule::{self, Step};
+    let mut ks = vec![
+        softmax(),
+        row_scatter_and_max(),
+        last_write_wins(),
+        store_then_reduce(),
+        elementwise_2d(),
+    ];
+    for op in ReduceOp::ALL {
+        for d in DType::ALL {
+            if op.accepts(d) {
+                ks.push(scatter(op, d));
+                ks.push(reduce(op, d, Axis::Columns));
+            }
+        }
+    }
+    for d in [DType::F32, DType::F64, DType::F16] {
+        for dist in [Distribution::Uniform, Distribution::Normal] {
+            ks.push(random(d, dist));
+        }
+    }
+    let cfg = GenConfig::default();
+    for seed in 0..graphs {
+        let (g, _) = random_graph(seed, &cfg);
+        for step in schedule::schedule(&g).steps {
+            if let Step::Kernel { kernel, .. } = step {
+                ks.push(kernel);
+            }
+        }
+    }
+    ks
+}
+
+/// Every element-wise kernel the backend suite runs: each unary and binary op on each dtype
+/// that has it, casts between every pair of dtypes, and a runtime parameter of every dtype.
+pub fn elementwise_kernels() -> Vec<Kernel> {
+    let mut ks = Vec::new();
+    for d in DType::ALL {
+        ks.extend(
+            UnaryOp::ALL
+                .into_iter()
+                .filter(|op| op.accepts(d))
+                .map(|op| unary(op, d)),
+        );
+        ks.extend(
+            BinaryOp::ALL
+                .into_iter()
+                .filter(|op| op.accepts(d))
+                .map(|op| binary(op, d)),
+        );
+        ks.extend(
+            DType::ALL
+                .into_iter()
+                .filter(|&to| to != d)
+                .map(|to| cast(d, to)),
+        );
+        ks.push(add_param(d));
+        for axis in [Axis::Rows, Axis::All] {
+            ks.extend(
+                ReduceOp::ALL
+                    .into_iter()
+                    .filter(|op| op.accepts(d))
+                    .map(|op| reduce(op, d, axis)),
+            );
+        }
+    }
+    ks
+}
