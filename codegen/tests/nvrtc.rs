@@ -67,18 +67,39 @@ fn all_kernels() -> Vec<Kernel> {
     ks
 }
 
+/// Whether the PTX line opens the definition of entry point `name`.
+fn is_entry(line: &str, name: &str) -> bool {
+    line.split_whitespace()
+        .skip_while(|w| *w != ".entry")
+        .nth(1)
+        .is_some_and(|w| w.split('(').next() == Some(name))
+}
+
 /// Whether the PTX text defines the entry point `name`.
 fn defines(ptx: &str, name: &str) -> bool {
-    ptx.lines().any(|l| {
-        l.split_whitespace()
-            .skip_while(|w| *w != ".entry")
-            .nth(1)
-            .is_some_and(|w| w.split('(').next() == Some(name))
-    })
+    ptx.lines().any(|l| is_entry(l, name))
+}
+
+/// The types of entry point `name`'s parameters in the PTX (`.u64`, `.s64`, ...), or `None`
+/// where it is not defined.
+fn entry_params(ptx: &str, name: &str) -> Option<Vec<String>> {
+    let mut lines = ptx.lines().skip_while(|l| !is_entry(l, name));
+    lines.next()?;
+    Some(
+        lines
+            .take_while(|l| !l.trim_start().starts_with(')'))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(".param")).then(|| w.next().unwrap_or("").to_string())
+            })
+            .collect(),
+    )
 }
 
 /// Every kernel compiles to a CUBIN for sm_90, as the runtime compiles it, and its PTX defines
-/// each entry point (and split entry point) a launch looks up. Prints NVRTC's time per kernel
+/// each entry point (and split entry point) a launch looks up, with the parameters a launch
+/// passes: one 64-bit word per buffer address, then the scratch address (split entry points
+/// only), then one per size (`Cuda::run` pushes `u64` addresses and `i64` sizes). Prints NVRTC's time per kernel
 /// on this machine (two threads compile at once, so each time includes some contention).
 #[test]
 fn every_kernel_compiles_and_assembles_for_sm_90() {
@@ -102,15 +123,17 @@ fn every_kernel_compiles_and_assembles_for_sm_90() {
                         assert!(out.code.starts_with(b"\x7fELF"), "not a CUBIN");
                         let ptx = out.ptx.expect("NVRTC gives the PTX with a CUBIN");
                         let r = &out.rendered;
-                        for name in r
-                            .entries
-                            .iter()
-                            .map(|e| e.name.as_str())
-                            .chain(r.split_entries.iter().map(String::as_str))
-                        {
+                        let entries = r.entries.iter().map(|e| (e.name.as_str(), 0));
+                        let splits = r.split_entries.iter().map(|e| (e.as_str(), 1));
+                        for (name, scratch) in entries.chain(splits) {
+                            let params = entry_params(&ptx, name).unwrap_or_else(|| {
+                                panic!("the PTX lacks entry {name}:\n{}\n{ptx}", k.text())
+                            });
+                            let n = k.bufs.len() + scratch + k.n_sizes;
                             assert!(
-                                defines(&ptx, name),
-                                "the PTX lacks entry {name}:\n{}\n{ptx}",
+                                params.len() == n
+                                    && params.iter().all(|t| t == ".u64" || t == ".s64"),
+                                "entry {name} takes {params:?}, a launch passes {n} words:\n{}",
                                 k.text()
                             );
                         }
