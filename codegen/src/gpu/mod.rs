@@ -107,8 +107,14 @@
 //! partials, combined in the fixed order above); the result is rounded once to the dtype. Results therefore
 //! agree with the interpreter's sequential f64 sum to within an ulp of the dtype for f32/f16/
 //! bf16 (f64 sums may differ in the last bits from reassociation). This needs a device with
-//! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU, at a cost on consumer cards).
-
+//! f64 (OpenCL `cl_khr_fp64`; every CUDA GPU).
+//!
+//! Why f64 rather than f32 with a tree order: a reduction does one f64 add per element it
+//! reads, so it stays bound by memory, not by f64 arithmetic, on any CUDA GPU. An H100/H200
+//! streams 3.3-4.8 TB/s, about 1.2 T f32 elements/s, against 34-67 TFLOP/s of f64; a consumer
+//! card with 1/64-rate f64 (about 1.3 TFLOP/s on an RTX 4090) reads about 0.25 T elements/s.
+//! And the results then match the CPU backend's and the interpreter's, instead of differing
+//! by the f32 rounding of every partial sum.
 //!
 //! # Contractions
 //!
