@@ -11,6 +11,15 @@
 //! A realized node holds a [`Storage`]. Host data given for a device tensor (`from_vec` with
 //! `METAJIT_DEVICE=opencl`) waits in host memory until a graph first reads it on its device,
 //! which keeps creation infallible; the executor copies it over once and keeps the copy.
+//!
+//! `auto` is resolved here, once per process ([`Device::placement`]): CUDA device 0 when the
+//! CUDA libraries are present and a self-check on the device agrees with the reference
+//! interpreter (`exec::self_check`), else the CPU ([`Device::Auto`]). So a tensor's device is
+//! always a concrete one.
+//!
+//! Work on a device is asynchronous: a realize returns once its launches are enqueued, and the
+//! executor waits for the device every 64 realizes or 256 MiB of their allocations, before
+//! every read of a device buffer, and at [`crate::synchronize`].
 
 use std::any::Any;
 use std::sync::Arc;

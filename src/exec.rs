@@ -565,8 +565,8 @@ fn compare_self_check(
             } else {
                 1e-5 * rv.abs()
             };
-            // (A NaN fails the comparison.)
-            if !((gv - rv).abs() <= tol) {
+            let close = (gv - rv).abs() <= tol;
+            if !close || gv.is_nan() {
                 return Err(format!(
                     "output {o} element {i}: got {gv:e}, expected {rv:e} (tolerance {tol:e})"
                 ));
@@ -1688,6 +1688,179 @@ mod tests {
                 eprintln!("skipped: the self-check on opencl:0 ({e})");
             }
         }
+    }
+
+    /// A device backend that runs nothing: contractions and allocations succeed, and
+    /// `synchronize` is counted and fails while `fail` is set (an asynchronous launch error).
+    #[derive(Default)]
+    struct Queue {
+        syncs: AtomicU64,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    struct QueueBuf(metajit_metaops::DType, usize);
+
+    impl metajit_codegen::DeviceBuffer for QueueBuf {
+        fn dtype(&self) -> metajit_metaops::DType {
+            self.0
+        }
+        fn numel(&self) -> usize {
+            self.1
+        }
+    }
+
+    impl Backend for Queue {
+        type Compiled = ();
+        type Buffer = QueueBuf;
+        fn name(&self) -> &'static str {
+            "queue"
+        }
+        fn compile(&self, _: &Kernel) -> std::result::Result<(), metajit_codegen::BackendError> {
+            Err(self.error("no kernels here"))
+        }
+        fn cache_identity(&self) -> String {
+            "queue".into()
+        }
+        fn alloc(
+            &self,
+            dtype: metajit_metaops::DType,
+            numel: usize,
+        ) -> std::result::Result<QueueBuf, metajit_codegen::BackendError> {
+            Ok(QueueBuf(dtype, numel))
+        }
+        fn upload(
+            &self,
+            data: &metajit_metaops::HostData,
+        ) -> std::result::Result<QueueBuf, metajit_codegen::BackendError> {
+            Ok(QueueBuf(data.dtype(), data.len()))
+        }
+        fn download(
+            &self,
+            buf: &QueueBuf,
+        ) -> std::result::Result<metajit_metaops::HostData, metajit_codegen::BackendError> {
+            Ok(metajit_metaops::HostData::F32(vec![0.0; buf.1]))
+        }
+        fn fill(
+            &self,
+            _: &mut QueueBuf,
+            _: metajit_metaops::Scalar,
+        ) -> std::result::Result<(), metajit_codegen::BackendError> {
+            Ok(())
+        }
+        fn synchronize(&self) -> std::result::Result<(), metajit_codegen::BackendError> {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(self.error("launch 7 failed: an illegal address"));
+            }
+            Ok(())
+        }
+        fn artifact(&self, _: &()) -> Vec<u8> {
+            Vec::new()
+        }
+        unsafe fn load(
+            &self,
+            _: &Kernel,
+            _: &[u8],
+        ) -> std::result::Result<(), metajit_codegen::BackendError> {
+            Err(self.error("no kernels here"))
+        }
+        unsafe fn launch(
+            &self,
+            _: &(),
+            _: &Kernel,
+            _: &[&QueueBuf],
+            _: &[i64],
+        ) -> std::result::Result<(), metajit_codegen::BackendError> {
+            Err(self.error("no kernels here"))
+        }
+        fn contraction(
+            &self,
+            _: &metajit_metaops::contraction::GemmLayout,
+            _: metajit_metaops::DType,
+            _: &mut QueueBuf,
+            _: &QueueBuf,
+            _: &QueueBuf,
+        ) -> std::result::Result<(), metajit_codegen::BackendError> {
+            Ok(())
+        }
+    }
+
+    impl Queue {
+        fn error(&self, message: &str) -> metajit_codegen::BackendError {
+            metajit_codegen::BackendError::Device {
+                backend: "queue",
+                message: message.into(),
+            }
+        }
+    }
+
+    /// A matmul of `[m, 1] x [1, n]`: one contraction step, one `m * n` f32 allocation.
+    fn outer_product(m: usize, n: usize) -> Graph {
+        graph(&format!(
+            "%0 = input #0 : f32[{m}, 1]\n%1 = input #1 : f32[1, {n}]\n\
+             %2 = broadcast %0 axes=[2] : f32[{m}, 1, {n}]\n\
+             %3 = broadcast %1 axes=[0] : f32[{m}, 1, {n}]\n\
+             %4 = mul %2, %3 : f32[{m}, 1, {n}]\n\
+             %5 = reduce sum %4 axes=[1] : f32[{m}, {n}]\nreturn %5\n"
+        ))
+    }
+
+    fn run_on(e: &OnDevice<Queue>, g: &Graph) -> Result<Vec<AnyBuffer>> {
+        let inputs: Vec<AnyBuffer> = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Input { .. }))
+            .map(|n| Arc::new(QueueBuf(n.dtype, n.shape.numel())) as AnyBuffer)
+            .collect();
+        e.run(g, &inputs, 0, &PassCx::default())
+    }
+
+    #[test]
+    fn device_realizes_wait_for_the_device_only_past_the_bounds_and_before_reads() {
+        let e = OnDevice::new(Device::Cuda(3), Queue::default());
+        let syncs = || e.engine.backend.syncs.load(Ordering::Relaxed);
+        let small = outer_product(4, 8);
+        // Up to the bound, realizes only enqueue; the last one waits.
+        for _ in 0..MAX_REALIZES_IN_FLIGHT - 1 {
+            run_on(&e, &small).unwrap();
+        }
+        assert_eq!(syncs(), 0);
+        run_on(&e, &small).unwrap();
+        assert_eq!(syncs(), 1);
+        // A read waits first when anything is in flight, and only then.
+        let out = run_on(&e, &small).unwrap();
+        e.download(out[0].as_ref()).unwrap();
+        assert_eq!(syncs(), 2);
+        e.download(out[0].as_ref()).unwrap();
+        assert_eq!(syncs(), 2);
+        // The byte budget: two realizes allocating half of it each.
+        let half = (MAX_BYTES_IN_FLIGHT / 2 / 4) as usize;
+        let big = outer_product(half / 1024, 1024);
+        run_on(&e, &big).unwrap();
+        assert_eq!(syncs(), 2);
+        run_on(&e, &big).unwrap();
+        assert_eq!(syncs(), 3);
+        // An asynchronous failure surfaces at the next wait, naming the device: at a read...
+        e.engine.backend.fail.store(true, Ordering::Relaxed);
+        let out = run_on(&e, &small).unwrap();
+        let err = e.download(out[0].as_ref()).unwrap_err().to_string();
+        assert!(
+            err.contains("cuda:3") && err.contains("launch 7 failed") && err.contains("earlier"),
+            "{err}"
+        );
+        // ... at the realize that reaches the bound ...
+        for _ in 0..MAX_REALIZES_IN_FLIGHT - 1 {
+            run_on(&e, &small).unwrap();
+        }
+        let err = run_on(&e, &small).unwrap_err().to_string();
+        assert!(err.contains("cuda:3"), "{err}");
+        // ... or at an explicit synchronize; after which the device is idle again.
+        run_on(&e, &small).unwrap();
+        assert!(e.synchronize().is_err());
+        e.engine.backend.fail.store(false, Ordering::Relaxed);
+        let before = syncs();
+        e.download(out[0].as_ref()).unwrap();
+        assert_eq!(syncs(), before);
     }
 
     #[test]
