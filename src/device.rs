@@ -125,7 +125,10 @@ fn resolve_auto() -> Device {
     *AUTO.get_or_init(|| {
         let t0 = std::time::Instant::now();
         let choice = choose_auto(metajit_codegen::gpu::cuda::libraries_present, || {
-            crate::exec::self_check(Device::Cuda(0))
+            // A panic in a driver binding must not escape into whichever tensor op first
+            // placed a tensor: it is a failed self-check.
+            std::panic::catch_unwind(|| crate::exec::self_check(Device::Cuda(0)))
+                .unwrap_or_else(|_| SelfCheck::Failed("the self-check panicked".into()))
         });
         let debug = crate::config::debug();
         if choice.always_say || debug >= 1 {

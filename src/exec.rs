@@ -592,7 +592,8 @@ pub(crate) fn self_check(device: Device) -> crate::device::SelfCheck {
         Err(e) => return SelfCheck::Failed(format!("metajit bug: the reference failed: {e}")),
     };
     match run_graph_with(&g, &inputs, GraphMode::Device(device)) {
-        Err(e) => SelfCheck::Failed(e.to_string()),
+        // One line: a compile error carries the kernel's IR after its first line.
+        Err(e) => SelfCheck::Failed(e.to_string().lines().next().unwrap_or_default().into()),
         Ok(got) => match compare_self_check(&inputs, &got, &want) {
             Ok(()) => SelfCheck::Passed,
             Err(what) => SelfCheck::Wrong(what),
