@@ -1093,6 +1093,8 @@ fn timed(w: &Workload, inputs: &[Tensor]) -> Result<(Tensor, f64), String> {
     let t0 = Instant::now();
     let out = (w.run)(inputs);
     out.realize().map_err(|e| e.to_string())?;
+    // A realize on a device returns once its work is enqueued: the clock waits for it.
+    metajit::synchronize().map_err(|e| e.to_string())?;
     let dt = t0.elapsed().as_secs_f64();
     Ok((out, dt))
 }
@@ -1169,6 +1171,7 @@ fn time_part(p: &Part, settings: &Settings) -> Result<f64, String> {
         let t0 = Instant::now();
         let out = (p.run)(&inputs);
         out.realize().map_err(|e| format!("{}: {e}", p.name))?;
+        metajit::synchronize().map_err(|e| format!("{}: {e}", p.name))?;
         Ok(t0.elapsed().as_secs_f64())
     };
     once()?;

@@ -21,7 +21,7 @@
 //! | variable | values | default |
 //! |---|---|---|
 //! | `METAJIT_MODE` | `compiled`, `eager` | `compiled` |
-//! | `METAJIT_DEVICE` | `auto`, `cpu`, `cuda`, `cuda:N`, `reference` | `auto` |
+//! | `METAJIT_DEVICE` | `auto`, `cpu`, `cuda`, `cuda:N`, `opencl`, `opencl:N`, `reference` | `auto`: CUDA device 0 when present and its self-check passes, else `cpu` ([`Device::Auto`]) |
 //! | `METAJIT_DEBUG` | `0`–`5` | `0` |
 //! | `METAJIT_THREADS` | a positive integer | the number of cores |
 //! | `METAJIT_CACHE` | `disk`, `memory`, `off` | `disk` |
@@ -50,10 +50,16 @@ pub enum Mode {
 
 /// Where tensors live and are computed: the `METAJIT_DEVICE` setting, and a tensor's
 /// [`Tensor::device`](crate::Tensor::device) (always a concrete one there: `Cpu`, `Cuda(n)` or
-/// `OpenCl(n)`).
+/// `OpenCl(n)`; [`Device::placement`] maps a setting to one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
-    /// The best available backend (CUDA once it is built; today the CPU).
+    /// The best available backend, chosen once per process, the first time a tensor is placed
+    /// under it ([`Device::placement`]): CUDA device 0 when the CUDA driver, NVRTC and cuBLAS
+    /// are found and a small self-check on it (an element-wise op, a row reduction and a
+    /// matmul over a few thousand random values) agrees with the reference interpreter within
+    /// the GPU precision contract; else the CPU. Without the CUDA libraries no CUDA context is
+    /// created (the choice costs a few library look-ups). `METAJIT_DEBUG=1` prints the choice
+    /// and why; a self-check that computes a wrong value is always printed (a metajit bug).
     Auto,
     /// The native CPU backend.
     Cpu,
@@ -65,15 +71,8 @@ pub enum Device {
     Reference,
 }
 
-impl Device {
-    /// Where a tensor created under this setting lives: `Auto` and `Reference` are the CPU.
-    pub fn placement(self) -> Device {
-        match self {
-            Device::Auto | Device::Reference | Device::Cpu => Device::Cpu,
-            d => d,
-        }
-    }
-}
+// `Device::placement` (which resolves `Auto`, so needs the executor) is in `crate::device`:
+// this module stays the settings alone.
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

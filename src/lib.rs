@@ -41,7 +41,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use exec::{
     DEFAULT_PLAN_CACHE_CAPACITY, GraphMode, Stats, cache_stats, kernel_cache_key, pending_graph,
-    print_cache_stats, realize_all, replay_graph, run_graph_with, stats,
+    print_cache_stats, realize_all, replay_graph, run_graph_with, stats, synchronize,
 };
 #[doc(hidden)]
 pub use exec::{plan_cache_len, set_plan_cache_capacity};

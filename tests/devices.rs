@@ -49,8 +49,12 @@ fn tensors_live_on_one_device_and_move_with_to() {
     assert_eq!(pinned_w.device(), Device::Cpu);
     assert!(pinned_w.requires_grad());
     set_device(Device::Cpu);
-    // `to` the same device is the same tensor; Auto and Reference are the CPU.
+    // `to` the same device is the same tensor; Reference is the CPU, and so is Auto where it
+    // did not resolve to CUDA.
     for d in [Device::Cpu, Device::Auto, Device::Reference] {
+        if d.placement() != Device::Cpu {
+            continue;
+        }
         let y = x.to(d).unwrap();
         assert_eq!(y.device(), Device::Cpu);
         assert_eq!(y.id(), x.id());
@@ -261,5 +265,62 @@ fn values_on_each_gpu_device_match_the_cpu() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn auto_is_the_cpu_without_a_cuda_driver() {
+    let _turn = take_setting();
+    let t0 = std::time::Instant::now();
+    let auto = Device::Auto.placement();
+    let took = t0.elapsed();
+    match metajit_codegen::gpu::cuda::libraries_present() {
+        Err(why) => {
+            eprintln!("auto resolved to {auto} in {took:?} ({why})");
+            assert_eq!(auto, Device::Cpu);
+            // METAJIT_DEVICE=auto behaves as the CPU: tensors are created, computed and moved
+            // there, and the eager fast paths apply.
+            set_device(Device::Auto);
+            let x = Tensor::from_vec(vec![1.0f32, -2.0, 3.0], [3]);
+            assert_eq!(x.device(), Device::Cpu);
+            assert_eq!(Tensor::zeros([2]).device(), Device::Cpu);
+            let y = (&x * 2.0).exp().sum_all();
+            assert_eq!(y.device(), Device::Cpu);
+            let want = [2.0f32, -4.0, 6.0].iter().map(|v| v.exp()).sum::<f32>();
+            assert!((y.item::<f32>().unwrap() - want).abs() <= 1e-5 * want);
+            assert_eq!(x.to(Device::Auto).unwrap().id(), x.id());
+            set_device(Device::Cpu);
+        }
+        // A machine with CUDA: auto is CUDA device 0 when its self-check passed.
+        Ok(()) => {
+            eprintln!("auto resolved to {auto} in {took:?}");
+            assert!(matches!(auto, Device::Cpu | Device::Cuda(0)), "{auto}");
+        }
+    }
+}
+
+#[test]
+fn realizes_run_ahead_of_the_device_and_reads_wait_for_them() {
+    let _turn = take_setting();
+    for device in common::gpu_devices() {
+        // More realizes than may be in flight at once (64), each reading the last: every
+        // intermediate read and the final value must see all the work before it.
+        set_device(device);
+        let mut x = Tensor::from_vec(vec![0.0f32, 1.0, -1.0, 0.5], [4]);
+        let mut want = vec![0.0f32, 1.0, -1.0, 0.5];
+        for i in 0..200 {
+            x = &x * 0.5 + 1.0;
+            x.realize().unwrap();
+            for w in &mut want {
+                *w = *w * 0.5 + 1.0;
+            }
+            if i % 97 == 0 {
+                assert_eq!(x.to_vec::<f32>().unwrap(), want, "{device}, step {i}");
+            }
+        }
+        metajit::synchronize().unwrap();
+        assert_eq!(x.device(), device);
+        assert_eq!(x.to_vec::<f32>().unwrap(), want, "{device}");
+        set_device(Device::Cpu);
     }
 }
