@@ -1010,6 +1010,61 @@ impl<B: Backend> Engine<B> {
         )?)
     }
 
+    /// The compiled kernel of every kernel step (`None` for the other steps). The distinct
+    /// kernels are looked up in the cache, and those it lacks compiled, in parallel on the
+    /// rayon pool when there are several (NVRTC takes tens of milliseconds per kernel, so a
+    /// cold training step's 30-60 kernels would otherwise compile one after another); in
+    /// order, one at a time, with `METAJIT_DEBUG=3` or more, whose per-kernel printing would
+    /// otherwise interleave. The first error in step order is returned.
+    fn compile_all(
+        &self,
+        steps: &[Step],
+        debug: u8,
+    ) -> Result<Vec<Option<(Arc<B::Compiled>, Source)>>> {
+        use rayon::prelude::*;
+        let mut first: HashMap<String, usize> = HashMap::new();
+        let mut distinct: Vec<&Kernel> = Vec::new();
+        let slot: Vec<Option<usize>> = steps
+            .iter()
+            .map(|st| match st {
+                Step::Kernel { kernel, .. } => {
+                    Some(*first.entry(kernel.text()).or_insert_with(|| {
+                        distinct.push(kernel);
+                        distinct.len() - 1
+                    }))
+                }
+                Step::Alias { .. } | Step::Contraction { .. } => None,
+            })
+            .collect();
+        let done: Vec<(Arc<B::Compiled>, Source)> = if distinct.len() > 1 && debug < 3 {
+            let results: Vec<Result<_>> = distinct
+                .par_iter()
+                .map(|k| self.compile(k, debug))
+                .collect();
+            results.into_iter().collect::<Result<_>>()?
+        } else {
+            distinct
+                .iter()
+                .map(|k| self.compile(k, debug))
+                .collect::<Result<_>>()?
+        };
+        // A kernel met again in the same schedule is looked up again (a memory-tier hit, as
+        // in a sequential pass, so the cache's counters are the same).
+        let mut used = vec![false; done.len()];
+        slot.into_iter()
+            .map(|i| {
+                i.map(|i| {
+                    if std::mem::replace(&mut used[i], true) {
+                        self.compile(distinct[i], debug)
+                    } else {
+                        Ok(done[i].clone())
+                    }
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
     /// The plan of `g` from the plan cache, else scheduled and compiled now; with its
     /// [`PlanKey`] hash (the handle [`PlanCache::touch`] takes).
     fn plan(&self, g: &Graph, debug: u8) -> Result<(u64, Arc<Plan<B::Compiled>>)> {
@@ -1034,13 +1089,7 @@ impl<B: Backend> Engine<B> {
                 s.summary(g)
             );
         }
-        let mut compiled = Vec::with_capacity(s.steps.len());
-        for st in &s.steps {
-            compiled.push(match st {
-                Step::Kernel { kernel, .. } => Some(self.compile(kernel, debug)?),
-                Step::Alias { .. } | Step::Contraction { .. } => None,
-            });
-        }
+        let compiled = self.compile_all(&s.steps, debug)?;
         // Buffer lifetimes: a node's buffer is released after the last step that reads it,
         // unless it is an output.
         let mut last_use: HashMap<NodeId, usize> = HashMap::new();
