@@ -720,13 +720,16 @@ fn cpu_engine() -> Result<&'static Engine<CpuBackend>> {
     Ok(e)
 }
 
+/// A compiled kernel and where the cache found it (or that it was built).
+type Found<C> = (Arc<C>, Source);
+
 /// A schedule with its compiled kernels and buffer lifetimes, reused by every graph of the same
 /// plan key.
 struct Plan<C> {
     schedule: Schedule,
     /// The compiled kernel of each step (`None` for aliases and contractions), and where it
     /// came from when the plan was made (`METAJIT_DEBUG=1` prints it).
-    compiled: Vec<Option<(Arc<C>, Source)>>,
+    compiled: Vec<Option<Found<C>>>,
     /// After each step, the nodes whose buffers nothing later reads.
     release: Vec<Vec<NodeId>>,
 }
@@ -999,7 +1002,7 @@ impl<B: Backend> Engine<B> {
         &self,
         steps: &[Step],
         debug: u8,
-    ) -> Result<Vec<Option<(Arc<B::Compiled>, Source)>>> {
+    ) -> Result<Vec<Option<Found<B::Compiled>>>> {
         use rayon::prelude::*;
         let cache = self.kernel_cache()?;
         let identity = self.identity.get_or_init(|| self.backend.cache_identity());
