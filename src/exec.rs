@@ -939,13 +939,16 @@ fn cpu_engine() -> Result<&'static Engine<CpuBackend>> {
     Ok(e)
 }
 
+/// A compiled kernel and where the cache found it (or that it was built).
+type Found<C> = (Arc<C>, Source);
+
 /// A schedule with its compiled kernels and buffer lifetimes, reused by every graph of the same
 /// plan key.
 struct Plan<C> {
     schedule: Schedule,
     /// The compiled kernel of each step (`None` for aliases and contractions), and where it
     /// came from when the plan was made (`METAJIT_DEBUG=1` prints it).
-    compiled: Vec<Option<(Arc<C>, Source)>>,
+    compiled: Vec<Option<Found<C>>>,
     /// After each step, the nodes whose buffers nothing later reads.
     release: Vec<Vec<NodeId>>,
 }
@@ -1217,26 +1220,80 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    fn compile(&self, kernel: &Kernel, debug: u8) -> Result<(Arc<B::Compiled>, Source)> {
+    /// The compiled kernel of every kernel step (`None` for the other steps), in three passes:
+    /// each distinct kernel is looked up in the cache's memory and disk tiers in order; those
+    /// it lacks are compiled, in parallel on the rayon pool when there are several (NVRTC
+    /// takes tens of milliseconds per kernel, so a cold training step's 30-60 kernels would
+    /// otherwise compile one after another; with `METAJIT_DEBUG=3` or more, whose printing
+    /// would interleave, one at a time); then they are stored, in order. The first error in
+    /// step order is returned. The cache's counters are those of one lookup per step.
+    fn compile_all(
+        &self,
+        steps: &[Step],
+        debug: u8,
+    ) -> Result<Vec<Option<Found<B::Compiled>>>> {
+        use rayon::prelude::*;
         let cache = self.kernel_cache()?;
         let identity = self.identity.get_or_init(|| self.backend.cache_identity());
-        let key = kernel_cache_key(self.backend.name(), identity, kernel);
-        Ok(cache.lookup(
-            key,
+        let mut out = Vec::with_capacity(steps.len());
+        // Distinct kernels missing from the cache: (key, kernel, the steps that use it).
+        let mut missing: Vec<(Key, &Kernel, Vec<usize>)> = Vec::new();
+        for (i, st) in steps.iter().enumerate() {
+            let Step::Kernel { kernel, .. } = st else {
+                out.push(None);
+                continue;
+            };
+            let key = kernel_cache_key(self.backend.name(), identity, kernel);
+            if let Some((_, _, uses)) = missing.iter_mut().find(|(k, _, _)| *k == key) {
+                uses.push(i);
+                out.push(None);
+                continue;
+            }
             // SAFETY: the disk tier returns only a payload that verified against its header
             // (magic, format version, this key, length, blake3 checksum), and the key hashes
-            // this kernel's text with the backend's name and identity; payloads are written only
-            // from `artifact` below. So the bytes are this kernel's code for this target.
-            |bytes| unsafe { self.backend.load(kernel, bytes) },
-            || {
-                if debug >= 3 {
-                    eprintln!("metajit: compiling kernel:\n{}", kernel.text());
+            // this kernel's text with the backend's name and identity; payloads are written
+            // only from `artifact` below. So the bytes are this kernel's code for this target.
+            match cache.find(key, |bytes| unsafe { self.backend.load(kernel, bytes) }) {
+                Some(found) => out.push(Some(found)),
+                None => {
+                    missing.push((key, kernel, vec![i]));
+                    out.push(None);
                 }
-                let c = self.backend.compile(kernel)?;
-                let bytes = self.backend.artifact(&c);
-                Ok::<_, metajit_codegen::BackendError>((c, bytes))
-            },
-        )?)
+            }
+        }
+        let build = |(key, kernel, _): &(Key, &Kernel, Vec<usize>)| {
+            if debug >= 3 {
+                eprintln!("metajit: compiling kernel:\n{}", kernel.text());
+            }
+            let start = Instant::now();
+            let c = self.backend.compile(kernel)?;
+            let bytes = self.backend.artifact(&c);
+            Ok::<_, metajit_codegen::BackendError>((*key, c, bytes, start.elapsed()))
+        };
+        let built: Vec<_> = if missing.len() > 1 && debug < 3 {
+            missing.par_iter().map(build).collect()
+        } else {
+            missing.iter().map(build).collect()
+        };
+        for (m, b) in missing.iter().zip(built) {
+            let (key, c, bytes, took) = b?;
+            let value = cache.store(key, c, &bytes, took);
+            for (n, &i) in m.2.iter().enumerate() {
+                out[i] = Some(if n == 0 {
+                    (value.clone(), Source::Built)
+                } else {
+                    // A kernel met again in the same schedule: looked up again, as in a
+                    // sequential pass (a memory-tier hit; compiled again without a cache).
+                    // SAFETY: as in the first pass.
+                    cache.lookup(
+                        key,
+                        |bytes| unsafe { self.backend.load(m.1, bytes) },
+                        || build(m).map(|(_, c, bytes, _)| (c, bytes)),
+                    )?
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The plan of `g` from the plan cache, else scheduled and compiled now; with its
@@ -1263,13 +1320,7 @@ impl<B: Backend> Engine<B> {
                 s.summary(g)
             );
         }
-        let mut compiled = Vec::with_capacity(s.steps.len());
-        for st in &s.steps {
-            compiled.push(match st {
-                Step::Kernel { kernel, .. } => Some(self.compile(kernel, debug)?),
-                Step::Alias { .. } | Step::Contraction { .. } => None,
-            });
-        }
+        let compiled = self.compile_all(&s.steps, debug)?;
         // Buffer lifetimes: a node's buffer is released after the last step that reads it,
         // unless it is an output.
         let mut last_use: HashMap<NodeId, usize> = HashMap::new();

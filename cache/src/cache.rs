@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{CacheConfig, CacheMode, DiskTier, Key, Lookup, MemoryTier, Stats, StatsSnapshot};
 
@@ -110,51 +110,74 @@ impl<V> Cache<V> {
         load: impl FnOnce(&[u8]) -> Result<V, E>,
         build: impl FnOnce() -> Result<(V, Vec<u8>), E>,
     ) -> Result<(Arc<V>, Source), E> {
+        if let Some(found) = self.find(key, load) {
+            return Ok(found);
+        }
+        let start = Instant::now();
+        let (value, bytes) = build()?;
+        Ok((
+            self.store(key, value, &bytes, start.elapsed()),
+            Source::Built,
+        ))
+    }
+
+    /// The first half of [`lookup`](Self::lookup): the value from the memory tier, else from
+    /// the disk tier through `load`; `None` when neither has it (a damaged entry, or one `load`
+    /// rejects, counts as damaged and reads as missing). With [`store`](Self::store), a caller
+    /// can build several missing values at once (in parallel) between the two halves.
+    pub fn find<E: fmt::Display>(
+        &self,
+        key: Key,
+        load: impl FnOnce(&[u8]) -> Result<V, E>,
+    ) -> Option<(Arc<V>, Source)> {
         if let Some(value) = self.memory.as_ref().and_then(|m| m.get(&key)) {
             self.stats.memory_hit();
-            return Ok((value, Source::Memory));
+            return Some((value, Source::Memory));
         }
-        if let Some(disk) = &self.disk {
-            let start = Instant::now();
-            match disk.get(&key) {
-                Lookup::Hit(bytes) => match load(&bytes) {
-                    Ok(value) => {
-                        self.stats.disk_hit(start.elapsed());
-                        return Ok((self.remember(key, value), Source::Disk));
-                    }
-                    Err(e) => {
-                        self.stats.damaged();
-                        warn_once(
-                            &WARNED_LOAD,
-                            format_args!(
-                                "entry {} could not be loaded ({e}); rebuilding",
-                                disk.entry_path(&key).display()
-                            ),
-                        );
-                    }
-                },
-                Lookup::Miss => {}
-                Lookup::Damaged(why) => {
+        let disk = self.disk.as_ref()?;
+        let start = Instant::now();
+        match disk.get(&key) {
+            Lookup::Hit(bytes) => match load(&bytes) {
+                Ok(value) => {
+                    self.stats.disk_hit(start.elapsed());
+                    return Some((self.remember(key, value), Source::Disk));
+                }
+                Err(e) => {
                     self.stats.damaged();
                     warn_once(
-                        &WARNED_DAMAGED,
+                        &WARNED_LOAD,
                         format_args!(
-                            "damaged entry {}: {why}; rebuilding",
+                            "entry {} could not be loaded ({e}); rebuilding",
                             disk.entry_path(&key).display()
                         ),
                     );
                 }
+            },
+            Lookup::Miss => {}
+            Lookup::Damaged(why) => {
+                self.stats.damaged();
+                warn_once(
+                    &WARNED_DAMAGED,
+                    format_args!(
+                        "damaged entry {}: {why}; rebuilding",
+                        disk.entry_path(&key).display()
+                    ),
+                );
             }
         }
+        None
+    }
 
-        let start = Instant::now();
-        let (value, bytes) = build()?;
-        self.stats.compiled(start.elapsed());
+    /// The second half of [`lookup`](Self::lookup): records a value built in `took` (counted
+    /// as compiled), keeps it in the memory tier and writes `bytes` to the disk tier (empty
+    /// bytes: nothing). Returns the shared copy: the first one stored when threads race.
+    pub fn store(&self, key: Key, value: V, bytes: &[u8], took: Duration) -> Arc<V> {
+        self.stats.compiled(took);
         let value = self.remember(key, value);
         if let Some(disk) = &self.disk
             && !bytes.is_empty()
         {
-            match disk.put(&key, &bytes) {
+            match disk.put(&key, bytes) {
                 Ok(evicted) => self.stats.disk_write(evicted),
                 Err(e) => {
                     self.stats.disk_write_error();
@@ -165,7 +188,7 @@ impl<V> Cache<V> {
                 }
             }
         }
-        Ok((value, Source::Built))
+        value
     }
 
     /// Stores `value` in the memory tier (if any) and returns the shared copy.
