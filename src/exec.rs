@@ -1227,11 +1227,7 @@ impl<B: Backend> Engine<B> {
     /// otherwise compile one after another; with `METAJIT_DEBUG=3` or more, whose printing
     /// would interleave, one at a time); then they are stored, in order. The first error in
     /// step order is returned. The cache's counters are those of one lookup per step.
-    fn compile_all(
-        &self,
-        steps: &[Step],
-        debug: u8,
-    ) -> Result<Vec<Option<Found<B::Compiled>>>> {
+    fn compile_all(&self, steps: &[Step], debug: u8) -> Result<Vec<Option<Found<B::Compiled>>>> {
         use rayon::prelude::*;
         let cache = self.kernel_cache()?;
         let identity = self.identity.get_or_init(|| self.backend.cache_identity());
