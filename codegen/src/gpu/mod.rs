@@ -132,6 +132,7 @@
 
 pub mod cuda;
 pub mod opencl;
+pub mod pool;
 pub mod prelude;
 pub mod render;
 
