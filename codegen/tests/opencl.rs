@@ -150,3 +150,71 @@ fn pool_cap_zero_holds_nothing() {
     assert_eq!((s.hits, s.misses, s.released), (0, 3, 3), "{s}");
     let _ = dev;
 }
+
+/// Not a test: timings for the buffer pool and the GEMM's queue waits on this device,
+/// each variant alternated with the other in one process (minimum of the repetitions).
+/// `cargo test --release -p metajit-codegen --test opencl -- --ignored --nocapture pool_timings`
+#[test]
+#[ignore = "prints timings"]
+fn pool_timings() {
+    use std::time::{Duration, Instant};
+    let Some(_) = device() else { return };
+    let dev = OpenCl::open(0).unwrap();
+    let reps = 30;
+    // A training step's worth of buffers: 60 sizes from 2 KiB to 4 MiB, each allocated,
+    // filled and dropped, then one wait.
+    let sizes: Vec<usize> = (0..60).map(|i| 512 << (i % 12) | (i * 37)).collect();
+    let step = |dev: &OpenCl| {
+        let t = Instant::now();
+        for &n in &sizes {
+            let mut b = dev.alloc(DType::F32, n).unwrap();
+            dev.fill(&mut b, Scalar::F32(1.0)).unwrap();
+        }
+        dev.synchronize().unwrap();
+        t.elapsed()
+    };
+    let (mut fresh, mut pooled) = (Duration::MAX, Duration::MAX);
+    for _ in 0..reps {
+        dev.set_pool_cap(0);
+        fresh = fresh.min(step(&dev));
+        dev.set_pool_cap(1 << 30);
+        step(&dev);
+        pooled = pooled.min(step(&dev));
+    }
+    println!(
+        "alloc+fill+drop of 60 buffers: fresh {fresh:?}, pooled {pooled:?} (x{:.2}); {}",
+        fresh.as_secs_f64() / pooled.as_secs_f64(),
+        dev.pool_stats()
+    );
+    // 100 small GEMMs (LeNet's second convolution as one batch-free product) enqueued back to
+    // back, then one wait; the old way is emulated by a blocking 8-byte upload and a wait after
+    // each one (the old code uploaded the descriptor, then called finish).
+    let l = GemmLayout::row_major(16, 64, 150);
+    let (a, c) = (ints(16 * 150, 1), ints(150 * 64, 2));
+    let (da, dc) = (dev.upload(&a).unwrap(), dev.upload(&c).unwrap());
+    let mut dst = dev.alloc(DType::F32, 16 * 64).unwrap();
+    let one = HostData::I64(vec![0]);
+    let gemms = |dev: &OpenCl, dst: &mut _, wait: bool| {
+        let t = Instant::now();
+        for _ in 0..100 {
+            if wait {
+                drop(dev.upload(&one).unwrap());
+            }
+            dev.contraction(&l, DType::F32, dst, &da, &dc).unwrap();
+            if wait {
+                dev.synchronize().unwrap();
+            }
+        }
+        dev.synchronize().unwrap();
+        t.elapsed()
+    };
+    let (mut waiting, mut queued) = (Duration::MAX, Duration::MAX);
+    for _ in 0..reps {
+        waiting = waiting.min(gemms(&dev, &mut dst, true));
+        queued = queued.min(gemms(&dev, &mut dst, false));
+    }
+    println!(
+        "100 GEMMs 16x64x150: waiting after each {waiting:?}, queued {queued:?} (x{:.2})",
+        waiting.as_secs_f64() / queued.as_secs_f64()
+    );
+}
