@@ -152,6 +152,11 @@ pub struct OpenCl {
     debug: AtomicU8,
 }
 
+/// The default cap on bytes the buffer pool holds is half the device's global memory, at most
+/// this (a CPU device such as pocl reports the host's memory, which the held buffers occupy;
+/// the CPU backend's pool has the same limit).
+const MAX_POOL_CAP: usize = 2 << 30;
+
 /// The most GEMM layout descriptors kept ([`OpenCl::contraction`]); more clear the cache.
 const MAX_DESCRIPTORS: usize = 256;
 
@@ -203,8 +208,8 @@ impl OpenCl {
         // Properties 0: an in-order queue, which the buffer pool's reuse relies on.
         let queue = CommandQueue::create_default_with_properties(&context, 0, 0)
             .map_err(|e| cl_error("creating a queue", e))?;
-        let memory = device.global_mem_size().unwrap_or(2 << 30);
-        let cap = usize::try_from(memory / 2).unwrap_or(usize::MAX);
+        let memory = device.global_mem_size().unwrap_or(0);
+        let cap = usize::try_from(memory / 2).map_or(MAX_POOL_CAP, |c| c.min(MAX_POOL_CAP));
         Ok(OpenCl {
             device,
             context,
@@ -241,7 +246,7 @@ impl OpenCl {
     }
 
     /// Sets the most bytes the buffer pool holds for reuse (default: half the device's global
-    /// memory); see [`super::pool`].
+    /// memory, at most 2 GiB); see [`super::pool`].
     pub fn set_pool_cap(&self, bytes: usize) {
         self.pool.set_cap(bytes);
     }

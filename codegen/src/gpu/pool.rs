@@ -58,11 +58,26 @@ pub fn class_of(bytes: usize) -> Option<usize> {
 #[derive(Default)]
 struct Counters {
     held: AtomicUsize,
+    cap: AtomicUsize,
     peak_held: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
     released: AtomicU64,
     retries: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> PoolStats {
+        PoolStats {
+            held: self.held.load(Ordering::Relaxed),
+            peak_held: self.peak_held.load(Ordering::Relaxed),
+            cap: self.cap.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A snapshot of a pool's counters.
@@ -132,7 +147,10 @@ impl<M> Pool<M> {
                 seq: 0,
                 cap,
             }),
-            counters: Arc::default(),
+            counters: Arc::new(Counters {
+                cap: AtomicUsize::new(cap),
+                ..Counters::default()
+            }),
             release: Box::new(release),
         }
     }
@@ -234,6 +252,7 @@ impl<M> Pool<M> {
         {
             let mut st = self.lock();
             st.cap = cap;
+            self.counters.cap.store(cap, Ordering::Relaxed);
             Self::evict_to(&mut st, &self.counters, cap, &mut out);
         }
         self.release(out);
@@ -260,16 +279,7 @@ impl<M> Pool<M> {
 
     /// The counters.
     pub fn stats(&self) -> PoolStats {
-        let c = &self.counters;
-        PoolStats {
-            held: c.held.load(Ordering::Relaxed),
-            peak_held: c.peak_held.load(Ordering::Relaxed),
-            cap: self.lock().cap,
-            hits: c.hits.load(Ordering::Relaxed),
-            misses: c.misses.load(Ordering::Relaxed),
-            released: c.released.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Prints this pool's counters, as `metajit: {name} buffer pool: ...`, on standard error
@@ -311,14 +321,8 @@ fn register_at_exit() {
         for (name, c) in reg.iter() {
             let _ = writeln!(
                 std::io::stderr(),
-                "metajit: {name} buffer pool: {} hits, {} misses, {} released, {} retried; \
-                 {:.1} MiB held (peak {:.1} MiB)",
-                c.hits.load(Ordering::Relaxed),
-                c.misses.load(Ordering::Relaxed),
-                c.released.load(Ordering::Relaxed),
-                c.retries.load(Ordering::Relaxed),
-                c.held.load(Ordering::Relaxed) as f64 / 1048576.0,
-                c.peak_held.load(Ordering::Relaxed) as f64 / 1048576.0,
+                "metajit: {name} buffer pool: {}",
+                c.snapshot()
             );
         }
     }
@@ -547,6 +551,33 @@ mod tests {
         let e = lease(&p, &dev, 9000).unwrap_err();
         assert!(e.contains("out of memory"), "{e}");
         assert_eq!(p.stats().retries, 2);
+    }
+
+    #[test]
+    fn threads_share_a_pool() {
+        let (p, dev) = pool(1 << 20);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (p, dev) = (&p, &dev);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..2000usize {
+                        let l = lease(p, dev, (i * 7 + t) % 50 * 700).unwrap();
+                        if i % 3 == 0 {
+                            mine.clear();
+                        }
+                        mine.push(l);
+                    }
+                });
+            }
+        });
+        assert!(p.held() <= 1 << 20);
+        let s = p.stats();
+        assert_eq!(s.hits + s.misses, 8000, "{s}");
+        let pooled: usize = p.lock().free.values().map(VecDeque::len).sum();
+        assert_eq!(dev.lock().unwrap().live.len(), pooled);
+        p.trim();
+        assert!(dev.lock().unwrap().live.is_empty());
     }
 
     #[test]
