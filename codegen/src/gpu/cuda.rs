@@ -30,9 +30,8 @@
 //!   `k = 0` run a naive GEMM kernel of this module (one thread per output element, sums in
 //!   f64) instead.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys::cublasOperation_t;
@@ -303,7 +302,7 @@ impl DeviceBuffer for CudaBuffer {
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
         if let Some(s) = self.slice.take() {
-            self.pool.give_back(self.bytes, self.ptr, s);
+            self.pool.give_back(self.bytes, (self.ptr, s));
         }
     }
 }
@@ -321,47 +320,10 @@ impl std::fmt::Debug for CudaBuffer {
 /// A pooled allocation: its device address and the slice that owns it.
 type Pooled = (u64, CudaSlice<u8>);
 
-/// Freed allocations by size, reused by later allocations on the same stream (which is what
-/// makes reuse safe: the new owner's work is enqueued after every use by the old one).
-struct Pool {
-    free: Mutex<HashMap<usize, Vec<Pooled>>>,
-    /// Bytes held in `free`.
-    cached: AtomicUsize,
-}
-
-impl Pool {
-    fn take(&self, bytes: usize) -> Option<Pooled> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let got = free.get_mut(&bytes).and_then(Vec::pop);
-        if got.is_some() {
-            self.cached.fetch_sub(bytes, Ordering::Relaxed);
-        }
-        got
-    }
-
-    fn give_back(&self, bytes: usize, ptr: u64, s: CudaSlice<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.entry(bytes).or_default().push((ptr, s));
-        self.cached.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// Frees every cached allocation (stream-ordered frees).
-    fn trim(&self) {
-        let drained: Vec<(usize, Vec<Pooled>)> = {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            free.drain().collect()
-        };
-        self.cached.store(0, Ordering::Relaxed);
-        free_all(drained.into_iter().flat_map(|(_, v)| v).map(|(_, s)| s));
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let free = std::mem::take(self.free.get_mut().unwrap_or_else(|e| e.into_inner()));
-        free_all(free.into_values().flatten().map(|(_, s)| s));
-    }
-}
+/// Freed allocations by size class ([`super::pool`]), reused by later allocations on the same
+/// stream (which is what makes reuse safe: the new owner's work is enqueued after every use
+/// by the old one); released allocations are freed by [`free_all`].
+type Pool = super::pool::Pool<Pooled>;
 
 /// Drops allocations with their context bound to this thread (a slice's drop frees it on its
 /// stream without binding the context, and a failure would only be recorded for later).
@@ -505,10 +467,9 @@ impl Cuda {
             ctx,
             stream,
             blas,
-            pool: Arc::new(Pool {
-                free: Mutex::new(HashMap::new()),
-                cached: AtomicUsize::new(0),
-            }),
+            pool: Arc::new(Pool::new(info.total_memory / 2, |v: Vec<Pooled>| {
+                free_all(v.into_iter().map(|(_, s)| s))
+            })),
             info,
             nvrtc,
             fallback: OnceLock::new(),
@@ -522,20 +483,34 @@ impl Cuda {
         &self.info
     }
 
-    /// Sets the debug level: 4 prints each kernel's CUDA C source when compiled, 5 also its
-    /// PTX.
+    /// Sets the debug level: 1 prints the buffer pool's counters at exit, 4 each kernel's CUDA
+    /// C source when compiled, 5 also its PTX.
     pub fn set_debug(&self, level: u8) {
         self.debug.store(level, Ordering::Relaxed);
+        if level >= 1 {
+            self.pool.print_stats_at_exit("cuda");
+        }
     }
 
     /// Bytes held by the buffer pool for reuse.
     pub fn pooled_bytes(&self) -> usize {
-        self.pool.cached.load(Ordering::Relaxed)
+        self.pool.held()
     }
 
     /// Frees the buffers the pool holds for reuse.
     pub fn trim_pool(&self) {
         self.pool.trim();
+    }
+
+    /// Sets the most bytes the buffer pool holds for reuse (default: half the device's
+    /// memory); see [`super::pool`].
+    pub fn set_pool_cap(&self, bytes: usize) {
+        self.pool.set_cap(bytes);
+    }
+
+    /// The buffer pool's counters.
+    pub fn pool_stats(&self) -> super::pool::PoolStats {
+        self.pool.stats()
     }
 
     /// Chooses what [`Backend::compile`] produces: CUBINs (`true`, the default: machine code
@@ -599,25 +574,23 @@ impl Cuda {
         })
     }
 
-    /// A buffer of `bytes` bytes (a multiple of 8), from the pool or newly allocated; on an
-    /// allocation failure the pool is emptied and the allocation tried once more.
-    fn raw_alloc(&self, bytes: usize) -> Result<Pooled, BackendError> {
-        if let Some(got) = self.pool.take(bytes) {
-            return Ok(got);
-        }
-        let fresh = || -> Result<Pooled, drv::DriverError> {
-            // SAFETY: the contents are unspecified, as `Backend::alloc` promises; u8 has no
-            // invalid bit patterns.
-            let s = unsafe { self.stream.alloc::<u8>(bytes) }?;
-            let ptr = s.device_ptr(&self.stream).0;
-            Ok((ptr, s))
-        };
-        fresh().or_else(|_| {
-            self.pool.trim();
-            fresh().map_err(|e| {
-                device_error(format!("allocating {bytes} bytes of device memory: {e}"))
+    /// A buffer of at least `bytes` bytes, from the pool or newly allocated, and its size
+    /// class; on an allocation failure the pool is emptied and the allocation tried once more
+    /// ([`super::pool::Pool::alloc`]).
+    fn raw_alloc(&self, bytes: usize) -> Result<(Pooled, usize), BackendError> {
+        let class = super::pool::class_of(bytes)
+            .ok_or_else(|| device_error(format!("{bytes} bytes of device memory overflow")))?;
+        let got = self
+            .pool
+            .alloc(class, |class| -> Result<Pooled, drv::DriverError> {
+                // SAFETY: the contents are unspecified, as `Backend::alloc` promises; u8 has no
+                // invalid bit patterns.
+                let s = unsafe { self.stream.alloc::<u8>(class) }?;
+                let ptr = s.device_ptr(&self.stream).0;
+                Ok((ptr, s))
             })
-        })
+            .map_err(|e| device_error(format!("allocating {class} bytes of device memory: {e}")))?;
+        Ok((got, class))
     }
 
     fn sync_error(&self, what: &str, e: drv::DriverError) -> BackendError {
@@ -1055,11 +1028,11 @@ impl Backend for Cuda {
             .checked_mul(dtype.size_in_bytes())
             .and_then(|b| b.checked_next_multiple_of(8))
             .ok_or_else(|| device_error(format!("{numel} elements of {dtype} overflow")))?;
-        let (ptr, slice) = self.raw_alloc(bytes)?;
+        let ((ptr, slice), class) = self.raw_alloc(bytes)?;
         Ok(CudaBuffer {
             slice: Some(slice),
             ptr,
-            bytes,
+            bytes: class,
             dtype,
             numel,
             pool: self.pool.clone(),

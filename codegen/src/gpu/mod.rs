@@ -119,7 +119,15 @@
 //! # Contractions
 //!
 //! The OpenCL backend computes contractions with a generated GEMM kernel (16x16 tiles in
-//! local memory, products in the element type accumulated in f64, rounded once; untuned).
+//! local memory, products in the element type accumulated in f64, rounded once; untuned). Its
+//! layout comes in a small read-only buffer cached per layout, so a contraction is enqueued
+//! like any launch, without waiting for the queue.
+//!
+//! # Buffers
+//!
+//! Both runtimes allocate device buffers from one size-class pool ([`pool`]), which hands a
+//! dropped buffer to the next allocation of its class at once: safe because each runtime
+//! enqueues everything on one in-order stream (CUDA) or queue (OpenCL).
 //!
 //! # What is not done or not verified
 //!
@@ -139,6 +147,7 @@
 
 pub mod cuda;
 pub mod opencl;
+pub mod pool;
 pub mod prelude;
 pub mod render;
 

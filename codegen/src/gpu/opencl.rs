@@ -4,6 +4,12 @@
 //!
 //! The OpenCL library is loaded at run time (`opencl3`'s `dynamic` feature): on a machine
 //! without one, [`OpenCl::open`] returns an error and nothing panics.
+//!
+//! Buffers come from a size-class pool ([`super::pool`]): a dropped buffer is handed to a later
+//! allocation at once, which is safe because everything is enqueued on one in-order queue.
+//! (Most OpenCL drivers allocate device memory lazily, at the first command that uses a
+//! buffer, so the pool's trim-and-retry on a failed allocation rarely applies here: a real
+//! shortage shows as an error of that command.)
 
 use std::collections::HashMap;
 use std::ptr;
@@ -18,12 +24,13 @@ use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, Device};
 use opencl3::error_codes::{ClError, DLOPEN_RUNTIME_LOAD_FAILED};
 use opencl3::kernel::{ExecuteKernel, Kernel as ClKernel};
-use opencl3::memory::{Buffer, CL_MEM_READ_WRITE, ClMem};
+use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, ClMem};
 use opencl3::platform::get_platforms;
 use opencl3::program::Program;
 use opencl3::types::{CL_BLOCKING, cl_mem};
 
 use super::Dialect;
+use super::pool::{self, Lease};
 use super::render::{self, Rendered};
 use crate::{Backend, BackendError, DeviceBuffer, check};
 
@@ -74,10 +81,13 @@ fn padded_bytes(dtype: DType, numel: usize) -> Option<usize> {
     Some(bytes.div_ceil(8).checked_mul(8)?.max(8))
 }
 
-/// A buffer in an OpenCL device's memory.
+/// The buffer pool of a device.
+type ClPool = pool::Pool<Buffer<u8>>;
+
+/// A buffer in an OpenCL device's memory (given back to the device's pool when dropped).
 #[derive(Debug)]
 pub struct ClBuffer {
-    mem: Buffer<u8>,
+    mem: Lease<Buffer<u8>>,
     dtype: DType,
     numel: usize,
 }
@@ -85,6 +95,11 @@ pub struct ClBuffer {
 impl ClBuffer {
     fn raw(&self) -> cl_mem {
         self.mem.get()
+    }
+
+    /// The allocation's size in bytes (its pool size class).
+    pub fn bytes(&self) -> usize {
+        self.mem.class()
     }
 }
 
@@ -131,8 +146,19 @@ pub struct OpenCl {
     /// The scratch buffer of split full reductions (partials), grown as needed; one buffer
     /// serves every launch because the queue is in order.
     scratch: Mutex<Option<ClBuffer>>,
+    /// The GEMM's layout descriptors (`gemm_descriptor`), one read-only buffer per layout.
+    descriptors: Mutex<HashMap<Vec<i64>, Arc<Buffer<i64>>>>,
+    pool: Arc<ClPool>,
     debug: AtomicU8,
 }
+
+/// The default cap on bytes the buffer pool holds is half the device's global memory, at most
+/// this (a CPU device such as pocl reports the host's memory, which the held buffers occupy;
+/// the CPU backend's pool has the same limit).
+const MAX_POOL_CAP: usize = 2 << 30;
+
+/// The most GEMM layout descriptors kept ([`OpenCl::contraction`]); more clear the cache.
+const MAX_DESCRIPTORS: usize = 256;
 
 impl std::fmt::Debug for OpenCl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,8 +205,11 @@ impl OpenCl {
         }
         let context =
             Context::from_device(&device).map_err(|e| cl_error("creating a context", e))?;
+        // Properties 0: an in-order queue, which the buffer pool's reuse relies on.
         let queue = CommandQueue::create_default_with_properties(&context, 0, 0)
             .map_err(|e| cl_error("creating a queue", e))?;
+        let memory = device.global_mem_size().unwrap_or(0);
+        let cap = usize::try_from(memory / 2).map_or(MAX_POOL_CAP, |c| c.min(MAX_POOL_CAP));
         Ok(OpenCl {
             device,
             context,
@@ -188,14 +217,43 @@ impl OpenCl {
             description: format!("{platform} / {name} / {version} / driver {driver}"),
             gemm: Mutex::new(HashMap::new()),
             scratch: Mutex::new(None),
+            descriptors: Mutex::new(HashMap::new()),
+            // Dropping a buffer releases it; OpenCL deletes it once the commands queued
+            // that use it are done.
+            pool: Arc::new(ClPool::new(cap, drop)),
             debug: AtomicU8::new(0),
         })
     }
 
     /// Sets the debug level: 4 prints each program's OpenCL C source when it is built, 5 also
     /// the compiler's build log.
+    /// At 1 or more the buffer pool's counters are printed when the process exits.
     pub fn set_debug(&self, level: u8) {
         self.debug.store(level, Ordering::Relaxed);
+        if level >= 1 {
+            self.pool.print_stats_at_exit("opencl");
+        }
+    }
+
+    /// Bytes held by the buffer pool for reuse.
+    pub fn pooled_bytes(&self) -> usize {
+        self.pool.held()
+    }
+
+    /// Releases the buffers the pool holds for reuse.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// Sets the most bytes the buffer pool holds for reuse (default: half the device's global
+    /// memory, at most 2 GiB); see [`super::pool`].
+    pub fn set_pool_cap(&self, bytes: usize) {
+        self.pool.set_cap(bytes);
+    }
+
+    /// The buffer pool's counters.
+    pub fn pool_stats(&self) -> pool::PoolStats {
+        self.pool.stats()
     }
 
     /// Platform, device, OpenCL version and driver version.
@@ -468,6 +526,40 @@ impl OpenCl {
         Ok(())
     }
 
+    /// The read-only device buffer of a GEMM layout descriptor, created on a layout's first
+    /// use with its contents copied from the host by `clCreateBuffer` itself
+    /// (`CL_MEM_COPY_HOST_PTR`: no command on the queue, so no wait for it), then kept: a
+    /// training run has a few layouts, each used every step. Beyond [`MAX_DESCRIPTORS`]
+    /// layouts the cache is cleared (a released buffer lives until the commands using it
+    /// are done).
+    fn descriptor(&self, desc: Vec<i64>) -> Result<Arc<Buffer<i64>>, BackendError> {
+        let mut cache = self
+            .descriptors
+            .lock()
+            .map_err(|_| device_error("GEMM", "the descriptor cache lock is poisoned"))?;
+        if let Some(b) = cache.get(&desc) {
+            return Ok(b.clone());
+        }
+        if cache.len() >= MAX_DESCRIPTORS {
+            cache.clear();
+        }
+        let mut host = desc.clone();
+        // SAFETY: `host` holds `host.len()` i64s, which clCreateBuffer copies before it
+        // returns (CL_MEM_COPY_HOST_PTR); the device only reads the buffer.
+        let b = unsafe {
+            Buffer::<i64>::create(
+                &self.context,
+                CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                host.len(),
+                host.as_mut_ptr().cast(),
+            )
+        }
+        .map_err(|e| cl_error("creating a GEMM descriptor", e))?;
+        let b = Arc::new(b);
+        cache.insert(desc, b.clone());
+        Ok(b)
+    }
+
     fn gemm_program(&self, dtype: DType) -> Result<Arc<Built>, BackendError> {
         let mut cache = self
             .gemm
@@ -665,13 +757,16 @@ impl Backend for OpenCl {
     }
 
     fn alloc(&self, dtype: DType, numel: usize) -> Result<ClBuffer, BackendError> {
-        let bytes = padded_bytes(dtype, numel)
+        let class = padded_bytes(dtype, numel)
+            .and_then(pool::class_of)
             .ok_or_else(|| device_error("alloc", format!("{numel} elements of {dtype}")))?;
-        // SAFETY: no host pointer is passed; the buffer is `bytes` bytes of device memory.
-        let mem = unsafe {
-            Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, bytes, ptr::null_mut())
-        }
-        .map_err(|e| cl_error(&format!("allocating {bytes} bytes"), e))?;
+        let mem = Lease::alloc(&self.pool, class, |class| {
+            // SAFETY: no host pointer is passed; the buffer is `class` bytes of device memory.
+            unsafe {
+                Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, class, ptr::null_mut())
+            }
+        })
+        .map_err(|e| cl_error(&format!("allocating {class} bytes"), e))?;
         Ok(ClBuffer { mem, dtype, numel })
     }
 
@@ -781,16 +876,17 @@ impl Backend for OpenCl {
             return Ok(());
         }
         let built = self.gemm_program(dtype)?;
-        let d = self.upload(&HostData::I64(desc))?;
+        let d = self.descriptor(desc)?;
         let free = total / (layout.m * layout.n);
         let tiles = (free * layout.m.div_ceil(16) * layout.n.div_ceil(16)) as u64;
         let groups = tiles.min(render::MAX_GROUPS);
-        let mems = [dst.raw(), lhs.raw(), rhs.raw(), d.raw()];
+        let mems = [dst.raw(), lhs.raw(), rhs.raw(), d.get()];
         // SAFETY: `check::contraction_args` verified that every offset the layout reaches lies
         // within its buffer and that dst's elements are written once; the kernel reads and
         // writes only rows < m, columns < n and contracted indices < k; the arguments match
-        // `gemm_source`'s parameters. `d` is dropped after `finish`, as the kernel reads it.
-        unsafe { self.run(&built.kernels[0], &mems, None, &[tiles as i64], groups, 256) }?;
-        self.synchronize()
+        // `gemm_source`'s parameters. `d` is held until the launch is enqueued (and OpenCL
+        // keeps a released buffer until the commands that use it are done), so nothing waits
+        // for the queue.
+        unsafe { self.run(&built.kernels[0], &mems, None, &[tiles as i64], groups, 256) }
     }
 }
