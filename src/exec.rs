@@ -490,8 +490,11 @@ pub(crate) fn device_engine(device: Device) -> Result<&'static dyn DeviceEngine>
     Ok(engine)
 }
 
-/// The graph of `auto`'s self-check ([`self_check`]): an element-wise op with a
-/// transcendental, a row reduction over it, and a matmul (a contraction: cuBLAS on CUDA).
+/// The graph of `auto`'s self-check ([`self_check`]), one op of each way a GPU runs a
+/// kernel: an element-wise op with a transcendental (the flat entry), a row reduction over it
+/// (a work-group per row), a matmul (a contraction: cuBLAS on CUDA), a sum of 40,960 values (a
+/// split full reduction: 10 groups' partials, then their combine) and a maximum over each of
+/// 2,560 columns (a thread per column).
 const SELF_CHECK_GRAPH: &str = "\
 %0 = input #0 : f32[64, 48]
 %1 = input #1 : f32[48, 32]
@@ -503,7 +506,10 @@ const SELF_CHECK_GRAPH: &str = "\
 %7 = broadcast %1 axes=[0] : f32[64, 48, 32]
 %8 = mul %6, %7 : f32[64, 48, 32]
 %9 = reduce sum %8 axes=[1] : f32[64, 32]
-return %4, %5, %9
+%10 = input #2 : f32[16, 2560]
+%11 = reduce sum %10 axes=[0, 1] : f32[]
+%12 = reduce max %10 axes=[0] : f32[2560]
+return %4, %5, %9, %11, %12
 ";
 
 /// The inputs of [`SELF_CHECK_GRAPH`]: fixed pseudo-random values in [-1, 1).
@@ -520,9 +526,11 @@ fn self_check_inputs() -> Vec<metajit_metaops::HostData> {
     };
     let x: Vec<f32> = (0..64 * 48).map(|_| next()).collect();
     let w: Vec<f32> = (0..48 * 32).map(|_| next()).collect();
+    let v: Vec<f32> = (0..16 * 2560).map(|_| next()).collect();
     vec![
         metajit_metaops::HostData::F32(x),
         metajit_metaops::HostData::F32(w),
+        metajit_metaops::HostData::F32(v),
     ]
 }
 
@@ -530,7 +538,8 @@ fn self_check_inputs() -> Vec<metajit_metaops::HostData> {
 /// (`want`) within the GPU precision contract (`metajit_codegen::gpu`): the element-wise
 /// output and the row sums (f64 accumulation) to 1e-5 relative (exp is within 4 ulp, 5e-7),
 /// the matmul to 1e-4 of the sum of the products' magnitudes (cuBLAS accumulates in f32:
-/// 48 terms, under 1e-5). A garbled, transposed or missing value is far outside either.
+/// 48 terms, under 1e-5), the full sum to 1e-5 of the sum of magnitudes (it may cancel), the
+/// column maxima exactly. A garbled, transposed or missing value is far outside each.
 /// `Err` says where the first value differs.
 fn compare_self_check(
     inputs: &[metajit_metaops::HostData],
@@ -538,9 +547,12 @@ fn compare_self_check(
     want: &[metajit_metaops::HostData],
 ) -> std::result::Result<(), String> {
     use metajit_metaops::HostData;
-    let (HostData::F32(x), HostData::F32(w)) = (&inputs[0], &inputs[1]) else {
+    let (HostData::F32(x), HostData::F32(w), HostData::F32(v)) =
+        (&inputs[0], &inputs[1], &inputs[2])
+    else {
         return Err("metajit bug: the self-check's inputs are not f32".into());
     };
+    let magnitude: f32 = v.iter().map(|e| e.abs()).sum();
     if got.len() != want.len() {
         return Err(format!("{} outputs, expected {}", got.len(), want.len()));
     }
@@ -556,14 +568,17 @@ fn compare_self_check(
             ));
         }
         for (i, (&gv, &rv)) in g.iter().zip(r).enumerate() {
-            let tol = if o == 2 {
-                let (row, col) = (i / 32, i % 32);
-                let mag: f32 = (0..48)
-                    .map(|k| (x[row * 48 + k] * w[k * 32 + col]).abs())
-                    .sum();
-                1e-4 * mag
-            } else {
-                1e-5 * rv.abs()
+            let tol = match o {
+                2 => {
+                    let (row, col) = (i / 32, i % 32);
+                    let mag: f32 = (0..48)
+                        .map(|k| (x[row * 48 + k] * w[k * 32 + col]).abs())
+                        .sum();
+                    1e-4 * mag
+                }
+                3 => 1e-5 * magnitude,
+                4 => 0.0,
+                _ => 1e-5 * rv.abs(),
             };
             let close = (gv - rv).abs() <= tol;
             if !close || gv.is_nan() {
@@ -1704,17 +1719,24 @@ mod tests {
         let cpu = run_graph_with(&g, &inputs, GraphMode::Compiled).unwrap();
         compare_self_check(&inputs, &cpu, &want).unwrap();
         // Each output, slightly wrong in one element, is caught.
-        let spoiled = |o: usize, f: fn(f32) -> f32| {
+        let spoiled = |o: usize, i: usize, f: fn(f32) -> f32| {
             let mut bad = cpu.clone();
             if let metajit_metaops::HostData::F32(v) = &mut bad[o] {
-                v[5] = f(v[5]);
+                v[i] = f(v[i]);
             }
             compare_self_check(&inputs, &bad, &want)
         };
-        for o in 0..3 {
-            let e = spoiled(o, |v| v * 1.01 + 0.01).unwrap_err();
-            assert!(e.contains(&format!("output {o} element 5")), "{e}");
-            assert!(spoiled(o, |_| f32::NAN).is_err());
+        for o in 0..5 {
+            // The full sum (output 3) has one element, and a tolerance of 1e-5 of its 40,960
+            // terms' magnitudes (about 0.2): off by one is wrong.
+            let (i, f): (usize, fn(f32) -> f32) = if o == 3 {
+                (0, |v| v + 1.0)
+            } else {
+                (5, |v| v * 1.01 + 0.01)
+            };
+            let e = spoiled(o, i, f).unwrap_err();
+            assert!(e.contains(&format!("output {o} element {i}")), "{e}");
+            assert!(spoiled(o, i, |_| f32::NAN).is_err());
         }
         assert!(compare_self_check(&inputs, &cpu[..2], &want).is_err());
         // A device that does not open is a failure to run, not a wrong value.
