@@ -386,8 +386,8 @@ fn split_full_reduction_golden() {
     let kinds: Vec<EntryKind> = cl.entries.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EntryKind::Group, EntryKind::Thread]);
     let code = &cl.kernel_code;
-    let head = "__kernel void metajit_kernel_split0(__global float* b0, __global float* b1, \
-                __global u64* scratch, i64 s0) {";
+    let head = "__kernel void metajit_kernel_split0(__global const float* restrict b0, \
+                __global float* restrict b1, __global u64* restrict scratch, i64 s0) {";
     assert!(code.contains(head), "{code}");
     assert!(code.contains("const i64 parts = (i64)get_num_groups(0);"));
     assert!(code.contains("for (i64 il = gid * 256 + lid; il < n; il += parts * 256) {"));
@@ -403,8 +403,8 @@ fn split_full_reduction_golden() {
     let cuda = render(&k, Dialect::Cuda).expect("render");
     let code = &cuda.kernel_code;
     assert!(code.contains(
-        "extern \"C\" __global__ void __launch_bounds__(256) metajit_kernel_split1(float* b0, \
-         float* b1, u64* scratch, i64 s0) {"
+        "extern \"C\" __global__ void __launch_bounds__(256) metajit_kernel_split1(\
+         const float* __restrict__ b0, float* __restrict__ b1, u64* __restrict__ scratch, i64 s0) {"
     ));
     assert!(code.contains("const i64 parts = (i64)gridDim.x;"));
     assert!(code.contains("__shared__ double red0[256];"));

@@ -74,13 +74,12 @@ fn every_kernel_of_random_graphs_renders_deterministically() {
 fn elementwise_golden() {
     let k = gpu_common::binary(metajit_metaops::BinaryOp::Add, DType::F16);
     let r = render(&k, Dialect::OpenCl).expect("render");
-    let want = "__kernel void metajit_kernel_flat(__global u16* b0, __global u16* b1, __global u16* b2, i64 s0) {
+    let want = "__kernel void metajit_kernel_flat(__global const u16* restrict b0, __global const u16* restrict b1, __global u16* restrict b2, i64 s0) {
     const i64 n_outer = ((i64)1L);
     const i64 n_inner = (s0);
     const i64 total = n_outer * n_inner;
     for (i64 g = (i64)get_global_id(0); g < total; g += (i64)get_global_size(0)) {
-        const i64 ol = g / n_inner;
-        const i64 il = g % n_inner;
+        const i64 il = g;
         const i64 i0 = il;
         const i64 v0 = i0;
         const float v1 = f16_to_f32(b0[v0]);
@@ -104,7 +103,7 @@ fn elementwise_golden() {
     assert_eq!(r.launch(&[1 << 40]).groups, 65535);
     let cuda = render(&k, Dialect::Cuda).expect("render");
     assert!(cuda.kernel_code.starts_with(
-        "extern \"C\" __global__ void __launch_bounds__(256) metajit_kernel_flat(u16* b0, u16* b1, u16* b2, i64 s0) {"
+        "extern \"C\" __global__ void __launch_bounds__(256) metajit_kernel_flat(const u16* __restrict__ b0, const u16* __restrict__ b1, u16* __restrict__ b2, i64 s0) {"
     ));
     assert!(
         cuda.kernel_code

@@ -1581,7 +1581,9 @@ return %7
                 assert_eq!(params.len(), kernel.bufs.len() + kernel.n_sizes, "{line}");
                 for (i, p) in params.iter().enumerate() {
                     if i < kernel.bufs.len() {
-                        assert!(p.ends_with(&format!("* b{i}")), "{line}");
+                        let qual = if kernel.bufs[i].output { "" } else { "const " };
+                        assert!(p.starts_with(qual), "{line}");
+                        assert!(p.ends_with(&format!("* __restrict__ b{i}")), "{line}");
                     } else {
                         assert_eq!(*p, format!("i64 s{}", i - kernel.bufs.len()), "{line}");
                     }

@@ -41,7 +41,7 @@ const CL_PLATFORM_NOT_FOUND_KHR: i32 = -1001;
 
 /// The version of the rendered code: part of [`Backend::cache_identity`], bumped whenever the
 /// renderer's output changes.
-pub const RENDER_VERSION: u32 = 2;
+pub const RENDER_VERSION: u32 = 3;
 
 fn device_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Device {

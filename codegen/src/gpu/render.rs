@@ -34,6 +34,10 @@ pub(crate) struct Lang {
     kernel: &'static str,
     /// The address-space qualifier of buffer pointers.
     global: &'static str,
+    /// The no-alias qualifier of buffer pointers: [`crate::check::launch_args`] rejects an
+    /// output that overlaps another buffer, and inputs are only read (declared `const`), so
+    /// the compiler may keep values in registers and read inputs through the read-only path.
+    restrict: &'static str,
     /// The qualifier of a group-local array.
     local: &'static str,
     /// The pointer qualifier for atomic compare-and-swap.
@@ -107,6 +111,7 @@ static OPENCL: Lang = Lang {
     head: OPENCL_HEAD,
     kernel: "__kernel void",
     global: "__global ",
+    restrict: "restrict",
     local: "__local ",
     atomic_ptr: "volatile __global ",
     local_id: "(i64)get_local_id(0)",
@@ -130,6 +135,7 @@ static CUDA: Lang = Lang {
     head: CUDA_HEAD,
     kernel: "extern \"C\" __global__ void __launch_bounds__(256)",
     global: "",
+    restrict: "__restrict__",
     local: "__shared__ ",
     atomic_ptr: "",
     local_id: "(i64)threadIdx.x",
@@ -1095,10 +1101,14 @@ impl Renderer<'_> {
             .bufs
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("{}{}* b{i}", self.l.global, mem_ty(b.dtype)))
+            .map(|(i, b)| {
+                let constant = if b.output { "" } else { "const " };
+                let (g, r, t) = (self.l.global, self.l.restrict, mem_ty(b.dtype));
+                format!("{g}{constant}{t}* {r} b{i}")
+            })
             .collect();
         if scratch {
-            params.push(format!("{}u64* scratch", self.l.global));
+            params.push(format!("{}u64* {} scratch", self.l.global, self.l.restrict));
         }
         params.extend((0..self.k.n_sizes).map(|s| format!("i64 s{s}")));
         let _ = writeln!(out, "{} {name}({}) {{", self.l.kernel, params.join(", "));
@@ -1125,8 +1135,20 @@ impl Renderer<'_> {
             "    for (i64 g = {}; g < total; g += {}) {{",
             l.global_id, l.global_size
         );
-        let _ = writeln!(out, "        const i64 ol = g / n_inner;");
-        let _ = writeln!(out, "        const i64 il = g % n_inner;");
+        // Without outer (or inner) extents the flat index is the other one: no 64-bit
+        // division per element (NVVM cannot see that `g < n_inner` when `n_outer` is 1).
+        match (self.k.outer.is_empty(), ph.inner.is_empty()) {
+            (true, _) => {
+                let _ = writeln!(out, "        const i64 il = g;");
+            }
+            (false, true) => {
+                let _ = writeln!(out, "        const i64 ol = g;");
+            }
+            (false, false) => {
+                let _ = writeln!(out, "        const i64 ol = g / n_inner;");
+                let _ = writeln!(out, "        const i64 il = g % n_inner;");
+            }
+        }
         decompose(&mut out, "        ", "o", &self.k.outer, "ol");
         decompose(&mut out, "        ", "i", &ph.inner, "il");
         self.body(&mut out, "        ", ph, true)?;
