@@ -31,7 +31,7 @@
 //!   f64) instead.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys::cublasOperation_t;
@@ -331,7 +331,11 @@ fn free_all(slices: impl Iterator<Item = CudaSlice<u8>>) {
     let mut slices = slices.peekable();
     if let Some(first) = slices.peek() {
         let ctx = first.context().clone();
+        // Binding takes (clears) an error an earlier call left in the context: put it back,
+        // for the next synchronize to report.
+        let earlier = ctx.check_err();
         ctx.record_err(ctx.bind_to_thread());
+        ctx.record_err(earlier);
     }
     slices.for_each(drop);
 }
@@ -344,7 +348,21 @@ pub struct CudaKernel {
     params: Vec<BufParam>,
     n_sizes: usize,
     artifact: Vec<u8>,
-    _module: Arc<CudaModule>,
+    module: Arc<CudaModule>,
+    retired: Retired,
+}
+
+/// Modules of dropped kernels, kept loaded until the stream has run everything enqueued before
+/// ([`Backend::synchronize`]): cudarc unloads a module as soon as its last handle drops, and a
+/// launch of it may still be queued (a plan evicted from the plan cache drops its kernels
+/// without waiting for the device).
+type Retired = Arc<Mutex<Vec<Arc<CudaModule>>>>;
+
+impl Drop for CudaKernel {
+    fn drop(&mut self) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.push(self.module.clone());
+    }
 }
 
 impl CudaKernel {
@@ -406,6 +424,22 @@ pub struct Cuda {
     fallback: OnceLock<Result<Fallback, String>>,
     debug: AtomicU8,
     cubin: AtomicBool,
+    retired: Retired,
+}
+
+impl Drop for Cuda {
+    /// Waits for the stream before the fields drop (the cuBLAS handle first, then the pool's
+    /// buffers and the modules), with the context bound to this thread: cudarc's cuBLAS handle
+    /// is destroyed without binding it, and a module must not be unloaded under a queued
+    /// launch. Errors are past reporting here.
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _ = self.stream.synchronize();
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 impl std::fmt::Debug for Cuda {
@@ -473,6 +507,7 @@ impl Cuda {
             info,
             nvrtc,
             fallback: OnceLock::new(),
+            retired: Arc::new(Mutex::new(Vec::new())),
             debug: AtomicU8::new(0),
             cubin: AtomicBool::new(true),
         })
@@ -570,7 +605,8 @@ impl Cuda {
             params: kernel.bufs.clone(),
             n_sizes: kernel.n_sizes,
             artifact,
-            _module: module,
+            module,
+            retired: self.retired.clone(),
         })
     }
 
@@ -580,15 +616,31 @@ impl Cuda {
     fn raw_alloc(&self, bytes: usize) -> Result<(Pooled, usize), BackendError> {
         let class = super::pool::class_of(bytes)
             .ok_or_else(|| device_error(format!("{bytes} bytes of device memory overflow")))?;
+        // An error an earlier asynchronous call left in the context is reported as itself:
+        // cudarc's allocation would otherwise return it (clearing it) as this one's failure.
+        self.ctx
+            .check_err()
+            .map_err(|e| self.sync_error("an earlier CUDA call failed", e))?;
+        let mut attempt = 0;
         let got = self
             .pool
-            .alloc(class, |class| -> Result<Pooled, drv::DriverError> {
-                // SAFETY: the contents are unspecified, as `Backend::alloc` promises; u8 has no
-                // invalid bit patterns.
-                let s = unsafe { self.stream.alloc::<u8>(class) }?;
-                let ptr = s.device_ptr(&self.stream).0;
-                Ok((ptr, s))
-            })
+            .alloc_retrying_if(
+                class,
+                |class| -> Result<Pooled, drv::DriverError> {
+                    attempt += 1;
+                    if attempt > 1 {
+                        // The retry after the pool released what it held: those frees are
+                        // stream-ordered, and their memory returns once the stream reaches them.
+                        self.stream.synchronize()?;
+                    }
+                    // SAFETY: the contents are unspecified, as `Backend::alloc` promises; u8
+                    // has no invalid bit patterns.
+                    let s = unsafe { self.stream.alloc::<u8>(class) }?;
+                    let ptr = s.device_ptr(&self.stream).0;
+                    Ok((ptr, s))
+                },
+                |e| e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+            )
             .map_err(|e| device_error(format!("allocating {class} bytes of device memory: {e}")))?;
         Ok((got, class))
     }
@@ -1119,9 +1171,10 @@ impl Backend for Cuda {
     }
 
     fn synchronize(&self) -> Result<(), BackendError> {
-        self.stream
-            .synchronize()
-            .map_err(|e| self.sync_error("a queued CUDA call failed", e))?;
+        let done = self.stream.synchronize();
+        // The stream has run (or abandoned) everything: retired modules may be unloaded.
+        std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        done.map_err(|e| self.sync_error("a queued CUDA call failed", e))?;
         self.ctx
             .check_err()
             .map_err(|e| self.sync_error("a CUDA call failed", e))

@@ -172,10 +172,17 @@ impl<M> Pool<M> {
     /// An allocation of `class` bytes (a value of [`class_of`]): one given back earlier (the
     /// most recently given back of that class), else `fresh(class)`; when that fails, the pool
     /// releases everything it holds and, if it held anything, calls `fresh` once more.
-    pub fn alloc<E>(
+    pub fn alloc<E>(&self, class: usize, fresh: impl FnMut(usize) -> Result<M, E>) -> Result<M, E> {
+        self.alloc_retrying_if(class, fresh, |_| true)
+    }
+
+    /// [`alloc`](Self::alloc), retrying only after a failure that `out_of_memory` accepts (any
+    /// other error is returned at once, and the pool keeps what it holds).
+    pub fn alloc_retrying_if<E>(
         &self,
         class: usize,
         mut fresh: impl FnMut(usize) -> Result<M, E>,
+        out_of_memory: impl Fn(&E) -> bool,
     ) -> Result<M, E> {
         debug_assert_eq!(class_of(class), Some(class), "not a size class");
         {
@@ -193,7 +200,7 @@ impl<M> Pool<M> {
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         fresh(class).or_else(|e| {
-            if self.trim() == 0 {
+            if !out_of_memory(&e) || self.trim() == 0 {
                 return Err(e);
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -551,6 +558,28 @@ mod tests {
         let e = lease(&p, &dev, 9000).unwrap_err();
         assert!(e.contains("out of memory"), "{e}");
         assert_eq!(p.stats().retries, 2);
+    }
+
+    /// An error that is not out-of-memory is returned at once: the pool keeps what it holds
+    /// and `fresh` is not called again.
+    #[test]
+    fn other_errors_neither_trim_nor_retry() {
+        let (p, dev) = pool(1 << 30);
+        drop(lease(&p, &dev, 4096).unwrap());
+        assert_eq!(p.held(), 4096);
+        let mut calls = 0;
+        let e = p
+            .alloc_retrying_if(
+                class_of(6000).unwrap(),
+                |_| -> Result<Mem, String> {
+                    calls += 1;
+                    Err("launch failed earlier".into())
+                },
+                |e| e.contains("out of memory"),
+            )
+            .unwrap_err();
+        assert_eq!(e, "launch failed earlier");
+        assert_eq!((calls, p.held(), p.stats().retries), (1, 4096, 0));
     }
 
     #[test]
