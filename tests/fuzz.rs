@@ -7,7 +7,7 @@
 //!
 //! `METAJIT_FUZZ_SEEDS=100000 cargo test --release --test fuzz -- --ignored` runs a long soak.
 
-use metajit::metaops::r#gen::{GenConfig, random_graph};
+use metajit::metaops::r#gen::{GenConfig, random_graph, step_sensitive};
 use metajit::metaops::{Graph, Op};
 use metajit::{GraphMode, run_graph_with};
 
@@ -67,7 +67,7 @@ fn random_graphs_on_each_gpu_device_agree_with_the_reference() {
         let (mut compared, mut skipped) = (0, 0);
         for seed in 0..n {
             let (g, inputs) = random_graph(seed, &GenConfig::default());
-            let stepped = common::step_sensitive_on_gpu(&g);
+            let stepped = step_sensitive(&g);
             let run = |m| run_graph_with(&g, &inputs, m).map_err(|e| format!("{m:?}: {e}"));
             let want = run(GraphMode::Reference).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
             let got = run(GraphMode::Device(device)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -92,7 +92,7 @@ fn random_graphs_on_each_gpu_device_agree_with_the_reference() {
         // The skipped outputs must stay few, or this test tests little.
         eprintln!(
             "{device}: {compared} outputs of {n} random graphs agreed; {skipped} not compared \
-             (a step after an inexact value: common::step_sensitive_on_gpu)"
+             (a step after an inexact value: metaops::gen::step_sensitive)"
         );
         assert!(
             skipped * 10 <= compared,

@@ -156,50 +156,6 @@ pub fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
     })
 }
 
-/// For each node, whether its value may differ from the reference by more than rounding on a
-/// GPU: whether a value that a GPU computes only within the precision contract (a
-/// transcendental, a float power, a float reduction: a few ulp from the reference, not bit for
-/// bit) reaches, on the way to it, an op that is not continuous in that value (a float `mod`,
-/// `floor`/`ceil`/`round`, a comparison, the condition of a `where`, a cast to an integer or
-/// bool, an index read from data). There one ulp can move the result by a whole step: `tanh`
-/// one ulp under 0.5, then `mod 0.5`, gives 0.49999997 where the reference gives 0. The
-/// random-graph fuzzers do not compare such outputs on a GPU (the CPU backend matches the
-/// reference on them, and is compared).
-#[allow(dead_code)]
-pub fn step_sensitive_on_gpu(g: &metajit::metaops::Graph) -> Vec<bool> {
-    use metajit::metaops::{BinaryOp, Op, UnaryOp};
-    let mut approx = vec![false; g.nodes.len()];
-    let mut stepped = vec![false; g.nodes.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        let a = |k: usize| n.inputs.get(k).is_some_and(|id| approx[id.index()]);
-        let any = n.inputs.iter().any(|id| approx[id.index()]);
-        let input_float = |k: usize| {
-            n.inputs
-                .get(k)
-                .is_some_and(|id| g.nodes[id.index()].dtype.is_float())
-        };
-        let step = match &n.op {
-            Op::Unary(UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round) => any,
-            Op::Binary(
-                BinaryOp::Mod | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne,
-            ) => any,
-            Op::Where => a(0),
-            Op::Cast(to) => any && !to.is_float(),
-            Op::Reindex(_) | Op::ReindexReduce { .. } => (1..n.inputs.len()).any(a),
-            _ => false,
-        };
-        stepped[i] = step || n.inputs.iter().any(|id| stepped[id.index()]);
-        approx[i] = any
-            || match &n.op {
-                Op::Unary(u) => u.is_transcendental(),
-                Op::Binary(BinaryOp::Pow) => input_float(0),
-                Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
-                _ => false,
-            };
-    }
-    stepped
-}
-
 /// The executor's counters now: kernels run, kernels compiled, plans scheduled.
 #[allow(dead_code)]
 pub fn counters() -> (u64, u64, u64) {
