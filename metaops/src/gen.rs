@@ -906,6 +906,43 @@ impl Gen<'_> {
     }
 }
 
+/// For each node of `g`, whether its value may differ by more than rounding between two
+/// evaluations that agree on every exact op and differ by ulps on the inexact ones (a GPU
+/// backend against the reference: transcendentals within the device library's ulp bounds,
+/// float powers and reductions reassociated). That is so when such an inexact value reaches,
+/// on the way to the node, an op that is not continuous in it: a float `mod`, `floor` / `ceil`
+/// / `round`, a comparison, the condition of a `where`, a cast to an integer or bool, or an
+/// index read from data. One ulp there can move the result by a whole step: `tanh` one ulp
+/// under 0.5, then `mod 0.5`, gives 0.49999997 where the reference gives 0. Fuzzers comparing
+/// such backends skip the outputs marked here.
+pub fn step_sensitive(g: &Graph) -> Vec<bool> {
+    let mut approx = vec![false; g.nodes.len()];
+    let mut stepped = vec![false; g.nodes.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        let a = |k: usize| n.inputs.get(k).is_some_and(|id| approx[id.index()]);
+        let any = n.inputs.iter().any(|id| approx[id.index()]);
+        let step = match &n.op {
+            Op::Unary(UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round) => any,
+            Op::Binary(
+                BinaryOp::Mod | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne,
+            ) => any,
+            Op::Where => a(0),
+            Op::Cast(to) => any && !to.is_float(),
+            Op::Reindex(_) | Op::ReindexReduce { .. } => (1..n.inputs.len()).any(a),
+            _ => false,
+        };
+        stepped[i] = step || n.inputs.iter().any(|id| stepped[id.index()]);
+        approx[i] = any
+            || match &n.op {
+                Op::Unary(u) => u.is_transcendental(),
+                Op::Binary(BinaryOp::Pow) => n.dtype.is_float(),
+                Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
+                _ => false,
+            };
+    }
+    stepped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -962,41 +999,4 @@ mod tests {
             assert!(seen.contains(name), "no {name} in 300 graphs");
         }
     }
-}
-
-/// For each node of `g`, whether its value may differ by more than rounding between two
-/// evaluations that agree on every exact op and differ by ulps on the inexact ones (a GPU
-/// backend against the reference: transcendentals within the device library's ulp bounds,
-/// float powers and reductions reassociated). That is so when such an inexact value reaches,
-/// on the way to the node, an op that is not continuous in it: a float `mod`, `floor` / `ceil`
-/// / `round`, a comparison, the condition of a `where`, a cast to an integer or bool, or an
-/// index read from data. One ulp there can move the result by a whole step: `tanh` one ulp
-/// under 0.5, then `mod 0.5`, gives 0.49999997 where the reference gives 0. Fuzzers comparing
-/// such backends skip the outputs marked here.
-pub fn step_sensitive(g: &Graph) -> Vec<bool> {
-    let mut approx = vec![false; g.nodes.len()];
-    let mut stepped = vec![false; g.nodes.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        let a = |k: usize| n.inputs.get(k).is_some_and(|id| approx[id.index()]);
-        let any = n.inputs.iter().any(|id| approx[id.index()]);
-        let step = match &n.op {
-            Op::Unary(UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round) => any,
-            Op::Binary(
-                BinaryOp::Mod | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne,
-            ) => any,
-            Op::Where => a(0),
-            Op::Cast(to) => any && !to.is_float(),
-            Op::Reindex(_) | Op::ReindexReduce { .. } => (1..n.inputs.len()).any(a),
-            _ => false,
-        };
-        stepped[i] = step || n.inputs.iter().any(|id| stepped[id.index()]);
-        approx[i] = any
-            || match &n.op {
-                Op::Unary(u) => u.is_transcendental(),
-                Op::Binary(BinaryOp::Pow) => n.dtype.is_float(),
-                Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
-                _ => false,
-            };
-    }
-    stepped
 }
