@@ -948,6 +948,33 @@ mod tests {
     use super::*;
     use crate::verify::verify;
 
+    /// A step (mod, floor, a comparison, a cast to an integer) after an inexact value marks
+    /// its result and everything computed from it; the same steps after exact values, and
+    /// continuous ops after inexact ones, mark nothing.
+    #[test]
+    fn step_sensitive_marks_steps_after_inexact_values() {
+        let g = crate::parse::parse(
+            "%0 = input #0 : f32[4]
+%1 = tanh %0 : f32[4]
+%2 = const 0.5 : f32[4]
+%3 = mod %1, %2 : f32[4]
+%4 = erf %3 : f32[4]
+%5 = mod %0, %2 : f32[4]
+%6 = exp %5 : f32[4]
+%7 = add %1, %0 : f32[4]
+%8 = floor %0 : f32[4]
+%9 = lt %7, %2 : bool[4]
+%10 = cast %1 : i32[4]
+%11 = reduce sum %0 axes=[0] : f32[]
+return %4, %6, %7, %8, %9, %10, %11
+",
+        )
+        .expect("parses");
+        let s = step_sensitive(&g);
+        let marked: Vec<bool> = g.outputs.iter().map(|o| s[o.index()]).collect();
+        assert_eq!(marked, [true, false, false, false, true, true, false]);
+    }
+
     #[test]
     fn graphs_verify_fit_the_config_and_use_every_op() {
         let cfg = GenConfig::default();
