@@ -2,7 +2,8 @@
 // `CudaEmu` backend (codegen/tests/emu/mod.rs): the rendered source is compiled by g++
 // after this header and run on the host.
 //
-// Blocks run one after the other; the threads of a block are fibers (ucontext) on one OS
+// Blocks run one after the other; the threads of a block are fibers (a small register switch
+// on x86-64, ucontext elsewhere) on one OS
 // thread, switched only where a thread waits at a barrier (`__syncthreads`, or the warp
 // exchange of `__shfl_down_sync`). A `__shared__` array is a function-local static, which is
 // block-shared because one block runs at a time. A barrier that can never complete (threads
@@ -32,9 +33,43 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace emu {
 
-/// The scheduler's context and the block's fibers.
+#if defined(__x86_64__)
+/// Saves the callee-saved registers on the current stack, stores the stack pointer in `*save`
+/// and continues on the stack `to` (which a previous call saved, or `start` prepared): a
+/// fiber switch without the signal-mask system calls of swapcontext.
+extern "C" void emu_switch(void** save, void* to);
+asm(R"(
+    .text
+    .globl emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+#endif
+
+/// The block's fibers: their saved stacks (or contexts) and stacks.
+#if defined(__x86_64__)
+inline void* sched;
+inline std::vector<void*> fibers;
+#else
 inline ucontext_t sched;
 inline std::vector<ucontext_t> fibers;
+#endif
 /// Fiber stacks: uninitialised, so that only the pages a thread touches are mapped.
 inline std::vector<std::unique_ptr<char[]>> stacks;
 inline std::vector<char> done;
@@ -45,6 +80,33 @@ inline bool progress = false;
 inline void (*body)() = nullptr;
 constexpr size_t STACK = 128 * 1024;
 
+#if defined(__x86_64__)
+[[noreturn]] inline void trampoline() {
+    body();
+    done[cur] = 1;
+    progress = true;
+    void* dead;
+    emu_switch(&dead, sched);
+    abort();  // a finished fiber is never resumed
+}
+
+/// Back to the scheduler (only from a fiber).
+inline void yield() { emu_switch(&fibers[cur], sched); }
+
+/// Prepares fiber `t` to start at `trampoline`: six zero registers for `emu_switch` to pop,
+/// then the return address, so that `trampoline` starts with the stack aligned as after a
+/// call.
+inline void start(unsigned t) {
+    uintptr_t top = ((uintptr_t)stacks[t].get() + STACK) & ~(uintptr_t)15;
+    void** slot = (void**)(top - 16);
+    slot[0] = (void*)&trampoline;
+    slot[1] = nullptr;
+    for (int i = 1; i <= 6; i++) slot[-i] = nullptr;
+    fibers[t] = (void*)(slot - 6);
+}
+
+inline void resume(unsigned t) { emu_switch(&sched, fibers[t]); }
+#else
 inline void trampoline() {
     body();
     done[cur] = 1;
@@ -54,12 +116,31 @@ inline void trampoline() {
 /// Back to the scheduler (only from a fiber).
 inline void yield() { swapcontext(&fibers[cur], &sched); }
 
+inline void start(unsigned t) {
+    getcontext(&fibers[t]);
+    fibers[t].uc_stack.ss_sp = stacks[t].get();
+    fibers[t].uc_stack.ss_size = STACK;
+    fibers[t].uc_link = &sched;
+    makecontext(&fibers[t], trampoline, 0);
+}
+
+inline void resume(unsigned t) { swapcontext(&sched, &fibers[t]); }
+#endif
+
+/// Whether the threads of the current launch run one after the other on the main stack (an
+/// entry point without barriers: the flat and thread entries); a barrier then is an error.
+inline bool direct = false;
+
 struct Barrier {
     unsigned count = 0, gen = 0;
 };
 
 /// Waits until `n` threads have arrived (cooperatively: the fibers of one block).
 inline void wait(Barrier& b, unsigned n) {
+    if (direct) {
+        fprintf(stderr, "cuda_emu: a barrier in an entry point launched without fibers\n");
+        exit(3);
+    }
     progress = true;
     if (n <= 1) return;
     unsigned g = b.gen;
@@ -78,6 +159,13 @@ inline uint64_t exchange[64][32];
 /// Runs `f` as every thread of the current block (blockIdx, blockDim set by the caller).
 inline void run_block(void (*f)()) {
     unsigned n = blockDim.x;
+    if (direct) {
+        for (unsigned t = 0; t < n; t++) {
+            threadIdx.x = t;
+            f();
+        }
+        return;
+    }
     if (n == 1) {
         threadIdx.x = 0;
         f();
@@ -93,13 +181,7 @@ inline void run_block(void (*f)()) {
     done.assign(n, 0);
     block_barrier = Barrier{};
     for (auto& w : warp_barrier) w = Barrier{};
-    for (unsigned t = 0; t < n; t++) {
-        getcontext(&fibers[t]);
-        fibers[t].uc_stack.ss_sp = stacks[t].get();
-        fibers[t].uc_stack.ss_size = STACK;
-        fibers[t].uc_link = &sched;
-        makecontext(&fibers[t], trampoline, 0);
-    }
+    for (unsigned t = 0; t < n; t++) start(t);
     unsigned left = n;
     while (left > 0) {
         progress = false;
@@ -107,7 +189,7 @@ inline void run_block(void (*f)()) {
             if (done[t]) continue;
             cur = t;
             threadIdx.x = t;
-            swapcontext(&sched, &fibers[t]);
+            resume(t);
             if (done[t]) left--;
         }
         if (left > 0 && !progress) {
@@ -253,8 +335,8 @@ inline void thread_body() { launch_fn(launch_args); }
 
 /// The program: reads the buffers (u32 count; per buffer u64 bytes, u8 output flag, then
 /// the bytes), the sizes (u32 count, i64 each) and the launches (u32 count; per launch u32
-/// name length, name, u64 groups, u32 threads; every one after the buffers gets one more
-/// pointer, the scratch buffer, when its u8 flag is set), runs them in order, and writes the
+/// name length, name, u64 groups, u32 threads, u8 scratch flag: the scratch buffer is passed
+/// after the buffers; u8 direct flag: see `direct`), runs them in order, and writes the
 /// output buffers' bytes to stdout in order.
 inline int main(const Entry* entries, size_t n_entries) {
     uint32_t nb = read_val<uint32_t>();
@@ -280,6 +362,7 @@ inline int main(const Entry* entries, size_t n_entries) {
         uint64_t groups = read_val<uint64_t>();
         uint32_t local = read_val<uint32_t>();
         uint8_t with_scratch = read_val<uint8_t>();
+        direct = read_val<uint8_t>() != 0;
         const Entry* e = nullptr;
         for (size_t i = 0; i < n_entries; i++)
             if (strcmp(entries[i].name, name.data()) == 0) e = &entries[i];

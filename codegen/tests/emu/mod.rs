@@ -27,7 +27,7 @@ use metajit_codegen::buffer::Buffer;
 use metajit_codegen::check;
 use metajit_codegen::cpu::backend::Cpu;
 use metajit_codegen::gpu::Dialect;
-use metajit_codegen::gpu::render::{self, Launch, Rendered};
+use metajit_codegen::gpu::render::{self, EntryKind, Launch, Rendered};
 use metajit_codegen::{Backend, BackendError};
 use metajit_metaops::contraction::GemmLayout;
 use metajit_metaops::kernel::{BufParam, Kernel};
@@ -136,13 +136,19 @@ impl CudaEmu {
         source.hash(&mut h);
         HEADER.hash(&mut h);
         let key = h.finish();
-        if let Some(p) = self.built.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(p) = self
+            .built
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(p.clone());
         }
         let src = self.dir.join(format!("p{key:016x}.cpp"));
         let exe = self.dir.join(format!("p{key:016x}"));
         let tmp = self.dir.join(format!("p{key:016x}.{}.tmp", self.next_id()));
-        std::fs::write(&src, source).map_err(|e| device_error(format!("{}: {e}", src.display())))?;
+        std::fs::write(&src, source)
+            .map_err(|e| device_error(format!("{}: {e}", src.display())))?;
         let out = Command::new("g++")
             .args(["-std=c++20", "-O1", "-ffp-contract=off", "-w", "-o"])
             .arg(&tmp)
@@ -267,17 +273,34 @@ impl CudaEmu {
             input.extend(l.groups.to_le_bytes());
             input.extend(l.local.to_le_bytes());
             input.push(u8::from(*scratch));
+            // Only the group entries and the split entries (which have the scratch buffer)
+            // use barriers; the others run their threads one after the other.
+            let group = c
+                .rendered
+                .entries
+                .iter()
+                .any(|e| e.name == *name && e.kind == EntryKind::Group);
+            input.push(u8::from(!(*scratch || group)));
         }
         let mut child = spawn(c.exe.as_path())?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| device_error("no stdin"))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| device_error("no stdin"))?;
         let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let t = std::time::Instant::now();
         let out = child
             .wait_with_output()
             .map_err(|e| device_error(format!("{}: {e}", c.exe.display())))?;
         let _ = writer.join();
+        if std::env::var_os("METAJIT_EMU_TIMES").is_some() {
+            eprintln!(
+                "cuda-emu: {:?} {:?}: {:.2?}",
+                launches
+                    .iter()
+                    .map(|(n, l, _)| (n, l.groups, l.local))
+                    .collect::<Vec<_>>(),
+                sizes,
+                t.elapsed()
+            );
+        }
         if !out.status.success() {
             return Err(device_error(format!(
                 "{} {:?}: {}: {}",
