@@ -33,7 +33,7 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace emu {
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__linux__)
 /// Saves the callee-saved registers on the current stack, stores the stack pointer in `*save`
 /// and continues on the stack `to` (which a previous call saved, or `start` prepared): a
 /// fiber switch without the signal-mask system calls of swapcontext.
@@ -63,7 +63,7 @@ emu_switch:
 #endif
 
 /// The block's fibers: their saved stacks (or contexts) and stacks.
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__linux__)
 inline void* sched;
 inline std::vector<void*> fibers;
 #else
@@ -80,7 +80,7 @@ inline bool progress = false;
 inline void (*body)() = nullptr;
 constexpr size_t STACK = 128 * 1024;
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__linux__)
 [[noreturn]] inline void trampoline() {
     body();
     done[cur] = 1;
@@ -160,7 +160,10 @@ inline uint64_t exchange[64][32];
 inline void run_block(void (*f)()) {
     unsigned n = blockDim.x;
     if (direct) {
-        for (unsigned t = 0; t < n; t++) {
+        // In descending order: the interpreter runs iterations in ascending order, so two
+        // threads that write one element unordered show up as a difference.
+        for (unsigned i = 0; i < n; i++) {
+            unsigned t = n - 1 - i;
             threadIdx.x = t;
             f();
         }
@@ -183,9 +186,12 @@ inline void run_block(void (*f)()) {
     for (auto& w : warp_barrier) w = Barrier{};
     for (unsigned t = 0; t < n; t++) start(t);
     unsigned left = n;
-    while (left > 0) {
+    // Each round runs every thread to its next barrier, in ascending and descending order by
+    // turns, so that code between two barriers that depends on the threads' order differs.
+    for (unsigned round = 0; left > 0; round++) {
         progress = false;
-        for (unsigned t = 0; t < n; t++) {
+        for (unsigned i = 0; i < n; i++) {
+            unsigned t = round & 1 ? n - 1 - i : i;
             if (done[t]) continue;
             cur = t;
             threadIdx.x = t;
@@ -383,7 +389,8 @@ inline int main(const Entry* entries, size_t n_entries) {
         launch_fn = e->fn;
         gridDim.x = (unsigned)groups;
         blockDim.x = local;
-        for (uint64_t g = 0; g < groups; g++) {
+        // Blocks in descending order (a GPU promises none; the interpreter ascends).
+        for (uint64_t g = groups; g-- > 0;) {
             blockIdx.x = (unsigned)g;
             run_block(thread_body);
         }

@@ -11,6 +11,12 @@
 //! to its stdin, the output buffers come back on its stdout. Blocks run in order, the threads
 //! of a block as fibers (see `cuda_emu.h`).
 //!
+//! The test body's extra entry point of a full reduction with a split form runs the split
+//! launches with [`FORCED_SPLIT_PARTS`] partials. Within a block, threads run in ascending and
+//! descending order by turns between barriers, blocks in descending order (the interpreter
+//! ascends), so that order-dependent code shows. `METAJIT_EMU_TIMES=1` prints every launch
+//! with its time.
+//!
 //! Buffers are host memory (`metajit_codegen::buffer::Buffer`), and contractions are the CPU
 //! backend's GEMM: they are not what is under test here.
 
@@ -91,6 +97,7 @@ impl CudaEmu {
         if !ok.success() {
             return Err("g++ --version failed".into());
         }
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("metajit-cuda-emu-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::write(dir.join("cuda_emu.h"), HEADER)
@@ -569,6 +576,30 @@ fn spawn(exe: &Path) -> Result<std::process::Child, BackendError> {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(e) => return Err(device_error(format!("{}: {e}", exe.display()))),
+        }
+    }
+}
+
+/// Removes the directories of earlier test processes that have exited (the backend lives in
+/// a static, which is never dropped).
+fn remove_stale_dirs() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("metajit-cuda-emu-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
