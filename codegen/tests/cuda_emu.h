@@ -3,7 +3,7 @@
 // after this header and run on the host.
 //
 // Blocks run one after the other; the threads of a block are fibers (a small register switch
-// on x86-64, ucontext elsewhere) on one OS
+// on x86-64 Linux, ucontext elsewhere or with -DCUDA_EMU_UCONTEXT) on one OS
 // thread, switched only where a thread waits at a barrier (`__syncthreads`, or the warp
 // exchange of `__shfl_down_sync`). A `__shared__` array is a function-local static, which is
 // block-shared because one block runs at a time. A barrier that can never complete (threads
@@ -33,7 +33,7 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace emu {
 
-#if defined(__x86_64__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__) && !defined(CUDA_EMU_UCONTEXT)
 /// Saves the callee-saved registers on the current stack, stores the stack pointer in `*save`
 /// and continues on the stack `to` (which a previous call saved, or `start` prepared): a
 /// fiber switch without the signal-mask system calls of swapcontext.
@@ -63,7 +63,7 @@ emu_switch:
 #endif
 
 /// The block's fibers: their saved stacks (or contexts) and stacks.
-#if defined(__x86_64__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__) && !defined(CUDA_EMU_UCONTEXT)
 inline void* sched;
 inline std::vector<void*> fibers;
 #else
@@ -80,7 +80,7 @@ inline bool progress = false;
 inline void (*body)() = nullptr;
 constexpr size_t STACK = 128 * 1024;
 
-#if defined(__x86_64__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__) && !defined(CUDA_EMU_UCONTEXT)
 [[noreturn]] inline void trampoline() {
     body();
     done[cur] = 1;

@@ -15,7 +15,8 @@
 //! launches with [`FORCED_SPLIT_PARTS`] partials. Within a block, threads run in ascending and
 //! descending order by turns between barriers, blocks in descending order (the interpreter
 //! ascends), so that order-dependent code shows. `METAJIT_EMU_TIMES=1` prints every launch
-//! with its time.
+//! with its time; `METAJIT_EMU_CXXFLAGS` adds g++ options (`-DCUDA_EMU_UCONTEXT` runs the
+//! threads on ucontext fibers instead of the x86-64 register switch).
 //!
 //! Buffers are host memory (`metajit_codegen::buffer::Buffer`), and contractions are the CPU
 //! backend's GEMM: they are not what is under test here.
@@ -140,8 +141,10 @@ impl CudaEmu {
     /// Builds (or finds) the executable of `source`.
     fn build(&self, source: &str, kernels: &[&Kernel]) -> Result<Arc<PathBuf>, BackendError> {
         let mut h = DefaultHasher::new();
+        let extra = std::env::var("METAJIT_EMU_CXXFLAGS").unwrap_or_default();
         source.hash(&mut h);
         HEADER.hash(&mut h);
+        extra.hash(&mut h);
         let key = h.finish();
         if let Some(p) = self
             .built
@@ -157,7 +160,9 @@ impl CudaEmu {
         std::fs::write(&src, source)
             .map_err(|e| device_error(format!("{}: {e}", src.display())))?;
         let out = Command::new("g++")
-            .args(["-std=c++20", "-O1", "-ffp-contract=off", "-w", "-o"])
+            .args(["-std=c++20", "-O1", "-ffp-contract=off", "-w"])
+            .args(extra.split_whitespace())
+            .arg("-o")
             .arg(&tmp)
             .arg(&src)
             .output()
