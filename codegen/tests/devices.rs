@@ -1,14 +1,17 @@
 //! The backend test body (`suite/mod.rs`) on every backend: the CPU backend (always), OpenCL
 //! device 0 (pocl in CI; `skipped: no OpenCL device (...)` where the loader finds none) and
-//! CUDA device 0 (`skipped: no CUDA driver (...)` or another reason where it cannot open).
+//! CUDA device 0 (`skipped: no CUDA driver (...)` or another reason where it cannot open), and
+//! the CUDA dialect on the CPU (`cuda_emu`: g++ and `cuda_emu.h`, see `emu/mod.rs`).
 //! Tests of one backend alone are in `opencl.rs` and `cuda.rs`.
 //!
 //! `METAJIT_FUZZ_SEEDS` / `METAJIT_FUZZ_FROM` choose the simplified random graphs.
 
 #[macro_use]
 mod suite;
+mod emu;
 mod gpu_common;
 
+use emu::CudaEmu;
 use metajit_codegen::cpu::backend::Cpu;
 use metajit_codegen::gpu::cuda::Cuda;
 use metajit_codegen::gpu::opencl::OpenCl;
@@ -20,6 +23,7 @@ backend_tests!(
     OpenCl::open(0).map_err(|e| format!("no OpenCL device ({e})"))
 );
 backend_tests!(cuda, Cuda, Cuda::open(0));
+backend_tests!(cuda_emu, CudaEmu, CudaEmu::new());
 
 /// The CPU backend's f32 `sin`/`cos` of arguments past the inline code's range (lanes beyond
 /// `math::sin_cos_inline_limit` take the exact reduction): sin(3e9) is 0.98700 (the interpreter,
