@@ -140,10 +140,12 @@
 //! - The CUDA runtime ([`cuda`]: NVRTC and cuBLAS through cudarc) has never run on a GPU. Its
 //!   source is compiled by the real NVRTC (13.x) without a GPU: every kernel the tests make
 //!   assembles to sm_90 machine code, with the entry points and parameters a launch passes
-//!   (`codegen/tests/nvrtc.rs`, in CI). Nothing CUDA-specific has been executed: the
-//!   warp-shuffle tail of the tree reduction, `atomicAdd`, the split launches (scratch from the
-//!   pool, one launch per phase; written to mirror the OpenCL runtime's, which pocl runs),
-//!   module loading, cuBLAS, and the memsets and copies.
+//!   (`codegen/tests/nvrtc.rs`, in CI). The CUDA dialect also runs on the CPU: g++ compiles it
+//!   against an emulation of CUDA's builtins (`codegen/tests/cuda_emu.h`: fiber threads,
+//!   `__syncthreads`, warp shuffles, atomics), and the shared backend suite checks every entry
+//!   point against the interpreter (`cuda_emu` in `codegen/tests/devices.rs`). That executes
+//!   the dialect's logic, not CUDA: the driver, module loading, launches on a device, cuBLAS,
+//!   the copies and memsets, and CUDA's math library have not run.
 
 pub mod cuda;
 pub mod opencl;
