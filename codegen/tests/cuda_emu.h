@@ -9,6 +9,7 @@
 // block-shared because one block runs at a time. A barrier that can never complete (threads
 // that exit or wait elsewhere) is reported and the program exits with status 3.
 #pragma once
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -292,26 +293,10 @@ F atomic_add_float(F* p, F v) {
 inline float atomicAdd(float* p, float v) { return atomic_add_float<float, uint32_t>(p, v); }
 inline double atomicAdd(double* p, double v) { return atomic_add_float<double, uint64_t>(p, v); }
 
-inline float __uint_as_float(unsigned int x) {
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-inline unsigned int __float_as_uint(float f) {
-    unsigned int x;
-    memcpy(&x, &f, 4);
-    return x;
-}
-inline double __longlong_as_double(long long x) {
-    double f;
-    memcpy(&f, &x, 8);
-    return f;
-}
-inline long long __double_as_longlong(double f) {
-    long long x;
-    memcpy(&x, &f, 8);
-    return x;
-}
+inline float __uint_as_float(unsigned int x) { return std::bit_cast<float>(x); }
+inline unsigned int __float_as_uint(float f) { return std::bit_cast<unsigned int>(f); }
+inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
+inline long long __double_as_longlong(double f) { return std::bit_cast<long long>(f); }
 
 namespace emu {
 
