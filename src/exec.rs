@@ -514,16 +514,8 @@ return %4, %5, %9, %11, %12
 
 /// The inputs of [`SELF_CHECK_GRAPH`]: fixed pseudo-random values in [-1, 1).
 fn self_check_inputs() -> Vec<metajit_metaops::HostData> {
-    let mut state = 0x5eed_u64;
-    let mut next = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    };
+    let mut rng = metajit_metaops::r#gen::Rng(0x5eed);
+    let mut next = move || ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
     let x: Vec<f32> = (0..64 * 48).map(|_| next()).collect();
     let w: Vec<f32> = (0..48 * 32).map(|_| next()).collect();
     let v: Vec<f32> = (0..16 * 2560).map(|_| next()).collect();

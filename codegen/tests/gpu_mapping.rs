@@ -17,6 +17,7 @@ use metajit_codegen::gpu::opencl::{ClBuffer, ClCompiled, OpenCl};
 use metajit_codegen::gpu::render::{
     EntryKind, GROUP_SIZE, MAX_SPLIT_PARTS, SPLIT_CHUNK, render, split_parts,
 };
+use metajit_metaops::r#gen::Rng;
 use metajit_metaops::kernel::{self, Extent, Inst, Kernel, Phase, PhaseKind, V};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
 
@@ -192,22 +193,6 @@ fn axis_sum(columns: bool) -> Kernel {
 // ---------------------------------------------------------------------------------------------
 // Data and comparison.
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
-
 /// Input data for a reduction with `op` over `n` elements of `d`: values in [-1, 1) for sums
 /// and max/min, values near 1 for products (so that 2^20 of them neither overflow nor vanish),
 /// small integers for integer sums, mostly-true bools for and, mostly-false for or.
@@ -215,7 +200,7 @@ fn data(op: ReduceOp, d: DType, n: usize, seed: u64) -> HostData {
     let mut r = Rng(seed);
     let v: Vec<Scalar> = (0..n)
         .map(|_| {
-            let u = r.unit();
+            let u = 2.0 * r.f64() - 1.0;
             match (op, d) {
                 (_, DType::Bool) => Scalar::Bool(match op {
                     ReduceOp::And => u > -0.9999,

@@ -91,16 +91,23 @@ pub fn random_graph(seed: u64, cfg: &GenConfig) -> (Graph, Vec<HostData>) {
     (st.g, inputs)
 }
 
-/// splitmix64: a tiny, stable, good-enough generator.
-struct Rng(u64);
+/// splitmix64: a tiny, stable, good-enough generator (also the tests' and the `auto`
+/// self-check's source of fixed pseudo-random data). `Rng(seed)` starts it.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`, 53 random bits.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `0..n` (`n > 0`).
@@ -114,7 +121,7 @@ impl Rng {
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+        self.f64() > 1.0 - p
     }
 
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {

@@ -38,7 +38,7 @@ use metajit_codegen::gpu::cuda::Cuda;
 use metajit_codegen::gpu::opencl::OpenCl;
 use metajit_codegen::{Backend, BackendError, DeviceBuffer};
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, MatStrides, gemm_reference};
-use metajit_metaops::r#gen::{GenConfig, random_graph};
+use metajit_metaops::r#gen::{GenConfig, Rng, random_graph};
 use metajit_metaops::kernel::{self, Kernel};
 use metajit_metaops::schedule::{self, Step, schedule};
 use metajit_metaops::{
@@ -224,21 +224,6 @@ fn mismatch(got: &HostData, want: &HostData, tol: Tol) -> Option<String> {
         .map(|i| format!("element {i}: got {}, want {}", got.get(i), want.get(i)))
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// `n` values of `d`: mostly ordinary, with the awkward ones (NaN, ±inf, ±0, ties, extremes,
 /// subnormals) mixed in.
 fn data(d: DType, n: usize, seed: u64) -> HostData {
@@ -284,21 +269,21 @@ fn data(d: DType, n: usize, seed: u64) -> HostData {
     HostData::from_scalars(
         d,
         (0..n).map(|_| {
-            let special = r.next().is_multiple_of(5);
+            let special = r.next_u64().is_multiple_of(5);
             if d.is_float() {
                 let v = if special {
-                    specials_f[(r.next() % specials_f.len() as u64) as usize]
+                    specials_f[(r.next_u64() % specials_f.len() as u64) as usize]
                 } else {
                     (r.f64() - 0.5) * 20.0
                 };
                 Scalar::F64(v).cast(d)
             } else if d == DType::Bool {
-                Scalar::Bool(r.next() & 1 == 1)
+                Scalar::Bool(r.next_u64() & 1 == 1)
             } else {
                 let v = if special {
-                    specials_i[(r.next() % specials_i.len() as u64) as usize]
+                    specials_i[(r.next_u64() % specials_i.len() as u64) as usize]
                 } else {
-                    (r.next() % 41) as i64 - 20
+                    (r.next_u64() % 41) as i64 - 20
                 };
                 Scalar::I64(v).cast(d)
             }
@@ -654,7 +639,7 @@ pub fn scatters_multi_phase_and_fallbacks<D: Device>(dev: &D) {
                 let sizes = vec![n, m];
                 let mut bufs = bufs_for(&k, &sizes, 40 + j as u64, Some(op.identity(d)));
                 let mut r = Rng(j as u64);
-                bufs[1] = HostData::I64((0..n).map(|_| (r.next() % m as u64) as i64).collect());
+                bufs[1] = HostData::I64((0..n).map(|_| (r.next_u64() % m as u64) as i64).collect());
                 if matches!(op, ReduceOp::Sum | ReduceOp::Prod) && d.is_float() {
                     bufs[0] = sum_data(op, d, n as usize, j);
                 }
@@ -743,9 +728,9 @@ pub fn half_precision_conversions_are_exact<D: Device>(dev: &D) {
             .map(|i| {
                 if i % 2 == 0 {
                     // Near an f16 boundary: an f16 value's bits shifted, plus noise.
-                    f32::from_bits(((i as u32) << 13).wrapping_add((r.next() % 0x4000) as u32))
+                    f32::from_bits(((i as u32) << 13).wrapping_add((r.next_u64() % 0x4000) as u32))
                 } else {
-                    f32::from_bits(r.next() as u32)
+                    f32::from_bits(r.next_u64() as u32)
                 }
             })
             .collect(),
