@@ -7,23 +7,10 @@
 //!
 //! `METAJIT_FUZZ_SEEDS=100000 cargo test --release --test fuzz -- --ignored` runs a long soak.
 
-use metajit::metaops::r#gen::{GenConfig, random_graph, step_sensitive};
-use metajit::metaops::{Graph, Op};
+use metajit::metaops::r#gen::{GenConfig, agree, inexact, random_graph, step_sensitive};
 use metajit::{GraphMode, run_graph_with};
 
 mod common;
-
-use common::agree;
-
-/// Whether the graph uses an op whose backends may differ from the reference by rounding.
-fn inexact(g: &Graph) -> bool {
-    g.nodes.iter().any(|n| match &n.op {
-        Op::Unary(u) => u.is_transcendental(),
-        Op::Random { .. } => true,
-        Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
-        _ => false,
-    })
-}
 
 fn check(seed: u64) -> Result<(), String> {
     let cfg = GenConfig::default();

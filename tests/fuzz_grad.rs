@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::agree;
+use metajit::metaops::r#gen::agree;
 use metajit::metaops::r#gen::{GenConfig, random_graph};
 use metajit::metaops::{DType, Graph, HostData};
 use metajit::{GraphMode, Tensor, autograd, pending_graph, replay_graph, run_graph_with};

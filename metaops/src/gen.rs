@@ -939,15 +939,48 @@ pub fn step_sensitive(g: &Graph) -> Vec<bool> {
             _ => false,
         };
         stepped[i] = step || n.inputs.iter().any(|id| stepped[id.index()]);
-        approx[i] = any
-            || match &n.op {
-                Op::Unary(u) => u.is_transcendental(),
-                Op::Binary(BinaryOp::Pow) => n.dtype.is_float(),
-                Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
-                _ => false,
-            };
+        approx[i] = any || inexact_node(n);
     }
     stepped
+}
+
+/// Whether the node's op may differ between backends by rounding: a transcendental, a float
+/// power, random numbers (normal samples use log and cos), a float reduction (reassociated).
+pub fn inexact_node(n: &Node) -> bool {
+    match &n.op {
+        Op::Unary(u) => u.is_transcendental(),
+        Op::Binary(BinaryOp::Pow) => n.dtype.is_float(),
+        Op::Random { .. } => true,
+        Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
+        _ => false,
+    }
+}
+
+/// Whether the graph has an [`inexact_node`]: then the fuzzers compare its float outputs with
+/// [`agree`]'s tolerance instead of bit for bit.
+pub fn inexact(g: &Graph) -> bool {
+    g.nodes.iter().any(inexact_node)
+}
+
+/// The fuzzers' agreement rule for two evaluations of one output: same dtype and length;
+/// bitwise (NaN matches NaN), or for floats with `tolerant`, within a relative 1e-3 with an
+/// absolute floor (values computed through inexact ops may differ by a few ulp, and later ops
+/// can amplify that).
+pub fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
+    if a.dtype() != b.dtype() || a.len() != b.len() {
+        return false;
+    }
+    (0..a.len()).all(|i| {
+        let (x, y) = (a.get(i), b.get(i));
+        if x == y || (x.is_nan() && y.is_nan()) {
+            return true;
+        }
+        if !tolerant || !x.dtype().is_float() {
+            return false;
+        }
+        let (x, y) = (x.to_f64(), y.to_f64());
+        x == y || (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
+    })
 }
 
 #[cfg(test)]

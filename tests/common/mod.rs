@@ -6,7 +6,6 @@ use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use metajit::metaops::HostData;
 use proptest::test_runner::Config as ProptestConfig;
 
 /// `got` is within `abs + rel * |want|` of `want`; NaN matches only NaN, infinities only
@@ -133,27 +132,6 @@ pub fn panic_message(f: impl FnOnce()) -> Option<String> {
             .message()
             .unwrap_or_else(|| "<non-string panic payload>".to_string()),
     )
-}
-
-/// Whether two outputs agree: same dtype and length; bitwise (NaN matches NaN), or for floats
-/// with `tolerant`, within a relative 1e-3 with an absolute floor (values computed through
-/// inexact ops may differ by a few ulp, and later ops can amplify that).
-#[allow(dead_code)]
-pub fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
-    if a.dtype() != b.dtype() || a.len() != b.len() {
-        return false;
-    }
-    (0..a.len()).all(|i| {
-        let (x, y) = (a.get(i), b.get(i));
-        if x == y || (x.is_nan() && y.is_nan()) {
-            return true;
-        }
-        if !tolerant || !x.dtype().is_float() {
-            return false;
-        }
-        let (x, y) = (x.to_f64(), y.to_f64());
-        x == y || (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
-    })
 }
 
 /// The executor's counters now: kernels run, kernels compiled, plans scheduled.

@@ -38,7 +38,7 @@ use metajit_codegen::gpu::cuda::Cuda;
 use metajit_codegen::gpu::opencl::OpenCl;
 use metajit_codegen::{Backend, BackendError, DeviceBuffer};
 use metajit_metaops::contraction::{BatchAxis, GemmLayout, MatStrides, gemm_reference};
-use metajit_metaops::r#gen::{GenConfig, Rng, random_graph};
+use metajit_metaops::r#gen::{GenConfig, Rng, agree, inexact, random_graph};
 use metajit_metaops::kernel::{self, Kernel};
 use metajit_metaops::schedule::{self, Step, schedule};
 use metajit_metaops::{
@@ -772,36 +772,6 @@ pub fn half_precision_conversions_are_exact<D: Device>(dev: &D) {
 
 // ---------------------------------------------------------------------------------------------
 // Graphs.
-
-/// Whether the graph uses an op whose backends may differ from the reference by rounding (as
-/// the CPU fuzzer decides).
-fn inexact(g: &Graph) -> bool {
-    g.nodes.iter().any(|n| match &n.op {
-        Op::Unary(u) => u.is_transcendental(),
-        Op::Binary(BinaryOp::Pow) => n.dtype.is_float(),
-        Op::Random { .. } => true,
-        Op::Reduce { .. } | Op::ReindexReduce { .. } => n.dtype.is_float(),
-        _ => false,
-    })
-}
-
-/// The CPU fuzzer's agreement rule.
-fn agree(a: &HostData, b: &HostData, tolerant: bool) -> bool {
-    if a.dtype() != b.dtype() || a.len() != b.len() {
-        return false;
-    }
-    (0..a.len()).all(|i| {
-        let (x, y) = (a.get(i), b.get(i));
-        if x == y || (x.is_nan() && y.is_nan()) {
-            return true;
-        }
-        if !tolerant || !x.dtype().is_float() {
-            return false;
-        }
-        let (x, y) = (x.to_f64(), y.to_f64());
-        x == y || (x - y).abs() <= 1e-3 * (1.0 + x.abs().max(y.abs()))
-    })
-}
 
 /// Runs `graphs` (label, graph, inputs) on the device (every kernel step on the device, every
 /// entry point of each kernel checked against the kernel interpreter, the first entry's
