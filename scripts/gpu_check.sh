@@ -18,9 +18,7 @@
 #      matmul through Backend::contraction against a direct cuBLAS SGEMM on the same buffers.
 # "run-root" (a second call, when time is left): the metajit crate on CUDA -- tests/devices.rs
 # and tests/fuzz.rs (which run on every device that opens) with METAJIT_DEVICE=cuda, and the
-# W1-W7 workloads bench (benches/workloads.rs) with METAJIT_DEVICE=cuda. Meaningful only once
-# src/exec.rs opens CUDA devices through gpu::cuda::Cuda (until then they report CUDA as
-# "not built yet" and skip it).
+# W1-W7 workloads bench (benches/workloads.rs) with METAJIT_DEVICE=cuda.
 # With $OUT set (the device tool), the output is also written to $OUT/gpu_check.log (and the
 # bench's JSON to $OUT/workloads.json).
 # Goals (issue 11): W1 >= 85% of copy bandwidth, cold compile <= 50 ms, warm load <= 1 ms.

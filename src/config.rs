@@ -55,8 +55,9 @@ pub enum Mode {
 pub enum Device {
     /// The best available backend, chosen once per process, the first time a tensor is placed
     /// under it ([`Device::placement`]): CUDA device 0 when the CUDA driver, NVRTC and cuBLAS
-    /// are found and a small self-check on it (an element-wise op, a row reduction and a
-    /// matmul over a few thousand random values) agrees with the reference interpreter within
+    /// are found and a small self-check on it (one kernel of each way a GPU runs one:
+    /// element-wise, row sums, a matmul, a split full sum and a thread-per-column maximum, over
+    /// fixed random values) agrees with the reference interpreter within
     /// the GPU precision contract; else the CPU. Without the CUDA libraries no CUDA context is
     /// created (the choice costs a few library look-ups). `METAJIT_DEBUG=1` prints the choice
     /// and why; a self-check that computes a wrong value is always printed (a metajit bug).

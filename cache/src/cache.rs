@@ -147,7 +147,7 @@ impl<V> Cache<V> {
                     warn_once(
                         &WARNED_LOAD,
                         format_args!(
-                            "entry {} could not be loaded ({e}); rebuilding",
+                            "entry {} could not be loaded ({e}); treating it as missing",
                             disk.entry_path(&key).display()
                         ),
                     );
@@ -159,7 +159,7 @@ impl<V> Cache<V> {
                 warn_once(
                     &WARNED_DAMAGED,
                     format_args!(
-                        "damaged entry {}: {why}; rebuilding",
+                        "damaged entry {}: {why}; treating it as missing",
                         disk.entry_path(&key).display()
                     ),
                 );

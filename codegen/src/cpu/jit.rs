@@ -52,6 +52,7 @@ use crate::buffer::Buffer;
 /// 5: f32 transcendentals: new exp scaling, sigmoid and tanh; vector loops load their constants
 /// from `math::const_table` (its address after the helpers).
 /// 6: scalar float selects (`where`, max/min) select the bits with integer moves, no branch.
+/// 7: masked reads (padding, windows) vectorise, with guarded vector copies.
 /// 8: f32 `sin`/`cos`: lanes beyond `math::sin_cos_inline_limit` take an exact reduction.
 pub const CODEGEN_VERSION: u32 = 8;
 

@@ -587,12 +587,9 @@ impl Cuda {
         artifact: Vec<u8>,
     ) -> Result<CudaKernel, BackendError> {
         let module = self.load_module(&artifact)?;
-        // The entry points, then the split entry points (as the OpenCL runtime orders them).
         let functions = rendered
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .chain(rendered.split_entries.iter().map(String::as_str))
+            .function_names()
+            .into_iter()
             .map(|name| {
                 module
                     .load_function(name)
@@ -1068,7 +1065,7 @@ impl Backend for Cuda {
             i.nvrtc_version.0,
             i.nvrtc_version.1,
             RUNTIME_VERSION,
-            super::opencl::RENDER_VERSION,
+            render::RENDER_VERSION,
             renderer_fingerprint(),
             self.nvrtc_options(self.cubin.load(Ordering::Relaxed)),
         )

@@ -1,6 +1,7 @@
 //! The GPU code generator: one C-style renderer of the kernel IR with two dialects (CUDA C and
-//! OpenCL C), and the OpenCL runtime that runs the OpenCL dialect (on any OpenCL device; in CI
-//! on the CPU through pocl, which is how the GPU kernels' logic is tested without a GPU).
+//! OpenCL C), and the two runtimes that run them: [`cuda`] (NVRTC, the driver and cuBLAS
+//! through cudarc) and [`opencl`] (any OpenCL device; in CI the CPU through pocl, which is how
+//! the GPU kernels' logic is tested without a GPU), sharing a buffer [`pool`].
 //!
 //! [`render::render`] turns a [`Kernel`](metajit_metaops::kernel::Kernel) into source text;
 //! everything that differs between the dialects (qualifiers, thread and group ids, barriers,
@@ -118,7 +119,8 @@
 //!
 //! # Contractions
 //!
-//! The OpenCL backend computes contractions with a generated GEMM kernel (16x16 tiles in
+//! CUDA maps contractions to cuBLAS (strided-batched calls; a naive kernel for layouts cuBLAS
+//! cannot take, see [`cuda`]). The OpenCL backend computes contractions with a generated GEMM kernel (16x16 tiles in
 //! local memory, products in the element type accumulated in f64, rounded once; untuned). Its
 //! layout comes in a small read-only buffer cached per layout, so a contraction is enqueued
 //! like any launch, without waiting for the queue.

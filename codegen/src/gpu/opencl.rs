@@ -39,10 +39,6 @@ const NAME: &str = "opencl";
 /// `CL_PLATFORM_NOT_FOUND_KHR`: what the ICD loader answers when no driver is installed.
 const CL_PLATFORM_NOT_FOUND_KHR: i32 = -1001;
 
-/// The version of the rendered code: part of [`Backend::cache_identity`], bumped whenever the
-/// renderer's output changes.
-pub const RENDER_VERSION: u32 = 3;
-
 fn device_error(what: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::Device {
         backend: NAME,
@@ -327,7 +323,7 @@ impl OpenCl {
             Some(b) => self.program_from_binary(b, options),
             None => self.build_program(&rendered.source, options),
         };
-        let names = entry_names(&rendered);
+        let names = rendered.function_names();
         let built = program
             .and_then(|p| Self::kernels(Arc::new(p), &names))
             .map_err(|message| BackendError::Compile {
@@ -372,7 +368,7 @@ impl OpenCl {
             .zip(kernels)
             .enumerate()
             .map(|(i, (r, k))| {
-                let names = entry_names(&r);
+                let names = r.function_names();
                 let built = Self::kernels(program.clone(), &names).map_err(&fail)?;
                 Ok(ClCompiled {
                     name: format!("metajit_k{i}"),
@@ -590,16 +586,6 @@ impl OpenCl {
 /// in a small i64 buffer: `m n k dst.rs dst.cs lhs.rs lhs.cs rhs.rs rhs.cs n_free n_summed`,
 /// then `extent dst lhs rhs` per free batch axis and `extent lhs rhs` per summed axis.
 /// `tiles` is the number of (free entry, row tile, column tile) triples.
-/// The names of a rendered kernel's entry points, then of its split entry points (the order of
-/// [`Built::kernels`]).
-fn entry_names(r: &Rendered) -> Vec<&str> {
-    r.entries
-        .iter()
-        .map(|e| e.name.as_str())
-        .chain(r.split_entries.iter().map(String::as_str))
-        .collect()
-}
-
 fn gemm_source(dtype: DType) -> String {
     let t = if dtype == DType::F64 {
         "double"
@@ -750,7 +736,8 @@ impl Backend for OpenCl {
 
     fn cache_identity(&self) -> String {
         format!(
-            "opencl render v{RENDER_VERSION}; {}; options {}",
+            "opencl render v{}; {}; options {}",
+            render::RENDER_VERSION,
             self.description,
             render::compile_options(Dialect::OpenCl)
         )

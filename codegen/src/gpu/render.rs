@@ -13,6 +13,10 @@ use crate::BackendError;
 
 /// Threads per group of the flat and group entries (and the local arrays' length).
 pub const GROUP_SIZE: u32 = 256;
+/// The version of the rendered code, in both dialects: part of each GPU backend's
+/// [`Backend::cache_identity`](crate::Backend::cache_identity), bumped whenever the renderer's
+/// output changes.
+pub const RENDER_VERSION: u32 = 3;
 /// Threads per group of a multi-threaded thread entry.
 pub const THREAD_GROUP_SIZE: u32 = 64;
 /// The most groups a launch uses (the kernels stride over the rest).
@@ -306,6 +310,17 @@ impl Rendered {
     /// elements, is preferred from [`CONTIGUOUS_THREAD_MIN_OUTER`] outer iterations on.
     pub fn outer_contiguous(&self) -> bool {
         self.outer_contiguous
+    }
+
+    /// The names of every entry point, then of the split entry points: the order in which the
+    /// runtimes keep their functions (a split launch's entry `k` is function
+    /// `entries.len() + k`).
+    pub fn function_names(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain(self.split_entries.iter().map(String::as_str))
+            .collect()
     }
 
     /// The split form of a full reduction for these sizes, or `None` when the kernel has no
