@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use metajit::{Tensor, nn::functional as F};
 
+/// Computes `t` and waits for its device (a device realize returns once enqueued).
 fn run(t: Tensor) {
     t.realize().unwrap_or_else(|e| panic!("{e}"));
+    metajit::synchronize().unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn main() {
@@ -57,6 +59,7 @@ fn main() {
         let y = F::conv2d(&xs, &ws, None, (1, 1), (1, 1), (1, 1), 1);
         let g = metajit::autograd::grad(&[&y.square().sum_all()], &[&xs, &ws], None);
         metajit::realize_all(&[&g[0], &g[1]]).unwrap_or_else(|e| panic!("{e}"));
+        metajit::synchronize().unwrap_or_else(|e| panic!("{e}"));
     };
     step();
     step();

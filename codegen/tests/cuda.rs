@@ -15,7 +15,7 @@ fn ptx_artifacts() {
     let c = match Cuda::open(0) {
         Ok(c) => c,
         Err(e) => {
-            println!("skipped: {e}");
+            gpu_common::skip_or_fail("cuda", &e.to_string());
             return;
         }
     };

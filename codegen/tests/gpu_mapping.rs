@@ -14,9 +14,7 @@ mod gpu_common;
 use metajit_codegen::Backend;
 use metajit_codegen::gpu::Dialect;
 use metajit_codegen::gpu::opencl::{ClBuffer, ClCompiled, OpenCl};
-use metajit_codegen::gpu::render::{
-    EntryKind, GROUP_SIZE, MAX_SPLIT_PARTS, SPLIT_CHUNK, render, split_parts,
-};
+use metajit_codegen::gpu::render::{EntryKind, MAX_SPLIT_PARTS, SPLIT_CHUNK, render, split_parts};
 use metajit_metaops::r#gen::Rng;
 use metajit_metaops::kernel::{self, Extent, Inst, Kernel, Phase, PhaseKind, V};
 use metajit_metaops::{BinaryOp, DType, HostData, ReduceOp, Scalar, UnaryOp};
@@ -644,7 +642,6 @@ fn pocl_timings() {
         old * 1e3,
         new * 1e3
     );
-    let _ = GROUP_SIZE;
 }
 
 /// The CUDA dialect of this file's kernels (the split entry points included) through clang's

@@ -7,7 +7,7 @@ use metajit_codegen::BackendError;
 use metajit_codegen::gpu::Dialect;
 use metajit_codegen::gpu::render::{EntryKind, Launch, compile_options, render, render_named};
 use metajit_metaops::r#gen::{GenConfig, random_graph};
-use metajit_metaops::kernel::{Inst, PhaseKind};
+use metajit_metaops::kernel::{Inst, V};
 use metajit_metaops::schedule::{self, Step};
 use metajit_metaops::{DType, ReduceOp};
 
@@ -286,10 +286,7 @@ fn names_and_malformed_kernels_are_errors() {
     let mut m = k;
     m.phases[2].body[2] = (Inst::Size(9), DType::I64);
     assert!(render(&m, Dialect::OpenCl).is_err());
-    let _ = PhaseKind::Store(vec![]);
 }
-
-use metajit_metaops::kernel::V;
 
 /// Both dialects' sources of many kernels (as one program each) through clang's front end:
 /// the CUDA dialect in CUDA mode against `gpu_cuda_stub.h` (no CUDA toolkit needed), the
