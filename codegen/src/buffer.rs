@@ -199,47 +199,13 @@ impl Buffer {
     /// A buffer holding a copy of host data.
     pub fn from_host(data: &HostData) -> Buffer {
         let mut b = Buffer::new(data.dtype(), data.len());
-        let dst = b.as_bytes_mut();
-        macro_rules! copy {
-            ($v:expr, $t:ty, $to:expr) => {
-                for (c, x) in dst.chunks_exact_mut(std::mem::size_of::<$t>()).zip($v) {
-                    c.copy_from_slice(&$to(*x));
-                }
-            };
-        }
-        match data {
-            HostData::Bool(v) => copy!(v, u8, |x: bool| [x as u8]),
-            HostData::U8(v) => dst.copy_from_slice(v),
-            HostData::I32(v) => copy!(v, i32, i32::to_le_bytes),
-            HostData::I64(v) => copy!(v, i64, i64::to_le_bytes),
-            HostData::F16(v) => copy!(v, f16, f16::to_le_bytes),
-            HostData::BF16(v) => copy!(v, bf16, bf16::to_le_bytes),
-            HostData::F32(v) => copy!(v, f32, f32::to_le_bytes),
-            HostData::F64(v) => copy!(v, f64, f64::to_le_bytes),
-        }
+        write_le_bytes(data, b.as_bytes_mut());
         b
     }
 
     /// A copy of the elements as host data. Bool bytes other than 0 read as true.
     pub fn to_host(&self) -> HostData {
-        let src = self.as_bytes();
-        macro_rules! read {
-            ($t:ty, $from:expr) => {
-                src.chunks_exact(std::mem::size_of::<$t>())
-                    .map(|c| $from(c.try_into().expect("chunk of the element size")))
-                    .collect()
-            };
-        }
-        match self.dtype {
-            DType::Bool => HostData::Bool(src.iter().map(|&b| b != 0).collect()),
-            DType::U8 => HostData::U8(src.to_vec()),
-            DType::I32 => HostData::I32(read!(i32, i32::from_le_bytes)),
-            DType::I64 => HostData::I64(read!(i64, i64::from_le_bytes)),
-            DType::F16 => HostData::F16(read!(f16, f16::from_le_bytes)),
-            DType::BF16 => HostData::BF16(read!(bf16, bf16::from_le_bytes)),
-            DType::F32 => HostData::F32(read!(f32, f32::from_le_bytes)),
-            DType::F64 => HostData::F64(read!(f64, f64::from_le_bytes)),
-        }
+        host_from_le_bytes(self.dtype, self.as_bytes())
     }
 
     /// Sets every element (and the spare first element of an empty buffer) to `value`.
@@ -292,9 +258,75 @@ impl std::fmt::Debug for Buffer {
     }
 }
 
+/// Writes the elements of `data` into `dst` as the backends' buffers hold them: little-endian,
+/// bools as one byte 0 or 1 (`dst` is exactly `data.len()` elements long).
+pub(crate) fn write_le_bytes(data: &HostData, dst: &mut [u8]) {
+    macro_rules! copy {
+        ($v:expr, $t:ty, $to:expr) => {
+            for (c, x) in dst.chunks_exact_mut(std::mem::size_of::<$t>()).zip($v) {
+                c.copy_from_slice(&$to(*x));
+            }
+        };
+    }
+    match data {
+        HostData::Bool(v) => copy!(v, u8, |x: bool| [x as u8]),
+        HostData::U8(v) => dst.copy_from_slice(v),
+        HostData::I32(v) => copy!(v, i32, i32::to_le_bytes),
+        HostData::I64(v) => copy!(v, i64, i64::to_le_bytes),
+        HostData::F16(v) => copy!(v, f16, f16::to_le_bytes),
+        HostData::BF16(v) => copy!(v, bf16, bf16::to_le_bytes),
+        HostData::F32(v) => copy!(v, f32, f32::to_le_bytes),
+        HostData::F64(v) => copy!(v, f64, f64::to_le_bytes),
+    }
+}
+
+/// The elements of `data` as [`write_le_bytes`] writes them, in a new vector.
+pub(crate) fn le_bytes(data: &HostData) -> Vec<u8> {
+    let mut v = vec![0u8; data.len() * data.dtype().size_in_bytes()];
+    write_le_bytes(data, &mut v);
+    v
+}
+
+/// The inverse of [`write_le_bytes`]: host data of `dtype` from `src`, which holds whole
+/// elements. Bool bytes other than 0 read as true.
+pub(crate) fn host_from_le_bytes(dtype: DType, src: &[u8]) -> HostData {
+    macro_rules! read {
+        ($t:ty, $from:expr) => {
+            src.chunks_exact(std::mem::size_of::<$t>())
+                .map(|c| $from(c.try_into().expect("chunk of the element size")))
+                .collect()
+        };
+    }
+    match dtype {
+        DType::Bool => HostData::Bool(src.iter().map(|&b| b != 0).collect()),
+        DType::U8 => HostData::U8(src.to_vec()),
+        DType::I32 => HostData::I32(read!(i32, i32::from_le_bytes)),
+        DType::I64 => HostData::I64(read!(i64, i64::from_le_bytes)),
+        DType::F16 => HostData::F16(read!(f16, f16::from_le_bytes)),
+        DType::BF16 => HostData::BF16(read!(bf16, bf16::from_le_bytes)),
+        DType::F32 => HostData::F32(read!(f32, f32::from_le_bytes)),
+        DType::F64 => HostData::F64(read!(f64, f64::from_le_bytes)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The GPU backends' upload and download bytes round-trip, and agree with a host buffer's.
+    #[test]
+    fn le_bytes_round_trip() {
+        for data in [
+            HostData::from_vec(vec![1.5f32, -2.0, f32::INFINITY]),
+            HostData::from_vec(vec![3i64, -4]),
+            HostData::Bool(vec![true, false, true]),
+            HostData::from_vec(vec![half::bf16::from_f32(0.5)]),
+        ] {
+            let bytes = le_bytes(&data);
+            assert_eq!(bytes, Buffer::from_host(&data).as_bytes());
+            assert_eq!(host_from_le_bytes(data.dtype(), &bytes), data);
+        }
+    }
 
     #[test]
     fn round_trips_every_dtype() {

@@ -1090,15 +1090,14 @@ impl Backend for Cuda {
 
     fn upload(&self, data: &HostData) -> Result<CudaBuffer, BackendError> {
         let buf = self.alloc(data.dtype(), data.len())?;
-        let host = crate::buffer::Buffer::from_host(data);
-        let bytes = host.as_bytes();
+        let bytes = crate::buffer::le_bytes(data);
         if !bytes.is_empty() {
             self.ctx
                 .bind_to_thread()
                 .map_err(|e| self.sync_error("binding the context", e))?;
             // SAFETY: the buffer holds at least `bytes.len()` bytes; a copy from pageable
-            // memory is staged before the call returns, so `host` may be freed after it.
-            unsafe { drv::memcpy_htod_async(buf.ptr, bytes, self.stream.cu_stream()) }
+            // memory is staged before the call returns, so `bytes` may be freed after it.
+            unsafe { drv::memcpy_htod_async(buf.ptr, &bytes[..], self.stream.cu_stream()) }
                 .map_err(|e| self.sync_error("copying to the device", e))?;
         }
         Ok(buf)
@@ -1116,7 +1115,7 @@ impl Backend for Cuda {
                 .map_err(|e| self.sync_error("copying from the device", e))?;
         }
         self.synchronize()?;
-        Ok(host_from_bytes(buf.dtype, &bytes))
+        Ok(crate::buffer::host_from_le_bytes(buf.dtype, &bytes))
     }
 
     fn fill(&self, buf: &mut CudaBuffer, value: Scalar) -> Result<(), BackendError> {
@@ -1312,27 +1311,6 @@ fn renderer_fingerprint() -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-/// Host data from a buffer's little-endian bytes (bool bytes other than 0 read as true).
-fn host_from_bytes(dtype: DType, src: &[u8]) -> HostData {
-    macro_rules! read {
-        ($t:ty) => {
-            src.chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of the element size")))
-                .collect()
-        };
-    }
-    match dtype {
-        DType::Bool => HostData::Bool(src.iter().map(|&b| b != 0).collect()),
-        DType::U8 => HostData::U8(src.to_vec()),
-        DType::I32 => HostData::I32(read!(i32)),
-        DType::I64 => HostData::I64(read!(i64)),
-        DType::F16 => HostData::F16(read!(half::f16)),
-        DType::BF16 => HostData::BF16(read!(half::bf16)),
-        DType::F32 => HostData::F32(read!(f32)),
-        DType::F64 => HostData::F64(read!(f64)),
-    }
 }
 
 #[cfg(test)]
@@ -1642,19 +1620,6 @@ return %7
             }
         }
         assert!(seen > 0);
-    }
-
-    #[test]
-    fn host_bytes_round_trip() {
-        for data in [
-            HostData::from_vec(vec![1.5f32, -2.0, f32::INFINITY]),
-            HostData::from_vec(vec![3i64, -4]),
-            HostData::Bool(vec![true, false, true]),
-            HostData::from_vec(vec![half::bf16::from_f32(0.5)]),
-        ] {
-            let host = crate::buffer::Buffer::from_host(&data);
-            assert_eq!(host_from_bytes(data.dtype(), host.as_bytes()), data);
-        }
     }
 
     #[test]

@@ -676,52 +676,6 @@ fn gemm_descriptor(l: &GemmLayout) -> (Vec<i64>, usize) {
     (d, total)
 }
 
-/// The little-endian bytes of a host buffer's elements (bool as 0/1, f16/bf16 as their bits).
-fn host_bytes(data: &HostData) -> Vec<u8> {
-    match data {
-        HostData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-        HostData::U8(v) => v.clone(),
-        HostData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        HostData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        HostData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        HostData::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
-        HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        HostData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
-}
-
-/// The inverse of [`host_bytes`] for `numel` elements of `dtype`.
-fn from_bytes(dtype: DType, numel: usize, b: &[u8]) -> HostData {
-    fn chunks<const N: usize>(b: &[u8], n: usize) -> impl Iterator<Item = [u8; N]> + '_ {
-        b.chunks_exact(N)
-            .take(n)
-            .map(|c| <[u8; N]>::try_from(c).unwrap_or([0; N]))
-    }
-    match dtype {
-        DType::Bool => HostData::Bool(b[..numel].iter().map(|&x| x != 0).collect()),
-        DType::U8 => HostData::U8(b[..numel].to_vec()),
-        DType::I32 => HostData::I32(chunks(b, numel).map(i32::from_le_bytes).collect()),
-        DType::I64 => HostData::I64(chunks(b, numel).map(i64::from_le_bytes).collect()),
-        DType::F16 => HostData::F16(
-            chunks(b, numel)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes(c)))
-                .collect(),
-        ),
-        DType::BF16 => HostData::BF16(
-            chunks(b, numel)
-                .map(|c| half::bf16::from_bits(u16::from_le_bytes(c)))
-                .collect(),
-        ),
-        DType::F32 => HostData::F32(chunks(b, numel).map(f32::from_le_bytes).collect()),
-        DType::F64 => HostData::F64(chunks(b, numel).map(f64::from_le_bytes).collect()),
-    }
-}
-
-/// The bytes of one element holding `value` (as [`host_bytes`] writes it).
-fn scalar_bytes(value: Scalar) -> Vec<u8> {
-    host_bytes(&HostData::filled(value, 1))
-}
-
 impl Backend for OpenCl {
     type Compiled = ClCompiled;
     type Buffer = ClBuffer;
@@ -759,7 +713,7 @@ impl Backend for OpenCl {
 
     fn upload(&self, data: &HostData) -> Result<ClBuffer, BackendError> {
         let mut buf = self.alloc(data.dtype(), data.len())?;
-        let bytes = host_bytes(data);
+        let bytes = crate::buffer::le_bytes(data);
         if !bytes.is_empty() {
             // SAFETY: a blocking write of `bytes.len()` bytes, within the buffer's padded size.
             unsafe {
@@ -782,12 +736,12 @@ impl Backend for OpenCl {
             }
             .map_err(|e| cl_error("downloading", e))?;
         }
-        Ok(from_bytes(buf.dtype, buf.numel, &bytes))
+        Ok(crate::buffer::host_from_le_bytes(buf.dtype, &bytes))
     }
 
     fn fill(&self, buf: &mut ClBuffer, value: Scalar) -> Result<(), BackendError> {
         // Cast to the buffer's dtype, as the CPU and CUDA backends do.
-        let pattern = scalar_bytes(value.cast(buf.dtype));
+        let pattern = crate::buffer::le_bytes(&HostData::filled(value.cast(buf.dtype), 1));
         let size = padded_bytes(buf.dtype, buf.numel).unwrap_or(8);
         // The padded size is a multiple of 8 bytes, so of every pattern size.
         // SAFETY: fills `size` bytes, the whole allocation.
