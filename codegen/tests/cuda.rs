@@ -55,33 +55,17 @@ fn detection_is_an_error_not_a_panic() {
 #[ignore]
 fn dump_cuda_sources() {
     use metajit_codegen::gpu::{Dialect, render};
-    use metajit_metaops::schedule::{Step, schedule};
-    use metajit_metaops::{r#gen, parse, passes};
     let Ok(dir) = std::env::var("METAJIT_CUDA_DUMP") else {
         println!("set METAJIT_CUDA_DUMP to a folder");
         return;
     };
     std::fs::create_dir_all(&dir).unwrap();
-    let mut graphs: Vec<metajit_metaops::Graph> = suite::op_graphs()
-        .iter()
-        .map(|t| parse::parse(t).unwrap())
-        .collect();
-    for seed in suite::fuzz_seeds() {
-        let (g, _) = r#gen::random_graph(seed, &r#gen::GenConfig::default());
-        graphs.push(passes::simplify(&g, &passes::PassCx::default()));
-    }
     std::fs::write(format!("{dir}/k0000.cu"), cuda::NAIVE_GEMM_SOURCE).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    for g in &graphs {
-        for step in schedule(g).steps {
-            if let Step::Kernel { kernel, .. } = step
-                && seen.insert(kernel.text())
-            {
-                let r = render::render(&kernel, Dialect::Cuda).unwrap();
-                let path = format!("{dir}/k{:04}.cu", seen.len());
-                std::fs::write(&path, format!("/*\n{}*/\n{}", kernel.text(), r.source)).unwrap();
-            }
-        }
+    let kernels = suite::scheduled_kernels();
+    for (i, kernel) in kernels.iter().enumerate() {
+        let r = render::render(kernel, Dialect::Cuda).unwrap();
+        let path = format!("{dir}/k{:04}.cu", i + 1);
+        std::fs::write(&path, format!("/*\n{}*/\n{}", kernel.text(), r.source)).unwrap();
     }
-    println!("{} kernels written to {dir}", seen.len());
+    println!("{} kernels written to {dir}", kernels.len());
 }

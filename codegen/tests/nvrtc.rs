@@ -24,8 +24,6 @@ use metajit_codegen::gpu::Dialect;
 use metajit_codegen::gpu::cuda::{NAIVE_GEMM_SOURCE, Nvrtc};
 use metajit_codegen::gpu::render::{program_source, render_named};
 use metajit_metaops::kernel::Kernel;
-use metajit_metaops::schedule::{Step, schedule};
-use metajit_metaops::{r#gen, parse, passes};
 
 /// The architecture of an H100/H200.
 const HOPPER: (i32, i32) = (9, 0);
@@ -47,21 +45,7 @@ fn nvrtc(cc: (i32, i32)) -> Option<Nvrtc> {
 fn all_kernels() -> Vec<Kernel> {
     let mut ks = gpu_common::sample_kernels(0);
     ks.extend(gpu_common::elementwise_kernels());
-    let mut graphs: Vec<metajit_metaops::Graph> = suite::op_graphs()
-        .iter()
-        .map(|t| parse::parse(t).expect("the suite's graphs parse"))
-        .collect();
-    for seed in suite::fuzz_seeds() {
-        let (g, _) = r#gen::random_graph(seed, &r#gen::GenConfig::default());
-        graphs.push(passes::simplify(&g, &passes::PassCx::default()));
-    }
-    for g in &graphs {
-        for step in schedule(g).steps {
-            if let Step::Kernel { kernel, .. } = step {
-                ks.push(kernel);
-            }
-        }
-    }
+    ks.extend(suite::scheduled_kernels());
     let mut seen = HashSet::new();
     ks.retain(|k| seen.insert(k.text()));
     ks

@@ -174,6 +174,29 @@ pub fn fuzz_seeds() -> std::ops::Range<u64> {
     from..from + var("METAJIT_FUZZ_SEEDS", 150)
 }
 
+/// The distinct kernels (by text, in first-seen order) of the schedules of the per-op graphs
+/// and of the fuzzer's simplified random graphs ([`fuzz_seeds`]).
+pub fn scheduled_kernels() -> Vec<Kernel> {
+    let mut graphs: Vec<Graph> = op_graphs()
+        .iter()
+        .map(|t| metajit_metaops::parse::parse(t).expect("the suite's graphs parse"))
+        .collect();
+    for seed in fuzz_seeds() {
+        let (g, _) = random_graph(seed, &GenConfig::default());
+        graphs.push(passes::simplify(&g, &passes::PassCx::default()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    graphs
+        .iter()
+        .flat_map(|g| schedule(g).steps)
+        .filter_map(|step| match step {
+            Step::Kernel { kernel, .. } => Some(kernel),
+            _ => None,
+        })
+        .filter(|k| seen.insert(k.text()))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Comparing and data.
 
